@@ -1,0 +1,364 @@
+"""Stack config for the Pulumi program, read once and validated into a typed model.
+
+Every value the program uses comes from :class:`StackConfig`. Pulumi hands stack config to the
+program as strings (structured values as JSON), namespaced ``secure-mail-api:<key>`` (plus
+``aws:region``). :func:`load_stack_config` reads them from the running Pulumi program;
+:func:`parse_stack_config` validates any ``dict[str, str]`` of the same shape, and
+:func:`dev_stack_config` loads the checked-in ``Pulumi.dev.yaml`` into that shape.
+
+A bad value raises :class:`ConfigError` *before any resource is declared*; the message names the
+full config key (``secure-mail-api:waf.ipRateLimit``) and, for enumerations, the allowed values.
+Config values are never echoed in errors for keys listed in ``secret_keys``.
+
+Public API::
+
+    PROJECT                      "secure-mail-api"
+    DEV_STACK_FILE               pathlib.Path of Pulumi.dev.yaml
+    ConfigError(ValueError)      .errors: list[str], one "<key>: <reason>" per problem
+    StackConfig, WafConfig, UsagePlanTier, CognitoConfig    pydantic models
+    dev_stack_config() -> dict[str, str]
+    parse_stack_config(values: Mapping[str, str], secret_keys=()) -> StackConfig
+    load_stack_config() -> StackConfig            (inside a Pulumi program / under mocks)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "PROJECT",
+    "DEV_STACK_FILE",
+    "TLS_POLICIES",
+    "LOG_RETENTION_DAYS",
+    "WAF_EVALUATION_WINDOWS",
+    "QUOTA_PERIODS",
+    "ConfigError",
+    "WafConfig",
+    "UsagePlanTier",
+    "CognitoConfig",
+    "StackConfig",
+    "dev_stack_config",
+    "parse_stack_config",
+    "load_stack_config",
+]
+
+PROJECT = "secure-mail-api"
+DEV_STACK_FILE = Path(__file__).resolve().parent.parent / "Pulumi.dev.yaml"
+
+#: Enhanced TLS policies for a REGIONAL REST API and custom domain that pass Security Hub
+#: APIGateway.11 (baseline.md §0.1). ``TLS_1_2`` and ``TLS_1_0`` fail that control; the two
+#: ``*_EDGE`` policies are for edge-optimized endpoints only.
+TLS_POLICIES = (
+    "SecurityPolicy_TLS13_1_3_2025_09",
+    "SecurityPolicy_TLS13_1_3_FIPS_2025_09",
+    "SecurityPolicy_TLS13_1_2_PFS_PQ_2025_09",
+)
+
+#: CloudWatch Logs retention values that are both accepted by CloudWatch (PutRetentionPolicy)
+#: and >= 365 days as Security Hub CloudWatch.16 / CKV_AWS_338 require (baseline.md §1.9).
+LOG_RETENTION_DAYS = (365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+
+#: WAF rate-based statement evaluation windows, seconds (baseline.md §0.6).
+WAF_EVALUATION_WINDOWS = (60, 120, 300, 600)
+
+#: API Gateway usage plan quota periods.
+QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
+
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?!-)([a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,63}$")
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+_ACM_ARN_RE = re.compile(
+    r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$"
+)
+_IAM_PRINCIPAL_RE = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(root|role/[\w+=,.@/-]+|user/[\w+=,.@/-]+)$")
+
+
+class ConfigError(ValueError):
+    """Stack config that cannot be used; ``errors`` holds one ``"<key>: <reason>"`` per problem."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("invalid stack config:\n  " + "\n  ".join(errors))
+
+
+def _domain(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    if not _DOMAIN_RE.match(value):
+        raise ValueError("must be a DNS domain name such as 'api.example.com'")
+    return value
+
+
+def _allowed(allowed: tuple[Any, ...]):
+    def check(value: Any) -> Any:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(str(a) for a in allowed)}")
+        return value
+
+    return check
+
+
+DomainName = Annotated[str, AfterValidator(_domain)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class WafConfig(_Model):
+    """WAF rate-based rule limits (baseline.md §1.10, §0.6).
+
+    Limits count requests per evaluation window (seconds) per aggregation key; AWS allows
+    100..2,000,000,000 in the provider (pulumi/pulumi-aws#5841 rejects < 100).
+    """
+
+    ip_rate_limit: int = Field(300, ge=100, le=2_000_000_000)
+    ip_evaluation_window_sec: Annotated[int, AfterValidator(_allowed(WAF_EVALUATION_WINDOWS))] = 60
+    api_key_rate_limit: int = Field(1000, ge=100, le=2_000_000_000)
+    api_key_evaluation_window_sec: Annotated[int, AfterValidator(_allowed(WAF_EVALUATION_WINDOWS))] = 300
+    #: BlockedRequests (Sum over 300 s) above which the WAF alarm fires (baseline.md §3 row 9).
+    blocked_requests_alarm_threshold: int = Field(100, ge=1)
+    #: Count instead of block AWSManagedRulesCommonRuleSet SizeRestrictions_BODY (> 8 KB bodies, §0.7).
+    allow_large_bodies: bool = True
+
+
+class UsagePlanTier(_Model):
+    """One usage plan tier: steady rate (requests/s), burst (requests) and quota per period."""
+
+    rate_limit: float = Field(gt=0, le=10_000)
+    burst_limit: int = Field(ge=1, le=5_000)
+    quota_limit: int = Field(ge=1)
+    quota_period: Annotated[str, AfterValidator(_allowed(QUOTA_PERIODS))] = "DAY"
+
+    @model_validator(mode="after")
+    def _burst_covers_rate(self) -> "UsagePlanTier":
+        if self.burst_limit < self.rate_limit:
+            raise ValueError("burstLimit must be >= rateLimit")
+        return self
+
+
+class CognitoConfig(_Model):
+    """Optional OAuth2 client-credentials via a Cognito user pool (baseline.md §1.11)."""
+
+    enabled: bool = False
+    #: Hosted-domain prefix for the token endpoint: <prefix>.auth.<region>.amazoncognito.com.
+    domain_prefix: str | None = None
+    #: Access-token lifetime in minutes (5..1440).
+    access_token_minutes: int = Field(60, ge=5, le=1440)
+
+    @field_validator("domain_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not re.match(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$", value):
+            raise ValueError("must be lowercase letters, digits and hyphens (max 63)")
+        if any(word in value for word in ("aws", "amazon", "cognito")):
+            raise ValueError("must not contain 'aws', 'amazon' or 'cognito' (Cognito rejects them)")
+        return value
+
+    @model_validator(mode="after")
+    def _prefix_when_enabled(self) -> "CognitoConfig":
+        if self.enabled and not self.domain_prefix:
+            raise ValueError("domainPrefix is required when enabled is true")
+        return self
+
+
+class StackConfig(_Model):
+    """The whole validated stack config. Field aliases are the camelCase config keys."""
+
+    stack: str = Field("dev", pattern=r"^[a-z][a-z0-9-]{0,19}$")
+    region: str = Field(alias="aws:region")
+    api_domain: DomainName
+    certificate_arn: str
+    tls_policy: Annotated[str, AfterValidator(_allowed(TLS_POLICIES))] = TLS_POLICIES[0]
+    stage_name: str = Field("live", pattern=r"^[A-Za-z0-9_]{1,64}$")
+    alarm_email: EmailStr
+    waf: WafConfig = WafConfig()
+    usage_plans: dict[str, UsagePlanTier]
+    log_retention_days: Annotated[int, AfterValidator(_allowed(LOG_RETENTION_DAYS))] = 365
+    sender_domain: DomainName
+    mail_from_subdomain: str = Field("bounce", pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+    configuration_set_name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    cognito: CognitoConfig = CognitoConfig()
+    #: Lambda reserved concurrency (CKV_AWS_115): caps parallel sends, so SES blast radius.
+    lambda_reserved_concurrency: int = Field(10, ge=1, le=1000)
+    lambda_timeout_seconds: int = Field(10, ge=1, le=29)
+    lambda_memory_mb: int = Field(256, ge=128, le=10240)
+    #: API Gateway -> Lambda integration timeout, milliseconds (50..29000).
+    integration_timeout_ms: int = Field(29000, ge=50, le=29000)
+    #: SLA for the SES feedback queue's oldest message, seconds (baseline.md §3 row 15).
+    queue_age_sla_seconds: int = Field(900, ge=60, le=1_209_600)
+    #: Max age of a current API key, days; alarm when the oldest key is older.
+    rotation_max_key_age_days: int = Field(90, ge=1, le=365)
+    #: Alarm when the rotation jobs published no metrics for this many hours.
+    rotation_silence_hours: int = Field(24, ge=1, le=168)
+    #: IAM principals allowed to assume the rotation role; empty = this account's root.
+    rotator_trusted_principals: list[str] = []
+    #: DynamoDB message-record retention via TTL attribute ``expires_at`` is enforced by the app.
+    tags: dict[str, str] = {}
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not _REGION_RE.match(value):
+            raise ValueError("must be an AWS region such as 'eu-west-1'")
+        return value
+
+    @field_validator("certificate_arn")
+    @classmethod
+    def _cert(cls, value: str) -> str:
+        if not _ACM_ARN_RE.match(value):
+            raise ValueError("must be an ACM certificate ARN 'arn:aws:acm:<region>:<account>:certificate/<uuid>'")
+        return value
+
+    @field_validator("usage_plans")
+    @classmethod
+    def _tiers(cls, value: dict[str, UsagePlanTier]) -> dict[str, UsagePlanTier]:
+        if not value:
+            raise ValueError("at least one usage plan tier is required")
+        for tier in value:
+            if not re.match(r"^[a-z][a-z0-9-]{0,31}$", tier):
+                raise ValueError(f"tier name {tier!r} must match ^[a-z][a-z0-9-]{{0,31}}$")
+        return value
+
+    @field_validator("rotator_trusted_principals")
+    @classmethod
+    def _principals(cls, value: list[str]) -> list[str]:
+        for arn in value:
+            if not _IAM_PRINCIPAL_RE.match(arn):
+                raise ValueError(f"{arn!r} is not an IAM role, user or account-root ARN")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "StackConfig":
+        cert_region = _ACM_ARN_RE.match(self.certificate_arn).group("region")  # type: ignore[union-attr]
+        if cert_region != self.region:
+            raise ValueError(
+                f"certificateArn is in {cert_region} but a REGIONAL custom domain needs a certificate "
+                f"in aws:region {self.region}"
+            )
+        if self.integration_timeout_ms < self.lambda_timeout_seconds * 1000 and self.integration_timeout_ms < 29000:
+            raise ValueError("integrationTimeoutMs must cover lambdaTimeoutSeconds (or be 29000)")
+        return self
+
+    @property
+    def prefix(self) -> str:
+        """Physical-name prefix, ``secure-mail-api-<stack>``."""
+        return f"{PROJECT}-{self.stack}"
+
+    @property
+    def mail_from_domain(self) -> str:
+        return f"{self.mail_from_subdomain}.{self.sender_domain}"
+
+
+_STRUCTURED = {"waf", "usagePlans", "cognito", "rotatorTrustedPrincipals", "tags"}
+
+
+def _key_for(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if not parts:
+        return f"{PROJECT}:<root>"
+    head = parts[0] if parts[0].startswith("aws:") else f"{PROJECT}:{parts[0]}"
+    return ".".join([head, *parts[1:]])
+
+
+def parse_stack_config(
+    values: Mapping[str, str], secret_keys: Iterable[str] = (), stack: str = "dev"
+) -> StackConfig:
+    """Validate raw stack config (``{"secure-mail-api:<key>": "<string or JSON>", "aws:region": ...}``).
+
+    Structured keys (waf, usagePlans, cognito, rotatorTrustedPrincipals, tags) hold JSON text, as
+    Pulumi passes them. Keys of another namespace than ``secure-mail-api`` and ``aws:region`` are
+    ignored. Raises :class:`ConfigError` naming every bad key; values of ``secret_keys`` are never
+    included in the message.
+    """
+    secret = set(secret_keys)
+    raw: dict[str, Any] = {}
+    errors: list[str] = []
+    for full_key, text in values.items():
+        ns, _, key = full_key.partition(":")
+        if full_key == "aws:region":
+            raw["aws:region"] = text
+            continue
+        if ns != PROJECT:
+            continue
+        if key not in _STRUCTURED:
+            raw[key] = text
+            continue
+        try:
+            raw[key] = json.loads(text) if isinstance(text, str) else text
+        except json.JSONDecodeError:
+            errors.append(f"{full_key}: must be structured config (JSON object/list)")
+    if errors:
+        raise ConfigError(errors)
+    raw["stack"] = stack  # the Pulumi stack name, never a config key
+    try:
+        return StackConfig.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            key = _key_for(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown config key"
+            if key.split(".")[0] in secret:
+                msg = msg.split(" got ")[0]
+            errors.append(f"{key}: {msg}")
+        raise ConfigError(errors) from None
+
+
+def _to_config_string(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def dev_stack_config(path: Path = DEV_STACK_FILE) -> dict[str, str]:
+    """Load ``Pulumi.dev.yaml``'s ``config:`` as the ``dict[str, str]`` Pulumi would pass.
+
+    Scalars become strings (``true``, ``365``), maps and lists become JSON text. Encrypted
+    (``secure:``) values are skipped: they need the stack's secrets provider.
+    """
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    out: dict[str, str] = {}
+    for key, value in (doc.get("config") or {}).items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            continue
+        out[key] = _to_config_string(value)
+    return out
+
+
+def load_stack_config() -> StackConfig:
+    """Read and validate the running program's stack config (``pulumi.Config``).
+
+    Works under ``pulumi up``/``preview`` and under mocks (``set_all_config``). Raises
+    :class:`ConfigError`.
+    """
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    # Under `pulumi up` the language host passes config as PULUMI_CONFIG (JSON); under mocks
+    # set_all_config fills the CONFIG context variable. Explicitly set config wins.
+    all_config: dict[str, Any] = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    secret_keys = set(runtime_config.get_config_secret_keys_env()) | set(runtime_config._SECRET_KEYS.get())
+    values = {k: v for k, v in all_config.items() if k.startswith(f"{PROJECT}:") or k == "aws:region"}
+    if "aws:region" not in values:
+        region = pulumi.Config("aws").get("region")
+        if region is not None:
+            values["aws:region"] = region
+    return parse_stack_config(values, secret_keys, stack=pulumi.get_stack())
