@@ -1,0 +1,94 @@
+"""Audit: a multi-region CloudTrail trail with log file validation, its bucket and log group.
+
+Realizes baseline.md §1.8: CloudTrail.1 (multi-region, all management events, logging on),
+CloudTrail.2 (SSE-KMS with the audit CMK), CloudTrail.4 (log file validation), CloudTrail.5
+(CloudWatch Logs integration, which the CIS metric filters in ``monitoring`` read), and
+CloudTrail.6/7 (bucket not public, bucket access logging, via :class:`SecureBucket`). The trail's
+log group is CMK-encrypted with retention (CloudWatch.16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.components._common import assume_role_policy, encrypted_log_group, json_doc
+from infra.components.storage import SecureBucket, SecureBucketArgs
+
+
+@dataclass
+class AuditArgs:
+    """Inputs of :class:`Audit`: account id, region, audit CMK, access-log bucket id, retention (days)."""
+
+    prefix: str
+    region: str
+    account_id: pulumi.Input[str]
+    audit_key_arn: pulumi.Input[str]
+    access_log_bucket: pulumi.Input[str]
+    log_retention_days: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class Audit(pulumi.ComponentResource):
+    """CloudTrail trail + bucket + CloudWatch Logs group.
+
+    Attributes: ``trail``, ``bucket`` (:class:`SecureBucket`), ``log_group``, ``trail_name``.
+    """
+
+    def __init__(self, name: str, args: AuditArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("secure-mail-api:audit:Audit", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.trail_name = f"{args.prefix}-trail"
+        trail_arn = pulumi.Output.from_input(args.account_id).apply(
+            lambda a: f"arn:aws:cloudtrail:{args.region}:{a}:trail/{self.trail_name}")
+
+        def cloudtrail_statements(bucket_arn: pulumi.Output[str]) -> list[Any]:
+            return [
+                {"Sid": "AWSCloudTrailAclCheck", "Effect": "Allow",
+                 "Principal": {"Service": "cloudtrail.amazonaws.com"}, "Action": "s3:GetBucketAcl",
+                 "Resource": bucket_arn, "Condition": {"StringEquals": {"aws:SourceArn": trail_arn}}},
+                {"Sid": "AWSCloudTrailWrite", "Effect": "Allow",
+                 "Principal": {"Service": "cloudtrail.amazonaws.com"}, "Action": "s3:PutObject",
+                 "Resource": pulumi.Output.all(bucket_arn, args.account_id).apply(
+                     lambda v: f"{v[0]}/AWSLogs/{v[1]}/*"),
+                 "Condition": {"StringEquals": {"aws:SourceArn": trail_arn}}},
+            ]
+
+        self.bucket = SecureBucket(
+            f"{name}-trail-bucket",
+            SecureBucketArgs(kms_key_arn=args.audit_key_arn, access_log_bucket=args.access_log_bucket,
+                             access_log_prefix="s3/cloudtrail/", policy_statements=cloudtrail_statements,
+                             noncurrent_days=365, tags=args.tags),
+            opts=child)
+        self.log_group = encrypted_log_group(
+            f"{name}-trail-logs", log_group_name=f"/secure-mail-api/{args.prefix}/cloudtrail",
+            kms_key_arn=args.audit_key_arn, retention_days=args.log_retention_days, tags=args.tags, parent=self)
+        role = aws.iam.Role(
+            f"{name}-trail-logs-role", assume_role_policy=assume_role_policy("cloudtrail.amazonaws.com"),
+            description="CloudTrail -> CloudWatch Logs delivery", tags=dict(args.tags), opts=child)
+        role_policy = aws.iam.RolePolicy(
+            f"{name}-trail-logs-policy", role=role.id,
+            policy=json_doc({"Version": "2012-10-17", "Statement": [{
+                "Sid": "DeliverToTrailLogGroup", "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": self.log_group.arn.apply(lambda a: f"{a}:log-stream:*")}]}),
+            opts=child)
+        self.trail = aws.cloudtrail.Trail(
+            f"{name}-trail",
+            name=self.trail_name,
+            s3_bucket_name=self.bucket.bucket.id,
+            kms_key_id=args.audit_key_arn,
+            is_multi_region_trail=True,
+            include_global_service_events=True,
+            enable_logging=True,
+            enable_log_file_validation=True,
+            event_selectors=[{"read_write_type": "All", "include_management_events": True}],
+            cloud_watch_logs_group_arn=self.log_group.arn.apply(lambda a: f"{a}:*"),
+            cloud_watch_logs_role_arn=role.arn,
+            tags=dict(args.tags),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.bucket.policy, role_policy]))
+        self.register_outputs({"trail_arn": self.trail.arn, "log_group_name": self.log_group.name})

@@ -1,0 +1,264 @@
+"""Monitoring: the CMK-encrypted alarm topic, every alarm of baseline.md §3, the CIS metric filters.
+
+Each alarm sends ALARM and OK to the alarm topic with actions enabled (CloudWatch.15/17,
+CKV_AWS_319) and sets ``treat_missing_data`` per alarm (traffic alarms ``notBreaching`` where
+silence is healthy, ``breaching`` where silence itself is the fault). The topic is encrypted
+with the audit CMK whose policy grants ``cloudwatch.amazonaws.com`` (§1.2), and its policy
+admits only CloudWatch from this account and denies publishing without TLS (SNS.4, SNS3).
+
+Rotation health alarms read the metrics the rotation jobs publish (``rotation.metrics``):
+``RotationFailed`` Sum >= 1, ``KeysOverMaxAge`` Maximum >= 1, ``OldestKeyAgeSeconds`` above the
+configured max age, and "no rotation metric for N hours" (missing data = breaching).
+
+CIS metric filters (Security Hub CloudWatch.1-14) sit on the CloudTrail log group, value 1 /
+default 0, each with a Sum/300 s/>= 1 alarm (§3.1), plus three workload filters (API Gateway
+stage/domain changes, WAF changes, SES configuration-set changes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.components._common import deny_insecure_transport, json_doc
+from rotation import metrics as rotation_metrics
+
+CIS_NAMESPACE = "CISBenchmark"
+MISSING_DATA_VALUES = ("breaching", "notBreaching", "ignore", "missing")
+
+#: (alarm key, Security Hub id, filter pattern). Patterns follow terraform-aws-modules
+#: cloudwatch//modules/cis-alarms (baseline.md §3.1).
+CIS_FILTERS: tuple[tuple[str, str, str], ...] = (
+    ("root-usage", "CloudWatch.1",
+     '{ $.userIdentity.type = "Root" && $.userIdentity.invokedBy NOT EXISTS && $.eventType != "AwsServiceEvent" }'),
+    ("unauthorized-api-calls", "CloudWatch.2",
+     '{ ($.errorCode = "*UnauthorizedOperation") || ($.errorCode = "AccessDenied*") }'),
+    ("console-signin-without-mfa", "CloudWatch.3",
+     '{ ($.eventName = "ConsoleLogin") && ($.additionalEventData.MFAUsed != "Yes") && '
+     '($.userIdentity.type = "IAMUser") && ($.responseElements.ConsoleLogin = "Success") }'),
+    ("iam-policy-changes", "CloudWatch.4",
+     "{($.eventName=DeleteGroupPolicy)||($.eventName=DeleteRolePolicy)||($.eventName=DeleteUserPolicy)||"
+     "($.eventName=PutGroupPolicy)||($.eventName=PutRolePolicy)||($.eventName=PutUserPolicy)||"
+     "($.eventName=CreatePolicy)||($.eventName=DeletePolicy)||($.eventName=CreatePolicyVersion)||"
+     "($.eventName=DeletePolicyVersion)||($.eventName=AttachRolePolicy)||($.eventName=DetachRolePolicy)||"
+     "($.eventName=AttachUserPolicy)||($.eventName=DetachUserPolicy)||($.eventName=AttachGroupPolicy)||"
+     "($.eventName=DetachGroupPolicy)}"),
+    ("cloudtrail-config-changes", "CloudWatch.5",
+     "{ ($.eventName = CreateTrail) || ($.eventName = UpdateTrail) || ($.eventName = DeleteTrail) || "
+     "($.eventName = StartLogging) || ($.eventName = StopLogging) }"),
+    ("console-auth-failures", "CloudWatch.6",
+     '{ ($.eventName = ConsoleLogin) && ($.errorMessage = "Failed authentication") }'),
+    ("kms-cmk-disable-or-deletion", "CloudWatch.7",
+     "{ ($.eventSource = kms.amazonaws.com) && (($.eventName = DisableKey) || ($.eventName = ScheduleKeyDeletion)) }"),
+    ("s3-bucket-policy-changes", "CloudWatch.8",
+     "{ ($.eventSource = s3.amazonaws.com) && (($.eventName = PutBucketAcl) || ($.eventName = PutBucketPolicy) || "
+     "($.eventName = PutBucketCors) || ($.eventName = PutBucketLifecycle) || ($.eventName = PutBucketReplication) || "
+     "($.eventName = DeleteBucketPolicy) || ($.eventName = DeleteBucketCors) || ($.eventName = DeleteBucketLifecycle) || "
+     "($.eventName = DeleteBucketReplication)) }"),
+    ("aws-config-changes", "CloudWatch.9",
+     "{ ($.eventSource = config.amazonaws.com) && (($.eventName=StopConfigurationRecorder)||"
+     "($.eventName=DeleteDeliveryChannel)||($.eventName=PutDeliveryChannel)||($.eventName=PutConfigurationRecorder)) }"),
+    ("security-group-changes", "CloudWatch.10",
+     "{ ($.eventName = AuthorizeSecurityGroupIngress) || ($.eventName = AuthorizeSecurityGroupEgress) || "
+     "($.eventName = RevokeSecurityGroupIngress) || ($.eventName = RevokeSecurityGroupEgress) || "
+     "($.eventName = CreateSecurityGroup) || ($.eventName = DeleteSecurityGroup) }"),
+    ("nacl-changes", "CloudWatch.11",
+     "{ ($.eventName = CreateNetworkAcl) || ($.eventName = CreateNetworkAclEntry) || ($.eventName = DeleteNetworkAcl) || "
+     "($.eventName = DeleteNetworkAclEntry) || ($.eventName = ReplaceNetworkAclEntry) || "
+     "($.eventName = ReplaceNetworkAclAssociation) }"),
+    ("network-gateway-changes", "CloudWatch.12",
+     "{ ($.eventName = CreateCustomerGateway) || ($.eventName = DeleteCustomerGateway) || "
+     "($.eventName = AttachInternetGateway) || ($.eventName = CreateInternetGateway) || "
+     "($.eventName = DeleteInternetGateway) || ($.eventName = DetachInternetGateway) }"),
+    ("route-table-changes", "CloudWatch.13",
+     "{ ($.eventName = CreateRoute) || ($.eventName = CreateRouteTable) || ($.eventName = ReplaceRoute) || "
+     "($.eventName = ReplaceRouteTableAssociation) || ($.eventName = DeleteRouteTable) || "
+     "($.eventName = DeleteRoute) || ($.eventName = DisassociateRouteTable) }"),
+    ("vpc-changes", "CloudWatch.14",
+     "{ ($.eventName = CreateVpc) || ($.eventName = DeleteVpc) || ($.eventName = ModifyVpcAttribute) || "
+     "($.eventName = AcceptVpcPeeringConnection) || ($.eventName = CreateVpcPeeringConnection) || "
+     "($.eventName = DeleteVpcPeeringConnection) || ($.eventName = RejectVpcPeeringConnection) || "
+     "($.eventName = AttachClassicLinkVpc) || ($.eventName = DetachClassicLinkVpc) || "
+     "($.eventName = DisableVpcClassicLink) || ($.eventName = EnableVpcClassicLink) }"),
+    ("apigateway-changes", "workload",
+     "{ ($.eventSource = apigateway.amazonaws.com) && (($.eventName = UpdateStage) || ($.eventName = DeleteStage) || "
+     "($.eventName = UpdateRestApi) || ($.eventName = UpdateDomainName)) }"),
+    ("waf-changes", "workload",
+     "{ ($.eventSource = wafv2.amazonaws.com) && (($.eventName = UpdateWebACL) || ($.eventName = DisassociateWebACL)) }"),
+    ("ses-configuration-changes", "workload",
+     "{ ($.eventSource = ses.amazonaws.com) && (($.eventName = PutConfigurationSetDeliveryOptions) || "
+     "($.eventName = DeleteConfigurationSet)) }"),
+)
+
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    """One metric alarm: statistic (or ``p90``), period seconds, M of N, comparison and missing-data rule."""
+
+    key: str
+    basis: str
+    namespace: str
+    metric: str
+    dimensions: Mapping[str, pulumi.Input[str]]
+    statistic: str
+    period: int
+    evaluation_periods: int
+    comparison: str
+    threshold: float
+    treat_missing_data: str
+    description: str
+
+
+@dataclass
+class MonitoringArgs:
+    """Inputs of :class:`Monitoring`: names of everything alarmed on, limits, CMK, alarm e-mail."""
+
+    prefix: str
+    stack: str
+    region: str
+    account_id: pulumi.Input[str]
+    audit_key_arn: pulumi.Input[str]
+    alarm_email: str
+    rest_api_name: pulumi.Input[str]
+    stage_name: str
+    web_acl_name: str
+    waf_blocked_threshold: int
+    function_name: pulumi.Input[str]
+    function_timeout_seconds: int
+    reserved_concurrency: int
+    dlq_name: pulumi.Input[str]
+    feedback_queue_name: pulumi.Input[str]
+    queue_age_sla_seconds: int
+    feedback_topic_name: pulumi.Input[str]
+    configuration_set_name: str
+    trail_log_group_name: pulumi.Input[str]
+    rotation_max_key_age_days: int
+    rotation_silence_hours: int
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def alarm_specs(args: MonitoringArgs, alarm_topic_name: pulumi.Input[str]) -> list[AlarmSpec]:
+    """Every workload alarm of baseline.md §3 (rows 1-7, 9-17) plus the rotation-health alarms."""
+    api = {"ApiName": args.rest_api_name, "Stage": args.stage_name}
+    fn = {"FunctionName": args.function_name}
+    stack = {rotation_metrics.DIMENSION_STACK: args.stack}
+    gt, ge, lt = "GreaterThanThreshold", "GreaterThanOrEqualToThreshold", "LessThanThreshold"
+    nb, br = "notBreaching", "breaching"
+    return [
+        AlarmSpec("ses-bounce-rate-warning", "§3 row 1", "AWS/SES", "Reputation.BounceRate", {}, "Average",
+                  900, 1, gt, 0.02, nb, "SES bounce rate above 2% (AWS: keep below 2%)"),
+        AlarmSpec("ses-bounce-rate-critical", "§3 row 2", "AWS/SES", "Reputation.BounceRate", {}, "Maximum",
+                  900, 1, ge, 0.05, nb, "SES bounce rate >= 5%: account under review"),
+        AlarmSpec("ses-complaint-rate-warning", "§3 row 3", "AWS/SES", "Reputation.ComplaintRate", {}, "Average",
+                  900, 1, ge, 0.0005, nb, "SES complaint rate >= 0.05%"),
+        AlarmSpec("ses-complaint-rate-critical", "§3 row 4", "AWS/SES", "Reputation.ComplaintRate", {}, "Average",
+                  900, 1, ge, 0.001, nb, "SES complaint rate >= 0.1%: account under review"),
+        AlarmSpec("api-5xx", "§3 row 5", "AWS/ApiGateway", "5XXError", api, "Average", 60, 3, gt, 0.05, nb,
+                  "API 5XX rate above 5%"),
+        AlarmSpec("api-4xx", "§3 row 6", "AWS/ApiGateway", "4XXError", api, "Average", 60, 5, gt, 0.05, nb,
+                  "API 4XX rate above 5% (auth failures, validation, throttling, WAF blocks)"),
+        AlarmSpec("api-latency-p90", "§3 row 7", "AWS/ApiGateway", "Latency", api, "p90", 60, 5, ge, 2500, nb,
+                  "API p90 latency >= 2500 ms"),
+        AlarmSpec("waf-blocked-requests", "§3 row 9", "AWS/WAFV2", "BlockedRequests",
+                  {"WebACL": args.web_acl_name, "Region": args.region, "Rule": "ALL"}, "Sum", 300, 1, gt,
+                  args.waf_blocked_threshold, nb, "WAF blocked-request spike"),
+        AlarmSpec("lambda-errors", "§3 row 10", "AWS/Lambda", "Errors", fn, "Sum", 60, 3, gt, 0, nb,
+                  "Sender Lambda errors"),
+        AlarmSpec("lambda-throttles", "§3 row 11", "AWS/Lambda", "Throttles", fn, "Sum", 60, 5, gt, 0, nb,
+                  "Sender Lambda throttled (reserved concurrency reached)"),
+        AlarmSpec("lambda-duration-p90", "§3 row 12", "AWS/Lambda", "Duration", fn, "p90", 60, 15, gt,
+                  0.8 * args.function_timeout_seconds * 1000, nb, "Sender p90 duration above 80% of timeout"),
+        AlarmSpec("lambda-concurrency", "§3 row 13", "AWS/Lambda", "ConcurrentExecutions", fn, "Maximum", 60, 10,
+                  gt, 0.9 * args.reserved_concurrency, nb, "Sender concurrency above 90% of reserved"),
+        AlarmSpec("dlq-not-empty", "§3 row 14", "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+                  {"QueueName": args.dlq_name}, "Maximum", 60, 1, ge, 1, nb, "Dead-letter queue holds messages"),
+        AlarmSpec("feedback-queue-age", "§3 row 15", "AWS/SQS", "ApproximateAgeOfOldestMessage",
+                  {"QueueName": args.feedback_queue_name}, "Maximum", 60, 15, ge, args.queue_age_sla_seconds, nb,
+                  "SES feedback backlog older than its SLA"),
+        AlarmSpec("alarm-topic-delivery-failures", "§3 row 16", "AWS/SNS", "NumberOfNotificationsFailed",
+                  {"TopicName": alarm_topic_name}, "Sum", 60, 5, gt, 0, nb, "Alarm notifications failing"),
+        AlarmSpec("feedback-topic-delivery-failures", "§3 row 16", "AWS/SNS", "NumberOfNotificationsFailed",
+                  {"TopicName": args.feedback_topic_name}, "Sum", 60, 5, gt, 0, nb, "SES feedback delivery failing"),
+        AlarmSpec("ses-rejects", "§3 row 17", "AWS/SES", "Reject",
+                  {"ses:configuration-set": args.configuration_set_name}, "Sum", 300, 1, gt, 0, nb,
+                  "SES rejected messages (virus / policy)"),
+        AlarmSpec("ses-rendering-failures", "§3 row 17", "AWS/SES", "RenderingFailure",
+                  {"ses:configuration-set": args.configuration_set_name}, "Sum", 300, 1, gt, 0, nb,
+                  "SES template rendering failures"),
+        AlarmSpec("rotation-failed", "rotation", rotation_metrics.NAMESPACE, rotation_metrics.ROTATION_FAILED,
+                  stack, "Sum", 3600, 1, ge, 1, nb, "An API key rotation failed or was rolled back"),
+        AlarmSpec("rotation-keys-over-max-age", "rotation", rotation_metrics.NAMESPACE,
+                  rotation_metrics.KEYS_OVER_MAX_AGE, stack, "Maximum", 3600, 1, ge, 1, nb,
+                  "A consumer's current API key is older than its max age"),
+        AlarmSpec("rotation-oldest-key-age", "rotation", rotation_metrics.NAMESPACE,
+                  rotation_metrics.OLDEST_KEY_AGE_SECONDS, stack, "Maximum", 3600, 1, gt,
+                  args.rotation_max_key_age_days * 86400, nb, "Oldest current API key above the stack max age"),
+        AlarmSpec("rotation-metrics-missing", "rotation", rotation_metrics.NAMESPACE,
+                  rotation_metrics.OLDEST_KEY_AGE_SECONDS, stack, "SampleCount", 3600, args.rotation_silence_hours,
+                  lt, 1, br, f"No rotation metrics for {args.rotation_silence_hours} h: rotation jobs not running"),
+    ]
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Alarm topic + alarms + CIS filters.
+
+    Attributes: ``topic``, ``alarms`` (dict key -> ``aws.cloudwatch.MetricAlarm``),
+    ``metric_filters`` (dict key -> ``aws.cloudwatch.LogMetricFilter``), ``specs`` (dict key -> AlarmSpec).
+    """
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("secure-mail-api:monitoring:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        topic_name = f"{args.prefix}-alarms"
+        self.topic = aws.sns.Topic(
+            f"{name}-alarms", name=topic_name, kms_master_key_id=args.audit_key_arn, signature_version=2,
+            tags=dict(args.tags), opts=child)
+        self.topic_policy = aws.sns.TopicPolicy(
+            f"{name}-alarms-policy", arn=self.topic.arn,
+            policy=json_doc({"Version": "2012-10-17", "Statement": [
+                {"Sid": "AllowCloudWatchAlarms", "Effect": "Allow",
+                 "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": "sns:Publish",
+                 "Resource": self.topic.arn,
+                 "Condition": {"StringEquals": {"aws:SourceAccount": args.account_id}}},
+                deny_insecure_transport([self.topic.arn], "sns:Publish"),
+            ]}),
+            opts=child)
+        aws.sns.TopicSubscription(
+            f"{name}-alarms-email", topic=self.topic.arn, protocol="email", endpoint=args.alarm_email, opts=child)
+
+        self.specs = {s.key: s for s in alarm_specs(args, topic_name)}
+        self.alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
+        for spec in self.specs.values():
+            stat = {"extended_statistic": spec.statistic} if spec.statistic.startswith("p") else {
+                "statistic": spec.statistic}
+            self.alarms[spec.key] = self._alarm(
+                name, spec.key, namespace=spec.namespace, metric_name=spec.metric, dimensions=dict(spec.dimensions),
+                period=spec.period, evaluation_periods=spec.evaluation_periods, datapoints_to_alarm=spec.evaluation_periods,
+                comparison_operator=spec.comparison, threshold=spec.threshold,
+                treat_missing_data=spec.treat_missing_data, alarm_description=f"{spec.description} [{spec.basis}]",
+                prefix=args.prefix, **stat)
+
+        self.metric_filters: dict[str, aws.cloudwatch.LogMetricFilter] = {}
+        for key, control, pattern in CIS_FILTERS:
+            metric = f"{args.prefix}-{key}"
+            self.metric_filters[key] = aws.cloudwatch.LogMetricFilter(
+                f"{name}-cis-{key}", name=metric, log_group_name=args.trail_log_group_name, pattern=pattern,
+                metric_transformation={"name": metric, "namespace": CIS_NAMESPACE, "value": "1", "default_value": "0"},
+                opts=child)
+            self.alarms[f"cis-{key}"] = self._alarm(
+                name, f"cis-{key}", namespace=CIS_NAMESPACE, metric_name=metric, statistic="Sum", period=300,
+                evaluation_periods=1, comparison_operator="GreaterThanOrEqualToThreshold", threshold=1,
+                treat_missing_data="notBreaching", alarm_description=f"CloudTrail: {key} [{control}]",
+                prefix=args.prefix, depends_on=[self.metric_filters[key]])
+        self.register_outputs({"alarm_topic_arn": self.topic.arn})
+
+    def _alarm(self, name: str, key: str, *, prefix: str, depends_on=None, **kwargs) -> aws.cloudwatch.MetricAlarm:
+        if kwargs["treat_missing_data"] not in MISSING_DATA_VALUES:
+            raise ValueError(f"treat_missing_data for {key} must be one of {MISSING_DATA_VALUES}")
+        return aws.cloudwatch.MetricAlarm(
+            f"{name}-{key}", name=f"{prefix}-{key}", alarm_actions=[self.topic.arn], ok_actions=[self.topic.arn],
+            actions_enabled=True, **kwargs,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on or []))

@@ -1,0 +1,125 @@
+"""The Pulumi program body: read the stack config once, wire the components, export outputs.
+
+``main()`` is importable so tests and ``infra.mocks.record_program`` can run it more than once
+with different config; ``infra/__main__.py`` only calls it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import outputs as out
+from infra.components._common import TAG_STACK
+from infra.components.api import Api, ApiArgs
+from infra.components.audit import Audit, AuditArgs
+from infra.components.email import Email, EmailArgs
+from infra.components.encryption import Encryption, EncryptionArgs
+from infra.components.monitoring import Monitoring, MonitoringArgs
+from infra.components.oauth import OAuth, OAuthArgs
+from infra.components.rotator import RotatorAccess, RotatorAccessArgs
+from infra.components.sender import Sender, SenderArgs
+from infra.components.storage import Storage, StorageArgs
+from infra.components.waf import Waf, WafArgs
+from infra.config import StackConfig, load_stack_config
+
+
+@dataclass
+class MailApiStack:
+    """Handles on every component of one program run, plus the exported outputs (name -> Output)."""
+
+    config: StackConfig
+    encryption: Encryption
+    storage: Storage
+    audit: Audit
+    email: Email
+    sender: Sender
+    api: Api
+    waf: Waf
+    monitoring: Monitoring
+    rotator: RotatorAccess
+    oauth: OAuth | None = None
+    exports: dict[str, pulumi.Output] = field(default_factory=dict)
+
+
+def main(config: StackConfig | None = None) -> MailApiStack:
+    """Declare the whole stack. Raises ``infra.config.ConfigError`` before any resource on bad config."""
+    cfg = config if config is not None else load_stack_config()
+    tags = {**cfg.tags, "project": "secure-mail-api", TAG_STACK: cfg.stack}
+    account_id = aws.get_caller_identity_output().account_id
+
+    encryption = Encryption("encryption", EncryptionArgs(account_id=account_id, region=cfg.region,
+                                                         prefix=cfg.prefix, tags=tags))
+    storage = Storage("storage", StorageArgs(prefix=cfg.prefix, data_key_arn=encryption.data_key.arn,
+                                             account_id=account_id, tags=tags))
+    audit = Audit("audit", AuditArgs(prefix=cfg.prefix, region=cfg.region, account_id=account_id,
+                                     audit_key_arn=encryption.audit_key.arn,
+                                     access_log_bucket=storage.access_logs.bucket.id,
+                                     log_retention_days=cfg.log_retention_days, tags=tags))
+    email = Email("email", EmailArgs(prefix=cfg.prefix, sender_domain=cfg.sender_domain,
+                                     mail_from_domain=cfg.mail_from_domain,
+                                     configuration_set_name=cfg.configuration_set_name,
+                                     data_key_arn=encryption.data_key.arn, dlq_arn=storage.dlq.arn,
+                                     account_id=account_id, tags=tags))
+    sender = Sender("sender", SenderArgs(
+        prefix=cfg.prefix, data_key_arn=encryption.data_key.arn, audit_key_arn=encryption.audit_key.arn,
+        table_name=storage.table.name, table_arn=storage.table.arn, archive_bucket_arn=storage.archive.bucket.arn,
+        dlq_arn=storage.dlq.arn, identity_arn=email.identity.arn, sender_identity=cfg.sender_domain,
+        configuration_set_name=email.configuration_set.configuration_set_name,
+        configuration_set_arn=email.configuration_set.arn, reserved_concurrency=cfg.lambda_reserved_concurrency,
+        timeout_seconds=cfg.lambda_timeout_seconds, memory_mb=cfg.lambda_memory_mb,
+        log_retention_days=cfg.log_retention_days, tags=tags))
+    oauth = None
+    if cfg.cognito.enabled:
+        oauth = OAuth("oauth", OAuthArgs(prefix=cfg.prefix, region=cfg.region,
+                                         domain_prefix=cfg.cognito.domain_prefix or "",
+                                         access_token_minutes=cfg.cognito.access_token_minutes, tags=tags))
+    api = Api("api", ApiArgs(
+        prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id, api_domain=cfg.api_domain,
+        certificate_arn=cfg.certificate_arn, tls_policy=cfg.tls_policy, stage_name=cfg.stage_name,
+        function_name=sender.function.name, function_invoke_arn=sender.function.invoke_arn,
+        audit_key_arn=encryption.audit_key.arn, log_retention_days=cfg.log_retention_days,
+        usage_plans=cfg.usage_plans, integration_timeout_ms=cfg.integration_timeout_ms,
+        user_pool_arn=oauth.user_pool.arn if oauth else None,
+        authorization_scopes=oauth.scopes if oauth else (), tags=tags))
+    waf = Waf("waf", WafArgs(prefix=cfg.prefix, stage_arn=api.stage.arn, waf=cfg.waf,
+                             audit_key_arn=encryption.audit_key.arn, log_retention_days=cfg.log_retention_days,
+                             tags=tags))
+    monitoring = Monitoring("monitoring", MonitoringArgs(
+        prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id,
+        audit_key_arn=encryption.audit_key.arn, alarm_email=str(cfg.alarm_email),
+        rest_api_name=api.rest_api.name, stage_name=cfg.stage_name, web_acl_name=waf.acl_name,
+        waf_blocked_threshold=cfg.waf.blocked_requests_alarm_threshold, function_name=sender.function_name,
+        function_timeout_seconds=cfg.lambda_timeout_seconds, reserved_concurrency=cfg.lambda_reserved_concurrency,
+        dlq_name=storage.dlq.name, feedback_queue_name=email.feedback_queue.name,
+        queue_age_sla_seconds=cfg.queue_age_sla_seconds, feedback_topic_name=email.feedback_topic.name,
+        configuration_set_name=cfg.configuration_set_name, trail_log_group_name=audit.log_group.name,
+        rotation_max_key_age_days=cfg.rotation_max_key_age_days, rotation_silence_hours=cfg.rotation_silence_hours,
+        tags=tags))
+    rotator = RotatorAccess("rotator", RotatorAccessArgs(
+        prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id,
+        kms_key_arn=encryption.data_key.arn, trusted_principals=cfg.rotator_trusted_principals, tags=tags))
+
+    exports: dict[str, pulumi.Output] = {
+        out.API_URL: api.base_url,
+        out.USAGE_PLAN_IDS: pulumi.Output.from_input({t: p.id for t, p in api.usage_plans.items()}),
+        out.KMS_KEY_ARN: encryption.data_key.arn,
+        out.AUDIT_KMS_KEY_ARN: encryption.audit_key.arn,
+        out.ALARM_TOPIC_ARN: monitoring.topic.arn,
+        out.ARCHIVE_BUCKET: storage.archive.bucket.bucket,
+        out.TABLE_NAME: storage.table.name,
+        out.ROTATOR_ROLE_ARN: rotator.role.arn,
+        out.REST_API_ID: api.rest_api.id,
+        out.STAGE_NAME: api.stage.stage_name,
+        out.DOMAIN_TARGET: api.domain_name.regional_domain_name,
+    }
+    if oauth is not None:
+        exports[out.TOKEN_URL] = oauth.token_url
+        exports[out.OAUTH_CLIENT_ID] = oauth.client.id
+    for key, value in exports.items():
+        pulumi.export(key, value)
+    return MailApiStack(config=cfg, encryption=encryption, storage=storage, audit=audit, email=email,
+                        sender=sender, api=api, waf=waf, monitoring=monitoring, rotator=rotator, oauth=oauth,
+                        exports=exports)
