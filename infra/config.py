@@ -207,7 +207,7 @@ class StackConfig(_Model):
     #: Max age of a current API key, days; alarm when the oldest key is older.
     rotation_max_key_age_days: int = Field(90, ge=1, le=365)
     #: Alarm when the rotation jobs published no metrics for this many hours.
-    rotation_silence_hours: int = Field(24, ge=1, le=168)
+    rotation_silence_hours: int = Field(24, ge=1, le=24)
     #: IAM principals allowed to assume the rotation role; empty = this account's root.
     rotator_trusted_principals: list[str] = []
     #: DynamoDB message-record retention via TTL attribute ``expires_at`` is enforced by the app.
