@@ -166,6 +166,12 @@ BAD_REQUESTS = [
         "unsupported_media_type",
         "headers.Content-Type",
     ),
+    (
+        "no_headers_at_all",
+        {"body": good_body(), "headers": {}},
+        "unsupported_media_type",
+        "headers.Content-Type",
+    ),
     ("empty_body", {"raw_body": ""}, "empty_body", "$"),
     ("null_body", {"raw_body": None}, "empty_body", "$"),
     ("whitespace_body", {"raw_body": "  \n "}, "empty_body", "$"),
@@ -644,3 +650,12 @@ def test_canaries_never_reach_the_logs(invoke, make_event, mail_backend, capsys)
     assert {"message sent", "request rejected"} <= messages  # the logger did write, to stdout
     for canary in (subject_canary, key_canary, body_canary, recipient):
         assert canary not in logs
+
+
+def test_event_with_null_headers_is_a_clean_400(invoke, make_event, mail_backend):
+    event = make_event(good_body())
+    event["headers"] = None
+    event["multiValueHeaders"] = None
+    status, payload, _ = invoke(event)
+    assert (status, payload["error"]["reason"]) == (400, "unsupported_media_type")
+    assert mail_backend.sent_messages() == []
