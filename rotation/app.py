@@ -1,0 +1,66 @@
+"""Wiring: settings + consumers file -> Vault store, API Gateway provider, targets, engine.
+
+The CLI, the scheduler daemon and the Lambda entry point all build their engine here, so they
+behave the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import boto3
+
+from .audit import AuditLog
+from .config import Consumer, ConsumersFile, FileTarget, WebhookTarget
+from .engine import Engine, RunSummary
+from .metrics import key_age_figures, publish
+from .providers.apigateway import ApiGatewayKeys
+from .records import from_iso, utcnow
+from .settings import Settings
+from .targets import PushTarget
+from .targets.file import AtomicFileTarget
+from .targets.webhook import SignedWebhookTarget
+from .vault import VaultStore
+
+__all__ = ["build_engine", "publish_run_metrics"]
+
+log = logging.getLogger(__name__)
+
+
+def make_targets(c: Consumer, vault: VaultStore, settings: Settings) -> list[PushTarget]:
+    out: list[PushTarget] = []
+    for spec in c.targets:
+        if isinstance(spec, FileTarget):
+            out.append(AtomicFileTarget(spec))
+        elif isinstance(spec, WebhookTarget):
+            out.append(SignedWebhookTarget(spec, vault, deadline_seconds=settings.push_timeout_seconds))
+    return out
+
+
+def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLog | None = None,
+                 check_mount: bool = True, **engine_kwargs) -> Engine:
+    """Log in to Vault, check the KV mount (refuses KV v1), and build the engine.
+
+    Raises :class:`~rotation.errors.VaultError` / :class:`~rotation.errors.UnsupportedMount`.
+    """
+    vault = VaultStore(settings)
+    if check_mount:
+        for warning in vault.check_mount():
+            log.warning("%s", warning)
+    apigw = ApiGatewayKeys(settings)
+    audit = audit or AuditLog(settings.audit_log)
+    engine_kwargs.setdefault("targets_for", lambda c: make_targets(c, vault, settings))
+    return Engine(consumers, vault, apigw, audit, lease_ttl_seconds=settings.lease_ttl_seconds,
+                  verify_timeout_seconds=settings.verify_timeout_seconds, **engine_kwargs)
+
+
+def publish_run_metrics(settings: Settings, consumers: ConsumersFile, summary: RunSummary) -> bool:
+    """Publish the run's rotation metrics to CloudWatch (:mod:`rotation.metrics`)."""
+    max_age = {c.name: c.max_age.total_seconds() for c in consumers.consumers}
+    rows = [(from_iso(o.current_promoted_at), max_age.get(o.consumer, 0)) for o in summary.outcomes]
+    oldest, over = key_age_figures(rows, utcnow())
+    cw = boto3.session.Session(region_name=settings.aws_region).client(
+        "cloudwatch", endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region)
+    ok = sum(1 for o in summary.outcomes if o.outcome == "ok" and o.action in ("bootstrap", "rotate", "emergency", "resume"))
+    return publish(cw, settings.stack, succeeded=ok, failed=len(summary.failed),
+                   oldest_age_seconds=oldest, over_max_age=over)

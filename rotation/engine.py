@@ -1,0 +1,425 @@
+"""Drives each consumer's rotation through its steps, resumably, under a CAS lease.
+
+Steps (architecture.md, modelled on AWS Secrets Manager's create/set/test/finish):
+
+1. **lock**: take the consumer's lease in ``rotations/<consumer>`` (CAS; a stale lease is taken over).
+2. **create**: generate the value (CSPRNG, 40 alphanumerics), record it as ``pending`` in Vault
+   (CAS) *before* touching AWS, then create the API key under a deterministic name (looked up
+   first), enabled, tagged, attached to the tier's usage plan; record its id (CAS).
+3. **test**: the key is enabled, holds the value Vault holds, and sits in the right usage plan,
+   checked with backoff up to a deadline (failure case A1); extra verifiers (a canary call) plug in.
+4. **distribute**: push to each target; each ack is journaled, so a resumed run skips acked ones.
+5. **promote**: ``current`` -> new, ``previous`` -> old, in one CAS write.
+6. **revoke** (a later run, after the grace period; at once for an emergency): disable and
+   detach the old key; **delete** it after its retention period.
+
+The test step runs before distribution (the architecture sketch has it after): a key is proven
+to work before any consumer is handed it, so a failed test never leaves a consumer holding a key
+that is then deleted. A failure before promotion rolls back: targets that took the new key get
+the current one back, the new key is disabled and deleted, and ``current`` is untouched.
+
+Every step is journaled with CAS before the next begins; a run killed anywhere resumes from the
+journal (or from what Vault and AWS show) and never leaves two pending keys, an enabled API key
+Vault does not know (the orphan sweep removes those), or a consumer without a working key.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import string
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Callable, Iterable
+
+from .audit import REDACTOR, AuditLog
+from .config import Consumer, ConsumersFile
+from .errors import CasConflict, LockHeld, PushError, RotationError, VerificationFailed
+from .planner import Decision, decide
+from .providers.apigateway import TAG_CONSUMER, ApiGatewayKeys
+from .records import KeyRecord, KeyState, RotationRecord, Step, to_iso, utcnow
+from .targets import Delivery, PushResult, PushTarget
+from .vault import VaultStore
+
+__all__ = ["Engine", "ConsumerOutcome", "RunSummary", "generate_key_value", "KEY_LENGTH"]
+
+KEY_LENGTH = 40  # alphanumerics: about 238 bits from the OS CSPRNG; API Gateway allows 20-128
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def generate_key_value(length: int = KEY_LENGTH) -> str:
+    """A new API key value from :mod:`secrets` (the OS CSPRNG): ``length`` alphanumerics."""
+    if length < 30:
+        raise ValueError("key length must be at least 30 characters")
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+@dataclass
+class ConsumerOutcome:
+    consumer: str
+    action: str            # none | bootstrap | rotate | emergency | resume | revoke
+    outcome: str           # ok | failed | rolled_back | skipped | locked | waiting | lost_lease
+    detail: str = ""
+    serial: int | None = None
+    rotation_id: str | None = None
+    current_promoted_at: str | None = None   # after this run; feeds the key-age metrics
+
+
+@dataclass
+class RunSummary:
+    outcomes: list[ConsumerOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ConsumerOutcome]:
+        return [o for o in self.outcomes if o.outcome in ("failed", "rolled_back")]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+StepHook = Callable[[str, str], None]      # (consumer, step) -> None; may raise (tests: crash injection)
+Verifier = Callable[[Consumer, KeyRecord], None]  # raises VerificationFailed
+
+
+class Engine:
+    """Rotates the consumers of one consumers file against one Vault and one API Gateway.
+
+    ``targets_for(consumer)`` builds the consumer's push targets; ``after_step`` is called after
+    each journaled step (fault injection in tests); ``verifiers`` add checks to the test step.
+    """
+
+    def __init__(self, consumers: ConsumersFile, vault: VaultStore, apigw: ApiGatewayKeys, audit: AuditLog, *,
+                 lease_ttl_seconds: float = 300, verify_timeout_seconds: float = 60,
+                 targets_for: Callable[[Consumer], list[PushTarget]] | None = None,
+                 after_step: StepHook | None = None, verifiers: Iterable[Verifier] = (),
+                 owner: str | None = None, clock: Callable[[], datetime] = utcnow):
+        self.consumers = consumers
+        self.vault = vault
+        self.apigw = apigw
+        self.audit = audit
+        self.lease_ttl = lease_ttl_seconds
+        self.verify_timeout = verify_timeout_seconds
+        self.targets_for = targets_for or (lambda c: [])
+        self.after_step = after_step or (lambda c, s: None)
+        self.verifiers = list(verifiers)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.clock = clock
+        self._managed_keys: list[dict] | None = None
+
+    # -- reading ---------------------------------------------------------------------------------
+    def decisions(self, *, force: Iterable[str] = (), emergency: Iterable[str] = ()) -> list[tuple[Consumer, KeyState, RotationRecord, Decision]]:
+        """Read Vault (no writes) and decide for every consumer."""
+        force, emergency = set(force), set(emergency)
+        out = []
+        now = self.clock()
+        for c in self.consumers.consumers:
+            state = self.vault.read_key_state(c.name)
+            journal = self.vault.read_rotation(c.name)
+            out.append((c, state, journal, decide(c, state, journal, now, force=c.name in force,
+                                                   emergency=c.name in emergency, owner=self.owner)))
+        return out
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self, *, only: Iterable[str] | None = None, force: Iterable[str] = (),
+            emergency: Iterable[str] = ()) -> RunSummary:
+        """Process every consumer (or ``only`` those): resume, rotate what is due, revoke and
+        delete what is past grace/retention. One consumer's failure never stops the others."""
+        only = set(only) if only is not None else None
+        force, emergency = set(force), set(emergency)
+        summary = RunSummary()
+        self._managed_keys = None
+        for c in self.consumers.consumers:
+            if only is not None and c.name not in only:
+                continue
+            try:
+                summary.outcomes.append(self.process(c, force=c.name in force, emergency=c.name in emergency))
+            except Exception as exc:  # noqa: BLE001 - isolate each consumer (certbot-style)
+                detail = REDACTOR.scrub(f"{type(exc).__name__}: {exc}")
+                self.audit.emit("consumer", "failed", consumer=c.name, error=detail)
+                summary.outcomes.append(ConsumerOutcome(c.name, "error", "failed", detail))
+        self.audit.emit("run", "failed" if summary.failed else "ok",
+                        consumers=len(summary.outcomes), failed=len(summary.failed))
+        return summary
+
+    def _managed_by_consumer(self, consumer: str) -> list[dict]:
+        if self._managed_keys is None:
+            self._managed_keys = self.apigw.list_managed_keys()
+        return [k for k in self._managed_keys if (k.get("tags") or {}).get(TAG_CONSUMER) == consumer]
+
+    def process(self, c: Consumer, *, force: bool = False, emergency: bool = False) -> ConsumerOutcome:
+        """Everything one run does for consumer ``c``, under its lease."""
+        state = self.vault.read_key_state(c.name)
+        journal = self.vault.read_rotation(c.name)
+        d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner)
+        orphans = self._orphans(c, state)
+        if not d.has_work and not orphans and not (journal.rotation_id and journal.step == Step.DISTRIBUTED.value):
+            outcome = "waiting" if d.waiting and (force or "waiting" in d.reason) else "skipped"
+            return ConsumerOutcome(c.name, "none", outcome, d.reason,
+                                   current_promoted_at=state.current.promoted_at if state.current else None)
+        if d.locked_by:
+            self.audit.emit("lock", "skipped", consumer=c.name, holder=d.locked_by)
+            return ConsumerOutcome(c.name, d.rotate, "locked", f"lease held by {d.locked_by}")
+        try:
+            journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl)
+        except LockHeld as exc:
+            self.audit.emit("lock", "skipped", consumer=c.name, detail=str(exc))
+            return ConsumerOutcome(c.name, d.rotate, "locked", str(exc))
+        self.audit.emit("lock", "ok", consumer=c.name, vault_version=journal.version)
+        try:
+            return self._process_locked(c, journal, force=force, emergency=emergency)
+        except CasConflict as exc:
+            # Lost a race (V1): someone else wrote; never clobber, never revoke because of it.
+            self.audit.emit("lease", "lost", consumer=c.name, detail=str(exc))
+            return ConsumerOutcome(c.name, d.rotate, "lost_lease", str(exc))
+
+    def _process_locked(self, c: Consumer, journal: RotationRecord, *, force: bool, emergency: bool) -> ConsumerOutcome:
+        state = self.vault.read_key_state(c.name)  # fresh, under the lease
+        journal = self._finish_promoted_journal(c, state, journal)
+        state, journal = self._sweep_orphans(c, state, journal)
+        d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner)
+        result = ConsumerOutcome(c.name, d.rotate, "ok", d.reason)
+        if d.rotate in ("bootstrap", "rotate", "emergency", "resume"):
+            state, journal, result = self._rotate(c, state, journal, d)
+        elif d.waiting and force:
+            result = ConsumerOutcome(c.name, "none", "waiting", d.reason)
+        # revoke / delete (re-decide: a promotion just changed the labels)
+        d2 = decide(c, state, journal, self.clock(), emergency=journal.emergency and result.outcome == "ok"
+                    and d.rotate == "emergency", owner=self.owner)
+        if result.outcome == "ok" and (d2.revoke or d2.delete):
+            state, journal = self._revoke_and_delete(c, state, journal, d2)
+            if result.action == "none":
+                result.action = "revoke"
+                result.detail = f"revoked {list(d2.revoke)}, deleted {list(d2.delete)}"
+        result.current_promoted_at = state.current.promoted_at if state.current else None
+        self.vault.release_lease(c.name, journal, last_outcome={
+            "outcome": result.outcome, "action": result.action, "at": to_iso(self.clock()),
+            "rotation_id": result.rotation_id, "detail": result.detail[:300]})
+        return result
+
+    # -- rotation steps --------------------------------------------------------------------------
+    def _journal(self, c: Consumer, journal: RotationRecord, step: Step, **changes) -> RotationRecord:
+        journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, step=step.value, **changes)
+        self.after_step(c.name, step.value)
+        return journal
+
+    def _rotate(self, c: Consumer, state: KeyState, journal: RotationRecord, d: Decision):
+        emergency = d.rotate == "emergency" or (d.rotate == "resume" and journal.emergency)
+        if state.pending is None:
+            rotation_id = uuid.uuid4().hex
+            serial = state.next_serial()
+            value = generate_key_value()
+            REDACTOR.register(value)
+            pending = KeyRecord(serial=serial, value=value, rotation_id=rotation_id, created_at=to_iso(self.clock()),
+                                key_name=self.apigw.key_name(c.name, serial))
+            state = self.vault.write_key_state(c.name, state.evolve(pending=pending))
+            self.audit.emit("create", "pending_recorded", consumer=c.name, rotation_id=rotation_id, serial=serial,
+                            fingerprint=pending.fingerprint, vault_version=state.version, emergency=emergency)
+            journal = self._journal(c, journal, Step.PENDING_RECORDED, rotation_id=rotation_id, emergency=emergency,
+                                    started_at=to_iso(self.clock()), acks={})
+        else:
+            REDACTOR.register(state.pending.value)
+            if journal.rotation_id != state.pending.rotation_id:
+                journal = self._journal(c, journal, Step.PENDING_RECORDED, rotation_id=state.pending.rotation_id,
+                                        emergency=emergency, started_at=to_iso(self.clock()), acks={})
+            self.audit.emit("resume", "ok", consumer=c.name, rotation_id=state.pending.rotation_id,
+                            serial=state.pending.serial, step=journal.step)
+        pending = state.pending
+        out = ConsumerOutcome(c.name, d.rotate, "ok", d.reason, pending.serial, pending.rotation_id)
+        step = journal.step
+        try:
+            if step == Step.ROLLED_BACK.value or step == "rolling_back":
+                raise VerificationFailed("resuming an interrupted rollback")
+            if pending.key_id is None or step in (Step.PENDING_RECORDED.value, Step.LOCKED.value, None):
+                state, journal = self._create(c, state, journal)
+                step = journal.step
+            if step == Step.KEY_CREATED.value:
+                self._test(c, state.pending)
+                journal = self._journal(c, journal, Step.TESTED)
+                self.audit.emit("test", "ok", consumer=c.name, rotation_id=pending.rotation_id,
+                                key_id=state.pending.key_id, serial=pending.serial)
+                step = journal.step
+            if step == Step.TESTED.value:
+                journal = self._distribute(c, state.pending, journal)
+                step = journal.step
+        except (VerificationFailed, PushError, RotationError) as exc:
+            if isinstance(exc, CasConflict):
+                raise
+            state, journal = self._rollback(c, state, journal, str(exc))
+            out.outcome, out.detail = "rolled_back", REDACTOR.scrub(str(exc))
+            return state, journal, out
+        # promote: one CAS write moves every label
+        now = to_iso(self.clock())
+        new_current = replace(state.pending, promoted_at=now)
+        retired = list(state.retired)
+        if state.previous is not None:
+            retired.append(state.previous)  # an older key still around: revoked by this run
+        state = self.vault.write_key_state(c.name, state.evolve(
+            current=new_current, previous=state.current, pending=None, retired=tuple(retired)))
+        self.audit.emit("promote", "ok", consumer=c.name, rotation_id=new_current.rotation_id,
+                        serial=new_current.serial, key_id=new_current.key_id, fingerprint=new_current.fingerprint,
+                        vault_version=state.version, emergency=emergency)
+        journal = self._journal(c, journal, Step.PROMOTED)
+        return state, journal, out
+
+    def _create(self, c: Consumer, state: KeyState, journal: RotationRecord):
+        pending = state.pending
+        plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
+        key_id = self.apigw.create_key(consumer=c.name, serial=pending.serial, value=pending.value,
+                                       rotation_id=pending.rotation_id)
+        if pending.key_id != key_id:
+            state = self.vault.write_key_state(c.name, state.evolve(pending=replace(pending, key_id=key_id)))
+        self.after_step(c.name, "api_key_created")
+        self.apigw.attach(plan_id, key_id)
+        self.audit.emit("create", "ok", consumer=c.name, rotation_id=pending.rotation_id, serial=pending.serial,
+                        key_id=key_id, usage_plan=plan_id, vault_version=state.version)
+        journal = self._journal(c, journal, Step.KEY_CREATED)
+        return state, journal
+
+    def _test(self, c: Consumer, pending: KeyRecord) -> None:
+        """Prove the new key works: enabled, right value, right usage plan; then the verifiers.
+        Retries with exponential backoff until ``verify_timeout`` (failure case A1)."""
+        plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
+        deadline = time.monotonic() + self.verify_timeout
+        delay = 0.2
+        while True:
+            problem = self._check_key(pending, plan_id)
+            if problem is None:
+                try:
+                    for verify in self.verifiers:
+                        verify(c, pending)
+                    return
+                except VerificationFailed as exc:
+                    problem = str(exc)
+            if time.monotonic() + delay > deadline:
+                raise VerificationFailed(f"{c.name} serial {pending.serial}: {problem}")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _check_key(self, pending: KeyRecord, plan_id: str) -> str | None:
+        key = self.apigw.get_key(pending.key_id, include_value=True)
+        if key is None:
+            return f"API key {pending.key_id} does not exist"
+        if not key.get("enabled"):
+            return f"API key {pending.key_id} is not enabled"
+        if key.get("value") != pending.value:
+            return f"API key {pending.key_id} does not hold the value Vault holds"
+        if plan_id not in self.apigw.plans_of_key(pending.key_id):
+            return f"API key {pending.key_id} is not in usage plan {plan_id}"
+        return None
+
+    def _distribute(self, c: Consumer, pending: KeyRecord, journal: RotationRecord) -> RotationRecord:
+        delivery = Delivery(c.name, pending.serial, pending.rotation_id, pending.key_id, pending.value,
+                            pending.fingerprint)
+        acks = dict(journal.acks)
+        failed_required = []
+        for target in self.targets_for(c):
+            prior = acks.get(target.target_id)
+            if prior and prior.get("ok") and prior.get("serial") == pending.serial:
+                continue
+            result: PushResult = target.push(delivery)
+            acks[target.target_id] = {"ok": result.ok, "serial": pending.serial, "at": to_iso(self.clock()),
+                                      "detail": REDACTOR.scrub(result.detail)[:200], "required": target.required}
+            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, acks=acks)
+            self.audit.emit("distribute", "ok" if result.ok else "failed", consumer=c.name,
+                            rotation_id=pending.rotation_id, serial=pending.serial, target=target.target_id,
+                            detail=REDACTOR.scrub(result.detail))
+            if not result.ok and target.required:
+                failed_required.append(f"{target.target_id}: {result.detail}")
+        if failed_required:
+            raise PushError(f"required target(s) failed: {'; '.join(failed_required)}")
+        return self._journal(c, journal, Step.DISTRIBUTED, acks=acks)
+
+    def _rollback(self, c: Consumer, state: KeyState, journal: RotationRecord, reason: str):
+        """Undo a rotation that failed before promotion: restore targets that took the new key,
+        disable and delete the new key, clear ``pending``. ``current`` is untouched."""
+        pending = state.pending
+        journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, step="rolling_back")
+        restored = []
+        if state.current is not None:
+            took_new = {t for t, a in journal.acks.items() if a.get("ok") and a.get("serial") == pending.serial}
+            cur = state.current
+            for target in self.targets_for(c):
+                if target.target_id in took_new:
+                    r = target.push(Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "", cur.value,
+                                             cur.fingerprint))
+                    restored.append(f"{target.target_id}={'ok' if r.ok else 'failed'}")
+        key_ids = {pending.key_id} if pending.key_id else set()
+        key_ids |= {k["id"] for k in self.apigw.find_keys_by_name(self.apigw.key_name(c.name, pending.serial))}
+        plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
+        for kid in key_ids:
+            if self.apigw.get_key(kid) is not None:
+                self.apigw.set_enabled(kid, False)
+            self.apigw.detach(plan_id, kid)
+            self.apigw.delete_key(kid)
+        state = self.vault.write_key_state(c.name, state.evolve(pending=None))
+        journal = self._journal(c, journal, Step.ROLLED_BACK, acks={})
+        self.audit.emit("rollback", "rolled_back", consumer=c.name, rotation_id=pending.rotation_id,
+                        serial=pending.serial, key_id=pending.key_id, reason=REDACTOR.scrub(reason),
+                        restored=restored, vault_version=state.version)
+        return state, journal
+
+    def _finish_promoted_journal(self, c: Consumer, state: KeyState, journal: RotationRecord) -> RotationRecord:
+        """A crash after the promote write but before its journal entry: record it now."""
+        if (state.pending is None and state.current is not None and journal.rotation_id == state.current.rotation_id
+                and journal.step not in (Step.PROMOTED.value, None)):
+            return self._journal(c, journal, Step.PROMOTED)
+        return journal
+
+    # -- revoke, delete, orphans -----------------------------------------------------------------
+    def _revoke_and_delete(self, c: Consumer, state: KeyState, journal: RotationRecord, d: Decision):
+        plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
+        now = to_iso(self.clock())
+        previous, retired = state.previous, list(state.retired)
+        for serial in d.revoke:
+            rec = previous if previous is not None and previous.serial == serial else \
+                next((r for r in retired if r.serial == serial), None)
+            if rec is None:
+                continue
+            if rec.key_id:
+                if self.apigw.get_key(rec.key_id) is not None:
+                    self.apigw.set_enabled(rec.key_id, False)
+                self.apigw.detach(plan_id, rec.key_id)
+            disabled = replace(rec, disabled_at=now)
+            if rec is previous:
+                previous = None
+                retired.append(disabled)
+            else:
+                retired = [disabled if r.serial == serial else r for r in retired]
+            self.audit.emit("revoke", "ok", consumer=c.name, serial=serial, key_id=rec.key_id,
+                            fingerprint=rec.fingerprint, rotation_id=rec.rotation_id)
+        for serial in d.delete:
+            rec = next((r for r in retired if r.serial == serial), None)
+            if rec is None:
+                continue
+            if rec.key_id:
+                self.apigw.delete_key(rec.key_id)
+            retired = [r for r in retired if r.serial != serial]
+            self.audit.emit("delete", "ok", consumer=c.name, serial=serial, key_id=rec.key_id,
+                            fingerprint=rec.fingerprint)
+        state = self.vault.write_key_state(c.name, state.evolve(previous=previous, retired=tuple(retired)))
+        journal = self.vault.renew_lease(c.name, journal, self.lease_ttl)
+        return state, journal
+
+    def _orphans(self, c: Consumer, state: KeyState) -> list[dict]:
+        known = state.known_key_ids()
+        pending_name = state.pending.key_name if state.pending else None
+        return [k for k in self._managed_by_consumer(c.name)
+                if k["id"] not in known and k.get("name") != pending_name]
+
+    def _sweep_orphans(self, c: Consumer, state: KeyState, journal: RotationRecord):
+        """Remove API keys tagged for this consumer that Vault does not know (a crash between
+        CreateApiKey and recording its id, or a rolled-back key whose delete failed). A key named
+        as the pending one is adopted by the create step instead."""
+        # The run-start listing is safe here: under our lease no other runner adds keys for this
+        # consumer, and a key it misses (created after the listing) is swept by the next run.
+        for k in self._orphans(c, state):
+            if k.get("enabled"):
+                self.apigw.set_enabled(k["id"], False)
+            self.apigw.delete_key(k["id"])
+            self.audit.emit("orphan", "removed", consumer=c.name, key_id=k["id"], key_name=k.get("name"))
+            self._managed_keys = [m for m in self._managed_keys or [] if m["id"] != k["id"]]
+        return state, journal

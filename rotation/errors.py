@@ -1,0 +1,76 @@
+"""The rotation package's errors: one root, a few meaningful branches.
+
+::
+
+    RotationError                 root of everything this package raises on purpose
+    ├── UsageError                bad input: settings, consumers file, CLI arguments (exit code 2)
+    │   └── ConfigError           a consumers file or settings that fail validation (names each field)
+    ├── VaultError                Vault/OpenBao answered with an error, or cannot be reached
+    │   ├── CasConflict           a check-and-set write lost a race (failure case V1): re-read, never clobber
+    │   ├── LockHeld              another runner holds the consumer's rotation lease
+    │   └── UnsupportedMount      the KV mount is not KV v2 (failure case V3)
+    ├── AwsError                  an AWS control-plane call failed (after retries)
+    ├── PushError                 a push target failed to take the new key
+    ├── VerificationFailed        the test step could not prove the new key works (failure case A1)
+    └── EmptyKeyValue             a key value read back empty (failure case A3): never stored
+
+No message built here ever contains a secret value: callers pass identifiers (consumer, key id,
+Vault path, AWS operation), never key material.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RotationError", "UsageError", "ConfigError", "VaultError", "CasConflict", "LockHeld",
+    "UnsupportedMount", "AwsError", "PushError", "VerificationFailed", "EmptyKeyValue",
+]
+
+
+class RotationError(Exception):
+    """Root of every error the rotation package raises on purpose."""
+
+
+class UsageError(RotationError):
+    """Bad input from the user: the CLI exits with code 2 and changes nothing."""
+
+
+class ConfigError(UsageError):
+    """A consumers file or settings failed validation; ``problems`` lists ``(field, message)``."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {field}: {message}" for field, message in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+class VaultError(RotationError):
+    """Vault/OpenBao refused a request or could not be reached."""
+
+
+class CasConflict(VaultError):
+    """A check-and-set write found a newer version than the one read: another writer won."""
+
+
+class LockHeld(VaultError):
+    """Another runner holds this consumer's rotation lease and it has not expired."""
+
+
+class UnsupportedMount(VaultError):
+    """The configured KV mount is not KV version 2, so check-and-set would be silently ignored."""
+
+
+class AwsError(RotationError):
+    """An AWS API call failed after its retries."""
+
+
+class PushError(RotationError):
+    """A push target did not accept the new key."""
+
+
+class VerificationFailed(RotationError):
+    """The test step could not prove, before its deadline, that the new key works."""
+
+
+class EmptyKeyValue(RotationError):
+    """A key value came back empty or missing; it is never written to Vault."""

@@ -1,0 +1,203 @@
+"""API Gateway API keys and usage plans: where the mail API checks a caller's key.
+
+Every call goes through :class:`~rotation.ratelimit.ControlPlaneLimiter` (AWS's published
+control-plane limits) and botocore's ``standard`` retry mode (jittered exponential backoff on
+429/5xx). Errors become :class:`~rotation.errors.AwsError` naming the operation and AWS error
+code, never a key value.
+
+AWS facts this module relies on (API Gateway developer guide and API reference):
+
+* ``CreateApiKey`` has no idempotency token, so :meth:`ApiGatewayKeys.create_key` looks the
+  deterministic name up first, and a ``ConflictException`` (same value = same key) is resolved by
+  looking the name up again.
+* ``enabled`` must be set explicitly on creation.
+* A key value is 20-128 characters; ``GetApiKey`` returns the value only with ``includeValue``
+  (failure case A3).
+* Tagging an existing key is a separate ``TagResource`` call, so tags are set at creation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..errors import AwsError, EmptyKeyValue
+from ..ratelimit import ControlPlaneLimiter
+from ..settings import Settings
+
+__all__ = ["ApiGatewayKeys", "TAG_MANAGED_BY", "TAG_STACK", "TAG_CONSUMER", "TAG_SERIAL", "TAG_ROTATION"]
+
+TAG_MANAGED_BY = "managed-by"
+TAG_STACK = "secure-mail-api:stack"
+TAG_CONSUMER = "secure-mail-api:consumer"
+TAG_SERIAL = "secure-mail-api:serial"
+TAG_ROTATION = "secure-mail-api:rotation-id"
+MANAGED_BY = "secure-mail-api-rotation"
+
+
+@contextlib.contextmanager
+def aws_errors(operation: str, what: str = "") -> Iterator[None]:
+    """Map botocore errors to :class:`AwsError` naming the operation and the resource id."""
+    where = f"{operation} {what}".strip()
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "Unknown")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        err = AwsError(f"{where}: AWS answered {code} (HTTP {status})")
+        err.code = code
+        raise err from None
+    except BotoCoreError as exc:
+        err = AwsError(f"{where}: {type(exc).__name__}")
+        err.code = type(exc).__name__
+        raise err from None
+
+
+def _code(exc: AwsError) -> str:
+    return getattr(exc, "code", "")
+
+
+class ApiGatewayKeys:
+    """API keys and usage-plan membership for one stack (``settings.stack``)."""
+
+    def __init__(self, settings: Settings, *, session: boto3.Session | None = None,
+                 limiter: ControlPlaneLimiter | None = None, client: Any = None):
+        self.stack = settings.stack
+        self.limiter = limiter or ControlPlaneLimiter(
+            settings.apigw_rate_per_second, settings.apigw_burst, settings.apigw_key_writes_per_second)
+        session = session or boto3.Session(region_name=settings.aws_region)
+        self.client = client or session.client(
+            "apigateway", endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region,
+            config=Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=15),
+        )
+        # before-send fires once per HTTP attempt, so retries are rate-limited too.
+        self.client.meta.events.register("before-send.apigateway", self._before_send)
+        self._plan_ids: dict[str, str] = {}
+
+    def _before_send(self, event_name: str = "", **_: Any) -> None:
+        self.limiter.before_call(event_name.rsplit(".", 1)[-1])
+
+    # -- naming ---------------------------------------------------------------------------------
+    def key_name(self, consumer: str, serial: int) -> str:
+        """Deterministic API key name: ``secure-mail-api-<stack>-<consumer>-<serial>``."""
+        return f"secure-mail-api-{self.stack}-{consumer}-{serial}"
+
+    # -- usage plans ----------------------------------------------------------------------------
+    def resolve_usage_plan(self, name: str) -> str:
+        """Usage plan id for ``name`` (GetUsagePlans, paginated; cached per instance).
+
+        Raises :class:`AwsError` when no plan, or more than one, has that name.
+        """
+        if name in self._plan_ids:
+            return self._plan_ids[name]
+        found = []
+        with aws_errors("GetUsagePlans"):
+            for page in self.client.get_paginator("get_usage_plans").paginate():
+                found += [p["id"] for p in page.get("items", []) if p.get("name") == name]
+        if len(found) != 1:
+            raise AwsError(f"usage plan {name!r}: found {len(found)} plans with that name, expected 1 "
+                           "(check usage_plans in the consumers file against the stack outputs)")
+        self._plan_ids[name] = found[0]
+        return found[0]
+
+    def plans_of_key(self, key_id: str) -> set[str]:
+        """Ids of the usage plans ``key_id`` belongs to (GetUsagePlans with keyId)."""
+        with aws_errors("GetUsagePlans", key_id):
+            out: set[str] = set()
+            for page in self.client.get_paginator("get_usage_plans").paginate(keyId=key_id):
+                out |= {p["id"] for p in page.get("items", [])}
+            return out
+
+    def attach(self, plan_id: str, key_id: str) -> None:
+        """Add the key to the usage plan (CreateUsagePlanKey); already attached is fine."""
+        try:
+            with aws_errors("CreateUsagePlanKey", f"{plan_id}/{key_id}"):
+                self.client.create_usage_plan_key(usagePlanId=plan_id, keyId=key_id, keyType="API_KEY")
+        except AwsError as exc:
+            if _code(exc) != "ConflictException":
+                raise
+
+    def detach(self, plan_id: str, key_id: str) -> None:
+        """Remove the key from the usage plan (DeleteUsagePlanKey); already gone is fine."""
+        try:
+            with aws_errors("DeleteUsagePlanKey", f"{plan_id}/{key_id}"):
+                self.client.delete_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
+        except AwsError as exc:
+            if _code(exc) != "NotFoundException":
+                raise
+
+    # -- keys -----------------------------------------------------------------------------------
+    def find_keys_by_name(self, name: str) -> list[dict[str, Any]]:
+        """Keys whose name is exactly ``name`` (GetApiKeys nameQuery, no values)."""
+        with aws_errors("GetApiKeys", name):
+            out = []
+            for page in self.client.get_paginator("get_api_keys").paginate(nameQuery=name, includeValues=False):
+                out += [k for k in page.get("items", []) if k.get("name") == name]
+            return out
+
+    def list_managed_keys(self) -> list[dict[str, Any]]:
+        """Every key tagged as managed by this tool for this stack (GetApiKeys, paginated)."""
+        with aws_errors("GetApiKeys"):
+            out = []
+            for page in self.client.get_paginator("get_api_keys").paginate(includeValues=False):
+                for k in page.get("items", []):
+                    tags = k.get("tags") or {}
+                    if tags.get(TAG_MANAGED_BY) == MANAGED_BY and tags.get(TAG_STACK) == self.stack:
+                        out.append(k)
+            return out
+
+    def create_key(self, *, consumer: str, serial: int, value: str, rotation_id: str) -> str:
+        """Create (or find, on a retry) the enabled key ``key_name(consumer, serial)``; return its id.
+
+        Looks the name up first, since CreateApiKey has no idempotency token. Raises
+        :class:`EmptyKeyValue` for a value outside 20-128 alphanumerics, :class:`AwsError` otherwise.
+        """
+        if not value or not value.isalnum() or not 20 <= len(value) <= 128:
+            raise EmptyKeyValue(f"{consumer} serial {serial}: key value must be 20-128 alphanumerics")
+        name = self.key_name(consumer, serial)
+        existing = self.find_keys_by_name(name)
+        if existing:
+            return existing[0]["id"]
+        tags = {TAG_MANAGED_BY: MANAGED_BY, TAG_STACK: self.stack, TAG_CONSUMER: consumer,
+                TAG_SERIAL: str(serial), TAG_ROTATION: rotation_id}
+        try:
+            with aws_errors("CreateApiKey", name):
+                return self.client.create_api_key(
+                    name=name, value=value, enabled=True, tags=tags,
+                    description=f"{consumer} key {serial}, minted by secure-mail-api rotation {rotation_id}",
+                )["id"]
+        except AwsError as exc:
+            if _code(exc) == "ConflictException":
+                again = self.find_keys_by_name(name)
+                if again:
+                    return again[0]["id"]
+            raise
+
+    def get_key(self, key_id: str, *, include_value: bool = False) -> dict[str, Any] | None:
+        """GetApiKey; ``None`` when the key does not exist."""
+        try:
+            with aws_errors("GetApiKey", key_id):
+                return self.client.get_api_key(apiKey=key_id, includeValue=include_value)
+        except AwsError as exc:
+            if _code(exc) == "NotFoundException":
+                return None
+            raise
+
+    def set_enabled(self, key_id: str, enabled: bool) -> None:
+        """UpdateApiKey ``/enabled``."""
+        with aws_errors("UpdateApiKey", key_id):
+            self.client.update_api_key(apiKey=key_id, patchOperations=[
+                {"op": "replace", "path": "/enabled", "value": "true" if enabled else "false"}])
+
+    def delete_key(self, key_id: str) -> None:
+        """DeleteApiKey; already gone is fine."""
+        try:
+            with aws_errors("DeleteApiKey", key_id):
+                self.client.delete_api_key(apiKey=key_id)
+        except AwsError as exc:
+            if _code(exc) != "NotFoundException":
+                raise

@@ -1,0 +1,176 @@
+"""What the rotation jobs keep in Vault, as plain data classes (no I/O here).
+
+Two KV v2 secrets per consumer (layout: :mod:`policies.vault`):
+
+* ``<prefix>/keys/<consumer>`` -> :class:`KeyState`: the staging labels ``current``, ``previous``
+  and ``pending`` (each a :class:`KeyRecord` holding the key value, its API Gateway key id and a
+  serial), plus ``retired`` keys that are disabled and wait for deletion. Promotion moves the
+  labels in one check-and-set write.
+* ``<prefix>/rotations/<consumer>`` -> :class:`RotationRecord`: the CAS-guarded lease (owner,
+  expiry) and the journal of the rotation in flight (its id, the last step completed, the acks of
+  its push targets). It never holds a key value.
+
+A :class:`KeyRecord`'s ``repr`` never shows the value (failure case C1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+__all__ = ["KeyRecord", "KeyState", "RotationRecord", "Step", "fingerprint", "utcnow", "to_iso", "from_iso"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_iso(dt: datetime | None) -> str | None:
+    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds") if dt else None
+
+
+def from_iso(s: str | None) -> datetime | None:
+    return datetime.fromisoformat(s) if s else None
+
+
+def fingerprint(value: str) -> str:
+    """A non-reversible identifier for a secret, safe to log: ``sha256:`` + 12 hex digits."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+class Step(str, Enum):
+    """Journal steps, in order. Each is recorded with CAS before the next begins."""
+
+    LOCKED = "locked"
+    PENDING_RECORDED = "pending_recorded"   # value written to Vault as `pending`
+    KEY_CREATED = "key_created"             # API Gateway key exists, enabled, in the usage plan
+    TESTED = "tested"                       # the key is proven to work
+    DISTRIBUTED = "distributed"             # every required push target acknowledged
+    PROMOTED = "promoted"                   # pending -> current, current -> previous
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """One API key generation. ``value`` is the secret; everything else is safe to log."""
+
+    serial: int
+    value: str = field(repr=False)
+    rotation_id: str
+    created_at: str
+    key_id: str | None = None
+    key_name: str | None = None
+    promoted_at: str | None = None
+    disabled_at: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "KeyRecord | None":
+        if not d:
+            return None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def summary(self) -> dict[str, Any]:
+        """The non-secret fields (for custom_metadata, audit events, status output)."""
+        d = self.to_dict()
+        d.pop("value")
+        d["fingerprint"] = self.fingerprint
+        return d
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """The staging labels of one consumer's key, with the KV v2 version they were read at."""
+
+    current: KeyRecord | None = None
+    previous: KeyRecord | None = None
+    pending: KeyRecord | None = None
+    retired: tuple[KeyRecord, ...] = ()
+    version: int = 0  # KV v2 version read; 0 = the path does not exist yet (failure case V2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "current": self.current.to_dict() if self.current else None,
+            "previous": self.previous.to_dict() if self.previous else None,
+            "pending": self.pending.to_dict() if self.pending else None,
+            "retired": [r.to_dict() for r in self.retired],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, version: int) -> "KeyState":
+        d = d or {}
+        return cls(
+            current=KeyRecord.from_dict(d.get("current")),
+            previous=KeyRecord.from_dict(d.get("previous")),
+            pending=KeyRecord.from_dict(d.get("pending")),
+            retired=tuple(KeyRecord.from_dict(r) for r in d.get("retired") or []),
+            version=version,
+        )
+
+    def known_key_ids(self) -> set[str]:
+        recs = [self.current, self.previous, self.pending, *self.retired]
+        return {r.key_id for r in recs if r and r.key_id}
+
+    def next_serial(self) -> int:
+        recs = [self.current, self.previous, self.pending, *self.retired]
+        return max([r.serial for r in recs if r] + [0]) + 1
+
+    def labels_summary(self) -> dict[str, str]:
+        """custom_metadata mirror (string map, no secrets) for auditors and `status`."""
+        out: dict[str, str] = {}
+        for label in ("current", "previous", "pending"):
+            rec = getattr(self, label)
+            if rec:
+                out[f"{label}_serial"] = str(rec.serial)
+                out[f"{label}_key_id"] = rec.key_id or ""
+                out[f"{label}_fingerprint"] = rec.fingerprint
+        if self.current and self.current.promoted_at:
+            out["current_promoted_at"] = self.current.promoted_at
+        out["retired_count"] = str(len(self.retired))
+        return out
+
+    def evolve(self, **changes) -> "KeyState":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class RotationRecord:
+    """Lease and journal for one consumer; ``version`` is the KV v2 version it was read at."""
+
+    owner: str | None = None
+    lease_expires_at: float = 0.0          # epoch seconds
+    rotation_id: str | None = None
+    step: str | None = None
+    emergency: bool = False
+    started_at: str | None = None
+    acks: dict[str, dict[str, Any]] = field(default_factory=dict)   # target id -> {"ok", "at", "detail"}
+    last_outcome: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("version")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, version: int) -> "RotationRecord":
+        d = d or {}
+        known = {f.name for f in fields(cls)} - {"version"}
+        return cls(**{k: v for k, v in d.items() if k in known}, version=version)
+
+    def held_by_other(self, owner: str, now: float) -> bool:
+        return bool(self.owner) and self.owner != owner and self.lease_expires_at > now
+
+    def evolve(self, **changes) -> "RotationRecord":
+        return replace(self, **changes)

@@ -1,0 +1,207 @@
+"""Runtime settings of the rotation jobs (pydantic-settings).
+
+Sources, highest precedence first (tested in ``tests/rotation/test_settings.py``):
+
+1. keyword arguments to :class:`Settings` (what the CLI passes from its options);
+2. environment variables (the names below; the ``VAULT_*`` and ``AWS_*`` names are the ones the
+   Vault and AWS CLIs already use);
+3. a dotenv file named by ``ROTATION_ENV_FILE`` (optional);
+4. the defaults.
+
+=============================  ==========================  =========================================
+setting                        environment variable        meaning
+=============================  ==========================  =========================================
+vault_addr                     VAULT_ADDR                  https URL (http only on loopback)
+vault_namespace                VAULT_NAMESPACE             Vault Enterprise/OpenBao namespace
+vault_auth_method              VAULT_AUTH_METHOD           ``token`` | ``approle`` | ``kubernetes``
+vault_token                    VAULT_TOKEN                 token auth (SecretStr)
+vault_role_id                  VAULT_ROLE_ID               AppRole role id
+vault_secret_id                VAULT_SECRET_ID             AppRole secret id (SecretStr)
+vault_approle_mount            VAULT_APPROLE_MOUNT         default ``approle``
+vault_kubernetes_role          VAULT_KUBERNETES_ROLE       Kubernetes auth role
+vault_kubernetes_mount         VAULT_KUBERNETES_MOUNT      default ``kubernetes``
+vault_kubernetes_jwt_path      VAULT_KUBERNETES_JWT_PATH   service-account token file
+vault_cacert                   VAULT_CACERT                CA bundle for Vault's TLS certificate
+vault_kv_mount                 VAULT_KV_MOUNT              KV v2 mount, default ``secret`` (no slashes)
+vault_kv_prefix                VAULT_KV_PREFIX             path prefix inside the mount, default ``mail-api``
+aws_region                     AWS_REGION                  e.g. ``eu-west-1``
+aws_endpoint_url               AWS_ENDPOINT_URL            only for an emulator; unset in production
+stack                          ROTATION_STACK              stack name: key names, tags, usage-plan names
+lease_ttl_seconds              ROTATION_LEASE_TTL          rotation lease lifetime (seconds)
+verify_timeout_seconds         ROTATION_VERIFY_TIMEOUT     test-step deadline (seconds)
+push_timeout_seconds           ROTATION_PUSH_TIMEOUT       per-target deadline (seconds)
+apigw_rate_per_second          ROTATION_APIGW_RATE         control-plane calls per second (AWS: 10)
+apigw_burst                    ROTATION_APIGW_BURST        bucket size (AWS: 40)
+apigw_key_writes_per_second    ROTATION_APIGW_KEY_RATE     Create/DeleteApiKey per second (AWS: 5)
+audit_log                      ROTATION_AUDIT_LOG          JSON-lines audit file; stderr when unset
+=============================  ==========================  =========================================
+
+Validation errors never echo the rejected input (``hide_input_in_errors``; failure case C1),
+and secrets are ``SecretStr`` so a repr prints ``**********``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "is_loopback_url"]
+
+_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when ``url``'s host is ``localhost`` or a loopback IP address."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _env(name: str):
+    return Field(validation_alias=AliasChoices(name, name.lower()))
+
+
+class Settings(BaseSettings):
+    """Typed runtime settings; see the module docstring for each field's variable and meaning."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore", hide_input_in_errors=True, populate_by_name=True, frozen=True,
+    )
+
+    vault_addr: str = Field("https://127.0.0.1:8200", validation_alias=AliasChoices("VAULT_ADDR", "vault_addr"))
+    vault_namespace: str | None = Field(None, validation_alias=AliasChoices("VAULT_NAMESPACE", "vault_namespace"))
+    vault_auth_method: Literal["token", "approle", "kubernetes"] = Field(
+        "token", validation_alias=AliasChoices("VAULT_AUTH_METHOD", "vault_auth_method"))
+    vault_token: SecretStr | None = Field(None, validation_alias=AliasChoices("VAULT_TOKEN", "vault_token"))
+    vault_role_id: str | None = Field(None, validation_alias=AliasChoices("VAULT_ROLE_ID", "vault_role_id"))
+    vault_secret_id: SecretStr | None = Field(None, validation_alias=AliasChoices("VAULT_SECRET_ID", "vault_secret_id"))
+    vault_approle_mount: str = Field("approle", validation_alias=AliasChoices("VAULT_APPROLE_MOUNT", "vault_approle_mount"))
+    vault_kubernetes_role: str | None = Field(
+        None, validation_alias=AliasChoices("VAULT_KUBERNETES_ROLE", "vault_kubernetes_role"))
+    vault_kubernetes_mount: str = Field(
+        "kubernetes", validation_alias=AliasChoices("VAULT_KUBERNETES_MOUNT", "vault_kubernetes_mount"))
+    vault_kubernetes_jwt_path: Path = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        validation_alias=AliasChoices("VAULT_KUBERNETES_JWT_PATH", "vault_kubernetes_jwt_path"))
+    vault_cacert: Path | None = Field(None, validation_alias=AliasChoices("VAULT_CACERT", "vault_cacert"))
+    vault_kv_mount: str = Field("secret", validation_alias=AliasChoices("VAULT_KV_MOUNT", "vault_kv_mount"))
+    vault_kv_prefix: str = Field("mail-api", validation_alias=AliasChoices("VAULT_KV_PREFIX", "vault_kv_prefix"))
+    vault_timeout_seconds: float = Field(10.0, gt=0, le=300,
+                                         validation_alias=AliasChoices("VAULT_CLIENT_TIMEOUT", "vault_timeout_seconds"))
+
+    aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region"))
+    aws_endpoint_url: str | None = Field(None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "aws_endpoint_url"))
+
+    stack: str = Field("dev", validation_alias=AliasChoices("ROTATION_STACK", "stack"))
+    lease_ttl_seconds: int = Field(300, ge=30, le=3600, validation_alias=AliasChoices("ROTATION_LEASE_TTL", "lease_ttl_seconds"))
+    verify_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, validation_alias=AliasChoices("ROTATION_VERIFY_TIMEOUT", "verify_timeout_seconds"))
+    push_timeout_seconds: float = Field(
+        15.0, gt=0, le=300, validation_alias=AliasChoices("ROTATION_PUSH_TIMEOUT", "push_timeout_seconds"))
+    apigw_rate_per_second: float = Field(
+        10.0, gt=0, le=10, validation_alias=AliasChoices("ROTATION_APIGW_RATE", "apigw_rate_per_second"))
+    apigw_burst: int = Field(40, ge=1, le=40, validation_alias=AliasChoices("ROTATION_APIGW_BURST", "apigw_burst"))
+    apigw_key_writes_per_second: float = Field(
+        5.0, gt=0, le=5, validation_alias=AliasChoices("ROTATION_APIGW_KEY_RATE", "apigw_key_writes_per_second"))
+    audit_log: Path | None = Field(None, validation_alias=AliasChoices("ROTATION_AUDIT_LOG", "audit_log"))
+
+    @field_validator("vault_addr")
+    @classmethod
+    def _https_only(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be a URL such as https://vault.example.com:8200")
+        if parts.scheme == "http" and not is_loopback_url(v):
+            raise ValueError("must use https:// (plain http is allowed only on loopback, for the dev stack)")
+        return v.rstrip("/")
+
+    @field_validator("aws_endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be a URL such as http://127.0.0.1:5000 (emulators only)")
+        if parts.scheme == "http" and not is_loopback_url(v):
+            raise ValueError("must use https:// (plain http is allowed only on loopback)")
+        return v.rstrip("/")
+
+    @field_validator("vault_kv_mount")
+    @classmethod
+    def _mount(cls, v: str) -> str:
+        if not _SEGMENT.match(v):
+            raise ValueError("must be one path segment without slashes, e.g. 'secret' (the path goes in VAULT_KV_PREFIX)")
+        return v
+
+    @field_validator("vault_kv_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        parts = v.strip("/").split("/")
+        if parts and parts[0] in ("data", "metadata"):
+            raise ValueError("must not start with 'data/' or 'metadata/': the KV v2 client inserts those itself")
+        if not all(_SEGMENT.match(p) for p in parts):
+            raise ValueError("must be slash-separated segments of a-z, 0-9 and '-', e.g. 'mail-api'")
+        return "/".join(parts)
+
+    @field_validator("stack")
+    @classmethod
+    def _stack(cls, v: str) -> str:
+        if not _SEGMENT.match(v):
+            raise ValueError("must be a-z, 0-9 and '-' (it becomes part of API key and usage plan names)")
+        return v
+
+    @field_validator("aws_region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", v):
+            raise ValueError("must be an AWS region code such as eu-west-1")
+        return v
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> "Settings":
+        if self.vault_auth_method == "token" and self.vault_token is None:
+            raise ValueError("VAULT_TOKEN is required when VAULT_AUTH_METHOD=token")
+        if self.vault_auth_method == "approle" and (self.vault_role_id is None or self.vault_secret_id is None):
+            raise ValueError("VAULT_ROLE_ID and VAULT_SECRET_ID are required when VAULT_AUTH_METHOD=approle")
+        if self.vault_auth_method == "kubernetes" and not self.vault_kubernetes_role:
+            raise ValueError("VAULT_KUBERNETES_ROLE is required when VAULT_AUTH_METHOD=kubernetes")
+        return self
+
+
+_FIELD_TO_ENV = {
+    name: (field.validation_alias.choices[0] if isinstance(field.validation_alias, AliasChoices) else name)
+    for name, field in Settings.model_fields.items()
+}
+
+
+def load_settings(**overrides) -> Settings:
+    """Build :class:`Settings` from ``overrides``, the environment and ``ROTATION_ENV_FILE``.
+
+    Raises :class:`~rotation.errors.ConfigError` listing each bad setting by its environment
+    variable name; the rejected values are never echoed.
+    """
+    import os
+
+    env_file = os.environ.get("ROTATION_ENV_FILE")
+    try:
+        return Settings(_env_file=env_file, **{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = err["loc"][0] if err["loc"] else None
+            field = _FIELD_TO_ENV.get(str(loc), str(loc)) if loc is not None else "settings"
+            problems.append((field, err["msg"].removeprefix("Value error, ")))
+        raise ConfigError("settings", problems) from None

@@ -1,0 +1,100 @@
+"""Signed webhook target: tells a consumer that a new key is ready, carrying a single-use Vault
+response-wrapping token instead of the key (architecture.md, "Delivery to consuming apps").
+
+Body (JSON): ``consumer``, ``serial``, ``rotation_id``, ``key_id``, ``fingerprint``,
+``wrap_token`` (unwrap it once with ``sys/wrapping/unwrap``), ``wrap_ttl`` (seconds).
+Signed per :mod:`rotation.signing`. Connect timeout 3 s, read timeout 10 s, and an overall
+deadline (``push_timeout_seconds``); at most 3 attempts, retried only on 5xx and connection
+errors, with the same ``Idempotency-Key`` so a consumer that already processed one ignores the rest
+(failure case S2).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
+from tenacity import wait_random_exponential
+
+from ..audit import REDACTOR
+from ..config import WebhookTarget
+from ..signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from . import Delivery, PushResult
+
+__all__ = ["SignedWebhookTarget"]
+
+CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 10.0
+MAX_ATTEMPTS = 3
+
+
+class _Retryable(Exception):
+    pass
+
+
+class SignedWebhookTarget:
+    def __init__(self, spec: WebhookTarget, vault, *, deadline_seconds: float = 15.0,
+                 session: requests.Session | None = None):
+        self.url = spec.url
+        self.required = spec.required
+        self.target_id = spec.target_id
+        self.wrap_ttl = int(spec.wrap_ttl.total_seconds())
+        self.vault = vault
+        self.deadline = deadline_seconds
+        self.session = session or requests.Session()
+
+    def push(self, delivery: Delivery) -> PushResult:
+        try:
+            secret = self.vault.read_webhook_secret(delivery.consumer)
+            wrap = self.vault.wrap({"api_key": delivery.value, "serial": delivery.serial,
+                                    "key_id": delivery.key_id}, self.wrap_ttl)
+        except Exception as exc:  # noqa: BLE001 - reported as this target's failure
+            return PushResult(self.target_id, False, f"vault: {REDACTOR.scrub(str(exc))}")
+        REDACTOR.register(secret, wrap["token"])
+        body = json.dumps({
+            "consumer": delivery.consumer, "serial": delivery.serial, "rotation_id": delivery.rotation_id,
+            "key_id": delivery.key_id, "fingerprint": delivery.fingerprint,
+            "wrap_token": wrap["token"], "wrap_ttl": self.wrap_ttl,
+        }, separators=(",", ":")).encode()
+        idem = f"{delivery.rotation_id}:{delivery.serial}"
+        started = time.monotonic()
+
+        def attempt() -> requests.Response:
+            ts = int(time.time())
+            left = self.deadline - (time.monotonic() - started)
+            if left <= 0:
+                raise TimeoutError("deadline")
+            try:
+                resp = self.session.post(
+                    self.url, data=body, allow_redirects=False,
+                    timeout=(min(CONNECT_TIMEOUT_S, left), min(READ_TIMEOUT_S, left)),
+                    headers={"Content-Type": "application/json", TIMESTAMP_HEADER: str(ts),
+                             SIGNATURE_HEADER: sign(secret, ts, body), IDEMPOTENCY_HEADER: idem})
+            except requests.ConnectionError as exc:
+                raise _Retryable(f"connection error ({type(exc).__name__})") from None
+            except requests.Timeout:
+                raise _Retryable("timed out") from None
+            if resp.status_code >= 500:
+                raise _Retryable(f"HTTP {resp.status_code}")
+            return resp
+
+        try:
+            resp = Retrying(
+                retry=retry_if_exception_type(_Retryable),
+                stop=stop_after_attempt(MAX_ATTEMPTS) | stop_after_delay(self.deadline),
+                wait=wait_random_exponential(multiplier=0.2, max=2), reraise=True,
+            )(attempt)
+        except (_Retryable, TimeoutError, RetryError) as exc:
+            return PushResult(self.target_id, False, f"no answer after retries: {exc}",
+                              {"wrap_accessor": wrap.get("accessor")})
+        if 200 <= resp.status_code < 300:
+            return PushResult(self.target_id, True, f"HTTP {resp.status_code}",
+                              {"wrap_accessor": wrap.get("accessor"), "wrap_token_hash": _h(wrap["token"])})
+        return PushResult(self.target_id, False, f"HTTP {resp.status_code}", {"wrap_accessor": wrap.get("accessor")})
+
+
+def _h(token: str) -> str:
+    from ..records import fingerprint
+    return fingerprint(token)
