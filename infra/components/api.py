@@ -32,27 +32,47 @@ RESOURCE_PATH = "/v1/messages"
 HTTP_METHOD = "POST"
 ENDPOINT_ACCESS_MODE = "STRICT"
 
-#: JSON Schema (draft-04, as API Gateway requires) of the POST /v1/messages body.
+_ADDRESS: dict[str, Any] = {
+    "oneOf": [
+        {"type": "string", "minLength": 3, "maxLength": 320},
+        {"type": "object", "additionalProperties": False, "required": ["email"],
+         "properties": {"email": {"type": "string", "minLength": 3, "maxLength": 320},
+                        "name": {"type": "string", "maxLength": 256}}},
+    ]
+}
+_RECIPIENTS: dict[str, Any] = {"type": "array", "maxItems": 50, "items": _ADDRESS}
+
+#: JSON Schema (draft-04, as API Gateway requires) of the POST /v1/messages body: the
+#: structural contract of ``infra/functions/README.md`` (unknown fields refused, required
+#: fields, counts and sizes). The handler still does the deep checks (address syntax, sender
+#: domain, attachment types, byte sizes) and answers with its own reason codes.
 MESSAGE_SCHEMA: dict[str, Any] = {
     "$schema": "http://json-schema.org/draft-04/schema#",
     "title": "SendMessageRequest",
     "type": "object",
     "additionalProperties": False,
-    "required": ["to", "subject"],
+    "required": ["from", "subject"],
     "properties": {
-        "to": {"type": "array", "minItems": 1, "maxItems": 50,
-               "items": {"type": "string", "format": "email", "maxLength": 254}},
-        "cc": {"type": "array", "maxItems": 50, "items": {"type": "string", "format": "email", "maxLength": 254}},
-        "bcc": {"type": "array", "maxItems": 50, "items": {"type": "string", "format": "email", "maxLength": 254}},
-        "reply_to": {"type": "string", "format": "email", "maxLength": 254},
+        "from": _ADDRESS,
+        "to": _RECIPIENTS,
+        "cc": _RECIPIENTS,
+        "bcc": _RECIPIENTS,
+        "reply_to": _ADDRESS,
         "subject": {"type": "string", "minLength": 1, "maxLength": 998},
-        "text": {"type": "string", "maxLength": 200000},
-        "html": {"type": "string", "maxLength": 500000},
-        "idempotency_key": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,128}$"},
-        "tags": {"type": "object", "maxProperties": 10,
-                 "additionalProperties": {"type": "string", "maxLength": 256}},
+        "text": {"type": "string", "maxLength": 262144},
+        "html": {"type": "string", "maxLength": 262144},
+        "attachments": {"type": "array", "maxItems": 10, "items": {
+            "type": "object", "additionalProperties": False, "required": ["filename", "content_type", "content"],
+            "properties": {"filename": {"type": "string", "minLength": 1, "maxLength": 255},
+                           "content_type": {"type": "string", "maxLength": 127},
+                           "content": {"type": "string", "minLength": 1}}}},
+        "headers": {"type": "object", "maxProperties": 10,
+                    "additionalProperties": {"type": "string", "maxLength": 998}},
     },
-    "anyOf": [{"required": ["text"]}, {"required": ["html"]}],
+    "allOf": [
+        {"anyOf": [{"required": ["to"]}, {"required": ["cc"]}, {"required": ["bcc"]}]},
+        {"anyOf": [{"required": ["text"]}, {"required": ["html"]}]},
+    ],
 }
 
 #: Access-log record (JSON). ``$context.identity.apiKeyId`` is the key *id*; the key value
