@@ -305,6 +305,12 @@ def parse_stack_config(
             raw[key] = json.loads(text) if isinstance(text, str) else text
         except json.JSONDecodeError:
             errors.append(f"{full_key}: must be structured config (JSON object/list)")
+    for full_key in sorted(secret):
+        if full_key.startswith(f"{PROJECT}:") or full_key == "aws:region":
+            # No key of this program is a secret: a secret value would be copied into resource
+            # inputs, hence into the state, in plain text (failure case P4).
+            errors.append(f"{full_key}: is stored as a secret, but this program has no secret config "
+                          "and would write it to the state in plain text; store it as plain config")
     if errors:
         raise ConfigError(errors)
     raw["stack"] = stack  # the Pulumi stack name, never a config key

@@ -10,8 +10,8 @@ Public API::
         camelCase wire-form inputs exactly as the mock monitor received them (ints arrive as
         floats, e.g. ``limit == 300.0``); ``urn`` is the full URN from the mock monitor.
     RecordingMocks()                                  pulumi.runtime.Mocks subclass; ``.resources``
-    ProgramRun(resources, stack, mocks)               result of :func:`run_program`
-    run_program(config=None, secret_keys=None, *, stack="dev", preview=False) -> ProgramRun
+    ProgramRun(resources, stack, mocks, exports, secret_exports)   result of :func:`run_program`
+    run_program(config=None, secret_keys=None, *, stack="dev", preview=False, mocks=None) -> ProgramRun
     record_program(config=None, secret_keys=None) -> list[RecordedResource]
     ACCOUNT_ID                                        "123456789012", the mocked account
 
@@ -112,6 +112,7 @@ class ProgramRun:
     stack: Any
     mocks: RecordingMocks
     exports: dict[str, Any] = field(default_factory=dict)
+    secret_exports: set[str] = field(default_factory=set)
 
 
 def run_program(
@@ -120,17 +121,20 @@ def run_program(
     *,
     stack: str = "dev",
     preview: bool = False,
+    mocks: RecordingMocks | None = None,
 ) -> ProgramRun:
     """Run ``infra.program.main`` under fresh mocks and wait for every resource to register.
 
-    Returns a :class:`ProgramRun` whose ``exports`` holds the resolved stack outputs (plain
-    values; secret outputs stay wrapped as ``"[secret]"``). Raises ``ConfigError`` on bad config.
+    Returns a :class:`ProgramRun` whose ``exports`` holds the resolved stack outputs as plain
+    values and ``secret_exports`` the names of outputs Pulumi marks secret. Raises
+    ``ConfigError`` on bad config. Pass ``mocks`` to keep a handle on the recorder even when the
+    run raises.
     """
     from infra.program import main
 
     values = dict(dev_stack_config() if config is None else config)
     region = values.get("aws:region", "eu-west-1")
-    mocks = RecordingMocks(region=region)
+    mocks = mocks if mocks is not None else RecordingMocks(region=region)
     holder: dict[str, Any] = {}
     with _LOCK:
         _settings.ROOT.set(None)  # a fresh root Stack resource per run
@@ -141,11 +145,15 @@ def run_program(
         def _run():
             holder["stack"] = program = main()
 
-            def collect(resolved: list[Any]) -> None:
-                names = list(program.exports)
-                holder["exports"] = dict(zip(names, resolved))
+            names = list(program.exports)
 
-            return pulumi.Output.all(*program.exports.values()).apply(collect)
+            def collect(resolved: list[Any]) -> None:
+                values, secret = resolved[: len(names)], resolved[len(names):]
+                holder["exports"] = dict(zip(names, values))
+                holder["secret_exports"] = {n for n, s in zip(names, secret) if s}
+
+            secrecy = [pulumi.Output.from_input(o.is_secret()) for o in program.exports.values()]
+            return pulumi.Output.all(*program.exports.values(), *secrecy).apply(collect)
 
         _run()
         monitor = _settings.SETTINGS.monitor
@@ -154,7 +162,8 @@ def run_program(
             typ, name = urn.split("::")[-2].split("$")[-1], urn.split("::")[-1]
             urns[(typ, name)] = urn
     resources = [RecordedResource(r.typ, r.name, r.inputs, urns.get((r.typ, r.name))) for r in mocks.resources]
-    return ProgramRun(resources=resources, stack=holder.get("stack"), mocks=mocks, exports=holder.get("exports", {}))
+    return ProgramRun(resources=resources, stack=holder.get("stack"), mocks=mocks,
+                      exports=holder.get("exports", {}), secret_exports=holder.get("secret_exports", set()))
 
 
 def record_program(config: dict[str, str] | None = None, secret_keys: list[str] | None = None) -> list[RecordedResource]:
