@@ -318,8 +318,10 @@ def parse_stack_config(
         return StackConfig.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors(include_input=False, include_url=False):
-            key = _key_for(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
+            key = _key_for(err["loc"])
+            if not err["loc"]:  # cross-field rule: its message starts with the key it is about
+                key = f"{PROJECT}:{msg.split()[0]}"
             if err["type"] == "extra_forbidden":
                 msg = "unknown config key"
             if key.split(".")[0] in secret:
