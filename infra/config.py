@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -43,20 +43,20 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 __all__ = [
-    "PROJECT",
     "DEV_STACK_FILE",
-    "TLS_POLICIES",
     "LOG_RETENTION_DAYS",
-    "WAF_EVALUATION_WINDOWS",
+    "PROJECT",
     "QUOTA_PERIODS",
-    "ConfigError",
-    "WafConfig",
-    "UsagePlanTier",
+    "TLS_POLICIES",
+    "WAF_EVALUATION_WINDOWS",
     "CognitoConfig",
+    "ConfigError",
     "StackConfig",
+    "UsagePlanTier",
+    "WafConfig",
     "dev_stack_config",
-    "parse_stack_config",
     "load_stack_config",
+    "parse_stack_config",
 ]
 
 PROJECT = "secure-mail-api"
@@ -86,6 +86,7 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 _ACM_ARN_RE = re.compile(
     r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$"
 )
+_LAYER_ARN_RE = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]{1,140}:\d+$")
 _IAM_PRINCIPAL_RE = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(root|role/[\w+=,.@/-]+|user/[\w+=,.@/-]+)$")
 
 
@@ -146,7 +147,7 @@ class UsagePlanTier(_Model):
     quota_period: Annotated[str, AfterValidator(_allowed(QUOTA_PERIODS))] = "DAY"
 
     @model_validator(mode="after")
-    def _burst_covers_rate(self) -> "UsagePlanTier":
+    def _burst_covers_rate(self) -> UsagePlanTier:
         if self.burst_limit < self.rate_limit:
             raise ValueError("burstLimit must be >= rateLimit")
         return self
@@ -173,7 +174,7 @@ class CognitoConfig(_Model):
         return value
 
     @model_validator(mode="after")
-    def _prefix_when_enabled(self) -> "CognitoConfig":
+    def _prefix_when_enabled(self) -> CognitoConfig:
         if self.enabled and not self.domain_prefix:
             raise ValueError("domainPrefix is required when enabled is true")
         return self
@@ -208,6 +209,9 @@ class StackConfig(_Model):
     rotation_max_key_age_days: int = Field(90, ge=1, le=365)
     #: Alarm when the rotation jobs published no metrics for this many hours.
     rotation_silence_hours: int = Field(24, ge=1, le=24)
+    #: Lambda layer ARNs for the sender's third-party imports (aws-lambda-powertools, pydantic,
+    #: email-validator), e.g. the AWS-published Powertools for AWS Lambda (Python) v3 layer.
+    lambda_layers: list[str] = Field(default_factory=list, max_length=5)
     #: IAM principals allowed to assume the rotation role; empty = this account's root.
     rotator_trusted_principals: list[str] = []
     #: DynamoDB message-record retention via TTL attribute ``expires_at`` is enforced by the app.
@@ -237,6 +241,14 @@ class StackConfig(_Model):
                 raise ValueError(f"tier name {tier!r} must match ^[a-z][a-z0-9-]{{0,31}}$")
         return value
 
+    @field_validator("lambda_layers")
+    @classmethod
+    def _layers(cls, value: list[str]) -> list[str]:
+        for arn in value:
+            if not _LAYER_ARN_RE.match(arn):
+                raise ValueError(f"{arn!r} is not a versioned Lambda layer ARN 'arn:aws:lambda:<region>:<account>:layer:<name>:<version>'")
+        return value
+
     @field_validator("rotator_trusted_principals")
     @classmethod
     def _principals(cls, value: list[str]) -> list[str]:
@@ -246,7 +258,7 @@ class StackConfig(_Model):
         return value
 
     @model_validator(mode="after")
-    def _cross_field(self) -> "StackConfig":
+    def _cross_field(self) -> StackConfig:
         cert_region = _ACM_ARN_RE.match(self.certificate_arn).group("region")  # type: ignore[union-attr]
         if cert_region != self.region:
             raise ValueError(
@@ -267,7 +279,7 @@ class StackConfig(_Model):
         return f"{self.mail_from_subdomain}.{self.sender_domain}"
 
 
-_STRUCTURED = {"waf", "usagePlans", "cognito", "rotatorTrustedPrincipals", "tags"}
+_STRUCTURED = {"waf", "usagePlans", "cognito", "rotatorTrustedPrincipals", "lambdaLayers", "tags"}
 
 
 def _key_for(loc: tuple[Any, ...]) -> str:
@@ -283,7 +295,7 @@ def parse_stack_config(
 ) -> StackConfig:
     """Validate raw stack config (``{"secure-mail-api:<key>": "<string or JSON>", "aws:region": ...}``).
 
-    Structured keys (waf, usagePlans, cognito, rotatorTrustedPrincipals, tags) hold JSON text, as
+    Structured keys (waf, usagePlans, cognito, rotatorTrustedPrincipals, lambdaLayers, tags) hold JSON text, as
     Pulumi passes them. Keys of another namespace than ``secure-mail-api`` and ``aws:region`` are
     ignored. Raises :class:`ConfigError` naming every bad key; values of ``secret_keys`` are never
     included in the message.

@@ -36,7 +36,7 @@ from pulumi.runtime import settings as _settings
 
 from infra.config import PROJECT, dev_stack_config
 
-__all__ = ["ACCOUNT_ID", "RecordedResource", "RecordingMocks", "ProgramRun", "run_program", "record_program"]
+__all__ = ["ACCOUNT_ID", "ProgramRun", "RecordedResource", "RecordingMocks", "record_program", "run_program"]
 
 ACCOUNT_ID = "123456789012"
 _LOCK = threading.Lock()

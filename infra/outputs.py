@@ -15,8 +15,9 @@ ROTATOR_ROLE_ARN = "rotatorRoleArn"       #: IAM role the rotation jobs assume
 REST_API_ID = "restApiId"                 #: API Gateway REST API id
 STAGE_NAME = "stageName"                  #: API Gateway stage
 DOMAIN_TARGET = "domainRegionalTarget"    #: create a DNS alias/CNAME of apiDomain to this
+DKIM_TOKENS = "sesDkimTokens"            #: publish <token>._domainkey.<senderDomain> CNAMEs
 TOKEN_URL = "oauthTokenUrl"               #: Cognito token endpoint (only when cognito.enabled)
 OAUTH_CLIENT_ID = "oauthClientId"         #: Cognito app client id (only when cognito.enabled)
 
 ALL = (API_URL, USAGE_PLAN_IDS, KMS_KEY_ARN, AUDIT_KMS_KEY_ARN, ALARM_TOPIC_ARN, ARCHIVE_BUCKET, TABLE_NAME,
-       ROTATOR_ROLE_ARN, REST_API_ID, STAGE_NAME, DOMAIN_TARGET, TOKEN_URL, OAUTH_CLIENT_ID)
+       ROTATOR_ROLE_ARN, REST_API_ID, STAGE_NAME, DOMAIN_TARGET, DKIM_TOKENS, TOKEN_URL, OAUTH_CLIENT_ID)

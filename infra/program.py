@@ -44,6 +44,14 @@ class MailApiStack:
     exports: dict[str, pulumi.Output] = field(default_factory=dict)
 
 
+def _dkim_tokens(attrs) -> list[str]:
+    """DKIM tokens of the SES identity (publish ``<token>._domainkey.<domain>`` CNAME records)."""
+    if attrs is None:
+        return []
+    tokens = attrs.get("tokens") if isinstance(attrs, dict) else getattr(attrs, "tokens", None)
+    return list(tokens or [])
+
+
 def main(config: StackConfig | None = None) -> MailApiStack:
     """Declare the whole stack. Raises ``infra.config.ConfigError`` before any resource on bad config."""
     cfg = config if config is not None else load_stack_config()
@@ -70,7 +78,7 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         configuration_set_name=email.configuration_set.configuration_set_name,
         configuration_set_arn=email.configuration_set.arn, reserved_concurrency=cfg.lambda_reserved_concurrency,
         timeout_seconds=cfg.lambda_timeout_seconds, memory_mb=cfg.lambda_memory_mb,
-        log_retention_days=cfg.log_retention_days, tags=tags))
+        log_retention_days=cfg.log_retention_days, layers=list(cfg.lambda_layers), tags=tags))
     oauth = None
     if cfg.cognito.enabled:
         oauth = OAuth("oauth", OAuthArgs(prefix=cfg.prefix, region=cfg.region,
@@ -114,6 +122,7 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         out.REST_API_ID: api.rest_api.id,
         out.STAGE_NAME: api.stage.stage_name,
         out.DOMAIN_TARGET: api.domain_name.regional_domain_name,
+        out.DKIM_TOKENS: email.identity.dkim_signing_attributes.apply(_dkim_tokens),
     }
     if oauth is not None:
         exports[out.TOKEN_URL] = oauth.token_url

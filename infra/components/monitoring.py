@@ -37,60 +37,60 @@ CIS_FILTERS: tuple[tuple[str, str, str], ...] = (
     ("unauthorized-api-calls", "CloudWatch.2",
      '{ ($.errorCode = "*UnauthorizedOperation") || ($.errorCode = "AccessDenied*") }'),
     ("console-signin-without-mfa", "CloudWatch.3",
-     '{ ($.eventName = "ConsoleLogin") && ($.additionalEventData.MFAUsed != "Yes") && '
-     '($.userIdentity.type = "IAMUser") && ($.responseElements.ConsoleLogin = "Success") }'),
+     ('{ ($.eventName = "ConsoleLogin") && ($.additionalEventData.MFAUsed != "Yes") && '
+     '($.userIdentity.type = "IAMUser") && ($.responseElements.ConsoleLogin = "Success") }')),
     ("iam-policy-changes", "CloudWatch.4",
-     "{($.eventName=DeleteGroupPolicy)||($.eventName=DeleteRolePolicy)||($.eventName=DeleteUserPolicy)||"
+     ("{($.eventName=DeleteGroupPolicy)||($.eventName=DeleteRolePolicy)||($.eventName=DeleteUserPolicy)||"
      "($.eventName=PutGroupPolicy)||($.eventName=PutRolePolicy)||($.eventName=PutUserPolicy)||"
      "($.eventName=CreatePolicy)||($.eventName=DeletePolicy)||($.eventName=CreatePolicyVersion)||"
      "($.eventName=DeletePolicyVersion)||($.eventName=AttachRolePolicy)||($.eventName=DetachRolePolicy)||"
      "($.eventName=AttachUserPolicy)||($.eventName=DetachUserPolicy)||($.eventName=AttachGroupPolicy)||"
-     "($.eventName=DetachGroupPolicy)}"),
+     "($.eventName=DetachGroupPolicy)}")),
     ("cloudtrail-config-changes", "CloudWatch.5",
-     "{ ($.eventName = CreateTrail) || ($.eventName = UpdateTrail) || ($.eventName = DeleteTrail) || "
-     "($.eventName = StartLogging) || ($.eventName = StopLogging) }"),
+     ("{ ($.eventName = CreateTrail) || ($.eventName = UpdateTrail) || ($.eventName = DeleteTrail) || "
+     "($.eventName = StartLogging) || ($.eventName = StopLogging) }")),
     ("console-auth-failures", "CloudWatch.6",
      '{ ($.eventName = ConsoleLogin) && ($.errorMessage = "Failed authentication") }'),
     ("kms-cmk-disable-or-deletion", "CloudWatch.7",
      "{ ($.eventSource = kms.amazonaws.com) && (($.eventName = DisableKey) || ($.eventName = ScheduleKeyDeletion)) }"),
     ("s3-bucket-policy-changes", "CloudWatch.8",
-     "{ ($.eventSource = s3.amazonaws.com) && (($.eventName = PutBucketAcl) || ($.eventName = PutBucketPolicy) || "
+     ("{ ($.eventSource = s3.amazonaws.com) && (($.eventName = PutBucketAcl) || ($.eventName = PutBucketPolicy) || "
      "($.eventName = PutBucketCors) || ($.eventName = PutBucketLifecycle) || ($.eventName = PutBucketReplication) || "
      "($.eventName = DeleteBucketPolicy) || ($.eventName = DeleteBucketCors) || ($.eventName = DeleteBucketLifecycle) || "
-     "($.eventName = DeleteBucketReplication)) }"),
+     "($.eventName = DeleteBucketReplication)) }")),
     ("aws-config-changes", "CloudWatch.9",
-     "{ ($.eventSource = config.amazonaws.com) && (($.eventName=StopConfigurationRecorder)||"
-     "($.eventName=DeleteDeliveryChannel)||($.eventName=PutDeliveryChannel)||($.eventName=PutConfigurationRecorder)) }"),
+     ("{ ($.eventSource = config.amazonaws.com) && (($.eventName=StopConfigurationRecorder)||"
+     "($.eventName=DeleteDeliveryChannel)||($.eventName=PutDeliveryChannel)||($.eventName=PutConfigurationRecorder)) }")),
     ("security-group-changes", "CloudWatch.10",
-     "{ ($.eventName = AuthorizeSecurityGroupIngress) || ($.eventName = AuthorizeSecurityGroupEgress) || "
+     ("{ ($.eventName = AuthorizeSecurityGroupIngress) || ($.eventName = AuthorizeSecurityGroupEgress) || "
      "($.eventName = RevokeSecurityGroupIngress) || ($.eventName = RevokeSecurityGroupEgress) || "
-     "($.eventName = CreateSecurityGroup) || ($.eventName = DeleteSecurityGroup) }"),
+     "($.eventName = CreateSecurityGroup) || ($.eventName = DeleteSecurityGroup) }")),
     ("nacl-changes", "CloudWatch.11",
-     "{ ($.eventName = CreateNetworkAcl) || ($.eventName = CreateNetworkAclEntry) || ($.eventName = DeleteNetworkAcl) || "
+     ("{ ($.eventName = CreateNetworkAcl) || ($.eventName = CreateNetworkAclEntry) || ($.eventName = DeleteNetworkAcl) || "
      "($.eventName = DeleteNetworkAclEntry) || ($.eventName = ReplaceNetworkAclEntry) || "
-     "($.eventName = ReplaceNetworkAclAssociation) }"),
+     "($.eventName = ReplaceNetworkAclAssociation) }")),
     ("network-gateway-changes", "CloudWatch.12",
-     "{ ($.eventName = CreateCustomerGateway) || ($.eventName = DeleteCustomerGateway) || "
+     ("{ ($.eventName = CreateCustomerGateway) || ($.eventName = DeleteCustomerGateway) || "
      "($.eventName = AttachInternetGateway) || ($.eventName = CreateInternetGateway) || "
-     "($.eventName = DeleteInternetGateway) || ($.eventName = DetachInternetGateway) }"),
+     "($.eventName = DeleteInternetGateway) || ($.eventName = DetachInternetGateway) }")),
     ("route-table-changes", "CloudWatch.13",
-     "{ ($.eventName = CreateRoute) || ($.eventName = CreateRouteTable) || ($.eventName = ReplaceRoute) || "
+     ("{ ($.eventName = CreateRoute) || ($.eventName = CreateRouteTable) || ($.eventName = ReplaceRoute) || "
      "($.eventName = ReplaceRouteTableAssociation) || ($.eventName = DeleteRouteTable) || "
-     "($.eventName = DeleteRoute) || ($.eventName = DisassociateRouteTable) }"),
+     "($.eventName = DeleteRoute) || ($.eventName = DisassociateRouteTable) }")),
     ("vpc-changes", "CloudWatch.14",
-     "{ ($.eventName = CreateVpc) || ($.eventName = DeleteVpc) || ($.eventName = ModifyVpcAttribute) || "
+     ("{ ($.eventName = CreateVpc) || ($.eventName = DeleteVpc) || ($.eventName = ModifyVpcAttribute) || "
      "($.eventName = AcceptVpcPeeringConnection) || ($.eventName = CreateVpcPeeringConnection) || "
      "($.eventName = DeleteVpcPeeringConnection) || ($.eventName = RejectVpcPeeringConnection) || "
      "($.eventName = AttachClassicLinkVpc) || ($.eventName = DetachClassicLinkVpc) || "
-     "($.eventName = DisableVpcClassicLink) || ($.eventName = EnableVpcClassicLink) }"),
+     "($.eventName = DisableVpcClassicLink) || ($.eventName = EnableVpcClassicLink) }")),
     ("apigateway-changes", "workload",
-     "{ ($.eventSource = apigateway.amazonaws.com) && (($.eventName = UpdateStage) || ($.eventName = DeleteStage) || "
-     "($.eventName = UpdateRestApi) || ($.eventName = UpdateDomainName)) }"),
+     ("{ ($.eventSource = apigateway.amazonaws.com) && (($.eventName = UpdateStage) || ($.eventName = DeleteStage) || "
+     "($.eventName = UpdateRestApi) || ($.eventName = UpdateDomainName)) }")),
     ("waf-changes", "workload",
      "{ ($.eventSource = wafv2.amazonaws.com) && (($.eventName = UpdateWebACL) || ($.eventName = DisassociateWebACL)) }"),
     ("ses-configuration-changes", "workload",
-     "{ ($.eventSource = ses.amazonaws.com) && (($.eventName = PutConfigurationSetDeliveryOptions) || "
-     "($.eventName = DeleteConfigurationSet)) }"),
+     ("{ ($.eventSource = ses.amazonaws.com) && (($.eventName = PutConfigurationSetDeliveryOptions) || "
+     "($.eventName = DeleteConfigurationSet)) }")),
 )
 
 

@@ -44,6 +44,7 @@ class SenderArgs:
     timeout_seconds: int
     memory_mb: int
     log_retention_days: int
+    layers: list[str] = field(default_factory=list)
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -90,6 +91,7 @@ class Sender(pulumi.ComponentResource):
             runtime=aws.lambda_.Runtime.PYTHON3D13,
             handler=HANDLER,
             code=pulumi.FileArchive(str(FUNCTIONS_DIR)),
+            layers=args.layers or None,
             role=self.role.arn,
             timeout=args.timeout_seconds,
             memory_size=args.memory_mb,
