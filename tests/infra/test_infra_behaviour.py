@@ -220,3 +220,23 @@ def test_record_program_in_a_plain_python_process():
 
 def _assert(condition: bool) -> None:
     assert condition
+
+
+def test_program_runs_in_preview_mode_without_mock_only_shortcuts():
+    """`pulumi preview` leaves provider outputs unknown; the program must still declare every
+    resource (no apply-time resource creation, no reliance on mock-resolved values)."""
+    full = run_program()
+    preview = run_program(preview=True)
+    assert sorted((r.typ, r.name) for r in preview.resources) == sorted((r.typ, r.name) for r in full.resources)
+
+
+def test_main_module_is_thin():
+    """infra/__main__.py only imports infra.program.main and calls it (Pulumi.yaml main: infra/)."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).resolve().parents[2] / "infra" / "__main__.py").read_text())
+    body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    assert len(body) == 2
+    assert isinstance(body[0], ast.ImportFrom) and body[0].module == "infra.program"
+    assert isinstance(body[1], ast.Expr) and ast.unparse(body[1]) == "main()"
