@@ -120,7 +120,8 @@ class Engine:
             state = self.vault.read_key_state(c.name)
             journal = self.vault.read_rotation(c.name)
             out.append((c, state, journal, decide(c, state, journal, now, force=c.name in force,
-                                                   emergency=c.name in emergency, owner=self.owner)))
+                                                   emergency=c.name in emergency, owner=self.owner,
+                                                   lease_now=time.time())))
         return out
 
     # -- running ---------------------------------------------------------------------------------
@@ -132,6 +133,12 @@ class Engine:
         force, emergency = set(force), set(emergency)
         summary = RunSummary()
         self._managed_keys = None
+        # What "rotate now" means: a key newer than the one current when asked. Snapshot the
+        # serials so a rotation completed meanwhile by another runner satisfies the request.
+        self._asked_serial = {}
+        for name in force | emergency:
+            cur = self.vault.read_key_state(name).current
+            self._asked_serial[name] = cur.serial if cur else 0
         for c in self.consumers.consumers:
             if only is not None and c.name not in only:
                 continue
@@ -154,7 +161,8 @@ class Engine:
         """Everything one run does for consumer ``c``, under its lease."""
         state = self.vault.read_key_state(c.name)
         journal = self.vault.read_rotation(c.name)
-        d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner)
+        d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
+                   lease_now=time.time())
         orphans = self._orphans(c, state)
         if not d.has_work and not orphans and not (journal.rotation_id and journal.step == Step.DISTRIBUTED.value):
             outcome = "waiting" if d.waiting and (force or "waiting" in d.reason) else "skipped"
@@ -179,8 +187,13 @@ class Engine:
     def _process_locked(self, c: Consumer, journal: RotationRecord, *, force: bool, emergency: bool) -> ConsumerOutcome:
         state = self.vault.read_key_state(c.name)  # fresh, under the lease
         journal = self._finish_promoted_journal(c, state, journal)
+        asked = getattr(self, "_asked_serial", {}).get(c.name)
+        if (force or emergency) and state.current and asked is not None and state.current.serial > asked:
+            # another runner already rotated this consumer after our request: it is satisfied
+            force = emergency = False
         state, journal = self._sweep_orphans(c, state, journal)
-        d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner)
+        d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
+                   lease_now=time.time())
         result = ConsumerOutcome(c.name, d.rotate, "ok", d.reason)
         if d.rotate in ("bootstrap", "rotate", "emergency", "resume"):
             state, journal, result = self._rotate(c, state, journal, d)
@@ -188,7 +201,7 @@ class Engine:
             result = ConsumerOutcome(c.name, "none", "waiting", d.reason)
         # revoke / delete (re-decide: a promotion just changed the labels)
         d2 = decide(c, state, journal, self.clock(), emergency=journal.emergency and result.outcome == "ok"
-                    and d.rotate == "emergency", owner=self.owner)
+                    and d.rotate == "emergency", owner=self.owner, lease_now=time.time())
         if result.outcome == "ok" and (d2.revoke or d2.delete):
             state, journal = self._revoke_and_delete(c, state, journal, d2)
             if result.action == "none":
@@ -243,7 +256,10 @@ class Engine:
                                 key_id=state.pending.key_id, serial=pending.serial)
                 step = journal.step
             if step == Step.TESTED.value:
-                journal = self._distribute(c, state.pending, journal)
+                journal, failed_required = self._distribute(c, state.pending, journal)
+                if failed_required:
+                    raise PushError(f"required target(s) failed: {'; '.join(failed_required)}")
+                journal = self._journal(c, journal, Step.DISTRIBUTED)
                 step = journal.step
         except (VerificationFailed, PushError, RotationError) as exc:
             if isinstance(exc, CasConflict):
@@ -311,7 +327,9 @@ class Engine:
             return f"API key {pending.key_id} is not in usage plan {plan_id}"
         return None
 
-    def _distribute(self, c: Consumer, pending: KeyRecord, journal: RotationRecord) -> RotationRecord:
+    def _distribute(self, c: Consumer, pending: KeyRecord, journal: RotationRecord) -> tuple[RotationRecord, list[str]]:
+        """Push to every target not yet acked for this serial; journal each ack. Returns the
+        journal at its new version and the failed required targets."""
         delivery = Delivery(c.name, pending.serial, pending.rotation_id, pending.key_id, pending.value,
                             pending.fingerprint)
         acks = dict(journal.acks)
@@ -329,9 +347,7 @@ class Engine:
                             detail=REDACTOR.scrub(result.detail))
             if not result.ok and target.required:
                 failed_required.append(f"{target.target_id}: {result.detail}")
-        if failed_required:
-            raise PushError(f"required target(s) failed: {'; '.join(failed_required)}")
-        return self._journal(c, journal, Step.DISTRIBUTED, acks=acks)
+        return journal, failed_required
 
     def _rollback(self, c: Consumer, state: KeyState, journal: RotationRecord, reason: str):
         """Undo a rotation that failed before promotion: restore targets that took the new key,

@@ -47,10 +47,12 @@ def _age(rec_time: str | None, now: datetime) -> timedelta | None:
 
 
 def decide(consumer: Consumer, state: KeyState, journal: RotationRecord, now: datetime, *,
-           force: bool = False, emergency: bool = False, owner: str = "") -> Decision:
-    """Decide what to do for ``consumer``; pure and deterministic for a given ``now``."""
+           force: bool = False, emergency: bool = False, owner: str = "", lease_now: float | None = None) -> Decision:
+    """Decide what to do for ``consumer``; pure and deterministic for given ``now`` (key ages)
+    and ``lease_now`` (epoch seconds for lease expiry; defaults to ``now``)."""
     name = consumer.name
-    locked_by = journal.owner if journal.held_by_other(owner, now.timestamp()) else None
+    lease_now = now.timestamp() if lease_now is None else lease_now
+    locked_by = journal.owner if journal.held_by_other(owner, lease_now) else None
     revoke: list[int] = []
     delete: list[int] = []
     waiting = ""

@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "aws_endpoint_url"))
 
     stack: str = Field("dev", validation_alias=AliasChoices("ROTATION_STACK", "stack"))
-    lease_ttl_seconds: int = Field(300, ge=30, le=3600, validation_alias=AliasChoices("ROTATION_LEASE_TTL", "lease_ttl_seconds"))
+    lease_ttl_seconds: int = Field(300, ge=5, le=3600, validation_alias=AliasChoices("ROTATION_LEASE_TTL", "lease_ttl_seconds"))
     verify_timeout_seconds: float = Field(
         60.0, gt=0, le=3600, validation_alias=AliasChoices("ROTATION_VERIFY_TIMEOUT", "verify_timeout_seconds"))
     push_timeout_seconds: float = Field(

@@ -1,0 +1,245 @@
+"""Consumer side of the signed key webhook (:mod:`rotation.targets.webhook` is the sender).
+
+:class:`WebhookReceiver` checks, in order:
+
+1. the HMAC signature and timestamp (:func:`rotation.signing.verify`; a timestamp outside
+   ``window_seconds`` is a replay);
+2. the ``Idempotency-Key`` (``<rotation id>:<serial>``): a key seen within the window is never
+   processed twice. A repeat of a delivery that was *accepted* answers ``200 duplicate`` (the
+   sender's retry after a lost response must not look like a failure); a repeat of anything else
+   answers ``409 replay``;
+3. the body (JSON: ``consumer``, ``serial``, ``rotation_id``, ``key_id``, ``fingerprint``,
+   ``wrap_token``, ``wrap_ttl``) names this consumer;
+4. unwraps ``wrap_token`` exactly once (``sys/wrapping/lookup`` then ``sys/wrapping/unwrap``:
+   https://openbao.org/api-docs/system/wrapping-lookup/, https://openbao.org/api-docs/system/wrapping-unwrap/)
+   and checks that the unwrapped ``serial``/``key_id`` (and fingerprint, when sent) match the body.
+   A token that was already used, expired or never issued raises :class:`~rotation.client.TamperSuspected`
+   (failure case V6): someone may have intercepted it; alert and let the rotation re-issue, never retry;
+5. hands the key to the :class:`~rotation.client.KeyClient` (``notify_push(ApiKey)``) or to ``on_key``.
+
+:func:`serve_webhook` wraps a receiver in a tiny ``http.server`` (for the sample app): 204 accepted,
+200 duplicate, 400 bad request, 401 bad signature, 409 replay, 410 wrapping token already used or
+otherwise suspect, 422 body/unwrapped mismatch, 503 Vault unreachable (the sender may retry).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Mapping
+
+from .client import ApiKey, KeyClient, KeyClientError, TamperSuspected, VaultUnavailable
+from .signing import IDEMPOTENCY_HEADER, TIMESTAMP_HEADER, SignatureError, verify
+
+__all__ = ["WebhookReceiver", "ReceiveResult", "serve_webhook", "TamperSuspected"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_REMEMBERED = 10_000
+
+#: outcome -> HTTP status used by :func:`serve_webhook`
+STATUS = {"accepted": 204, "duplicate": 200, "bad_request": 400, "bad_signature": 401, "replay": 409,
+          "tamper_suspected": 410, "mismatch": 422, "vault_unavailable": 503}
+
+
+@dataclass(frozen=True)
+class ReceiveResult:
+    """What :meth:`WebhookReceiver.handle` decided. ``processed`` is True only when a key was
+    unwrapped and handed over by this call. Never holds the key value or the wrapping token."""
+
+    outcome: str               # a key of STATUS
+    processed: bool = False
+    serial: int | None = None
+    key_id: str | None = None
+    detail: str = ""
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.outcome]
+
+
+class WebhookReceiver:
+    """Verify and apply key webhooks for one consumer.
+
+    :param signing_secret: the consumer's HMAC secret (``KeyClient.webhook_signing_secret()``).
+    :param target: a :class:`KeyClient` (unwraps with its Vault address, then ``notify_push``) or a
+        function ``unwrap(wrap_token) -> {"api_key", "serial", "key_id"}`` that raises
+        :class:`TamperSuspected` for a used/expired token.
+    :param window_seconds: replay window (seconds); idempotency keys are remembered this long.
+    :param on_key: optional callback ``on_key(ApiKey)`` after a successful unwrap.
+    :param consumer: expected ``consumer`` in the body (default: the KeyClient's consumer).
+    """
+
+    def __init__(self, signing_secret: str, target: KeyClient | Callable[[str], Mapping[str, Any]], *,
+                 window_seconds: int = 300, on_key: Callable[[ApiKey], None] | None = None,
+                 consumer: str | None = None, clock: Callable[[], float] = time.time):
+        if not signing_secret:
+            raise ValueError("signing_secret must not be empty")
+        self._secret = signing_secret
+        if isinstance(target, KeyClient):
+            self._unwrap = target.unwrap
+            self._client: KeyClient | None = target
+            consumer = consumer or target.consumer
+        else:
+            self._unwrap = target
+            self._client = None
+        self.consumer = consumer
+        self.window = int(window_seconds)
+        self.on_key = on_key
+        self._clock = clock
+        self._seen: dict[str, tuple[float, str]] = {}  # idempotency key -> (wall time, outcome)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"WebhookReceiver(consumer={self.consumer!r}, window_seconds={self.window})"
+
+    def handle(self, headers: Mapping[str, str], body: bytes) -> ReceiveResult:
+        """Process one webhook request. Returns a :class:`ReceiveResult` for every outcome except a
+        suspect wrapping token, which raises :class:`TamperSuspected` (alert on it) after recording
+        the idempotency key so the same delivery is not tried again."""
+        now = self._clock()
+        lower = {k.lower(): v for k, v in headers.items()}
+        try:
+            ts = int(lower.get(TIMESTAMP_HEADER.lower(), ""))
+        except ValueError:
+            return ReceiveResult("bad_signature", detail="missing or malformed timestamp header")
+        if abs(now - ts) > self.window:
+            return ReceiveResult("replay", detail=f"timestamp outside the {self.window}s window")
+        try:
+            verify(self._secret, dict(headers), body, window_seconds=self.window, now=now)
+        except SignatureError as exc:
+            return ReceiveResult("bad_signature", detail=str(exc))
+        idem = lower.get(IDEMPOTENCY_HEADER.lower())
+        if not idem:
+            return ReceiveResult("bad_request", detail="missing Idempotency-Key header")
+        with self._lock:
+            self._forget_old(now)
+            seen = self._seen.get(idem)
+            if seen is not None:
+                outcome = "duplicate" if seen[1] == "accepted" else "replay"
+                return ReceiveResult(outcome, detail=f"idempotency key already seen ({seen[1]})")
+            self._seen[idem] = (now, "in_progress")
+        result = None
+        try:
+            result = self._process(idem, body)
+            return result
+        except TamperSuspected:
+            self._record(idem, now, "tamper_suspected")
+            raise
+        finally:
+            if result is not None:
+                if result.outcome == "vault_unavailable":
+                    with self._lock:
+                        self._seen.pop(idem, None)  # the token may be intact: let the sender retry
+                else:
+                    self._record(idem, now, result.outcome)
+            elif idem in self._seen and self._seen[idem][1] == "in_progress":
+                self._record(idem, now, "error")
+
+    def _process(self, idem: str, body: bytes) -> ReceiveResult:
+        try:
+            msg = json.loads(body)
+            serial, key_id, token = msg["serial"], msg["key_id"], msg["wrap_token"]
+            if not isinstance(serial, int) or not isinstance(key_id, str) or not isinstance(token, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return ReceiveResult("bad_request", detail="body is not a key notification")
+        if self.consumer and msg.get("consumer") != self.consumer:
+            return ReceiveResult("bad_request", serial=serial, key_id=key_id,
+                                 detail="notification is for another consumer")
+        if idem != f"{msg.get('rotation_id')}:{serial}":
+            return ReceiveResult("bad_request", serial=serial, key_id=key_id,
+                                 detail="Idempotency-Key does not match rotation_id:serial")
+        try:
+            data = self._unwrap(token)
+        except VaultUnavailable as exc:
+            return ReceiveResult("vault_unavailable", serial=serial, key_id=key_id, detail=str(exc))
+        except TamperSuspected as exc:
+            log.error("key webhook serial %s: wrapping token suspect (%s); alert, do not retry", serial, exc)
+            raise
+        value = data.get("api_key")
+        if data.get("serial") != serial or data.get("key_id") != key_id or not isinstance(value, str) or not value:
+            log.error("key webhook serial %s: unwrapped data does not match the notification", serial)
+            raise TamperSuspected(f"unwrapped serial/key_id do not match the notification (serial {serial})")
+        key = ApiKey(value=value, serial=serial, key_id=key_id)
+        fp = msg.get("fingerprint")
+        if fp and fp != key.fingerprint:
+            raise TamperSuspected(f"unwrapped key's fingerprint does not match the notification (serial {serial})")
+        try:
+            if self._client is not None:
+                self._client.notify_push(key)
+            if self.on_key is not None:
+                self.on_key(key)
+        except KeyClientError as exc:
+            return ReceiveResult("mismatch", serial=serial, key_id=key_id, detail=str(exc))
+        log.info("key webhook: serial %s (%s) accepted", serial, key.fingerprint)
+        return ReceiveResult("accepted", processed=True, serial=serial, key_id=key_id)
+
+    def _record(self, idem: str, now: float, outcome: str) -> None:
+        with self._lock:
+            self._seen[idem] = (now, outcome)
+
+    def _forget_old(self, now: float) -> None:
+        horizon = now - 2 * self.window
+        old = [k for k, (t, _) in self._seen.items() if t < horizon]
+        for k in old:
+            del self._seen[k]
+        while len(self._seen) >= MAX_REMEMBERED:  # bounded memory; oldest first
+            self._seen.pop(next(iter(self._seen)))
+
+
+def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 0, *,
+                  path: str = "/", background: bool = True) -> ThreadingHTTPServer:
+    """Serve ``receiver`` on ``http://host:port<path>`` (POST only; bodies up to 64 KiB).
+
+    Returns the server (``server.server_address`` holds the bound port; call ``shutdown()`` to stop).
+    With ``background=True`` it runs in a daemon thread; otherwise call ``serve_forever()`` yourself.
+    Put it behind TLS (a reverse proxy) outside loopback.
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "mail-api-key-webhook"
+        sys_version = ""
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server API
+            if self.path.split("?")[0] != path:
+                return self._answer(404, "not found")
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_BODY_BYTES:
+                return self._answer(413 if length > 0 else 400, "bad length")
+            body = self.rfile.read(length)
+            try:
+                result = receiver.handle({k: v for k, v in self.headers.items()}, body)
+            except TamperSuspected:
+                return self._answer(410, "tamper_suspected")
+            except Exception:  # noqa: BLE001 - never leak details to the caller
+                log.exception("key webhook handler failed")
+                return self._answer(500, "error")
+            self._answer(result.status, result.outcome)
+
+        def _answer(self, status: int, text: str) -> None:
+            payload = b"" if status == 204 else (json.dumps({"outcome": text}).encode())
+            self.send_response(status)
+            if payload:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if payload:
+                self.wfile.write(payload)
+
+        def log_message(self, fmt: str, *args: Any) -> None:
+            log.debug("webhook %s", fmt % args)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    if background:
+        threading.Thread(target=server.serve_forever, name="key-webhook", daemon=True).start()
+    return server

@@ -1,0 +1,100 @@
+"""AWS Secrets Manager target: each key generation becomes a new version of one secret.
+
+Secret string (JSON): ``{"api_key", "serial", "key_id"}``. The new version is put with
+``VersionStages=["AWSCURRENT"]``; Secrets Manager then moves ``AWSPREVIOUS`` to the version that
+was current, so an app reading ``AWSCURRENT`` gets the new key and the old one stays readable as
+``AWSPREVIOUS`` during the grace period.
+
+``ClientRequestToken`` (the version id) is a UUID derived from ``rotation_id:serial``: a retry of the
+same delivery is idempotent (same token + same secret string = no new version), and a different
+value under the same token is refused by AWS (``ResourceExistsException``). A missing secret is
+created with ``KmsKeyId`` (a customer managed key; AWS's default ``aws/secretsmanager`` key when
+``kms_key_id`` is ``None``).
+
+AWS API: https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_PutSecretValue.html and
+https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html.
+The target never raises for an AWS failure: it reports ``ok=False`` with the AWS error code only.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from . import Delivery, PushResult
+
+__all__ = ["SecretsManagerTarget", "request_token"]
+
+#: namespace for the deterministic ClientRequestToken (uuid5 of "<rotation_id>:<serial>")
+TOKEN_NAMESPACE = uuid.UUID("5b0f1f7e-8d4e-4d61-9a57-6a3a1f0c2b11")
+
+
+def request_token(rotation_id: str, serial: int) -> str:
+    """The ``ClientRequestToken`` for one delivery: ``uuid5(TOKEN_NAMESPACE, "<rotation_id>:<serial>")``."""
+    return str(uuid.uuid5(TOKEN_NAMESPACE, f"{rotation_id}:{serial}"))
+
+
+def _error_code(exc: Exception) -> str:
+    resp = getattr(exc, "response", None)
+    if isinstance(resp, dict):
+        code = (resp.get("Error") or {}).get("Code")
+        if code:
+            return str(code)
+    return type(exc).__name__
+
+
+class SecretsManagerTarget:
+    """Put each new key into Secrets Manager secret ``secret_id`` (name or ARN).
+
+    :param client: a boto3 ``secretsmanager`` client (timeouts/retries configured by the caller).
+    :param secret_id: secret name or ARN; created (with ``kms_key_id``) when absent.
+    :param kms_key_id: KMS key id/ARN/alias used when creating the secret.
+    :param required: whether promotion waits for this target.
+    :param tags: tags for a secret this target creates.
+    """
+
+    def __init__(self, client: Any, secret_id: str, *, kms_key_id: str | None = None, required: bool = True,
+                 tags: dict[str, str] | None = None):
+        self.client = client
+        self.secret_id = secret_id
+        self.kms_key_id = kms_key_id
+        self.required = required
+        self.tags = tags or {}
+        self.target_id = f"secretsmanager:{secret_id}"
+
+    def __repr__(self) -> str:
+        return f"SecretsManagerTarget(secret_id={self.secret_id!r}, kms_key_id={self.kms_key_id!r})"
+
+    def push(self, delivery: Delivery) -> PushResult:
+        token = request_token(delivery.rotation_id, delivery.serial)
+        secret = json.dumps({"api_key": delivery.value, "serial": delivery.serial, "key_id": delivery.key_id},
+                            separators=(",", ":"))
+        try:
+            try:
+                r = self.client.put_secret_value(SecretId=self.secret_id, ClientRequestToken=token,
+                                                 SecretString=secret, VersionStages=["AWSCURRENT"])
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if _error_code(exc) != "ResourceNotFoundException":
+                    raise
+                r = self._create(token, secret)
+        except Exception as exc:  # noqa: BLE001 - a target never raises (targets/__init__.py)
+            return PushResult(self.target_id, False, f"aws: {_error_code(exc)}")
+        return PushResult(self.target_id, True, "version put as AWSCURRENT",
+                          {"version_id": r.get("VersionId", token)})
+
+    def _create(self, token: str, secret: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"Name": self.secret_id, "ClientRequestToken": token, "SecretString": secret,
+                                  "Description": "mail API key (managed by the rotation job; do not edit)"}
+        if self.kms_key_id:
+            kwargs["KmsKeyId"] = self.kms_key_id
+        if self.tags:
+            kwargs["Tags"] = [{"Key": k, "Value": v} for k, v in self.tags.items()]
+        try:
+            return self.client.create_secret(**kwargs)
+        except Exception as exc:  # noqa: BLE001
+            if _error_code(exc) != "ResourceExistsException":
+                raise
+            # created concurrently by another runner: put our version on it
+            return self.client.put_secret_value(SecretId=self.secret_id, ClientRequestToken=token,
+                                                SecretString=secret, VersionStages=["AWSCURRENT"])
