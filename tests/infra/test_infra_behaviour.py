@@ -240,3 +240,17 @@ def test_main_module_is_thin():
     assert len(body) == 2
     assert isinstance(body[0], ast.ImportFrom) and body[0].module == "infra.program"
     assert isinstance(body[1], ast.Expr) and ast.unparse(body[1]) == "main()"
+
+
+def test_every_resource_is_parented_by_a_component(dev_run):
+    """Style contract: one ComponentResource per concern parents its children, so every AWS
+    resource's URN carries a secure-mail-api component type in its parent chain."""
+    components = {r.typ for r in dev_run.resources if r.typ.startswith("secure-mail-api:")}
+    assert {"secure-mail-api:security:Encryption", "secure-mail-api:storage:Storage", "secure-mail-api:api:Api",
+            "secure-mail-api:security:Waf", "secure-mail-api:monitoring:Monitoring", "secure-mail-api:audit:Audit",
+            "secure-mail-api:email:Email", "secure-mail-api:compute:Sender", "secure-mail-api:auth:OAuth",
+            "secure-mail-api:rotation:RotatorAccess"} <= components
+    for r in dev_run.resources:
+        if r.typ.startswith("aws:"):
+            parent_chain = r.urn.split("::")[2]
+            assert parent_chain.startswith("secure-mail-api:") and "$" in parent_chain, r.urn
