@@ -4,7 +4,8 @@ Value (JSON): ``{"api_key", "serial", "key_id"}``. ``put_parameter(Type="SecureS
 KeyId=<kms key>, Overwrite=True, Tier="Standard")``; each push makes a new parameter version. The
 parameter's ``Description`` carries the delivery's idempotency key (``rotation <id> serial <n>``,
 no secret), so a retry of a delivery that already landed is detected with ``DescribeParameters``
-(which needs no ``kms:Decrypt``) and writes nothing.
+(which needs no ``kms:Decrypt``) and writes nothing. Without ``ssm:DescribeParameters`` it simply
+writes again (a new parameter version with the same value).
 
 AWS API: https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_PutParameter.html and
 https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_DescribeParameters.html.
@@ -54,9 +55,11 @@ class SsmParameterTarget:
         try:
             existing = self.client.describe_parameters(
                 ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [self.name]}])["Parameters"]
-            if existing and existing[0].get("Description") == desc:
-                return PushResult(self.target_id, True, "already up to date",
-                                  {"version": existing[0].get("Version")})
+        except Exception:  # noqa: BLE001 - the check is an optimisation; put_parameter decides
+            existing = []
+        if existing and existing[0].get("Description") == desc:
+            return PushResult(self.target_id, True, "already up to date", {"version": existing[0].get("Version")})
+        try:
             kwargs: dict[str, Any] = {
                 "Name": self.name, "Type": "SecureString", "Overwrite": True, "Tier": self.tier,
                 "Description": desc,
