@@ -1,4 +1,6 @@
-# mail-api-auditor: reads metadata (versions, timestamps, staging-label summary), never values.
+# mail-api-auditor: reads metadata (versions, timestamps, custom_metadata = the staging-label
+# summary), never values: no grant on data/, subkeys/ or any write path, and an explicit deny on
+# values so no other policy attached to the same token can widen it by accident.
 path "${mount}/metadata/${prefix}/*" {
   capabilities = ["read", "list"]
 }
@@ -6,5 +8,8 @@ path "${mount}/metadata/${prefix}" {
   capabilities = ["list"]
 }
 path "${mount}/data/*" {
+  capabilities = ["deny"]
+}
+path "${mount}/subkeys/*" {
   capabilities = ["deny"]
 }

@@ -1,5 +1,7 @@
-# mail-api-consumer-${consumer}: one consuming application. Reads its own key, writes its own
-# acknowledgement, reads its own webhook signing secret. Nothing else.
+# mail-api-consumer-${consumer}: one consuming application. Reads its own key (and its version
+# metadata, to notice a rotation cheaply), writes its own acknowledgement, reads its own webhook
+# signing secret (to verify pushes). Exact paths, no globs: nothing of another consumer matches.
+# Unwrapping pushed wrapping tokens and renew-self come from the built-in default policy.
 path "${mount}/data/${prefix}/keys/${consumer}" {
   capabilities = ["read"]
 }

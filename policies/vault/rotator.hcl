@@ -1,14 +1,18 @@
 # mail-api-rotator: the rotation jobs. Manages its own prefix on the KV v2 mount, nothing else.
+# Values: create, read, update (check-and-set writes), patch, soft-delete. Never destroy: a
+# destroyed version is a lost key value (invariant: no key value is ever lost).
 path "${mount}/data/${prefix}/*" {
   capabilities = ["create", "read", "update", "patch", "delete"]
 }
+# Metadata: read versions, list consumers, update custom_metadata (the label summary). No "delete"
+# here: deleting metadata destroys every version permanently.
 path "${mount}/metadata/${prefix}/*" {
-  capabilities = ["read", "list", "update", "delete"]
+  capabilities = ["read", "list", "update"]
 }
 path "${mount}/delete/${prefix}/*" {
   capabilities = ["update"]
 }
-path "${mount}/destroy/${prefix}/*" {
+path "${mount}/undelete/${prefix}/*" {
   capabilities = ["update"]
 }
 # Mount options (KV version, cas_required) are checked at start-up through
