@@ -3,7 +3,8 @@
 Realizes baseline.md §1.8: CloudTrail.1 (multi-region, all management events, logging on),
 CloudTrail.2 (SSE-KMS with the audit CMK), CloudTrail.4 (log file validation), CloudTrail.5
 (CloudWatch Logs integration, which the CIS metric filters in ``monitoring`` read), and
-CloudTrail.6/7 (bucket not public, bucket access logging, via :class:`SecureBucket`). The trail's
+CloudTrail.6/7 (bucket not public, bucket access logging, via :class:`SecureBucket`) and
+CKV_AWS_252 (log-file delivery notifications to a dedicated CMK-encrypted SNS topic). The trail's
 log group is CMK-encrypted with retention (CloudWatch.16).
 """
 
@@ -16,7 +17,12 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.components._common import assume_role_policy, encrypted_log_group, json_doc
+from infra.components._common import (
+    assume_role_policy,
+    deny_insecure_transport,
+    encrypted_log_group,
+    json_doc,
+)
 from infra.components.storage import SecureBucket, SecureBucketArgs
 
 
@@ -77,6 +83,21 @@ class Audit(pulumi.ComponentResource):
                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                 "Resource": self.log_group.arn.apply(lambda a: f"{a}:log-stream:*")}]}),
             opts=child)
+        # Log-file delivery notifications (CKV_AWS_252) go to their own CMK-encrypted topic, not
+        # to the alarm topic: one message per delivered file is not an alarm.
+        self.notifications = aws.sns.Topic(
+            f"{name}-trail-notifications", name=f"{args.prefix}-cloudtrail-deliveries",
+            kms_master_key_id=args.audit_key_arn, signature_version=2, tags=dict(args.tags), opts=child)
+        notifications_policy = aws.sns.TopicPolicy(
+            f"{name}-trail-notifications-policy", arn=self.notifications.arn,
+            policy=json_doc({"Version": "2012-10-17", "Statement": [
+                {"Sid": "AllowCloudTrailPublish", "Effect": "Allow",
+                 "Principal": {"Service": "cloudtrail.amazonaws.com"}, "Action": "sns:Publish",
+                 "Resource": self.notifications.arn,
+                 "Condition": {"StringEquals": {"aws:SourceArn": trail_arn, "aws:SourceAccount": args.account_id}}},
+                deny_insecure_transport([self.notifications.arn], "sns:Publish"),
+            ]}),
+            opts=child)
         self.trail = aws.cloudtrail.Trail(
             f"{name}-trail",
             name=self.trail_name,
@@ -89,6 +110,8 @@ class Audit(pulumi.ComponentResource):
             event_selectors=[{"read_write_type": "All", "include_management_events": True}],
             cloud_watch_logs_group_arn=self.log_group.arn.apply(lambda a: f"{a}:*"),
             cloud_watch_logs_role_arn=role.arn,
+            sns_topic_name=self.notifications.name,
             tags=dict(args.tags),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.bucket.policy, role_policy]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.bucket.policy, role_policy,
+                                                                notifications_policy]))
         self.register_outputs({"trail_arn": self.trail.arn, "log_group_name": self.log_group.name})

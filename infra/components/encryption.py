@@ -69,6 +69,15 @@ def key_policy(
             },
         })
         statements.append({
+            "Sid": "AllowCloudTrailToEncryptedSns",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudtrail.amazonaws.com"},
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+            "Resource": "*",
+            "Condition": {"StringLike": {"kms:EncryptionContext:aws:sns:topicArn": f"arn:{partition}:sns:{region}:{account_id}:*"},
+                          **source_account},
+        })
+        statements.append({
             "Sid": "AllowCloudTrailDescribe",
             "Effect": "Allow",
             "Principal": {"Service": "cloudtrail.amazonaws.com"},

@@ -134,6 +134,21 @@ def test_cloudtrail_6_7_bucket_private_logged_and_scoped_to_trail(dev_run, h):
 
 
 @pulumi.runtime.test
+def test_ckv_aws_252_trail_notifies_its_own_encrypted_topic(dev_run):
+    """CKV_AWS_252: the trail names an SNS topic: a dedicated CMK-encrypted one (not the alarm topic)."""
+    audit = dev_run.stack.audit
+
+    def check(v):
+        topic_name, own_name, key, audit_key, alarm_topic_name = v
+        assert topic_name == own_name != alarm_topic_name
+        assert key == audit_key
+
+    return pulumi.Output.all(audit.trail.sns_topic_name, audit.notifications.name,
+                             audit.notifications.kms_master_key_id, dev_run.stack.encryption.audit_key.arn,
+                             dev_run.stack.monitoring.topic.name).apply(check)
+
+
+@pulumi.runtime.test
 def test_cloudwatch_16_every_log_group_cmk_and_retention(dev_run, h):
     """CloudWatch.16 / CKV_AWS_338 / CKV_AWS_158: every log group has retention >= 365 (an allowed
     CloudWatch value) and a KMS key; the WAF group uses the aws-waf-logs- prefix."""
