@@ -154,7 +154,7 @@ def _run(obj: _Ctx, *, only=None, force=(), emergency=()) -> int:
     settings, consumers = obj.load()
     if only:
         _check_names(consumers, only)
-    engine = obj.engine(settings, consumers)
+    engine = obj.engine(settings, consumers, after_step=_fault_injection())
     summary = engine.run(only=only, force=force, emergency=emergency)
     publish_run_metrics(settings, consumers, summary)
     for o in summary.outcomes:
@@ -163,6 +163,25 @@ def _run(obj: _Ctx, *, only=None, force=(), emergency=()) -> int:
     failed = len(summary.failed)
     click.echo(f"{len(summary.outcomes)} consumers, {failed} failed")
     return summary.exit_code
+
+
+def _fault_injection():
+    """Test-only: ``ROTATION_FAULT_STALL_AFTER_STEP=<step>`` makes the process stall (sleep
+    600 s) right after that step is journaled, so a test can SIGKILL it there. Unset in
+    production; logged loudly when set."""
+    import os
+    import time
+
+    step = os.environ.get("ROTATION_FAULT_STALL_AFTER_STEP")
+    if not step:
+        return None
+    logging.getLogger(__name__).warning("fault injection: stalling after step %s", step)
+
+    def stall(consumer: str, done: str) -> None:
+        if done == step:
+            print(f"stalled after {consumer}:{done}", file=sys.stderr, flush=True)
+            time.sleep(600)
+    return stall
 
 
 @main.command()

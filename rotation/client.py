@@ -49,18 +49,27 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions as hexc
 import requests
 
 __all__ = [
-    "KeyClient", "ApiKey", "TokenAuth", "AppRoleAuth", "KubernetesAuth",
-    "KeyClientError", "KeyClientConfigError", "KeyUnavailable", "VaultUnavailable", "VaultAuthError",
+    "ApiKey",
+    "AppRoleAuth",
+    "KeyClient",
+    "KeyClientConfigError",
+    "KeyClientError",
+    "KeyUnavailable",
+    "KubernetesAuth",
     "TamperSuspected",
+    "TokenAuth",
+    "VaultAuthError",
+    "VaultUnavailable",
 ]
 
 log = logging.getLogger(__name__)
@@ -250,7 +259,7 @@ class KeyClient:
 
     # -- construction from the environment -------------------------------------------------------
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "KeyClient":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> KeyClient:
         """Build a client from environment variables (the Vault CLI's names where they exist):
 
         ``VAULT_ADDR`` (required), ``MAIL_API_CONSUMER`` (required), ``VAULT_AUTH_METHOD``
@@ -502,7 +511,7 @@ class KeyClient:
         """CAS-write ``{"serial","key_id","at","host"}`` to ``<prefix>/acks/<consumer>``; on a CAS
         conflict re-read the version and retry once."""
         body = {"serial": key.serial, "key_id": key.key_id,
-                "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "host": self.host}
+                "at": datetime.now(UTC).isoformat(timespec="milliseconds"), "host": self.host}
 
         def version() -> int:
             def read():

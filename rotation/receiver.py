@@ -28,14 +28,15 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .client import ApiKey, KeyClient, KeyClientError, TamperSuspected, VaultUnavailable
 from .signing import IDEMPOTENCY_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 
-__all__ = ["WebhookReceiver", "ReceiveResult", "serve_webhook", "TamperSuspected"]
+__all__ = ["ReceiveResult", "TamperSuspected", "WebhookReceiver", "serve_webhook"]
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
         server_version = "mail-api-key-webhook"
         sys_version = ""
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server API
+        def do_POST(self) -> None:
             if self.path.split("?")[0] != path:
                 return self._answer(404, "not found")
             try:
@@ -220,7 +221,7 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
                 result = receiver.handle({k: v for k, v in self.headers.items()}, body)
             except TamperSuspected:
                 return self._answer(410, "tamper_suspected")
-            except Exception:  # noqa: BLE001 - never leak details to the caller
+            except Exception:
                 log.exception("key webhook handler failed")
                 return self._answer(500, "error")
             self._answer(result.status, result.outcome)

@@ -172,9 +172,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _auth_complete(self) -> "Settings":
-        if self.vault_auth_method == "token" and self.vault_token is None:
+        def empty(v) -> bool:
+            return v is None or not (v.get_secret_value() if isinstance(v, SecretStr) else v).strip()
+
+        if self.vault_auth_method == "token" and empty(self.vault_token):
             raise ValueError("VAULT_TOKEN is required when VAULT_AUTH_METHOD=token")
-        if self.vault_auth_method == "approle" and (self.vault_role_id is None or self.vault_secret_id is None):
+        if self.vault_auth_method == "approle" and (empty(self.vault_role_id) or empty(self.vault_secret_id)):
             raise ValueError("VAULT_ROLE_ID and VAULT_SECRET_ID are required when VAULT_AUTH_METHOD=approle")
         if self.vault_auth_method == "kubernetes" and not self.vault_kubernetes_role:
             raise ValueError("VAULT_KUBERNETES_ROLE is required when VAULT_AUTH_METHOD=kubernetes")

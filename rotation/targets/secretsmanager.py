@@ -74,7 +74,7 @@ class SecretsManagerTarget:
             try:
                 r = self.client.put_secret_value(SecretId=self.secret_id, ClientRequestToken=token,
                                                  SecretString=secret, VersionStages=["AWSCURRENT"])
-            except Exception as exc:  # noqa: BLE001 - classified below
+            except Exception as exc:
                 if _error_code(exc) != "ResourceNotFoundException":
                     raise
                 r = self._create(token, secret)
@@ -92,7 +92,7 @@ class SecretsManagerTarget:
             kwargs["Tags"] = [{"Key": k, "Value": v} for k, v in self.tags.items()]
         try:
             return self.client.create_secret(**kwargs)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if _error_code(exc) != "ResourceExistsException":
                 raise
             # created concurrently by another runner: put our version on it

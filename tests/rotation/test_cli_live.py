@@ -1,0 +1,147 @@
+"""The `rotation` CLI as a real process against real OpenBao and moto: exit codes, a SIGKILL
+mid-rotation, planted canaries, and `plan` changing nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import hvac
+import pytest
+
+from .conftest import assert_invariants
+
+
+def cli(env, *args, extra_env=None, timeout=120):
+    e = {**os.environ, "ROTATION_CONSUMERS_FILE": str(env.tmp / "consumers.yaml"),
+         "ROTATION_AUDIT_LOG": str(env.tmp / "audit.jsonl"), **(extra_env or {})}
+    return subprocess.run([sys.executable, "-m", "rotation.cli", *args], env=e, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+@pytest.fixture
+def cfile(env):
+    import yaml
+    data = {"version": 1,
+            "usage_plans": {"standard": "secure-mail-api-dev-standard", "premium": "secure-mail-api-dev-premium"},
+            "defaults": {"max_age": "30d", "grace_period": "1h", "retention": "1d"},
+            "consumers": [{"name": c.name, "tier": c.tier,
+                           "targets": [{"type": "file", "path": str(env.tmp / f"{c.name}.key")}]}
+                          for c in env.consumers.consumers]}
+    (env.tmp / "consumers.yaml").write_text(yaml.safe_dump(data))
+    return env.tmp / "consumers.yaml"
+
+
+def test_run_status_plan_and_exit_codes(env, cfile):
+    r = cli(env, "plan")
+    assert r.returncode == 0 and "bootstrap" in r.stdout and "CreateApiKey" in r.stdout
+    assert env.state("billing").version == 0                      # plan changed nothing
+    assert env.apigw().get_api_keys()["items"] == []
+    r = cli(env, "run")
+    assert r.returncode == 0, r.stderr
+    assert "3 consumers, 0 failed" in r.stdout
+    r = cli(env, "status")
+    assert r.returncode == 0 and "billing" in r.stdout and "29d" in r.stdout
+    r = cli(env, "rotate", "nobody")
+    assert r.returncode == 2 and "unknown consumer" in r.stderr
+    # a consumer whose usage plan does not exist fails alone; the run exits 1
+    bad = cfile.read_text().replace("secure-mail-api-dev-premium", "no-such-plan")
+    cfile.write_text(bad)
+    r = cli(env, "rotate", "billing")
+    assert r.returncode == 1 and "no-such-plan" in r.stdout
+
+
+def test_sigkill_mid_rotation_then_run_again_completes(env, cfile):
+    assert cli(env, "run").returncode == 0
+    before = env.state("billing").current
+    proc = subprocess.Popen([sys.executable, "-m", "rotation.cli", "rotate", "billing"],
+                            env={**os.environ, "ROTATION_CONSUMERS_FILE": str(cfile), "ROTATION_LEASE_TTL": "5",
+                                 "ROTATION_FAULT_STALL_AFTER_STEP": "key_created"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while env.state("billing").pending is None or env.state("billing").pending.key_id is None:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    st = env.state("billing")
+    assert st.pending is not None and st.current == before     # killed mid-rotation
+    assert_invariants(env)
+    r = cli(env, "run")
+    assert "billing: resume locked" in r.stdout                 # lease still live: not stolen
+    time.sleep(5.2)
+    r = cli(env, "run")
+    assert r.returncode == 0 and "billing: resume ok serial=2" in r.stdout, r.stdout + r.stderr
+    st = env.state("billing")
+    assert st.pending is None and st.current.serial == 2 and st.previous.serial == 1
+    assert_invariants(env)
+
+
+def test_canary_secrets_never_appear_in_output_logs_audit_or_errors(env, cfile, caplog):
+    canary_token = "hvs.CANARYTOKEN0123456789abcdef"
+    # 1. a bad setting holding a secret: the error names the variable, never the value
+    r = cli(env, "run", extra_env={"VAULT_AUTH_METHOD": "token", "VAULT_TOKEN": canary_token,
+                                    "VAULT_ADDR": "http://vault.example.com:8200"})
+    assert r.returncode == 2 and "VAULT_ADDR" in r.stderr
+    assert canary_token not in r.stdout + r.stderr
+    # 2. a wrong token: a Vault error, still no token in the output
+    r = cli(env, "status", extra_env={"VAULT_AUTH_METHOD": "token", "VAULT_TOKEN": canary_token})
+    assert r.returncode == 1 and canary_token not in r.stdout + r.stderr
+    # 3. real key values: every value Vault holds is absent from all output, the audit log and errors
+    outputs = [cli(env, "-v", "run"), cli(env, "-v", "rotate", "crm", "--emergency"), cli(env, "-v", "status", "--json"),
+               cli(env, "-v", "plan")]
+    cfile.write_text(cfile.read_text().replace("secure-mail-api-dev-premium", "no-such-plan"))
+    outputs.append(cli(env, "-v", "rotate", "billing"))
+    root = env.root()
+    values = []
+    for c in env.consumers.consumers:
+        for v in root.secrets.kv.v2.read_secret_metadata(path=f"mail-api/keys/{c.name}")["data"]["versions"]:
+            data = root.secrets.kv.v2.read_secret_version(path=f"mail-api/keys/{c.name}", version=int(v))["data"]["data"]
+            values += [r["value"] for r in [data.get("current"), data.get("previous"), data.get("pending"),
+                                            *data.get("retired", [])] if r]
+    assert len(set(values)) >= 4
+    text = "".join(o.stdout + o.stderr for o in outputs) + env.audit_text() + caplog.text
+    assert env.audit_text().count("\n") > 10
+    for v in set(values):
+        assert v not in text
+    # the audit log carries fingerprints instead
+    assert "sha256:" in env.audit_text()
+    # OpenBao's own audit device logs HMACs, not values
+    audit = env.stack.audit_log.read_text()
+    assert audit and all(v not in audit for v in set(values))
+
+
+def test_repr_of_records_and_settings_hide_secrets(env):
+    from rotation.records import KeyRecord
+    rec = KeyRecord(serial=1, value="CANARYVALUE1234567890abcdefghij", rotation_id="r", created_at="t")
+    assert "CANARYVALUE" not in repr(rec)
+    assert "CANARYVALUE" not in repr(env.settings.model_copy(update={"vault_secret_id": None}))
+    assert env.creds.rotator_secret_id not in repr(env.settings)
+    assert env.creds.rotator_secret_id not in repr(env.creds)
+
+
+def test_schedule_daemon_runs_then_stops_gracefully_on_sigterm(env, cfile):
+    hb = env.tmp / "heartbeat.json"
+    proc = subprocess.Popen([sys.executable, "-m", "rotation.cli", "schedule", "--every", "10", "--jitter", "0",
+                             "--heartbeat-file", str(hb)],
+                            env={**os.environ, "ROTATION_CONSUMERS_FILE": str(cfile)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not hb.exists() or json.loads(hb.read_text())["runs"] < 1:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped after 1 runs, 0 failed" in out
+    assert env.state("newsletter").current.serial == 1
+
+
+def test_wrong_vault_token_fails_cleanly(env, cfile):
+    r = cli(env, "status", extra_env={"VAULT_AUTH_METHOD": "token", "VAULT_TOKEN": "s.not-a-real-token"})
+    assert r.returncode == 1 and "permission denied" in r.stderr and "Traceback" not in r.stderr
