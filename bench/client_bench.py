@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policies.vault import consumer_policy_name, render_vault_policy  # noqa: E402
-from rotation.client import AppRoleAuth, KeyClient  # noqa: E402
-from rotation.config import ConsumersFile  # noqa: E402
-from rotation.dev import EmbeddedStack  # noqa: E402
-from rotation.records import KeyRecord, to_iso, utcnow  # noqa: E402
+from policies.vault import consumer_policy_name, render_vault_policy
+from rotation.client import AppRoleAuth, KeyClient
+from rotation.config import ConsumersFile
+from rotation.dev import EmbeddedStack
+from rotation.records import KeyRecord, to_iso, utcnow
 
 CONSUMER = "bench"
 

@@ -24,7 +24,7 @@ def d(serial: int, value: str | None = None, rotation_id: str | None = None) -> 
 @pytest.fixture(scope="module")
 def aws(stack):
     session = stack.aws_session()
-    mk = lambda svc: session.client(svc, endpoint_url=stack.aws_endpoint)  # noqa: E731
+    mk = lambda svc: session.client(svc, endpoint_url=stack.aws_endpoint)
     kms_key = mk("kms").create_key(Description="mail API keys")["KeyMetadata"]["KeyId"]
     return mk("secretsmanager"), mk("ssm"), kms_key
 

@@ -12,8 +12,15 @@ import time
 import pytest
 
 from rotation.client import (
-    ApiKey, AppRoleAuth, KeyClient, KeyClientConfigError, KeyClientError, KeyUnavailable, TokenAuth,
-    VaultAuthError, VaultUnavailable,
+    ApiKey,
+    AppRoleAuth,
+    KeyClient,
+    KeyClientConfigError,
+    KeyClientError,
+    KeyUnavailable,
+    TokenAuth,
+    VaultAuthError,
+    VaultUnavailable,
 )
 
 from .conftest import MOUNT, PREFIX, make_consumer, record

@@ -97,7 +97,7 @@ def test_tampered_signature_rejected_and_token_left_intact(app, rotator):
 
 
 def test_replayed_webhook_not_processed_twice(app, rotator):
-    consumer, client, receiver = app
+    consumer, _client, receiver = app
     headers, body, _ = signed_request(rotator, delivery(consumer))
     first = receiver.handle(headers, body)
     assert first.processed and first.status == 204
@@ -146,7 +146,7 @@ def test_unwrapped_contents_must_match_body(app, rotator):
 
 
 def test_token_not_from_sys_wrapping_wrap_is_suspect(app, rotator, stack):
-    consumer, client, receiver = app
+    consumer, _client, receiver = app
     root = stack.root_client()
     wrapped = root.adapter.get(f"/v1/secret/data/mail-api/keys/{consumer.name}", wrap_ttl="60s")
     headers, body, _ = signed_request(rotator, delivery(consumer), token=wrapped["wrap_info"]["token"])
@@ -155,7 +155,7 @@ def test_token_not_from_sys_wrapping_wrap_is_suspect(app, rotator, stack):
 
 
 def test_notification_for_another_consumer_rejected(app, rotator):
-    consumer, client, receiver = app
+    consumer, _client, receiver = app
     headers, body, token = signed_request(rotator, delivery(consumer), body_changes={"consumer": "someone-else"})
     assert receiver.handle(headers, body).outcome == "bad_request"
     assert rotator.lookup_wrapping_token(token) is not None
