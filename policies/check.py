@@ -32,7 +32,7 @@ from typing import Any
 from policies.pack.evaluate import Violation, enforcement_levels, evaluate
 from policies.pack.rules import RULES
 
-__all__ = ["main", "record_infra_program", "run_check", "format_report", "RecordedWithOutputs"]
+__all__ = ["RecordedWithOutputs", "format_report", "main", "record_infra_program", "run_check"]
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         resources, violations = run_check(record, config)
-    except Exception as exc:  # config errors of the program, empty recordings
+    except Exception as exc:  # noqa: BLE001 - any failure to record the program is a usage error (exit 2)
         print(f"policy-check: could not record the program: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     print(format_report(resources, violations))

@@ -13,7 +13,7 @@ import string
 from importlib import resources
 from typing import Any
 
-__all__ = ["POLICY_NAMES", "load_template", "render_policy", "placeholders"]
+__all__ = ["POLICY_NAMES", "load_template", "placeholders", "render_policy"]
 
 POLICY_NAMES = ("rotator", "sender")
 

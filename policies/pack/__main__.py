@@ -9,8 +9,8 @@ import sys
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
-from pulumi_policy import EnforcementLevel, PolicyPack  # noqa: E402
+from pulumi_policy import EnforcementLevel, PolicyPack
 
-from policies.pack.rules import ALL_POLICIES  # noqa: E402
+from policies.pack.rules import ALL_POLICIES
 
 PolicyPack("secure-mail-api-baseline", policies=ALL_POLICIES, enforcement_level=EnforcementLevel.MANDATORY)

@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from pulumi_policy import (
-    PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, ResourceValidationArgs, StackValidationArgs,
+    PolicyCustomTimeouts,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    StackValidationArgs,
 )
 
 from .rules import RULES
 
-__all__ = ["Violation", "evaluate", "to_policy_resources", "enforcement_levels"]
+__all__ = ["Violation", "enforcement_levels", "evaluate", "to_policy_resources"]
 
 LEVELS = ("mandatory", "advisory", "disabled", "remediate")
 
@@ -102,12 +106,12 @@ def evaluate(resources: Iterable[Any], config: Mapping[str, Any] | None = None, 
     prs = to_policy_resources(resources, project=project, stack=stack)
     selected = [RULES[n] for n in (rules or RULES)]
     out: list[Violation] = []
+    by_urn = {r.urn: r.name for r in prs}
     for rule in selected:
         level = levels[rule.name]
         if level == "disabled":
             continue
         cfg = _rule_config(config, rule.name)
-        by_urn = {r.urn: r.name for r in prs}
 
         def report(message: str, urn: str | None = None, _rule=rule, _level=level) -> None:
             out.append(Violation(_rule.name, _rule.controls, by_urn.get(urn, "stack"), urn, _level, message))

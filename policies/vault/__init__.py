@@ -24,7 +24,7 @@ import re
 import string
 from importlib import resources
 
-__all__ = ["POLICY_TEMPLATES", "render_vault_policy", "consumer_policy_name"]
+__all__ = ["POLICY_TEMPLATES", "consumer_policy_name", "render_vault_policy"]
 
 #: template name -> Vault policy name pattern
 POLICY_TEMPLATES = {

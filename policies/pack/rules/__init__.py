@@ -11,8 +11,16 @@ from __future__ import annotations
 from . import apigateway, compute, data, identity, kms_iam, logging, s3, waf  # noqa: F401  (registers rules)
 from ._base import RULES, Finding, Rule, format_message
 
-__all__ = ["RULES", "ALL_POLICIES", "RESOURCE_POLICIES", "STACK_POLICIES", "Finding", "Rule", "format_message",
-           "controls_index"]
+__all__ = [
+    "ALL_POLICIES",
+    "RESOURCE_POLICIES",
+    "RULES",
+    "STACK_POLICIES",
+    "Finding",
+    "Rule",
+    "controls_index",
+    "format_message",
+]
 
 ALL_POLICIES = [r.policy for r in RULES.values()]
 RESOURCE_POLICIES = [r.policy for r in RULES.values() if r.kind == "resource"]

@@ -35,9 +35,22 @@ from pulumi_policy import (
 )
 
 __all__ = [
-    "Finding", "Rule", "RULES", "resource_rule", "stack_rule", "get", "as_list", "parse_doc", "statements",
-    "is_true", "links", "refers", "of_type", "format_message", "public_allows",
+    "RULES",
+    "Finding",
+    "Rule",
+    "as_list",
     "denies_insecure_transport",
+    "format_message",
+    "get",
+    "is_true",
+    "links",
+    "of_type",
+    "parse_doc",
+    "public_allows",
+    "refers",
+    "resource_rule",
+    "stack_rule",
+    "statements",
 ]
 
 
@@ -285,6 +298,6 @@ def refers(value: Any, target: PolicyResource) -> bool:
     """Does any string in ``value`` name ``target`` (an identifier, or an ARN below the target's ARN)?"""
     ids = identifiers(target)
     for v in _strings(value):
-        if v in ids or any(v.startswith(i + "/") or v.startswith(i + ":") for i in ids if i.startswith("arn:")):
+        if v in ids or any(v.startswith((i + "/", i + ":")) for i in ids if i.startswith("arn:")):
             return True
     return False

@@ -14,7 +14,7 @@ from ._base import Finding, get, resource_rule
 FUNCTION = "aws:lambda/function:Function"
 PERMISSION = "aws:lambda/permission:Permission"
 SUPPORTED_RUNTIMES = ["python3.13", "python3.14"]
-_SECRETISH = re.compile(r"(secret|password|passwd|token|private[_-]?key|api[_-]?key|credential)", re.I)
+_SECRETISH = re.compile(r"(secret|password|passwd|token|private[_-]?key|api[_-]?key|credential)", re.IGNORECASE)
 
 
 @resource_rule("lambda-permission-restricted", ["Lambda.1", "CKV_AWS_301", "CKV_AWS_364"], PERMISSION,

@@ -8,7 +8,16 @@ Sources: Security Hub DynamoDB/SQS/SNS controls (https://docs.aws.amazon.com/sec
 from __future__ import annotations
 
 from ._base import (
-    Finding, denies_insecure_transport, get, refers, is_true, links, of_type, parse_doc, public_allows, resource_rule,
+    Finding,
+    denies_insecure_transport,
+    get,
+    is_true,
+    links,
+    of_type,
+    parse_doc,
+    public_allows,
+    refers,
+    resource_rule,
     stack_rule,
 )
 

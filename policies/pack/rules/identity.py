@@ -6,7 +6,7 @@ checkov 3.3.30 (CKV_AWS_365/366), cdk-nag AwsSolutions COG1/COG2/COG7/COG8, the 
 
 from __future__ import annotations
 
-from ._base import Finding, as_list, get, is_true, resource_rule, stack_rule, of_type
+from ._base import Finding, as_list, get, is_true, of_type, resource_rule, stack_rule
 
 USER_POOL = "aws:cognito/userPool:UserPool"
 USER_POOL_CLIENT = "aws:cognito/userPoolClient:UserPoolClient"

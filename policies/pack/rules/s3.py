@@ -17,7 +17,16 @@ from collections.abc import Callable, Iterator
 from pulumi_policy import PolicyResource
 
 from ._base import (
-    Finding, as_list, denies_insecure_transport, get, is_true, links, of_type, parse_doc, public_allows, stack_rule,
+    Finding,
+    as_list,
+    denies_insecure_transport,
+    get,
+    is_true,
+    links,
+    of_type,
+    parse_doc,
+    public_allows,
+    stack_rule,
 )
 
 BUCKET = "aws:s3/bucket:Bucket"
