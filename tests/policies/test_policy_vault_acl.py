@@ -101,7 +101,7 @@ ROWS = [
     ("consumer-billing-read-rotation-lease", BILLING, _read(f"{PREFIX}/rotations/billing"), False),
     ("consumer-billing-list-consumers", BILLING, _list(f"{PREFIX}/keys"), False),
     # the built-in default policy grants sys/wrapping/*: a consumer can only wrap data it already holds
-    ("consumer-billing-unwrap-and-wrap-via-default-policy", BILLING,
+    ("consumer-billing-wrap-own-data-via-default-policy", BILLING,
      _adapter("post", "/v1/sys/wrapping/wrap", json={"k": "v"}, wrap_ttl="60s"), True),
     # --- auditor: metadata only, never values ---
     ("auditor-list-consumers", AUDITOR, _list(f"{PREFIX}/keys"), True),
