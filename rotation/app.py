@@ -11,7 +11,7 @@ import logging
 import boto3
 
 from .audit import AuditLog
-from .config import Consumer, ConsumersFile, FileTarget, WebhookTarget
+from .config import Consumer, ConsumersFile, FileTarget, SecretsManagerTargetSpec, SsmParameterTargetSpec, WebhookTarget
 from .engine import Engine, RunSummary
 from .metrics import key_age_figures, publish
 from .providers.apigateway import ApiGatewayKeys
@@ -27,13 +27,30 @@ __all__ = ["build_engine", "publish_run_metrics"]
 log = logging.getLogger(__name__)
 
 
+def _aws_client(service: str, settings: Settings):
+    from botocore.config import Config
+    return boto3.session.Session(region_name=settings.aws_region).client(
+        service, endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region,
+        config=Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 3}))
+
+
 def make_targets(c: Consumer, vault: VaultStore, settings: Settings) -> list[PushTarget]:
+    """Build consumer ``c``'s push targets from its specs in the consumers file."""
+    from .targets.secretsmanager import SecretsManagerTarget
+    from .targets.ssm import SsmParameterTarget
+
     out: list[PushTarget] = []
     for spec in c.targets:
         if isinstance(spec, FileTarget):
             out.append(AtomicFileTarget(spec))
         elif isinstance(spec, WebhookTarget):
             out.append(SignedWebhookTarget(spec, vault, deadline_seconds=settings.push_timeout_seconds))
+        elif isinstance(spec, SecretsManagerTargetSpec):
+            out.append(SecretsManagerTarget(_aws_client("secretsmanager", settings), spec.secret_id,
+                                            kms_key_id=spec.kms_key_id, required=spec.required))
+        elif isinstance(spec, SsmParameterTargetSpec):
+            out.append(SsmParameterTarget(_aws_client("ssm", settings), spec.name, kms_key_id=spec.kms_key_id,
+                                          required=spec.required))
     return out
 
 

@@ -20,6 +20,12 @@ Shape (``version: 1``)::
           - type: webhook
             url: https://billing.internal/hooks/key  # https (http only on loopback)
             required: true                           # promotion waits for this target
+          - type: secretsmanager                     # new secret version, staging label AWSCURRENT
+            secret_id: mail-api/billing
+            kms_key_id: alias/secure-mail-api-data
+          - type: ssm                                # SecureString parameter
+            name: /mail-api/billing/api-key
+            kms_key_id: alias/secure-mail-api-data
 
 Durations are seconds (an integer) or a number with a unit: ``s``, ``m``, ``h``, ``d``, ``w``.
 Unknown keys are refused, so a typo never silently falls back to a default.
@@ -131,7 +137,34 @@ class WebhookTarget(_Strict):
         return f"webhook:{self.url}"
 
 
-Target = Annotated[Union[FileTarget, WebhookTarget], Field(discriminator="type")]
+class SecretsManagerTargetSpec(_Strict):
+    """Put the key as a new AWS Secrets Manager secret version (AWSCURRENT), for apps that read there."""
+
+    type: Literal["secretsmanager"]
+    secret_id: str = Field(min_length=1, max_length=2048)
+    kms_key_id: str | None = None   # the stack's KMS key (output kmsKeyArn); used when creating the secret
+    required: bool = True
+
+    @property
+    def target_id(self) -> str:
+        return f"secretsmanager:{self.secret_id}"
+
+
+class SsmParameterTargetSpec(_Strict):
+    """Put the key in an SSM Parameter Store SecureString encrypted with ``kms_key_id``."""
+
+    type: Literal["ssm"]
+    name: str = Field(pattern=r"^/[A-Za-z0-9_.\-/]{1,1010}$")
+    kms_key_id: str | None = None
+    required: bool = True
+
+    @property
+    def target_id(self) -> str:
+        return f"ssm:{self.name}"
+
+
+Target = Annotated[Union[FileTarget, WebhookTarget, SecretsManagerTargetSpec, SsmParameterTargetSpec],
+                   Field(discriminator="type")]
 
 
 class Defaults(_Strict):
@@ -229,7 +262,8 @@ class ConsumersFile(_Strict):
 
 
 def _loc(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p in ("file", "webhook"))) or "(file)"
+    tags = ("file", "webhook", "secretsmanager", "ssm")
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and p in tags)) or "(file)"
 
 
 def load_consumers_file(path: str | Path) -> ConsumersFile:

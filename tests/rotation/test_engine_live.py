@@ -282,3 +282,21 @@ def test_relogin_after_token_expiry(env, monkeypatch):
     assert store.read_rotation("billing").version == 0
     assert store.client.token  # still valid
     assert before is not None
+
+
+def test_secretsmanager_and_ssm_targets_from_the_consumers_file(env):
+    from rotation.config import ConsumersFile
+    kms = env.stack.aws_session().client("kms", endpoint_url=env.stack.aws_endpoint).create_key()["KeyMetadata"]["Arn"]
+    cf = ConsumersFile.model_validate({
+        "version": 1, "usage_plans": {"standard": "secure-mail-api-dev-standard"},
+        "consumers": [{"name": "crm", "tier": "standard", "targets": [
+            {"type": "secretsmanager", "secret_id": "mail-api/crm", "kms_key_id": kms},
+            {"type": "ssm", "name": "/mail-api/crm/api-key", "kms_key_id": kms}]}]})
+    assert env.engine(consumers=cf).run().outcomes[0].outcome == "ok"
+    value = env.state("crm").current.value
+    session = env.stack.aws_session()
+    sm = session.client("secretsmanager", endpoint_url=env.stack.aws_endpoint)
+    assert json.loads(sm.get_secret_value(SecretId="mail-api/crm")["SecretString"])["api_key"] == value
+    ssm = session.client("ssm", endpoint_url=env.stack.aws_endpoint)
+    p = ssm.get_parameter(Name="/mail-api/crm/api-key", WithDecryption=True)["Parameter"]
+    assert p["Type"] == "SecureString" and value in p["Value"]
