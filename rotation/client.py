@@ -552,12 +552,15 @@ class KeyClient:
                 raise VaultUnavailable(f"login: cannot reach Vault ({type(exc).__name__})") from None
             self.stats["logins"] += 1
             self._logged_in = True
-            self._set_ttl(float(data.get("ttl") or 0), bool(data.get("renewable")))
+            self._set_ttl(float(data.get("ttl") or 0), bool(data.get("renewable")),
+                          float(data.get("creation_ttl") or 0))
 
-    def _set_ttl(self, ttl: float, renewable: bool) -> None:
+    def _set_ttl(self, ttl: float, renewable: bool, full_ttl: float = 0.0) -> None:
+        """``ttl``: seconds left (Vault rounds down to whole seconds); ``full_ttl``: the token's
+        TTL period, which the 1/3 renewal threshold is measured against."""
         self._renewable = renewable
         if ttl > 0:
-            self._token_ttl = ttl
+            self._token_ttl = max(ttl, full_ttl)
             self._token_expires_at = time.monotonic() + ttl
         else:
             self._token_expires_at = None
@@ -571,7 +574,7 @@ class KeyClient:
         left = self._token_expires_at - time.monotonic()
         if left > self._token_ttl * _RENEW_FRACTION:
             return
-        if self._renewable and left > 0.5:
+        if self._renewable and left > 0:
             try:
                 r = self._client.auth.token.renew_self()
                 self.stats["renewals"] += 1

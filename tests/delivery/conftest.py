@@ -93,6 +93,14 @@ class Consumer:
         return n
 
 
+    def audit_count_path(self, path: str) -> int:
+        """Requests to ``path`` logged by Vault under this consumer's own AppRole policy."""
+        policy = consumer_policy_name(self.name)
+        return sum(1 for line in self.stack.audit_log.read_text().splitlines()
+                   if (ev := json.loads(line)).get("type") == "request" and ev["request"].get("path") == path
+                   and policy in ((ev.get("auth") or {}).get("policies") or []))
+
+
 def record(serial: int, value: str | None = None, *, key_id: str | None = "kid", disabled: bool = False,
            rotation_id: str = "rot-1") -> dict:
     return KeyRecord(serial=serial, value=value if value is not None else f"mailapi-key-{serial}-" + "x" * 24,

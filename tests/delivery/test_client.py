@@ -147,8 +147,9 @@ def test_token_renewed_before_expiry(stack):
     while time.monotonic() < end:
         assert client.current_key().serial == 1
         time.sleep(0.25)
-    assert client.stats["renewals"] >= 2
-    assert client.stats["logins"] == 1
+    assert client.stats["renewals"] >= 1          # renewed at < 1/3 TTL left ...
+    assert c.audit_count_path("auth/token/renew-self") >= 1
+    assert client.stats["logins"] == 1             # ... so it never had to log in again past the TTL
 
 
 def test_logs_in_again_when_token_cannot_be_renewed(stack):
