@@ -7,7 +7,8 @@
 2. the ``Idempotency-Key`` (``<rotation id>:<serial>``): a key seen within the window is never
    processed twice. A repeat of a delivery that was *accepted* answers ``200 duplicate`` (the
    sender's retry after a lost response must not look like a failure); a repeat of anything else
-   answers ``409 replay``;
+   with the same wrapping token answers ``409 replay``. A delivery that failed (e.g. 410) may be
+   re-issued under the same key with a *fresh* wrapping token: that one is processed;
 3. the body (JSON: ``consumer``, ``serial``, ``rotation_id``, ``key_id``, ``fingerprint``,
    ``wrap_token``, ``wrap_ttl``) names this consumer;
 4. unwraps ``wrap_token`` exactly once (``sys/wrapping/lookup`` then ``sys/wrapping/unwrap``:
@@ -24,6 +25,7 @@ otherwise suspect, 422 body/unwrapped mismatch, 503 Vault unreachable (the sende
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -93,7 +95,8 @@ class WebhookReceiver:
         self.window = int(window_seconds)
         self.on_key = on_key
         self._clock = clock
-        self._seen: dict[str, tuple[float, str]] = {}  # idempotency key -> (wall time, outcome)
+        # idempotency key -> (wall time, outcome, fingerprint of the wrapping token)
+        self._seen: dict[str, tuple[float, str, str]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -118,19 +121,23 @@ class WebhookReceiver:
         idem = lower.get(IDEMPOTENCY_HEADER.lower())
         if not idem:
             return ReceiveResult("bad_request", detail="missing Idempotency-Key header")
+        fp = _token_fingerprint(body)
         with self._lock:
             self._forget_old(now)
             seen = self._seen.get(idem)
             if seen is not None:
-                outcome = "duplicate" if seen[1] == "accepted" else "replay"
-                return ReceiveResult(outcome, detail=f"idempotency key already seen ({seen[1]})")
-            self._seen[idem] = (now, "in_progress")
+                if seen[1] == "accepted":
+                    return ReceiveResult("duplicate", detail="idempotency key already accepted")
+                if seen[1] == "in_progress" or seen[2] == fp:
+                    return ReceiveResult("replay", detail=f"idempotency key already seen ({seen[1]})")
+                # else: the sender re-issued a failed delivery with a fresh wrapping token: process it
+            self._seen[idem] = (now, "in_progress", fp)
         result = None
         try:
             result = self._process(idem, body)
             return result
         except TamperSuspected:
-            self._record(idem, now, "tamper_suspected")
+            self._record(idem, now, "tamper_suspected", fp)
             raise
         finally:
             if result is not None:
@@ -138,9 +145,9 @@ class WebhookReceiver:
                     with self._lock:
                         self._seen.pop(idem, None)  # the token may be intact: let the sender retry
                 else:
-                    self._record(idem, now, result.outcome)
+                    self._record(idem, now, result.outcome, fp)
             elif idem in self._seen and self._seen[idem][1] == "in_progress":
-                self._record(idem, now, "error")
+                self._record(idem, now, "error", fp)
 
     def _process(self, idem: str, body: bytes) -> ReceiveResult:
         try:
@@ -181,17 +188,26 @@ class WebhookReceiver:
         log.info("key webhook: serial %s (%s) accepted", serial, key.fingerprint)
         return ReceiveResult("accepted", processed=True, serial=serial, key_id=key_id)
 
-    def _record(self, idem: str, now: float, outcome: str) -> None:
+    def _record(self, idem: str, now: float, outcome: str, fp: str) -> None:
         with self._lock:
-            self._seen[idem] = (now, outcome)
+            self._seen[idem] = (now, outcome, fp)
 
     def _forget_old(self, now: float) -> None:
         horizon = now - 2 * self.window
-        old = [k for k, (t, _) in self._seen.items() if t < horizon]
+        old = [k for k, (t, _, _) in self._seen.items() if t < horizon]
         for k in old:
             del self._seen[k]
         while len(self._seen) >= MAX_REMEMBERED:  # bounded memory; oldest first
             self._seen.pop(next(iter(self._seen)))
+
+
+def _token_fingerprint(body: bytes) -> str:
+    """sha256 of the body's ``wrap_token`` (never stored in clear), or ``""``."""
+    try:
+        token = json.loads(body).get("wrap_token")
+    except (ValueError, AttributeError):
+        return ""
+    return hashlib.sha256(token.encode()).hexdigest() if isinstance(token, str) else ""
 
 
 def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 0, *,

@@ -124,6 +124,10 @@ def test_token_unwrapped_twice_is_tamper_suspected(app, rotator):
     assert client.current_key().serial == 1     # nothing installed
     # the same delivery is not tried again (no blind retry)
     assert receiver.handle(headers, body).outcome == "replay"
+    # the rotation job re-issues it with a fresh wrapping token: that one is accepted
+    fresh = signed_request(rotator, d)
+    assert receiver.handle(fresh[0], fresh[1]).outcome == "accepted"
+    assert client.current_key().serial == 2
     # over HTTP the sender sees 410 Gone
     server = serve_webhook(receiver)
     try:
