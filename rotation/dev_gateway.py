@@ -1,0 +1,693 @@
+"""DEVELOPMENT AND TEST TOOL — not API Gateway, not for production.
+
+A local stand-in for the mail API's API Gateway stage, on loopback, so that rotations can be
+proven against real traffic (``bench/zero_downtime.py``) and the rotation's test step has a real
+endpoint for its canary (:mod:`rotation.canary`). It lives in ``rotation/``, never in
+``infra/functions/`` (the directory zipped as the Lambda code), so it is not in the Lambda
+package.
+
+What it does, in API Gateway's order (REST API, API-key-required method, usage plans):
+
+1. **Route.** Only ``POST /v1/messages`` exists, as served by production's custom domain (the
+   Pulumi program maps the stage at the empty base path and disables the execute-api endpoint,
+   see ``infra/components/api.py``). Any other path or method answers the routing error, as REST
+   APIs do: ``403 {"message":"Missing Authentication Token"}`` with
+   ``x-amzn-ErrorType: MissingAuthenticationTokenException``.
+2. **API key** from the ``x-api-key`` header (case-insensitive). Missing, unknown, disabled, or not
+   in a usage plan attached to ``(rest_api_id, stage)``: ``403 {"message":"Forbidden"}`` with
+   ``x-amzn-ErrorType: ForbiddenException``. Error types and bodies: AWS Knowledge Center, "How do
+   I troubleshoot HTTP 403 errors from API Gateway?" and the gateway response types
+   ``MISSING_AUTHENTICATION_TOKEN``, ``INVALID_API_KEY`` and ``THROTTLED``
+   (https://docs.aws.amazon.com/apigateway/latest/developerguide/supported-gateway-response-types.html).
+3. **Throttle** per key from its usage plan's ``throttle.rateLimit`` (requests/s) and
+   ``burstLimit`` (requests): a token bucket per key, non-blocking; empty bucket ->
+   ``429 {"message":"Too Many Requests"}`` with ``x-amzn-ErrorType: TooManyRequestsException``.
+   Quotas are not enforced.
+4. **Integration.** The real Lambda handler ``infra.functions.send_message.handler`` is called in
+   process with an API Gateway REST proxy (payload v1) event; its ``statusCode``, ``headers`` and
+   ``body`` are returned, plus ``x-amzn-RequestId``. The handler is not thread-safe (powertools'
+   resolver keeps the current event in a module global), so each of ``concurrency`` warm
+   "instances" (independent copies of the handler module) serves one request at a time.
+
+Keys come from the AWS endpoint (the embedded stack's moto server) with ``GetApiKeys
+(includeValues)``, ``GetUsagePlans`` and ``GetUsagePlanKeys``, cached for ``key_cache_seconds``
+(default 2 s). AWS does not document how long the data plane caches keys and plans; AWS answers
+on re:Post put enabling/disabling a key at "within approximately 10 seconds", and architecture.md
+records reports from seconds to minutes. The cache makes the same kind of window visible locally:
+a new key is refused for up to ``key_cache_seconds`` after it was created, which is what the
+rotation's canary must wait out.
+
+Per-key request counters (every request that carried a known key id, whatever its answer) are
+exposed in process (:meth:`DevGateway.request_count`, :meth:`DevGateway.usage`) and over HTTP at
+the dev-only path ``GET /_dev/usage`` -> ``{"<key id>": <count>}``; :class:`DevGatewayTraffic`
+turns them into a :class:`rotation.traffic.TrafficSignal`.
+
+Start in process::
+
+    with DevGateway(aws_endpoint="http://127.0.0.1:5000") as gw:   # port 0: a free port
+        print(gw.url)          # http://127.0.0.1:PORT/v1/messages
+
+or from the command line: :func:`serve_main` (``rotation dev gateway`` / ``make dev``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+
+import boto3
+from botocore.exceptions import ClientError
+
+__all__ = [
+    "DEFAULT_CONFIGURATION_SET",
+    "DEFAULT_SENDER_IDENTITY",
+    "DEFAULT_TABLE_NAME",
+    "ROUTE",
+    "USAGE_PATH",
+    "DevGateway",
+    "DevGatewayTraffic",
+    "NonBlockingBucket",
+    "serve_main",
+]
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/v1/messages"
+USAGE_PATH = "/_dev/usage"
+DEFAULT_SENDER_IDENTITY = "example.com"
+DEFAULT_CONFIGURATION_SET = "mail-api-dev"
+DEFAULT_TABLE_NAME = "mail-api-dev-messages"
+DEV_REGION = "us-east-1"
+
+# API Gateway's default gateway responses (body, x-amzn-ErrorType)
+MISSING_TOKEN = (403, {"message": "Missing Authentication Token"}, "MissingAuthenticationTokenException")
+FORBIDDEN = (403, {"message": "Forbidden"}, "ForbiddenException")
+THROTTLED = (429, {"message": "Too Many Requests"}, "TooManyRequestsException")
+INTERNAL = (500, {"message": "Internal server error"}, "InternalServerErrorException")
+
+
+class NonBlockingBucket:
+    """Token bucket that never waits: :meth:`try_take` answers at once.
+
+    ``rate`` tokens per second (API Gateway's ``rateLimit``, requests/s), ``capacity`` tokens at
+    most (``burstLimit``, requests). Starts full. Thread-safe.
+    """
+
+    def __init__(self, rate: float, capacity: float, *, clock: Callable[[], float] = time.monotonic):
+        if rate <= 0 or capacity < 1:
+            raise ValueError("rate must be > 0 requests/s and capacity >= 1 request")
+        self.rate = float(rate)
+        self.capacity = float(capacity)
+        self._tokens = float(capacity)
+        self._clock = clock
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def try_take(self) -> bool:
+        """Take one token if there is one; ``False`` means throttle this request."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
+
+
+@dataclass(frozen=True)
+class _KeyEntry:
+    key_id: str
+    enabled: bool
+    plan_id: str | None       # a usage plan of this stage holding the key, or None
+    rate: float | None        # requests/s, None = not throttled by the plan
+    burst: int | None
+
+
+class _KeyCache:
+    """value -> _KeyEntry, read from the AWS control plane at most every ``ttl`` seconds."""
+
+    def __init__(self, client: Any, rest_api_id: str, stage: str, ttl: float):
+        self.client = client
+        self.rest_api_id = rest_api_id
+        self.stage = stage
+        self.ttl = float(ttl)
+        self._by_value: dict[str, _KeyEntry] | None = None
+        self._loaded_at = float("-inf")
+        self._lock = threading.Lock()
+        self.refreshes = 0
+
+    def lookup(self, value: str) -> _KeyEntry | None:
+        """The entry for ``value`` (reloading when the cache is older than ``ttl``), or None.
+        Raises the AWS error only when no snapshot was ever loaded."""
+        snap = self._by_value
+        if snap is None or time.monotonic() - self._loaded_at >= self.ttl:
+            with self._lock:
+                if self._by_value is None or time.monotonic() - self._loaded_at >= self.ttl:
+                    try:
+                        self._by_value = self._load()
+                        self.refreshes += 1
+                    except Exception as exc:
+                        if self._by_value is None:
+                            raise
+                        log.warning("dev gateway: key refresh failed (%s); serving the cached keys",
+                                    type(exc).__name__)
+                    self._loaded_at = time.monotonic()
+                snap = self._by_value
+        return snap.get(value)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._loaded_at = float("-inf")
+
+    def _paged(self, op: str, items_key: str = "items", **kw) -> list[dict]:
+        out: list[dict] = []
+        position = None
+        while True:
+            args = dict(kw, limit=500)
+            if position:
+                args["position"] = position
+            resp = getattr(self.client, op)(**args)
+            out.extend(resp.get(items_key) or [])
+            position = resp.get("position")
+            if not position:
+                return out
+
+    def _load(self) -> dict[str, _KeyEntry]:
+        plans = {}
+        for p in self._paged("get_usage_plans"):
+            stages = p.get("apiStages") or []
+            if any(s.get("apiId") == self.rest_api_id and s.get("stage") == self.stage for s in stages):
+                plans[p["id"]] = p
+        plan_of: dict[str, str] = {}
+        for plan_id in plans:
+            for k in self._paged("get_usage_plan_keys", usagePlanId=plan_id):
+                plan_of.setdefault(k["id"], plan_id)
+        out: dict[str, _KeyEntry] = {}
+        for k in self._paged("get_api_keys", includeValues=True):
+            value = k.get("value")
+            if not value:
+                continue
+            plan_id = plan_of.get(k["id"])
+            throttle = (plans.get(plan_id) or {}).get("throttle") or {}
+            rate = throttle.get("rateLimit")
+            burst = throttle.get("burstLimit")
+            out[value] = _KeyEntry(k["id"], bool(k.get("enabled")), plan_id,
+                                   float(rate) if rate else None, int(burst) if burst else None)
+        return out
+
+
+_MODULES: list[Any] = []
+_MODULES_LOCK = threading.Lock()
+
+
+def _handler_modules(n: int) -> list[Any]:
+    """``n`` independent copies of ``infra.functions.send_message`` (the first is the module
+    itself). The handler keeps per-request state in module globals (powertools' resolver), so
+    each copy serves one request at a time: one copy per warm "Lambda instance"."""
+    import importlib.util
+
+    from infra.functions import send_message
+
+    with _MODULES_LOCK:
+        if not _MODULES:
+            _MODULES.append(send_message)
+        while len(_MODULES) < n:
+            name = f"infra.functions._dev_gateway_instance_{len(_MODULES)}"
+            spec = importlib.util.spec_from_file_location(name, send_message.__file__)
+            module = importlib.util.module_from_spec(spec)
+            module.__package__ = "infra.functions"
+            sys.modules[name] = module  # dataclasses look their module up while it executes
+            # powertools keeps one formatter per logging.Logger name: give each copy its own service
+            saved = os.environ.get("POWERTOOLS_SERVICE_NAME")
+            os.environ["POWERTOOLS_SERVICE_NAME"] = f"{saved or 'mail-api'}-instance-{len(_MODULES)}"
+            try:
+                spec.loader.exec_module(module)
+            finally:
+                if saved is None:
+                    os.environ.pop("POWERTOOLS_SERVICE_NAME", None)
+                else:
+                    os.environ["POWERTOOLS_SERVICE_NAME"] = saved
+            _MODULES.append(module)
+        return _MODULES[:n]
+
+
+class _LambdaContext:
+    """The attributes powertools' ``inject_lambda_context`` reads."""
+
+    function_name = "mail-api-send-message-dev"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:mail-api-send-message-dev"
+
+    def __init__(self, request_id: str):
+        self.aws_request_id = request_id
+
+
+def ensure_mail_backend(session: boto3.Session, endpoint_url: str, *, sender_identity: str,
+                        configuration_set: str, table_name: str) -> None:
+    """Create the SES v2 configuration set and identity and the DynamoDB audit table the handler
+    needs, where missing (idempotent)."""
+    sesv2 = session.client("sesv2", endpoint_url=endpoint_url)
+    if configuration_set not in sesv2.list_configuration_sets().get("ConfigurationSets", []):
+        try:
+            sesv2.create_configuration_set(ConfigurationSetName=configuration_set,
+                                           DeliveryOptions={"TlsPolicy": "REQUIRE"})
+        except ClientError as exc:  # created meanwhile (moto names the code differently from AWS)
+            if "AlreadyExists" not in exc.response.get("Error", {}).get("Code", ""):
+                raise
+    identities = {i["IdentityName"] for i in sesv2.list_email_identities().get("EmailIdentities", [])}
+    if sender_identity not in identities:
+        sesv2.create_email_identity(EmailIdentity=sender_identity, ConfigurationSetName=configuration_set)
+    ddb = session.client("dynamodb", endpoint_url=endpoint_url)
+    if table_name not in ddb.list_tables().get("TableNames", []):
+        with contextlib.suppress(ddb.exceptions.ResourceInUseException):
+            ddb.create_table(TableName=table_name,
+                             KeySchema=[{"AttributeName": "message_id", "KeyType": "HASH"}],
+                             AttributeDefinitions=[{"AttributeName": "message_id", "AttributeType": "S"}],
+                             BillingMode="PAY_PER_REQUEST")
+
+
+def find_rest_api(client: Any, name: str) -> str:
+    """The id of the REST API called ``name``. Raises ``LookupError`` when there is none."""
+    for api in client.get_rest_apis(limit=500).get("items", []):
+        if api.get("name") == name:
+            return api["id"]
+    raise LookupError(f"no REST API named {name!r} at this AWS endpoint (run the dev bootstrap first)")
+
+
+class DevGateway:
+    """The local gateway. DEVELOPMENT AND TEST TOOL — see the module docstring.
+
+    :param aws_endpoint: AWS endpoint holding the REST API, keys and usage plans (moto), e.g.
+        ``http://127.0.0.1:5000``; also where the handler sends mail (SES v2) and records it
+        (DynamoDB).
+    :param rest_api_id: the REST API whose stage is served; default: the one named
+        ``secure-mail-api-<stack>`` (what :func:`rotation.dev.bootstrap_aws` creates).
+    :param stage: the stage name (default ``v1``): usage plans must list ``(rest_api_id, stage)``.
+    :param host, port: where to listen (loopback only; port 0 picks a free port).
+    :param key_cache_seconds: how long the key/usage-plan snapshot is reused (default 2 s).
+    :param sender_identity, configuration_set, table_name: the handler's environment; created in
+        the emulator on :meth:`start` when ``setup_backend`` (default) and missing.
+    :param quiet: lower the handler's log level to ERROR (its per-request JSON lines).
+    :param concurrency: warm handler instances (default 4), like Lambda's concurrent execution
+        environments: each is its own copy of the handler module, used by one request at a time.
+
+    The handler reads its configuration from ``os.environ``: :meth:`start` sets
+    ``SENDER_IDENTITY``, ``CONFIGURATION_SET``, ``TABLE_NAME``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``
+    (and test credentials when none are set) for this process, and :meth:`stop` restores them.
+    """
+
+    def __init__(self, aws_endpoint: str, *, rest_api_id: str | None = None, stack: str = "dev",
+                 stage: str = "v1", host: str = "127.0.0.1", port: int = 0, key_cache_seconds: float = 2.0,
+                 region: str = DEV_REGION, sender_identity: str = DEFAULT_SENDER_IDENTITY,
+                 configuration_set: str = DEFAULT_CONFIGURATION_SET, table_name: str = DEFAULT_TABLE_NAME,
+                 setup_backend: bool = True, quiet: bool = False, concurrency: int = 4,
+                 session: boto3.Session | None = None):
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the dev gateway listens on loopback only")
+        if key_cache_seconds < 0:
+            raise ValueError("key_cache_seconds must be >= 0")
+        self.aws_endpoint = aws_endpoint.rstrip("/")
+        self.region = region
+        self.stack = stack
+        self.stage = stage
+        self.host = host
+        self._port = port
+        self.key_cache_seconds = key_cache_seconds
+        self.sender_identity = sender_identity
+        self.configuration_set = configuration_set
+        self.table_name = table_name
+        self.setup_backend = setup_backend
+        self.quiet = quiet
+        if not 1 <= concurrency <= 32:
+            raise ValueError("concurrency must be 1..32 handler instances")
+        self.concurrency = concurrency
+        self._session = session or boto3.Session(
+            aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or "testing",
+            aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or "testing", region_name=region)
+        self.rest_api_id = rest_api_id
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._cache: _KeyCache | None = None
+        self._buckets: dict[tuple[str, float, int], NonBlockingBucket] = {}
+        self._counts: dict[str, int] = {}
+        self._status_counts: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._saved_env: dict[str, str | None] = {}
+        self._instances: queue.SimpleQueue | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the dev gateway is not started")
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The mail API endpoint: ``http://127.0.0.1:PORT/v1/messages``."""
+        return self.base_url + ROUTE
+
+    @property
+    def usage_url(self) -> str:
+        return self.base_url + USAGE_PATH
+
+    def start(self) -> DevGateway:
+        """Resolve the REST API, set the handler's environment, create the mail backend if
+        missing, and serve in a daemon thread. Raises ``LookupError`` (no REST API) or the
+        AWS client's error (endpoint unreachable)."""
+        if self._server is not None:
+            return self
+        apigw = self._session.client("apigateway", endpoint_url=self.aws_endpoint, region_name=self.region)
+        if self.rest_api_id is None:
+            self.rest_api_id = find_rest_api(apigw, f"secure-mail-api-{self.stack}")
+        if self.setup_backend:
+            ensure_mail_backend(self._session, self.aws_endpoint, sender_identity=self.sender_identity,
+                                configuration_set=self.configuration_set, table_name=self.table_name)
+        self._cache = _KeyCache(apigw, self.rest_api_id, self.stage, self.key_cache_seconds)
+        self._set_env()
+        self._instances = queue.SimpleQueue()
+        for module in _handler_modules(self.concurrency):
+            if self.quiet:
+                module.logger.setLevel(logging.ERROR)
+            self._instances.put(module.handler)
+        gateway = self
+
+        class _Handler(_RequestHandler):
+            gw = gateway
+
+        self._server = ThreadingHTTPServer((self.host, self._port), _Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="dev-gateway", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and restore the environment variables :meth:`start` set. Idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def handler_environment(self) -> dict[str, str]:
+        """The environment variables the handler needs (set by :meth:`start` in this process)."""
+        env = {"SENDER_IDENTITY": self.sender_identity, "CONFIGURATION_SET": self.configuration_set,
+               "TABLE_NAME": self.table_name, "AWS_ENDPOINT_URL": self.aws_endpoint, "AWS_REGION": self.region}
+        if not os.environ.get("AWS_ACCESS_KEY_ID"):
+            env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        return env
+
+    def _set_env(self) -> None:
+        for name, value in self.handler_environment().items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    # -- counters -------------------------------------------------------------------------------
+    def request_count(self, key_id: str) -> int:
+        """Requests seen with API key ``key_id`` since start (any answer but the routing error)."""
+        with self._lock:
+            return self._counts.get(key_id, 0)
+
+    def usage(self) -> dict[str, int]:
+        """``{key_id: requests}`` since start."""
+        with self._lock:
+            return dict(self._counts)
+
+    def status_counts(self) -> dict[int, int]:
+        """``{HTTP status: responses}`` since start."""
+        with self._lock:
+            return dict(self._status_counts)
+
+    def invalidate_keys(self) -> None:
+        """Drop the key cache: the next request re-reads keys and plans (tests)."""
+        if self._cache is not None:
+            self._cache.invalidate()
+
+    # -- the request path -----------------------------------------------------------------------
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes,
+               source_ip: str) -> tuple[int, dict[str, str], bytes]:
+        """One request through route -> key -> throttle -> handler. Returns (status, headers, body)."""
+        request_id = str(uuid.uuid4())
+        status, out_headers, out_body = self._handle(method, path, headers, body, source_ip, request_id)
+        out_headers["x-amzn-RequestId"] = request_id
+        with self._lock:
+            self._status_counts[status] = self._status_counts.get(status, 0) + 1
+        return status, out_headers, out_body
+
+    def _gateway_response(self, spec) -> tuple[int, dict[str, str], bytes]:
+        status, body, error_type = spec
+        return status, {"Content-Type": "application/json", "x-amzn-ErrorType": error_type}, \
+            json.dumps(body, separators=(",", ":")).encode()
+
+    def _handle(self, method, path, headers, body, source_ip, request_id):
+        route = path.split("?", 1)[0]
+        if method == "GET" and route == USAGE_PATH:
+            return 200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, \
+                json.dumps(self.usage()).encode()
+        if method != "POST" or route != ROUTE:
+            return self._gateway_response(MISSING_TOKEN)
+        lower = {k.lower(): v for k, v in headers.items()}
+        value = lower.get("x-api-key")
+        if not value:
+            return self._gateway_response(FORBIDDEN)
+        try:
+            entry = self._cache.lookup(value)
+        except Exception as exc:  # noqa: BLE001 - the control plane is unreachable and nothing cached
+            log.error("dev gateway: cannot read API keys (%s)", type(exc).__name__)
+            return self._gateway_response(INTERNAL)
+        if entry is None:
+            return self._gateway_response(FORBIDDEN)
+        with self._lock:
+            self._counts[entry.key_id] = self._counts.get(entry.key_id, 0) + 1
+        if not entry.enabled or entry.plan_id is None:
+            return self._gateway_response(FORBIDDEN)
+        if entry.rate is not None and not self._bucket(entry).try_take():
+            return self._gateway_response(THROTTLED)
+        event = self._event(route, headers, body, source_ip, request_id, entry.key_id, value)
+        handler = self._instances.get()  # a free warm "Lambda instance" (waits when all are busy)
+        try:
+            result = handler(event, _LambdaContext(request_id))
+        except Exception as exc:  # noqa: BLE001 - API Gateway's answer to a failed integration
+            log.error("dev gateway: handler raised %s", type(exc).__name__)
+            return 502, {"Content-Type": "application/json", "x-amzn-ErrorType": "InternalServerErrorException"}, \
+                b'{"message": "Internal server error"}'
+        finally:
+            self._instances.put(handler)
+        out_headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            out_headers[str(name)] = ", ".join(str(v) for v in values)
+        raw = result.get("body") or ""
+        data = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
+        return int(result.get("statusCode") or 502), out_headers, data
+
+    def _bucket(self, entry: _KeyEntry) -> NonBlockingBucket:
+        k = (entry.key_id, entry.rate, entry.burst or 1)
+        with self._lock:
+            bucket = self._buckets.get(k)
+            if bucket is None:
+                bucket = self._buckets[k] = NonBlockingBucket(entry.rate, max(1, entry.burst or 1))
+            return bucket
+
+    def _event(self, route, headers, body, source_ip, request_id, key_id, key_value) -> dict[str, Any]:
+        """An API Gateway REST proxy event (payload v1), as the Lambda integration receives it."""
+        try:
+            text, b64 = body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            text, b64 = base64.b64encode(body).decode(), True
+        now = datetime.now(UTC)
+        multi: dict[str, list[str]] = {}
+        for k, v in headers.items():
+            multi.setdefault(k, []).append(v)
+        return {
+            "resource": route, "path": route, "httpMethod": "POST",
+            "headers": dict(headers), "multiValueHeaders": multi,
+            "queryStringParameters": None, "multiValueQueryStringParameters": None,
+            "pathParameters": None, "stageVariables": None,
+            "requestContext": {
+                "resourcePath": route, "httpMethod": "POST", "path": route, "stage": self.stage,
+                "requestId": request_id, "extendedRequestId": request_id, "apiId": self.rest_api_id,
+                "accountId": "000000000000", "protocol": "HTTP/1.1", "domainName": f"{self.host}:{self.port}",
+                "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+                "requestTimeEpoch": int(now.timestamp() * 1000),
+                "identity": {"apiKeyId": key_id, "apiKey": key_value, "sourceIp": source_ip,
+                             "userAgent": headers.get("User-Agent") or headers.get("user-agent")},
+            },
+            "body": text if body else None,
+            "isBase64Encoded": b64,
+        }
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    gw: DevGateway
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    wbufsize = 1 << 16  # headers and body in one write (flushed after each request)
+    server_version = "mail-api-dev-gateway"
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        headers = {k: v for k, v in self.headers.items()}
+        status, out_headers, out_body = self.gw.handle(self.command, self.path, headers, body,
+                                                       self.client_address[0])
+        self.send_response(status)
+        for k, v in out_headers.items():
+            if k.lower() not in ("content-length", "connection"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(out_body)))
+        self.end_headers()
+        self.wfile.write(out_body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+    def do_HEAD(self) -> None:
+        self.send_response(403)
+        self.send_header("x-amzn-ErrorType", MISSING_TOKEN[2])
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, fmt: str, *args) -> None:  # never log headers (the key) or bodies
+        log.debug("dev gateway: %s", fmt % args)
+
+
+class DevGatewayTraffic:
+    """A :class:`rotation.traffic.TrafficSignal` reading the dev gateway's per-key counters.
+
+    ``DevGatewayTraffic(gateway)`` reads them in process; ``DevGatewayTraffic("http://127.0.0.1:PORT")``
+    reads ``GET /_dev/usage`` (timeout ``timeout_seconds``). Returns the number of requests the
+    gateway saw with the key since it started (0 for a key it never saw), or ``None`` when the
+    gateway cannot be reached (unknown traffic never counts as idle). ``usage_plan_id`` is ignored:
+    a key belongs to one plan of the stage.
+    """
+
+    def __init__(self, source: DevGateway | str, *, timeout_seconds: float = 2.0):
+        self.source = source
+        self.timeout = timeout_seconds
+
+    def request_count(self, key_id: str, usage_plan_id: str) -> int | None:
+        if isinstance(self.source, DevGateway):
+            return self.source.request_count(key_id)
+        try:
+            with urllib.request.urlopen(self.source.rstrip("/") + USAGE_PATH, timeout=self.timeout) as resp:
+                counts = json.load(resp)
+        except (OSError, ValueError):
+            return None
+        return int(counts.get(key_id, 0))
+
+
+# -- command line ----------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rotation dev gateway",
+        description="DEVELOPMENT AND TEST TOOL (not API Gateway): serve the mail API handler on loopback "
+                    "behind API-key checks and usage-plan throttling read from the AWS emulator.")
+    p.add_argument("--aws-endpoint", default=os.environ.get("AWS_ENDPOINT_URL"),
+                   help="attach to this AWS endpoint (default: $AWS_ENDPOINT_URL); without it, start the "
+                        "embedded stack (OpenBao + moto) and bootstrap it")
+    p.add_argument("--consumers-file", default=None,
+                   help="consumers file to bootstrap the embedded stack with (default examples/consumers.yaml)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=int(os.environ.get("MAIL_API_DEV_PORT") or 8080),
+                   help="listen port (default 8080 or $MAIL_API_DEV_PORT; 0 = any free port)")
+    p.add_argument("--stage", default="v1")
+    p.add_argument("--stack", default=os.environ.get("ROTATION_STACK") or "dev",
+                   help="REST API secure-mail-api-<stack> (default $ROTATION_STACK or dev)")
+    p.add_argument("--rest-api-id", default=None)
+    p.add_argument("--key-cache-seconds", type=float, default=2.0)
+    p.add_argument("--env-file", default=".dev-stack/env",
+                   help="with the embedded stack: write the rotation environment here (mode 0600)")
+    p.add_argument("--quiet", action="store_true", help="only the handler's errors on stdout")
+    return p
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """``rotation dev gateway`` / ``make dev``: serve until SIGINT/SIGTERM. Returns an exit code
+    (0 stopped cleanly, 2 bad arguments or nothing to attach to)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    with contextlib.ExitStack() as exits:
+        endpoint = args.aws_endpoint
+        if not endpoint:
+            from pathlib import Path
+
+            from .config import load_consumers_file
+            from .dev import EmbeddedStack
+
+            path = args.consumers_file or str(Path(__file__).resolve().parent.parent / "examples" / "consumers.yaml")
+            consumers = load_consumers_file(path)
+            stack = exits.enter_context(EmbeddedStack())
+            creds = stack.bootstrap(consumers, stack=args.stack)
+            endpoint = stack.aws_endpoint
+            env = stack.env(creds, stack=args.stack)
+            env_file = Path(args.env_file)
+            env_file.parent.mkdir(parents=True, exist_ok=True)
+            env_file.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
+            env_file.chmod(0o600)
+            print(f"embedded stack: OpenBao {stack.vault_addr}, AWS emulator {endpoint}; rotation environment "
+                  f"in {env_file} (mode 0600)", flush=True)
+            for name, (role_id, secret_id) in creds.consumer_roles.items():
+                app_env = env_file.parent / f"{name}.env"
+                app_env.write_text(f"export VAULT_ADDR={stack.vault_addr}\nexport VAULT_AUTH_METHOD=approle\n"
+                                   f"export VAULT_ROLE_ID={role_id}\nexport VAULT_SECRET_ID={secret_id}\n"
+                                   f"export MAIL_API_CONSUMER={name}\n")
+                app_env.chmod(0o600)
+                print(f"  consumer {name}: app environment in {app_env} (mode 0600)", flush=True)
+        try:
+            gw = exits.enter_context(DevGateway(
+                endpoint, rest_api_id=args.rest_api_id, stack=args.stack, stage=args.stage, host=args.host,
+                port=args.port, key_cache_seconds=args.key_cache_seconds, quiet=args.quiet))
+        except (LookupError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"DEVELOPMENT AND TEST TOOL (not API Gateway): mail API on {gw.url} "
+              f"(REST API {gw.rest_api_id}, stage {gw.stage}, key cache {gw.key_cache_seconds:g}s); "
+              f"per-key counters at {gw.usage_url}. Ctrl-C stops.", flush=True)
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(serve_main())

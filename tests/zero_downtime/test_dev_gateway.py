@@ -1,0 +1,214 @@
+"""The dev gateway against the real embedded stack: routing, API-key checks, usage-plan throttle,
+the key cache, the real handler behind it, per-key counters, and its command line."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from rotation.dev_gateway import USAGE_PATH, DevGateway, DevGatewayTraffic, NonBlockingBucket
+
+from .conftest import CACHE_SECONDS
+
+ROOT = Path(__file__).resolve().parents[2]
+MESSAGE = {"from": "alerts@example.com", "to": ["alice@example.org"], "subject": "hello", "text": "hi"}
+
+
+def post(gateway, value: str | None, body=MESSAGE, *, path="/v1/messages", header="x-api-key", method="POST"):
+    headers = {header: value} if value is not None else {}
+    return requests.request(method, gateway.base_url + path, json=body, headers=headers, timeout=10)
+
+
+def wait_cache():
+    time.sleep(CACHE_SECONDS + 0.1)
+
+
+def test_accepted_key_reaches_the_real_handler_which_sends_and_records(gateway, keys):
+    key_id, value = keys.make("premium")
+    wait_cache()
+    before = keys.sent_count()
+    r = post(gateway, value)
+    assert r.status_code == 202, r.text
+    assert r.json()["message_id"]
+    assert r.headers["x-amzn-RequestId"]
+    assert r.headers["Cache-Control"] == "no-store"   # the handler's own headers come through
+    assert keys.sent_count() == before + 1
+    ddb = gateway._session.client("dynamodb", endpoint_url=gateway.aws_endpoint)
+    items = ddb.scan(TableName=gateway.table_name)["Items"]
+    mine = [i for i in items if i["message_id"]["S"] == r.json()["message_id"]]
+    assert mine and mine[0]["api_key_id"]["S"] == key_id   # requestContext.identity.apiKeyId
+    assert mine[0]["request_id"]["S"] == r.headers["x-amzn-RequestId"]
+
+
+def test_header_name_is_case_insensitive_and_validation_errors_come_from_the_handler(gateway, keys):
+    _, value = keys.make("standard")
+    wait_cache()
+    r = post(gateway, value, body={}, header="X-API-Key")
+    assert r.status_code == 400
+    assert r.json()["error"]["reason"] == "missing_field"
+    assert "x-amzn-ErrorType" not in r.headers
+
+
+@pytest.mark.parametrize("case", ["missing", "unknown", "disabled", "no_plan", "other_stage"])
+def test_refused_keys_get_api_gateways_forbidden(gateway, keys, case):
+    value = None
+    if case == "unknown":
+        value = "Z" * 40
+    elif case == "disabled":
+        _, value = keys.make("premium", enabled=False)
+    elif case == "no_plan":
+        _, value = keys.make(None)
+    elif case == "other_stage":
+        api = keys.client()
+        plan = api.create_usage_plan(name=f"other-{time.time_ns()}",
+                                     apiStages=[{"apiId": gateway.rest_api_id, "stage": "other"}])["id"]
+        _, value = keys.make(plan)
+    wait_cache()
+    before = keys.sent_count()
+    r = post(gateway, value)
+    assert r.status_code == 403
+    assert r.text == '{"message":"Forbidden"}'
+    assert r.headers["x-amzn-ErrorType"] == "ForbiddenException"
+    assert keys.sent_count() == before
+
+
+def test_a_key_disabled_later_is_refused_once_the_cache_expires(gateway, keys):
+    key_id, value = keys.make("premium")
+    wait_cache()
+    assert post(gateway, value, body={}).status_code == 400
+    keys.client().update_api_key(apiKey=key_id, patchOperations=[{"op": "replace", "path": "/enabled",
+                                                                   "value": "false"}])
+    wait_cache()
+    assert post(gateway, value, body={}).status_code == 403
+
+
+def test_a_new_key_is_refused_until_the_cache_expires(stack, keys, monkeypatch):
+    """The propagation window the canary has to wait out (here 1.5 s)."""
+    with DevGateway(stack.aws_endpoint, key_cache_seconds=1.5, quiet=True) as gw:
+        for k, v in gw.handler_environment().items():
+            monkeypatch.setenv(k, v)
+        post(gw, "Y" * 40)                     # loads the cache
+        _, value = keys.make("premium")
+        t0 = time.monotonic()
+        assert post(gw, value, body={}).status_code == 403
+        while post(gw, value, body={}).status_code == 403:
+            assert time.monotonic() - t0 < 5
+            time.sleep(0.1)
+        assert 1.0 < time.monotonic() - t0 < 3.0
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/v1/other"), ("GET", "/v1/messages"),
+                                         ("POST", "/v1/v1/messages"), ("POST", "/"), ("DELETE", "/v1/messages")])
+def test_unknown_routes_get_the_routing_error_even_with_a_good_key(gateway, keys, method, path):
+    _, value = keys.make("premium")
+    wait_cache()
+    r = post(gateway, value, path=path, method=method)
+    assert r.status_code == 403
+    assert r.json() == {"message": "Missing Authentication Token"}
+    assert r.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+
+
+def test_usage_plan_throttle_answers_429(gateway, keys):
+    api = keys.client()
+    plan = api.create_usage_plan(name=f"slow-{time.time_ns()}", throttle={"rateLimit": 1.0, "burstLimit": 2},
+                                 apiStages=[{"apiId": gateway.rest_api_id, "stage": gateway.stage}])["id"]
+    _, value = keys.make(plan)
+    wait_cache()
+    answers = [post(gateway, value, body={}) for _ in range(4)]
+    assert [a.status_code for a in answers[:2]] == [400, 400]       # the burst
+    throttled = [a for a in answers[2:] if a.status_code == 429]
+    assert throttled, [a.status_code for a in answers]
+    assert throttled[0].json() == {"message": "Too Many Requests"}
+    assert throttled[0].headers["x-amzn-ErrorType"] == "TooManyRequestsException"
+    time.sleep(1.1)                                                   # 1 request/s refills
+    assert post(gateway, value, body={}).status_code == 400
+
+
+def test_non_blocking_bucket_never_waits():
+    now = [0.0]
+    b = NonBlockingBucket(2.0, 3, clock=lambda: now[0])
+    assert [b.try_take() for _ in range(4)] == [True, True, True, False]
+    now[0] += 0.5
+    assert b.try_take() and not b.try_take()
+    with pytest.raises(ValueError):
+        NonBlockingBucket(0, 1)
+
+
+def test_per_key_counters_in_process_over_http_and_as_traffic_signal(gateway, keys):
+    key_id, value = keys.make("premium")
+    wait_cache()
+    for _ in range(3):
+        post(gateway, value, body={})
+    assert gateway.request_count(key_id) == 3
+    assert requests.get(gateway.base_url + USAGE_PATH, timeout=5).json()[key_id] == 3
+    assert DevGatewayTraffic(gateway).request_count(key_id, "plan") == 3
+    assert DevGatewayTraffic(gateway.base_url).request_count(key_id, "plan") == 3
+    assert DevGatewayTraffic(gateway.base_url).request_count("never-used", "plan") == 0
+    assert DevGatewayTraffic("http://127.0.0.1:9", timeout_seconds=0.5).request_count(key_id, "p") is None
+
+
+def test_concurrent_requests_are_all_answered(gateway, keys):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, value = keys.make("premium")
+    wait_cache()
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: post(gateway, value).status_code, range(40)))
+    assert codes == [202] * 40
+
+
+def test_labelled_as_a_dev_tool_and_kept_out_of_the_lambda_package():
+    import rotation.dev_gateway as mod
+    from infra.components.sender import FUNCTIONS_DIR
+
+    assert mod.__doc__.startswith("DEVELOPMENT AND TEST TOOL — not API Gateway, not for production")
+    packaged = {p.name for p in Path(FUNCTIONS_DIR).rglob("*.py")}
+    assert "dev_gateway.py" not in packaged and "canary.py" not in packaged
+    assert not any("dev_gateway" in p.read_text() for p in Path(FUNCTIONS_DIR).rglob("*.py"))
+
+
+def test_refuses_non_loopback_and_missing_rest_api(stack):
+    with pytest.raises(ValueError):
+        DevGateway(stack.aws_endpoint, host="0.0.0.0")
+    with pytest.raises(LookupError):
+        DevGateway(stack.aws_endpoint, stack="nosuchstack", setup_backend=False).start()
+
+
+def test_serve_main_attaches_to_an_endpoint_and_stops_on_sigterm(stack, keys, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_"))}
+    env.update(PYTHONPATH=str(ROOT), AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    proc = subprocess.Popen([sys.executable, "-m", "rotation.dev_gateway", "--aws-endpoint", stack.aws_endpoint, "--port", "0",
+                             "--quiet", "--key-cache-seconds", "0.2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        line = proc.stdout.readline()
+        assert "DEVELOPMENT AND TEST TOOL" in line, line + proc.stderr.read()
+        url = re.search(r"(http://127\.0\.0\.1:\d+/v1/messages)", line).group(1)
+        _, value = keys.make("premium")
+        time.sleep(0.3)
+        r = requests.post(url, json={}, headers={"x-api-key": value}, timeout=10)
+        assert r.status_code == 400 and r.json()["error"]["reason"] == "missing_field"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert value not in proc.stdout.read() + proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_main_exit_2_without_a_rest_api(stack, monkeypatch, capsys):
+    from rotation.dev_gateway import serve_main
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    assert serve_main(["--aws-endpoint", stack.aws_endpoint, "--stack", "nosuch", "--port", "0"]) == 2
+    assert "no REST API named" in capsys.readouterr().err
