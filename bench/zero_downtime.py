@@ -187,10 +187,13 @@ def _app(proof: Proof, client: Any, consumer: str, url: str, rate: float, t_end:
 
 def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kills: int = 2,
               out: Callable[[str], None] = print, *, grace: float = 6.0, seed: int | None = None,
-              key_cache_seconds: float = 2.0, results_file: Path | None = RESULTS / "zero_downtime.json") -> dict:
+              key_cache_seconds: float = 2.0, results_file: Path | None = RESULTS / "zero_downtime.json",
+              canary: bool = True) -> dict:
     """Run the proof; return the figures (see the module docstring) and print progress through
     ``out``. ``seconds`` of traffic at ``rate`` requests/s in total over ``consumers`` consumers
-    (1..8), ``kills`` SIGKILLed rotations. Raises ``RuntimeError`` when a server cannot start."""
+    (1..8), ``kills`` SIGKILLed rotations. ``canary=False`` runs the rotations without the canary
+    (the control experiment: apps may then get a key the gateway does not accept yet).
+    Raises ``RuntimeError`` when a server cannot start or the first keys fail."""
     if not 1 <= consumers <= len(CONSUMER_NAMES):
         raise ValueError(f"consumers must be 1..{len(CONSUMER_NAMES)}")
     from rotation.app import build_engine
@@ -240,8 +243,11 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
             f"dev gateway {gw.url} (key cache {key_cache_seconds:g}s)")
         env = {**{k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "AWS_", "ROTATION_"))},
                **stack.env(creds), "ROTATION_CONSUMERS_FILE": str(cfile), "ROTATION_AUDIT_LOG": str(audit_path),
-               "ROTATION_LEASE_TTL": "5", "ROTATION_VERIFY_TIMEOUT": "20", "ROTATION_CANARY_URL": gw.url,
+               "ROTATION_LEASE_TTL": "5", "ROTATION_VERIFY_TIMEOUT": "20", 
                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+
+        if canary:
+            env["ROTATION_CANARY_URL"] = gw.url
 
         def _cleanup() -> None:
             stop.set()
@@ -467,8 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kills", type=int, default=3, help="rotator processes to SIGKILL at random moments")
     p.add_argument("--grace", type=float, default=6.0, help="grace period and retention (s)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-canary", action="store_true", help="control experiment: rotate without the canary")
     a = p.parse_args(argv)
-    figures = run_proof(a.seconds, a.rate, a.consumers, a.kills, grace=a.grace, seed=a.seed)
+    figures = run_proof(a.seconds, a.rate, a.consumers, a.kills, grace=a.grace, seed=a.seed, canary=not a.no_canary,
+                        results_file=RESULTS / ("zero_downtime_no_canary.json" if a.no_canary
+                                                else "zero_downtime.json"))
     return 0 if figures["auth_rejected_normal"] == 0 else 1
 
 

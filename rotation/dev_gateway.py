@@ -635,6 +635,52 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _start_embedded(args: argparse.Namespace, exits: contextlib.ExitStack):
+    """Start and bootstrap the embedded stack with a pull-only copy of the consumers file (push
+    targets dropped: the apps read their key from Vault). Returns (stack, creds, consumers path)."""
+    from pathlib import Path
+
+    import yaml
+
+    from .config import load_consumers_file
+    from .dev import EmbeddedStack
+
+    path = args.consumers_file or str(Path(__file__).resolve().parent.parent / "examples" / "consumers.yaml")
+    out_dir = Path(args.env_file).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = yaml.safe_load(Path(path).read_text())
+    for c in raw.get("consumers") or []:
+        c.pop("targets", None)
+    dev_consumers = out_dir / "consumers.yaml"
+    dev_consumers.write_text(yaml.safe_dump(raw, sort_keys=False))
+    consumers = load_consumers_file(dev_consumers)
+    stack = exits.enter_context(EmbeddedStack())
+    creds = stack.bootstrap(consumers, stack=args.stack)
+    return stack, creds, dev_consumers.resolve()
+
+
+def _write_env_files(args: argparse.Namespace, stack, creds, consumers_path, gw: DevGateway) -> None:
+    """``<env-file>``: the rotator's environment (+ ``ROTATION_CONSUMERS_FILE``,
+    ``ROTATION_CANARY_URL``); ``<dir>/<consumer>.env``: each app's (AppRole, ``MAIL_API_URL``).
+    Mode 0600: they hold AppRole secret ids of the local stack."""
+    from pathlib import Path
+
+    env_file = Path(args.env_file)
+    env = {**stack.env(creds, stack=args.stack), "ROTATION_CONSUMERS_FILE": str(consumers_path),
+           "ROTATION_CANARY_URL": gw.url}
+    env_file.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
+    env_file.chmod(0o600)
+    print(f"embedded stack: OpenBao {stack.vault_addr}, AWS emulator {stack.aws_endpoint}; rotator environment "
+          f"in {env_file} (mode 0600), consumers file {consumers_path}", flush=True)
+    for name, (role_id, secret_id) in creds.consumer_roles.items():
+        app_env = env_file.parent / f"{name}.env"
+        app_env.write_text(f"export VAULT_ADDR={stack.vault_addr}\nexport VAULT_AUTH_METHOD=approle\n"
+                           f"export VAULT_ROLE_ID={role_id}\nexport VAULT_SECRET_ID={secret_id}\n"
+                           f"export MAIL_API_CONSUMER={name}\nexport MAIL_API_URL={gw.url}\n")
+        app_env.chmod(0o600)
+        print(f"  consumer {name}: app environment in {app_env} (mode 0600)", flush=True)
+
+
 def serve_main(argv: list[str] | None = None) -> int:
     """``rotation dev gateway`` / ``make dev``: serve until SIGINT/SIGTERM. Returns an exit code
     (0 stopped cleanly, 2 bad arguments or nothing to attach to)."""
@@ -643,31 +689,10 @@ def serve_main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     with contextlib.ExitStack() as exits:
         endpoint = args.aws_endpoint
+        embedded = None
         if not endpoint:
-            from pathlib import Path
-
-            from .config import load_consumers_file
-            from .dev import EmbeddedStack
-
-            path = args.consumers_file or str(Path(__file__).resolve().parent.parent / "examples" / "consumers.yaml")
-            consumers = load_consumers_file(path)
-            stack = exits.enter_context(EmbeddedStack())
-            creds = stack.bootstrap(consumers, stack=args.stack)
-            endpoint = stack.aws_endpoint
-            env = stack.env(creds, stack=args.stack)
-            env_file = Path(args.env_file)
-            env_file.parent.mkdir(parents=True, exist_ok=True)
-            env_file.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
-            env_file.chmod(0o600)
-            print(f"embedded stack: OpenBao {stack.vault_addr}, AWS emulator {endpoint}; rotation environment "
-                  f"in {env_file} (mode 0600)", flush=True)
-            for name, (role_id, secret_id) in creds.consumer_roles.items():
-                app_env = env_file.parent / f"{name}.env"
-                app_env.write_text(f"export VAULT_ADDR={stack.vault_addr}\nexport VAULT_AUTH_METHOD=approle\n"
-                                   f"export VAULT_ROLE_ID={role_id}\nexport VAULT_SECRET_ID={secret_id}\n"
-                                   f"export MAIL_API_CONSUMER={name}\n")
-                app_env.chmod(0o600)
-                print(f"  consumer {name}: app environment in {app_env} (mode 0600)", flush=True)
+            embedded = _start_embedded(args, exits)
+            endpoint = embedded[0].aws_endpoint
         try:
             gw = exits.enter_context(DevGateway(
                 endpoint, rest_api_id=args.rest_api_id, stack=args.stack, stage=args.stage, host=args.host,
@@ -675,6 +700,8 @@ def serve_main(argv: list[str] | None = None) -> int:
         except (LookupError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if embedded is not None:
+            _write_env_files(args, *embedded, gw)
         print(f"DEVELOPMENT AND TEST TOOL (not API Gateway): mail API on {gw.url} "
               f"(REST API {gw.rest_api_id}, stage {gw.stage}, key cache {gw.key_cache_seconds:g}s); "
               f"per-key counters at {gw.usage_url}. Ctrl-C stops.", flush=True)

@@ -82,3 +82,25 @@ def _gateway_env(request, monkeypatch):
 @pytest.fixture
 def keys(stack) -> Keys:
     return Keys(stack)
+
+
+@pytest.fixture
+def engine_env(stack, gateway, monkeypatch, tmp_path):
+    """(Settings for the rotator on this stack, tmp dir); the handler's environment is set."""
+    from rotation.settings import Settings
+
+    for k, v in stack.env(stack.creds).items():
+        monkeypatch.setenv(k, v)
+    for k, v in gateway.handler_environment().items():
+        monkeypatch.setenv(k, v)
+    return Settings(verify_timeout_seconds=10, lease_ttl_seconds=60), tmp_path
+
+
+def canary_engine(settings, tmp_path, url):
+    """The real engine (``build_engine``) with the canary on ``url`` in its test step."""
+    from rotation.app import build_engine
+    from rotation.audit import AuditLog
+    from rotation.canary import CanaryVerifier
+
+    return build_engine(settings, CONSUMERS, audit=AuditLog(tmp_path / "audit.jsonl"),
+                        verifiers=[CanaryVerifier(url)])

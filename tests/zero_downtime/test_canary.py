@@ -14,7 +14,7 @@ from rotation.config import Consumer
 from rotation.errors import CanaryMisconfigured, VerificationFailed
 from rotation.records import KeyRecord
 
-from .conftest import CACHE_SECONDS
+from .conftest import CACHE_SECONDS, canary_engine
 
 CONSUMER = Consumer.model_validate({"name": "billing", "tier": "premium"})
 
@@ -146,28 +146,9 @@ def test_timeout_and_connection_refused_are_retryable():
 
 
 # -- wired into the real engine ------------------------------------------------------------------
-@pytest.fixture
-def engine_env(stack, gateway, monkeypatch, tmp_path):
-    from rotation.settings import Settings
-
-    for k, v in stack.env(stack.creds).items():
-        monkeypatch.setenv(k, v)
-    for k, v in gateway.handler_environment().items():
-        monkeypatch.setenv(k, v)
-    return Settings(verify_timeout_seconds=10, lease_ttl_seconds=60), tmp_path
-
-
-def _engine(settings, tmp_path, url):
-    from rotation.app import build_engine
-    from rotation.audit import AuditLog
-
-    from .conftest import CONSUMERS
-    return build_engine(settings, CONSUMERS, audit=AuditLog(tmp_path / "audit.jsonl"), verifiers=[CanaryVerifier(url)])
-
-
 def test_engine_with_canary_waits_out_the_gateway_cache_and_promotes(engine_env, gateway):
     settings, tmp = engine_env
-    summary = _engine(settings, tmp, gateway.url).run(only=["billing"], force=["billing"])
+    summary = canary_engine(settings, tmp, gateway.url).run(only=["billing"], force=["billing"])
     (o,) = summary.outcomes
     assert o.outcome == "ok", o.detail
     from rotation.vault import VaultStore
@@ -186,7 +167,7 @@ def test_engine_does_not_roll_back_on_a_routing_error(engine_env, gateway):
     """CanaryMisconfigured: the rotation stays in flight (pending kept), the consumer is failed."""
     settings, tmp = engine_env
     from rotation.vault import VaultStore
-    summary = _engine(settings, tmp, gateway.base_url + "/wrong/path").run(only=["crm"], force=["crm"])
+    summary = canary_engine(settings, tmp, gateway.base_url + "/wrong/path").run(only=["crm"], force=["crm"])
     (o,) = summary.outcomes
     state = VaultStore(settings).read_key_state("crm")
     assert o.outcome == "failed", (o.outcome, o.detail)

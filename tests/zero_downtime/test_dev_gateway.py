@@ -212,3 +212,50 @@ def test_serve_main_exit_2_without_a_rest_api(stack, monkeypatch, capsys):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     assert serve_main(["--aws-endpoint", stack.aws_endpoint, "--stack", "nosuch", "--port", "0"]) == 2
     assert "no REST API named" in capsys.readouterr().err
+
+
+def _source(path: Path) -> dict[str, str]:
+    return dict(line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines() if line)
+
+
+def test_serve_main_embedded_stack_for_make_dev(tmp_path):
+    """``make dev``: own embedded stack + gateway; the env files it writes are enough to rotate
+    (with the canary on the gateway) and to run the sample app against it."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_", "ROTATION_"))}
+    base["PYTHONPATH"] = str(ROOT)
+    env_file = tmp_path / ".dev-stack" / "env"
+    proc = subprocess.Popen([sys.executable, "-m", "rotation.dev_gateway", "--port", "0", "--quiet",
+                             "--env-file", str(env_file)], env=base, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        lines = []
+        while not lines or "DEVELOPMENT AND TEST TOOL" not in lines[-1]:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            lines.append(line)
+        url = re.search(r"(http://127\.0\.0\.1:\d+/v1/messages)", lines[-1]).group(1)
+        rot_env = _source(env_file)
+        assert rot_env["ROTATION_CANARY_URL"] == url
+        assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+        assert "targets" not in Path(rot_env["ROTATION_CONSUMERS_FILE"]).read_text()
+        assert requests.post(url, json={}, timeout=5).headers["x-amzn-ErrorType"] == "ForbiddenException"
+        r = subprocess.run([sys.executable, str(ROOT / "bench" / "zero_downtime.py"), "_rotation-cli", "run"],
+                           check=False, env={**base, **rot_env}, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "billing: bootstrap ok serial=1" in r.stdout
+        app_env = _source(env_file.parent / "billing.env")
+        assert app_env["MAIL_API_URL"] == url
+        a = subprocess.run([sys.executable, str(ROOT / "examples" / "sample_app" / "app.py"), "--iterations", "3",
+                            "--interval-ms", "50"], check=False, env={**base, **app_env}, capture_output=True, text=True,
+                           timeout=60)
+        assert a.returncode == 0, a.stderr
+        assert a.stdout.count("serial=1") == 3 and a.stdout.count("-> HTTP 202") == 3, a.stdout
+        vault_addr = rot_env["VAULT_ADDR"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        with pytest.raises(requests.RequestException):   # the embedded stack is stopped too
+            requests.get(vault_addr + "/v1/sys/health", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
