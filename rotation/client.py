@@ -508,28 +508,45 @@ class KeyClient:
                         key.serial, exc)
 
     def _write_ack(self, key: ApiKey) -> None:
-        """CAS-write ``{"serial","key_id","at","host"}`` to ``<prefix>/acks/<consumer>``; on a CAS
-        conflict re-read the version and retry once."""
-        body = {"serial": key.serial, "key_id": key.key_id,
-                "at": datetime.now(UTC).isoformat(timespec="milliseconds"), "host": self.host}
+        """CAS-write ``{"serial","key_id","at","host"}`` to ``<prefix>/acks/<consumer>``, keeping
+        any ``unwrap_failures`` already reported; on a CAS conflict re-read and retry once."""
+        self._update_ack(lambda data: {**data, "serial": key.serial, "key_id": key.key_id,
+                                       "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                                       "host": self.host})
 
-        def version() -> int:
+    def report_unwrap_failure(self, wrap_token: str, serial: int | None = None) -> None:
+        """Tell the rotation jobs that ``wrap_token`` could not be unwrapped (failure case V6).
+
+        Appends ``{"token", "serial", "at"}`` to ``unwrap_failures`` in the consumer's ack record
+        (at most the last 10). The token is dead or suspect either way; the rotator looks it up
+        and, if someone else unwrapped it within its TTL, raises an alarm and re-issues the key by
+        an emergency rotation. Raises :class:`KeyClientError` if the write fails twice.
+        """
+        report = {"token": wrap_token, "serial": serial,
+                  "at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+        self._update_ack(lambda data: {**data, "unwrap_failures": [
+            *(data.get("unwrap_failures") or [])[-9:], report]})
+
+    def _update_ack(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        def current() -> tuple[int, dict[str, Any]]:
             def read():
                 try:
                     r = self._client.secrets.kv.v2.read_secret_version(
                         path=self.ack_path, mount_point=self.mount, raise_on_deleted_version=False)
                 except hexc.InvalidPath:
-                    return 0
-                return int(((r.get("data") or {}).get("metadata") or {}).get("version") or 0)
+                    return 0, {}
+                d = r.get("data") or {}
+                return int((d.get("metadata") or {}).get("version") or 0), dict(d.get("data") or {})
             return self._vault("read", self.ack_path, read)
 
-        def write(cas: int):
+        def write(cas: int, body: dict[str, Any]):
             return lambda: self._client.secrets.kv.v2.create_or_update_secret(
                 path=self.ack_path, secret=body, cas=cas, mount_point=self.mount)
 
         for attempt in (1, 2):
+            version, data = current()
             try:
-                self._vault("cas write", self.ack_path, write(version()))
+                self._vault("cas write", self.ack_path, write(version, change(data)))
                 self.stats["ack_writes"] += 1
                 return
             except _CasLost:

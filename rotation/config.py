@@ -11,6 +11,9 @@ Shape (``version: 1``)::
       max_age: 30d             # rotate when the current key is older (>= 1h)
       grace_period: 24h        # old key stays enabled this long after promotion (<= max_age)
       retention: 7d            # disabled old key is deleted after this long
+      quiet_period: 15m        # early revoke: the old key must have been idle this long...
+      acknowledged_by: app     # ...and the app acked the new key (`app`: its ack in Vault;
+                               # `targets`: every required push target took it)
     consumers:
       - name: billing          # a-z, 0-9, '-'; 2-40 chars; unique
         tier: standard         # a key of usage_plans
@@ -26,6 +29,10 @@ Shape (``version: 1``)::
           - type: ssm                                # SecureString parameter
             name: /mail-api/billing/api-key
             kms_key_id: alias/secure-mail-api-data
+
+The old key is revoked at the end of the grace period at the latest, earlier once the consumer
+acknowledged the new key *and* the old key saw no traffic for ``quiet_period``, and at once for an
+emergency rotation.
 
 Durations are seconds (an integer) or a number with a unit: ``s``, ``m``, ``h``, ``d``, ``w``.
 Unknown keys are refused, so a typo never silently falls back to a default.
@@ -167,10 +174,15 @@ Target = Annotated[Union[FileTarget, WebhookTarget, SecretsManagerTargetSpec, Ss
                    Field(discriminator="type")]
 
 
+AckSource = Literal["app", "targets"]
+
+
 class Defaults(_Strict):
     max_age: Duration = Field(default=timedelta(days=30))
     grace_period: Duration = Field(default=timedelta(hours=24))
     retention: Duration = Field(default=timedelta(days=7))
+    quiet_period: Duration = Field(default=timedelta(minutes=15))
+    acknowledged_by: AckSource = "app"
 
 
 class Consumer(_Strict):
@@ -181,6 +193,8 @@ class Consumer(_Strict):
     max_age: Duration | None = None
     grace_period: Duration | None = None
     retention: Duration | None = None
+    quiet_period: Duration | None = None
+    acknowledged_by: AckSource | None = None
     targets: list[Target] = Field(default_factory=list)
 
     @field_validator("name")
@@ -242,12 +256,15 @@ class ConsumersFile(_Strict):
             max_age = c.max_age if c.max_age is not None else self.defaults.max_age
             grace = c.grace_period if c.grace_period is not None else self.defaults.grace_period
             retention = c.retention if c.retention is not None else self.defaults.retention
+            quiet = c.quiet_period if c.quiet_period is not None else self.defaults.quiet_period
+            acked_by = c.acknowledged_by or self.defaults.acknowledged_by
             if max_age < timedelta(hours=1):
                 problems.append(f"consumers.{i}.max_age: must be at least 1h")
             if grace > max_age:
                 problems.append(f"consumers.{i}.grace_period: must not exceed max_age "
                                 "(the old key would outlive the next rotation)")
-            resolved.append(c.model_copy(update={"max_age": max_age, "grace_period": grace, "retention": retention}))
+            resolved.append(c.model_copy(update={"max_age": max_age, "grace_period": grace, "retention": retention,
+                                                 "quiet_period": quiet, "acknowledged_by": acked_by}))
         if problems:
             raise ValueError("; ".join(problems))
         object.__setattr__(self, "consumers", resolved)

@@ -37,11 +37,13 @@ from typing import Callable, Iterable
 
 from .audit import REDACTOR, AuditLog
 from .config import Consumer, ConsumersFile
-from .errors import CasConflict, LockHeld, PushError, RotationError, VerificationFailed
+from .errors import CanaryMisconfigured, CasConflict, LockHeld, PushError, RotationError, VaultError, VerificationFailed
 from .planner import Decision, decide
 from .providers.apigateway import TAG_CONSUMER, ApiGatewayKeys
 from .records import KeyRecord, KeyState, RotationRecord, Step, to_iso, utcnow
+from .records import fingerprint, from_iso
 from .targets import Delivery, PushResult, PushTarget
+from .traffic import QuotaCarrier, TrafficSignal
 from .vault import VaultStore
 
 __all__ = ["Engine", "ConsumerOutcome", "RunSummary", "generate_key_value", "KEY_LENGTH"]
@@ -96,7 +98,8 @@ class Engine:
                  lease_ttl_seconds: float = 300, verify_timeout_seconds: float = 60,
                  targets_for: Callable[[Consumer], list[PushTarget]] | None = None,
                  after_step: StepHook | None = None, verifiers: Iterable[Verifier] = (),
-                 owner: str | None = None, clock: Callable[[], datetime] = utcnow):
+                 owner: str | None = None, clock: Callable[[], datetime] = utcnow,
+                 traffic: TrafficSignal | None = None, quota: QuotaCarrier | None = None):
         self.consumers = consumers
         self.vault = vault
         self.apigw = apigw
@@ -108,6 +111,8 @@ class Engine:
         self.verifiers = list(verifiers)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
+        self.traffic = traffic
+        self.quota = quota
         self._managed_keys: list[dict] | None = None
 
     # -- reading ---------------------------------------------------------------------------------
@@ -136,7 +141,7 @@ class Engine:
         # What "rotate now" means: a key newer than the one current when asked. Snapshot the
         # serials so a rotation completed meanwhile by another runner satisfies the request.
         self._asked_serial = {}
-        for name in force | emergency:
+        for name in (force | emergency) & (only if only is not None else force | emergency):
             cur = self.vault.read_key_state(name).current
             self._asked_serial[name] = cur.serial if cur else 0
         for c in self.consumers.consumers:
@@ -164,7 +169,10 @@ class Engine:
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
                    lease_now=time.time())
         orphans = self._orphans(c, state)
-        if not d.has_work and not orphans and not (journal.rotation_id and journal.step == Step.DISTRIBUTED.value):
+        early_possible = bool(d.waiting) and self.traffic is not None and state.previous is not None
+        reports = self._new_unwrap_reports(c, journal) if any(t.type == "webhook" for t in c.targets) else []
+        if (not d.has_work and not orphans and not early_possible and not reports
+                and not (journal.rotation_id and journal.step == Step.DISTRIBUTED.value)):
             outcome = "waiting" if d.waiting and (force or "waiting" in d.reason) else "skipped"
             return ConsumerOutcome(c.name, "none", outcome, d.reason,
                                    current_promoted_at=state.current.promoted_at if state.current else None)
@@ -185,23 +193,49 @@ class Engine:
             return ConsumerOutcome(c.name, d.rotate, "lost_lease", str(exc))
 
     def _process_locked(self, c: Consumer, journal: RotationRecord, *, force: bool, emergency: bool) -> ConsumerOutcome:
+        try:
+            return self._process_locked_inner(c, journal, force=force, emergency=emergency)
+        except CasConflict:
+            raise
+        except Exception as exc:
+            # Free the lease at once (the journal keeps the step, so the next run resumes there)
+            # rather than leaving the consumer locked for the lease TTL.
+            try:
+                latest = self.vault.read_rotation(c.name)
+                if latest.owner == self.owner:
+                    self.vault.release_lease(c.name, latest, last_outcome={
+                        "outcome": "failed", "at": to_iso(self.clock()),
+                        "detail": REDACTOR.scrub(f"{type(exc).__name__}: {exc}")[:300]})
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+            raise
+
+    def _process_locked_inner(self, c: Consumer, journal: RotationRecord, *, force: bool,
+                              emergency: bool) -> ConsumerOutcome:
         state = self.vault.read_key_state(c.name)  # fresh, under the lease
+        REDACTOR.register(*(r.value for r in (state.current, state.previous, state.pending, *state.retired) if r))
         journal = self._finish_promoted_journal(c, state, journal)
         asked = getattr(self, "_asked_serial", {}).get(c.name)
         if (force or emergency) and state.current and asked is not None and state.current.serial > asked:
             # another runner already rotated this consumer after our request: it is satisfied
             force = emergency = False
         state, journal = self._sweep_orphans(c, state, journal)
+        journal, tampered = self._check_unwrap_reports(c, state, journal)
+        if tampered:
+            emergency = True  # someone else unwrapped the key: re-issue it by an emergency rotation
+        journal, early = self._early_revoke_ok(c, state, journal)
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
-                   lease_now=time.time())
+                   lease_now=time.time(), early_revoke=early)
         result = ConsumerOutcome(c.name, d.rotate, "ok", d.reason)
         if d.rotate in ("bootstrap", "rotate", "emergency", "resume"):
-            state, journal, result = self._rotate(c, state, journal, d)
+            state, journal, result = self._rotate(c, state, journal, d, emergency_requested=emergency)
         elif d.waiting and force:
             result = ConsumerOutcome(c.name, "none", "waiting", d.reason)
         # revoke / delete (re-decide: a promotion just changed the labels)
-        d2 = decide(c, state, journal, self.clock(), emergency=journal.emergency and result.outcome == "ok"
-                    and d.rotate == "emergency", owner=self.owner, lease_now=time.time())
+        just_promoted = result.outcome == "ok" and d.rotate != "none"
+        d2 = decide(c, state, journal, self.clock(), emergency=journal.emergency and just_promoted,
+                    owner=self.owner, lease_now=time.time(),
+                    early_revoke=early and d.rotate == "none")
         if result.outcome == "ok" and (d2.revoke or d2.delete):
             state, journal = self._revoke_and_delete(c, state, journal, d2)
             if result.action == "none":
@@ -219,15 +253,24 @@ class Engine:
         self.after_step(c.name, step.value)
         return journal
 
-    def _rotate(self, c: Consumer, state: KeyState, journal: RotationRecord, d: Decision):
-        emergency = d.rotate == "emergency" or (d.rotate == "resume" and journal.emergency)
+    def _rotate(self, c: Consumer, state: KeyState, journal: RotationRecord, d: Decision, *,
+                emergency_requested: bool = False):
+        # The emergency flag lives on the pending record itself (same CAS write), so a crash
+        # before the journal is written cannot lose it; a later emergency request upgrades a
+        # normal rotation in flight.
+        emergency = (d.rotate == "emergency" or emergency_requested
+                     or bool(state.pending and state.pending.emergency)
+                     or (d.rotate == "resume" and journal.emergency
+                         and journal.rotation_id == (state.pending.rotation_id if state.pending else None)))
+        if state.pending is not None and emergency and not state.pending.emergency:
+            state = self.vault.write_key_state(c.name, state.evolve(pending=replace(state.pending, emergency=True)))
         if state.pending is None:
             rotation_id = uuid.uuid4().hex
             serial = state.next_serial()
             value = generate_key_value()
             REDACTOR.register(value)
             pending = KeyRecord(serial=serial, value=value, rotation_id=rotation_id, created_at=to_iso(self.clock()),
-                                key_name=self.apigw.key_name(c.name, serial))
+                                key_name=self.apigw.key_name(c.name, serial), emergency=emergency)
             state = self.vault.write_key_state(c.name, state.evolve(pending=pending))
             self.audit.emit("create", "pending_recorded", consumer=c.name, rotation_id=rotation_id, serial=serial,
                             fingerprint=pending.fingerprint, vault_version=state.version, emergency=emergency)
@@ -235,7 +278,7 @@ class Engine:
                                     started_at=to_iso(self.clock()), acks={})
         else:
             REDACTOR.register(state.pending.value)
-            if journal.rotation_id != state.pending.rotation_id:
+            if journal.rotation_id != state.pending.rotation_id or journal.emergency != emergency:
                 journal = self._journal(c, journal, Step.PENDING_RECORDED, rotation_id=state.pending.rotation_id,
                                         emergency=emergency, started_at=to_iso(self.clock()), acks={})
             self.audit.emit("resume", "ok", consumer=c.name, rotation_id=state.pending.rotation_id,
@@ -262,7 +305,7 @@ class Engine:
                 journal = self._journal(c, journal, Step.DISTRIBUTED)
                 step = journal.step
         except (VerificationFailed, PushError, RotationError) as exc:
-            if isinstance(exc, CasConflict):
+            if isinstance(exc, (CasConflict, CanaryMisconfigured)):
                 raise
             state, journal = self._rollback(c, state, journal, str(exc))
             out.outcome, out.detail = "rolled_back", REDACTOR.scrub(str(exc))
@@ -270,6 +313,8 @@ class Engine:
         # promote: one CAS write moves every label
         now = to_iso(self.clock())
         new_current = replace(state.pending, promoted_at=now)
+        if emergency and not journal.emergency:
+            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, emergency=True)
         retired = list(state.retired)
         if state.previous is not None:
             retired.append(state.previous)  # an older key still around: revoked by this run
@@ -290,6 +335,10 @@ class Engine:
             state = self.vault.write_key_state(c.name, state.evolve(pending=replace(pending, key_id=key_id)))
         self.after_step(c.name, "api_key_created")
         self.apigw.attach(plan_id, key_id)
+        if self.quota is not None and state.current is not None and state.current.key_id:
+            carried = self.quota.carry(plan_id, state.current.key_id, key_id)
+            self.audit.emit("quota", "carried" if carried is not None else "skipped", consumer=c.name,
+                            rotation_id=pending.rotation_id, key_id=key_id, remaining=carried)
         self.audit.emit("create", "ok", consumer=c.name, rotation_id=pending.rotation_id, serial=pending.serial,
                         key_id=key_id, usage_plan=plan_id, vault_version=state.version)
         journal = self._journal(c, journal, Step.KEY_CREATED)
@@ -308,8 +357,12 @@ class Engine:
                     for verify in self.verifiers:
                         verify(c, pending)
                     return
+                except CanaryMisconfigured:
+                    raise
                 except VerificationFailed as exc:
                     problem = str(exc)
+                except Exception as exc:  # noqa: BLE001 - a broken verifier is a failed test, not a crash
+                    problem = REDACTOR.scrub(f"verifier error {type(exc).__name__}: {exc}")
             if time.monotonic() + delay > deadline:
                 raise VerificationFailed(f"{c.name} serial {pending.serial}: {problem}")
             time.sleep(delay)
@@ -338,9 +391,12 @@ class Engine:
             prior = acks.get(target.target_id)
             if prior and prior.get("ok") and prior.get("serial") == pending.serial:
                 continue
-            result: PushResult = target.push(delivery)
+            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl)  # still ours before each push
+            result = self._safe_push(target, delivery)
             acks[target.target_id] = {"ok": result.ok, "serial": pending.serial, "at": to_iso(self.clock()),
-                                      "detail": REDACTOR.scrub(result.detail)[:200], "required": target.required}
+                                      "detail": REDACTOR.scrub(result.detail)[:200], "required": target.required,
+                                      **{k: v for k, v in result.extra.items()
+                                         if k in ("wrap_token_hash", "wrap_expires_at")}}
             journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, acks=acks)
             self.audit.emit("distribute", "ok" if result.ok else "failed", consumer=c.name,
                             rotation_id=pending.rotation_id, serial=pending.serial, target=target.target_id,
@@ -349,20 +405,37 @@ class Engine:
                 failed_required.append(f"{target.target_id}: {result.detail}")
         return journal, failed_required
 
+    @staticmethod
+    def _safe_push(target: PushTarget, delivery: Delivery) -> PushResult:
+        """A target that raises is a failed push, never a crash of the run."""
+        try:
+            return target.push(delivery)
+        except Exception as exc:  # noqa: BLE001
+            return PushResult(target.target_id, False, REDACTOR.scrub(f"{type(exc).__name__}: {exc}")[:200])
+
     def _rollback(self, c: Consumer, state: KeyState, journal: RotationRecord, reason: str):
-        """Undo a rotation that failed before promotion: restore targets that took the new key,
-        disable and delete the new key, clear ``pending``. ``current`` is untouched."""
+        """Undo a rotation that failed before promotion: give the current key back to every
+        target (any of them may hold the new one), and only when
+        all of them took it back, disable and delete the new key and clear ``pending``.
+        ``current`` is untouched. A failed restore raises :class:`PushError` and leaves the
+        rotation at ``rolling_back`` with both keys enabled; the next run retries the rollback."""
         pending = state.pending
         journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, step="rolling_back")
-        restored = []
+        restored, not_restored = [], []
         if state.current is not None:
-            took_new = {t for t, a in journal.acks.items() if a.get("ok") and a.get("serial") == pending.serial}
+            # Every target, even one whose push failed for us: another runner's concurrent push
+            # (after a lease takeover) may still have handed it the new key.
             cur = state.current
             for target in self.targets_for(c):
-                if target.target_id in took_new:
-                    r = target.push(Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "", cur.value,
-                                             cur.fingerprint))
-                    restored.append(f"{target.target_id}={'ok' if r.ok else 'failed'}")
+                journal = self.vault.renew_lease(c.name, journal, self.lease_ttl)
+                r = self._safe_push(target, Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "",
+                                                     cur.value, cur.fingerprint))
+                (restored if r.ok else not_restored).append(target.target_id)
+        if not_restored:
+            self.audit.emit("rollback", "incomplete", consumer=c.name, rotation_id=pending.rotation_id,
+                            serial=pending.serial, not_restored=not_restored)
+            raise PushError(f"rollback of serial {pending.serial} waits: could not give the current key back to "
+                            f"{', '.join(not_restored)}; both keys stay enabled, the next run retries")
         key_ids = {pending.key_id} if pending.key_id else set()
         key_ids |= {k["id"] for k in self.apigw.find_keys_by_name(self.apigw.key_name(c.name, pending.serial))}
         plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
@@ -384,6 +457,96 @@ class Engine:
                 and journal.step not in (Step.PROMOTED.value, None)):
             return self._journal(c, journal, Step.PROMOTED)
         return journal
+
+    # -- early revoke and tamper detection ---------------------------------------------------------
+    def _acknowledged(self, c: Consumer, current: KeyRecord, journal: RotationRecord) -> bool:
+        """The consumer uses ``current``: its app's ack in Vault names that serial (``app``), or
+        every required push target took it (``targets``)."""
+        if c.acknowledged_by == "app":
+            ack = self.vault.read_ack(c.name) or {}
+            try:
+                return int(ack.get("serial", 0)) >= current.serial
+            except (TypeError, ValueError):
+                return False
+        required = [t for t in self.targets_for(c) if t.required]
+        return bool(required) and all(
+            (journal.acks.get(t.target_id) or {}).get("ok") and journal.acks[t.target_id].get("serial") == current.serial
+            for t in required)
+
+    def _early_revoke_ok(self, c: Consumer, state: KeyState, journal: RotationRecord) -> tuple[RotationRecord, bool]:
+        """May the previous key go before its grace period ends? Only when the consumer
+        acknowledged the current key and the traffic signal shows the previous key idle for
+        ``quiet_period``. Snapshots the previous key's request counter in the journal."""
+        prev, cur = state.previous, state.current
+        if self.traffic is None or prev is None or cur is None or prev.disabled_at or not prev.key_id:
+            return journal, False
+        plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
+        count = self.traffic.request_count(prev.key_id, plan_id)
+        if count is None:
+            return journal, False
+        now = self.clock()
+        snap = journal.traffic.get(prev.key_id)
+        if snap and snap.get("count") == count:
+            idle_for = now - (from_iso(snap.get("since")) or now)
+        else:
+            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl,
+                                             traffic={prev.key_id: {"count": count, "since": to_iso(now)}})
+            idle_for = None
+        if idle_for is None or idle_for < c.quiet_period:
+            return journal, False
+        acked = self._acknowledged(c, cur, journal)
+        if acked:
+            self.audit.emit("revoke", "early", consumer=c.name, serial=prev.serial, key_id=prev.key_id,
+                            idle_seconds=int(idle_for.total_seconds()), acknowledged_by=c.acknowledged_by)
+        return journal, acked
+
+    def _new_unwrap_reports(self, c: Consumer, journal: RotationRecord) -> list[dict]:
+        """Unwrap failures the consumer reported in its ack record and we have not handled yet."""
+        ack = self.vault.read_ack(c.name) or {}
+        reports = ack.get("unwrap_failures") or []
+        out = []
+        for r in reports if isinstance(reports, list) else []:
+            token = r.get("token") if isinstance(r, dict) else None
+            if token and fingerprint(token) not in journal.handled_reports:
+                REDACTOR.register(token)
+                out.append(r)
+        return out
+
+    def _check_unwrap_reports(self, c: Consumer, state: KeyState, journal: RotationRecord) -> tuple[RotationRecord, bool]:
+        """Failure case V6. For each new report: a token still valid means a consumer-side
+        failure; a token that is gone although its TTL had not run out when the consumer tried
+        means someone else unwrapped it (tamper: alarm event, emergency rotation); an expired
+        token is re-issued by pushing the current key again."""
+        reports = self._new_unwrap_reports(c, journal) if any(t.type == "webhook" for t in c.targets) else []
+        tampered = False
+        handled = list(journal.handled_reports)
+        for r in reports:
+            fp = fingerprint(r["token"])
+            handled.append(fp)
+            sent = next((a for a in journal.acks.values() if a.get("wrap_token_hash") == fp), None)
+            info = self.vault.lookup_wrapping_token(r["token"])
+            tried_at = from_iso(r.get("at")) or self.clock()
+            expires = from_iso(sent.get("wrap_expires_at")) if sent else None
+            if info is not None:
+                verdict = "still_valid"
+            elif expires is not None and tried_at < expires:
+                verdict = "tampered"
+                tampered = True
+            else:
+                verdict = "expired" if sent else "unknown_token"
+            self.audit.emit("tamper_check", "alarm" if verdict == "tampered" else verdict, consumer=c.name,
+                            token_fingerprint=fp, serial=r.get("serial"))
+            if verdict == "expired" and state.current is not None and state.pending is None:
+                cur = state.current
+                for t in self.targets_for(c):
+                    if t.target_id.startswith("webhook:"):
+                        res = t.push(Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "", cur.value,
+                                              cur.fingerprint))
+                        self.audit.emit("reissue", "ok" if res.ok else "failed", consumer=c.name,
+                                        target=t.target_id, serial=cur.serial)
+        if reports:
+            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, handled_reports=handled[-50:])
+        return journal, tampered
 
     # -- revoke, delete, orphans -----------------------------------------------------------------
     def _revoke_and_delete(self, c: Consumer, state: KeyState, journal: RotationRecord, d: Decision):
@@ -432,7 +595,15 @@ class Engine:
         as the pending one is adopted by the create step instead."""
         # The run-start listing is safe here: under our lease no other runner adds keys for this
         # consumer, and a key it misses (created after the listing) is swept by the next run.
-        for k in self._orphans(c, state):
+        orphans = self._orphans(c, state)
+        if orphans and state.version == 0:
+            # API keys for a consumer Vault has no record of at all: Vault lost its state (a
+            # destroyed path?). Deleting them could cut every app off: a human decides.
+            self.audit.emit("orphan", "held", consumer=c.name, key_ids=[k["id"] for k in orphans])
+            raise VaultError(f"{c.name}: API Gateway holds {len(orphans)} key(s) tagged for this consumer but Vault "
+                             f"has no record at {self.vault.mount}/{self.vault.path('keys', c.name)}; restore it, "
+                             "or delete those keys by hand")
+        for k in orphans:
             if k.get("enabled"):
                 self.apigw.set_enabled(k["id"], False)
             self.apigw.delete_key(k["id"])

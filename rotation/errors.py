@@ -12,7 +12,8 @@
     ├── AwsError                  an AWS control-plane call failed (after retries)
     ├── PushError                 a push target failed to take the new key
     ├── VerificationFailed        the test step could not prove the new key works (failure case A1)
-    └── EmptyKeyValue             a key value read back empty (failure case A3): never stored
+    ├── EmptyKeyValue             a key value read back empty (failure case A3): never stored
+    └── CanaryMisconfigured       the canary hit a routing error: fix the config; no rollback
 
 No message built here ever contains a secret value: callers pass identifiers (consumer, key id,
 Vault path, AWS operation), never key material.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "RotationError", "UsageError", "ConfigError", "VaultError", "CasConflict", "LockHeld",
-    "UnsupportedMount", "AwsError", "PushError", "VerificationFailed", "EmptyKeyValue",
+    "UnsupportedMount", "AwsError", "PushError", "VerificationFailed", "EmptyKeyValue", "CanaryMisconfigured",
 ]
 
 
@@ -74,3 +75,9 @@ class VerificationFailed(RotationError):
 
 class EmptyKeyValue(RotationError):
     """A key value came back empty or missing; it is never written to Vault."""
+
+
+class CanaryMisconfigured(RotationError):
+    """The canary call hit a routing/configuration error (e.g. API Gateway's
+    MissingAuthenticationTokenException): not a verdict on the key, so no rollback; the rotation
+    stays in flight and the run reports the consumer as failed."""

@@ -47,9 +47,12 @@ def _age(rec_time: str | None, now: datetime) -> timedelta | None:
 
 
 def decide(consumer: Consumer, state: KeyState, journal: RotationRecord, now: datetime, *,
-           force: bool = False, emergency: bool = False, owner: str = "", lease_now: float | None = None) -> Decision:
+           force: bool = False, emergency: bool = False, owner: str = "", lease_now: float | None = None,
+           early_revoke: bool = False) -> Decision:
     """Decide what to do for ``consumer``; pure and deterministic for given ``now`` (key ages)
-    and ``lease_now`` (epoch seconds for lease expiry; defaults to ``now``)."""
+    and ``lease_now`` (epoch seconds for lease expiry; defaults to ``now``). ``early_revoke``: the
+    consumer acknowledged the new key and the old one has been idle for its quiet period, so the
+    old key may go before its grace period ends."""
     name = consumer.name
     lease_now = now.timestamp() if lease_now is None else lease_now
     locked_by = journal.owner if journal.held_by_other(owner, lease_now) else None
@@ -62,6 +65,8 @@ def decide(consumer: Consumer, state: KeyState, journal: RotationRecord, now: da
         if emergency or journal.emergency and journal.rotation_id == (state.current.rotation_id if state.current else None):
             revoke.append(prev.serial)
         elif promoted is not None and promoted >= consumer.grace_period:
+            revoke.append(prev.serial)
+        elif early_revoke:
             revoke.append(prev.serial)
         else:
             left = consumer.grace_period - (promoted or timedelta(0))

@@ -149,6 +149,16 @@ class WebhookReceiver:
             elif idem in self._seen and self._seen[idem][1] == "in_progress":
                 self._record(idem, now, "error", fp)
 
+    def _report_unwrap_failure(self, token: str, serial: int) -> None:
+        """Let the rotator check the token (tamper detection); best effort."""
+        report = getattr(self._client, "report_unwrap_failure", None)
+        if report is None:
+            return
+        try:
+            report(token, serial)
+        except KeyClientError as exc:
+            log.warning("could not report the unwrap failure of serial %s: %s", serial, type(exc).__name__)
+
     def _process(self, idem: str, body: bytes) -> ReceiveResult:
         try:
             msg = json.loads(body)
@@ -169,6 +179,7 @@ class WebhookReceiver:
             return ReceiveResult("vault_unavailable", serial=serial, key_id=key_id, detail=str(exc))
         except TamperSuspected as exc:
             log.error("key webhook serial %s: wrapping token suspect (%s); alert, do not retry", serial, exc)
+            self._report_unwrap_failure(token, serial)
             raise
         value = data.get("api_key")
         if data.get("serial") != serial or data.get("key_id") != key_id or not isinstance(value, str) or not value:

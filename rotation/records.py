@@ -66,6 +66,7 @@ class KeyRecord:
     key_name: str | None = None
     promoted_at: str | None = None
     disabled_at: str | None = None
+    emergency: bool = False   # set with `pending`: the old key is revoked at once on promotion
 
     @property
     def fingerprint(self) -> str:
@@ -156,6 +157,8 @@ class RotationRecord:
     started_at: str | None = None
     acks: dict[str, dict[str, Any]] = field(default_factory=dict)   # target id -> {"ok", "at", "detail"}
     last_outcome: dict[str, Any] = field(default_factory=dict)
+    traffic: dict[str, dict[str, Any]] = field(default_factory=dict)  # key id -> {"count", "since"}
+    handled_reports: list[str] = field(default_factory=list)          # fingerprints of unwrap reports seen
     version: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -179,7 +179,11 @@ class VaultStore:
     def path(self, kind: str, consumer: str) -> str:
         return f"{self.prefix}/{kind}/{consumer}"
 
-    def _read(self, path: str) -> tuple[dict[str, Any] | None, int]:
+    def _read(self, path: str, *, deleted_ok: bool = False) -> tuple[dict[str, Any] | None, int]:
+        """Read the latest version of ``path``: ``(data, version)``; ``(None, 0)`` when absent.
+
+        A latest version that was deleted (``data`` null, version > 0) raises :class:`VaultError`
+        unless ``deleted_ok``: treating it as "no key" would make the engine forget live keys."""
         def read():
             try:
                 r = self.client.secrets.kv.v2.read_secret_version(
@@ -187,7 +191,12 @@ class VaultStore:
             except hexc.InvalidPath:
                 return None, 0  # a 404 means "version 0" (failure case V2)
             meta = r["data"].get("metadata") or {}
-            return r["data"].get("data"), int(meta.get("version") or 0)
+            data, version = r["data"].get("data"), int(meta.get("version") or 0)
+            if data is None and version > 0 and not deleted_ok:
+                raise VaultError(f"{self.mount}/data/{path}: its latest version ({version}) is deleted; "
+                                 f"restore it (bao kv undelete -mount={self.mount} -versions={version} {path}) "
+                                 "before rotating this consumer")
+            return data, version
 
         return self._call("read", f"{self.mount}/data/{path}", read)
 
@@ -271,7 +280,7 @@ class VaultStore:
 
     # -- consumers' side ------------------------------------------------------------------------
     def read_ack(self, consumer: str) -> dict[str, Any] | None:
-        data, _ = self._read(self.path("acks", consumer))
+        data, _ = self._read(self.path("acks", consumer), deleted_ok=True)
         return data
 
     def read_webhook_secret(self, consumer: str) -> str:

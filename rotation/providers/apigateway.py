@@ -143,7 +143,8 @@ class ApiGatewayKeys:
         """Every key tagged as managed by this tool for this stack (GetApiKeys, paginated)."""
         with aws_errors("GetApiKeys"):
             out = []
-            for page in self.client.get_paginator("get_api_keys").paginate(includeValues=False):
+            for page in self.client.get_paginator("get_api_keys").paginate(
+                    includeValues=False, PaginationConfig={"PageSize": 500}):
                 for k in page.get("items", []):
                     tags = k.get("tags") or {}
                     if tags.get(TAG_MANAGED_BY) == MANAGED_BY and tags.get(TAG_STACK) == self.stack:

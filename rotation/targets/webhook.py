@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timedelta, timezone
 
 import requests
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
@@ -53,6 +54,12 @@ class SignedWebhookTarget:
         except Exception as exc:  # noqa: BLE001 - reported as this target's failure
             return PushResult(self.target_id, False, f"vault: {REDACTOR.scrub(str(exc))}")
         REDACTOR.register(secret, wrap["token"])
+        # Tamper check before sending (failure case V6): the token must be live and made by sys/wrapping/wrap.
+        info = self.vault.lookup_wrapping_token(wrap["token"])
+        if info is None or info.get("creation_path") != "sys/wrapping/wrap":
+            return PushResult(self.target_id, False, "wrapping token failed its lookup right after wrapping "
+                                                     "(tamper suspected); not sent")
+        expires_at = (datetime.now(timezone.utc) + timedelta(seconds=self.wrap_ttl)).isoformat(timespec="milliseconds")
         body = json.dumps({
             "consumer": delivery.consumer, "serial": delivery.serial, "rotation_id": delivery.rotation_id,
             "key_id": delivery.key_id, "fingerprint": delivery.fingerprint,
@@ -91,7 +98,12 @@ class SignedWebhookTarget:
                               {"wrap_accessor": wrap.get("accessor")})
         if 200 <= resp.status_code < 300:
             return PushResult(self.target_id, True, f"HTTP {resp.status_code}",
-                              {"wrap_accessor": wrap.get("accessor"), "wrap_token_hash": _h(wrap["token"])})
+                              {"wrap_accessor": wrap.get("accessor"), "wrap_token_hash": _h(wrap["token"]),
+                               "wrap_expires_at": expires_at})
+        if resp.status_code == 410:
+            return PushResult(self.target_id, False, "HTTP 410: the consumer could not unwrap the token "
+                                                     "(tamper suspected)",
+                              {"wrap_token_hash": _h(wrap["token"]), "wrap_expires_at": expires_at})
         return PushResult(self.target_id, False, f"HTTP {resp.status_code}", {"wrap_accessor": wrap.get("accessor")})
 
 

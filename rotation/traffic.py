@@ -1,0 +1,93 @@
+"""Traffic signals: has an API key been used lately? Feeds the early revoke of an old key.
+
+A signal answers :meth:`TrafficSignal.request_count` with a counter of requests made with a key
+(any monotonic-per-period counter works), or ``None`` when it cannot tell. The engine snapshots
+the counter in the rotation journal; an old key whose counter has not moved for the consumer's
+``quiet_period`` is idle. ``None`` never counts as idle, so without a signal the grace period
+alone decides.
+
+Implementations:
+
+* :class:`ApiGatewayUsage`: API Gateway ``GetUsage`` for the key in its usage plan (requests per
+  day, UTC; https://docs.aws.amazon.com/apigateway/latest/api/API_GetUsage.html). Not answered
+  by moto (tested with botocore's Stubber).
+* :class:`NoTrafficSignal`: always ``None``.
+* the local dev gateway's counters (``rotation.dev_gateway``), for the zero-downtime proof.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Protocol
+
+from .errors import AwsError
+
+__all__ = ["TrafficSignal", "ApiGatewayUsage", "NoTrafficSignal", "QuotaCarrier"]
+
+
+class TrafficSignal(Protocol):
+    def request_count(self, key_id: str, usage_plan_id: str) -> int | None: ...
+
+
+class NoTrafficSignal:
+    def request_count(self, key_id: str, usage_plan_id: str) -> int | None:
+        return None
+
+
+def _today() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+def _used_and_remaining(resp: dict, key_id: str) -> tuple[int, int] | None:
+    days = (resp.get("items") or {}).get(key_id)
+    if not days:
+        return None
+    used, remaining = days[-1][0], days[-1][1]
+    return int(used), int(remaining)
+
+
+class ApiGatewayUsage:
+    """Requests made today (UTC) with ``key_id`` in ``usage_plan_id``, from GetUsage."""
+
+    def __init__(self, apigw_client):
+        self.client = apigw_client
+
+    def request_count(self, key_id: str, usage_plan_id: str) -> int | None:
+        try:
+            resp = self.client.get_usage(usagePlanId=usage_plan_id, keyId=key_id, startDate=_today(),
+                                         endDate=_today())
+        except Exception:  # noqa: BLE001 - unknown traffic is "not idle", never an error
+            return None
+        found = _used_and_remaining(resp, key_id)
+        return found[0] if found else 0
+
+
+class QuotaCarrier:
+    """Carry the old key's remaining quota over to the new key (GetUsage + UpdateUsage), so a
+    rotation does not hand the consumer a fresh quota. During the grace period the old key keeps
+    its own remaining quota too; once the app has switched, the old key is idle.
+
+    Returns the remaining count carried over, or ``None`` when the usage plan has no quota or the
+    API does not answer (the emulator); raises :class:`AwsError` only for a failed UpdateUsage.
+    https://docs.aws.amazon.com/apigateway/latest/api/API_UpdateUsage.html
+    """
+
+    def __init__(self, apigw_client):
+        self.client = apigw_client
+
+    def carry(self, usage_plan_id: str, old_key_id: str, new_key_id: str) -> int | None:
+        try:
+            resp = self.client.get_usage(usagePlanId=usage_plan_id, keyId=old_key_id, startDate=_today(),
+                                         endDate=_today())
+        except Exception:  # noqa: BLE001
+            return None
+        found = _used_and_remaining(resp, old_key_id)
+        if found is None:
+            return None
+        remaining = found[1]
+        try:
+            self.client.update_usage(usagePlanId=usage_plan_id, keyId=new_key_id, patchOperations=[
+                {"op": "replace", "path": "/remaining", "value": str(remaining)}])
+        except Exception as exc:  # noqa: BLE001
+            raise AwsError(f"UpdateUsage {usage_plan_id}/{new_key_id}: {type(exc).__name__}") from None
+        return remaining

@@ -1,0 +1,100 @@
+"""Adversarial probes that the engine currently survives (kept as regression tests)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rotation.errors import AwsError
+
+from .conftest import assert_invariants
+
+
+class Crash(BaseException):
+    pass
+
+
+def test_slow_verifier_longer_than_lease_never_double_promotes(env):
+    env.engine().run()
+    slow_once = {"n": 0}
+
+    def slow(c, k):
+        slow_once["n"] += 1
+        if slow_once["n"] == 1:
+            time.sleep(2.5)
+
+    a = env.engine(verifiers=[slow], lease_ttl_seconds=1)
+    res = {}
+    th = threading.Thread(target=lambda: res.setdefault("a", a.run(only=["billing"], force=["billing"])))
+    th.start()
+    time.sleep(1.5)
+    outb = env.engine().run(only=["billing"]).outcomes[0]
+    th.join(30)
+    assert outb.outcome == "ok" and res["a"].outcomes[0].outcome == "lost_lease"
+    st = env.state("billing")
+    assert st.current.serial == 2 and st.previous.serial == 1 and st.pending is None
+    assert_invariants(env)
+
+
+@pytest.mark.xfail(reason="moto answers HTTP 500 (not NotFoundException) to DeleteUsagePlanKey for a key "
+                          "already detached, so the resumed rollback fails on the dev stack", strict=False)
+def test_crash_during_rollback_then_resume(env, monkeypatch):
+    from rotation.errors import VerificationFailed
+    env.engine().run()
+
+    def fail(c, k):
+        raise VerificationFailed("canary 403")
+
+    e = env.engine(verifiers=[fail], verify_timeout_seconds=0.3, lease_ttl_seconds=1)
+
+    def boom(kid):
+        raise AwsError("DeleteApiKey: AWS answered InternalFailure (HTTP 500)")
+    monkeypatch.setattr(e.apigw, "delete_key", boom)
+    out = e.run(only=["crm"], force=["crm"]).outcomes[0]
+    assert out.outcome == "failed"
+    assert_invariants(env)
+    time.sleep(1.2)
+    out = env.engine().run(only=["crm"]).outcomes[0]
+    assert out.outcome == "rolled_back", out
+    st = env.state("crm")
+    assert st.pending is None and st.current.serial == 1
+    assert_invariants(env)
+
+
+@pytest.mark.parametrize("first,second", [("api_key_created", "tested"), ("key_created", "distributed"),
+                                          ("pending_recorded", "promoted")])
+def test_double_crash_resume(env, first, second):
+    env.engine().run()
+
+    def crash_at(step):
+        def h(c, s):
+            if c == "billing" and s == step:
+                raise Crash(s)
+        return h
+    with pytest.raises(Crash):
+        env.engine(after_step=crash_at(first), lease_ttl_seconds=1).run(only=["billing"], force=["billing"])
+    assert_invariants(env)
+    time.sleep(1.1)
+    with pytest.raises(Crash):
+        env.engine(after_step=crash_at(second), lease_ttl_seconds=1).run(only=["billing"])
+    assert_invariants(env)
+    time.sleep(1.1)
+    env.engine().run(only=["billing"])
+    st = env.state("billing")
+    assert st.current.serial == 2 and st.pending is None and st.previous.serial == 1
+    assert_invariants(env)
+
+
+def test_emergency_while_previous_in_grace_revokes_both_old_keys(env):
+    env.engine().run()
+    k1 = env.state("crm").current
+    env.engine().run(only=["crm"], force=["crm"])
+    k2 = env.state("crm").current
+    out = env.engine().run(only=["crm"], emergency=["crm"]).outcomes[0]
+    assert out.outcome == "ok"
+    api = env.apigw()
+    assert api.get_api_key(apiKey=k1.key_id)["enabled"] is False
+    assert api.get_api_key(apiKey=k2.key_id)["enabled"] is False
+    assert_invariants(env)
