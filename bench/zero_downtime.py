@@ -338,8 +338,10 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
                 if time.time() >= stop_rotating:
                     break
                 continue
-            remaining_kills_slots = max(1, int((stop_rotating - time.time()) / 8))
-            kill = kills_left > 0 and (rnd.random() < kills_left / remaining_kills_slots or kills_left >= remaining_kills_slots)
+            # kill once every consumer had a rotation (at random), or when time for the kills runs out
+            # (a kill costs about 9 s: the rotation so far, the lease going stale, the resume)
+            must = stop_rotating - time.time() < kills_left * 9
+            kill = kills_left > 0 and (must or (n_rot >= len(names) and rnd.random() < 0.5))
             kind = "emergency" if emergency else "normal"
             args = ["rotate", name] + (["--emergency"] if emergency else [])
             rot = cli(kind, name, args, kill_after=rnd.uniform(0.8, 3.0) if kill else None)
@@ -406,6 +408,7 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
             "max_promotion_to_use_seconds": round(max(gaps), 3) if gaps else None,
             "promotions": len(promos),
             "promotions_emergency": sum(1 for p in promos if p.get("emergency")),
+            "consumers_rotated": len({p["consumer"] for p in promos}),
             "rotations": kinds,
             "kills": sum(1 for r in proof.rotations if r.killed),
             "rotator_exit_codes": [r.code for r in proof.rotations],
