@@ -20,6 +20,7 @@ from .settings import Settings
 from .targets import PushTarget
 from .targets.file import AtomicFileTarget
 from .targets.webhook import SignedWebhookTarget
+from .traffic import ApiGatewayUsage, QuotaCarrier
 from .vault import VaultStore
 
 __all__ = ["build_engine", "publish_run_metrics"]
@@ -67,6 +68,8 @@ def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLo
     apigw = ApiGatewayKeys(settings)
     audit = audit or AuditLog(settings.audit_log)
     engine_kwargs.setdefault("targets_for", lambda c: make_targets(c, vault, settings))
+    engine_kwargs.setdefault("traffic", ApiGatewayUsage(apigw.client))   # through the rate limiter
+    engine_kwargs.setdefault("quota", QuotaCarrier(apigw.client))
     return Engine(consumers, vault, apigw, audit, lease_ttl_seconds=settings.lease_ttl_seconds,
                   verify_timeout_seconds=settings.verify_timeout_seconds, **engine_kwargs)
 

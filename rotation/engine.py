@@ -221,8 +221,14 @@ class Engine:
             force = emergency = False
         state, journal = self._sweep_orphans(c, state, journal)
         journal, tampered = self._check_unwrap_reports(c, state, journal)
-        if tampered:
-            emergency = True  # someone else unwrapped the key: re-issue it by an emergency rotation
+        if tampered and not journal.reissue_required:
+            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, reissue_required=True)
+        if journal.reissue_required:
+            # Someone else unwrapped a key: re-issue by an emergency rotation. A pending key went
+            # out over the same channel, so it is rolled back first, never promoted.
+            emergency = True
+            if state.pending is not None:
+                state, journal = self._rollback(c, state, journal, "tamper suspected: the pending key may be exposed")
         journal, early = self._early_revoke_ok(c, state, journal)
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
                    lease_now=time.time(), early_revoke=early)
@@ -313,8 +319,8 @@ class Engine:
         # promote: one CAS write moves every label
         now = to_iso(self.clock())
         new_current = replace(state.pending, promoted_at=now)
-        if emergency and not journal.emergency:
-            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, emergency=True)
+        if emergency and (not journal.emergency or journal.reissue_required):
+            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, emergency=True, reissue_required=False)
         retired = list(state.retired)
         if state.previous is not None:
             retired.append(state.previous)  # an older key still around: revoked by this run

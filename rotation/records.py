@@ -159,6 +159,7 @@ class RotationRecord:
     last_outcome: dict[str, Any] = field(default_factory=dict)
     traffic: dict[str, dict[str, Any]] = field(default_factory=dict)  # key id -> {"count", "since"}
     handled_reports: list[str] = field(default_factory=list)          # fingerprints of unwrap reports seen
+    reissue_required: bool = False   # tamper seen: an emergency rotation is owed until one is promoted
     version: int = 0
 
     def to_dict(self) -> dict[str, Any]:
