@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench policy-check clean
+.PHONY: install demo dev test test-fast lint bench proof policy-check clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,11 +17,14 @@ install: $(STAMP)            ## create .venv and install the project with its de
 demo: $(STAMP)               ## the main job on the embedded stack (local OpenBao + AWS emulator)
 	$(BIN)/rotation dev demo
 
+dev: $(STAMP)                ## local mail API on loopback (dev gateway + embedded stack); Ctrl-C stops it
+	env -u AWS_ENDPOINT_URL $(BIN)/rotation dev gateway
+
 test: $(STAMP)               ## the whole suite
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)          ## skip the slow-marked tests
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check rotation infra policies tests
@@ -29,8 +32,11 @@ lint: $(STAMP)
 bench: $(STAMP)              ## rotation throughput vs. the bare call sequence and AWS's rate limits
 	$(BIN)/python bench/rotation_bench.py
 
+proof: $(STAMP)              ## zero-downtime proof: 60 s of traffic at 60 req/s while keys rotate and rotators die
+	$(BIN)/python bench/zero_downtime.py --seconds 60 --rate 60 --kills 3
+
 policy-check: $(STAMP)       ## the CrossGuard pack over the infra program, offline (no Pulumi CLI)
-	$(BIN)/python -m policies.check
+	$(BIN)/python -m policies.check --config policies/pack/config/dev.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .dev-stack

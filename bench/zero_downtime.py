@@ -32,10 +32,9 @@ Figures (printed, and as JSON in ``bench/results/zero_downtime.json``):
 * ``rotations`` (by kind, and how many promoted), ``kills``, and the rotator subprocesses' exit
   codes.
 
-The canary in the subprocesses: ``ROTATION_CANARY_URL`` names the gateway. Until the CLI wires
-that setting itself (``Settings.canary_url``), the rotator runs ``rotation.cli.main`` through
-this file's ``_rotation-cli`` entry, which adds the CanaryVerifier to ``build_engine`` — nothing
-else changes. Without the canary, an app can pick up a key the gateway does not know yet.
+The canary in the subprocesses: ``ROTATION_CANARY_URL`` names the gateway, and the CLI adds the
+CanaryVerifier to the test step. Without the canary (``--no-canary``, the control experiment), an
+app can pick up a key the gateway does not accept yet.
 
 Run: ``.venv/bin/python bench/zero_downtime.py --seconds 60 --rate 60 --kills 3``.
 From code (the demo): :func:`run_proof`. Every process and server it starts is stopped at the
@@ -68,29 +67,6 @@ if str(ROOT) not in sys.path:
 CONSUMER_NAMES = ("billing", "crm", "newsletter", "reports", "alerts", "support", "marketing", "ops")
 MESSAGE = {"from": {"email": "alerts@example.com", "name": "Zero downtime"}, "to": ["ops@example.org"],
            "subject": "rotation load test", "text": "hello from the zero-downtime proof"}
-
-
-# -- the rotation CLI, with the canary ----------------------------------------------------------------
-def _rotation_cli(argv: list[str]) -> None:
-    """``rotation <argv>`` with :class:`CanaryVerifier` on ``$ROTATION_CANARY_URL`` added to
-    ``build_engine`` when the settings do not wire a canary themselves. Exits like the CLI."""
-    url = os.environ.get("ROTATION_CANARY_URL")
-    from rotation.settings import Settings
-
-    if url and "canary_url" not in Settings.model_fields:
-        from rotation import app
-        from rotation.canary import CanaryVerifier
-
-        real = app.build_engine
-
-        def build_engine(settings, consumers, **kw):
-            kw["verifiers"] = [*kw.get("verifiers", ()), CanaryVerifier(url)]
-            return real(settings, consumers, **kw)
-
-        app.build_engine = build_engine
-    from rotation.cli import main
-
-    main(args=argv, prog_name="rotation")
 
 
 # -- records ----------------------------------------------------------------------------------------
@@ -310,7 +286,7 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
         # the rotator: real CLI subprocesses
         def cli(kind: str, consumer: str | None, args: list[str], kill_after: float | None = None) -> Rotation:
             rot = Rotation(kind, consumer, time.time())
-            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_rotation-cli", *args], env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "rotation.cli", *args], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     start_new_session=True, cwd=stack.workdir)
             procs.append(proc)
@@ -466,9 +442,6 @@ def _summary(output: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "_rotation-cli":
-        _rotation_cli(argv[1:])
-        return 0
     p = argparse.ArgumentParser(description="Zero-downtime proof: traffic through the dev gateway while keys rotate.")
     p.add_argument("--seconds", type=float, default=60.0, help="traffic duration (s)")
     p.add_argument("--rate", type=float, default=60.0, help="total requests per second (>= 50 for the proof)")

@@ -68,8 +68,14 @@ def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLo
     apigw = ApiGatewayKeys(settings)
     audit = audit or AuditLog(settings.audit_log)
     engine_kwargs.setdefault("targets_for", lambda c: make_targets(c, vault, settings))
+    if settings.traffic_url:
+        from .dev_gateway import DevGatewayTraffic
+        engine_kwargs.setdefault("traffic", DevGatewayTraffic(settings.traffic_url))
     engine_kwargs.setdefault("traffic", ApiGatewayUsage(apigw.client))   # through the rate limiter
     engine_kwargs.setdefault("quota", QuotaCarrier(apigw.client))
+    if settings.canary_url:
+        from .canary import CanaryVerifier
+        engine_kwargs["verifiers"] = [*engine_kwargs.get("verifiers", ()), CanaryVerifier(settings.canary_url)]
     return Engine(consumers, vault, apigw, audit, lease_ttl_seconds=settings.lease_ttl_seconds,
                   verify_timeout_seconds=settings.verify_timeout_seconds, **engine_kwargs)
 

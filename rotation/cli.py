@@ -237,6 +237,16 @@ def dev_demo(grace_seconds: int) -> None:
     raise click.exceptions.Exit(run_demo(grace_seconds=grace_seconds))
 
 
+@dev.command(name="gateway", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                                "help_option_names": []})
+@click.pass_context
+def dev_gateway(ctx: click.Context) -> None:
+    """The local mail API (development and test tool): the real handler behind an API-key
+    gateway on loopback. Options: see `rotation dev gateway --help`."""
+    from .dev_gateway import serve_main
+    raise click.exceptions.Exit(serve_main(ctx.args))
+
+
 @dev.command(name="up")
 @click.option("--consumers-file", "path", type=click.Path(exists=True, dir_okay=False),
               default=str(Path(__file__).resolve().parent.parent / "examples" / "consumers.yaml"), show_default=True)

@@ -34,6 +34,10 @@ apigw_rate_per_second          ROTATION_APIGW_RATE         control-plane calls p
 apigw_burst                    ROTATION_APIGW_BURST        bucket size (AWS: 40)
 apigw_key_writes_per_second    ROTATION_APIGW_KEY_RATE     Create/DeleteApiKey per second (AWS: 5)
 audit_log                      ROTATION_AUDIT_LOG          JSON-lines audit file; stderr when unset
+canary_url                     ROTATION_CANARY_URL         the mail API's ``.../v1/messages``: the test step
+                                                           POSTs an invalid body with the new key there
+traffic_url                    ROTATION_TRAFFIC_URL        dev only: the dev gateway, as the traffic signal
+                                                           for early revoke (default: API Gateway usage)
 =============================  ==========================  =========================================
 
 Validation errors never echo the rejected input (``hide_input_in_errors``; failure case C1),
@@ -116,6 +120,8 @@ class Settings(BaseSettings):
     apigw_key_writes_per_second: float = Field(
         5.0, gt=0, le=5, validation_alias=AliasChoices("ROTATION_APIGW_KEY_RATE", "apigw_key_writes_per_second"))
     audit_log: Path | None = Field(None, validation_alias=AliasChoices("ROTATION_AUDIT_LOG", "audit_log"))
+    canary_url: str | None = Field(None, validation_alias=AliasChoices("ROTATION_CANARY_URL", "canary_url"))
+    traffic_url: str | None = Field(None, validation_alias=AliasChoices("ROTATION_TRAFFIC_URL", "traffic_url"))
 
     @field_validator("vault_addr")
     @classmethod
@@ -138,6 +144,18 @@ class Settings(BaseSettings):
         if parts.scheme == "http" and not is_loopback_url(v):
             raise ValueError("must use https:// (plain http is allowed only on loopback)")
         return v.rstrip("/")
+
+    @field_validator("canary_url", "traffic_url")
+    @classmethod
+    def _https_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be a URL such as https://mail-api.example.com/v1/messages")
+        if parts.scheme == "http" and not is_loopback_url(v):
+            raise ValueError("must use https:// (plain http is allowed only on loopback)")
+        return v
 
     @field_validator("vault_kv_mount")
     @classmethod

@@ -57,10 +57,6 @@ def test_infra_attaches_the_rendered_iam_templates(recorded):
         assert tuple(s["Sid"] for s in render_policy(name, **values)["Statement"]) in sids, name
 
 
-@pytest.mark.xfail(strict=True, reason="infra: sender-function (aws:lambda/function:Function) has no "
-                   "codeSigningConfigArn (CKV_AWS_272, rule lambda-code-signing): add aws.signer.SigningProfile + "
-                   "aws.lambda_.CodeSigningConfig(Enforce), or record a justified suppression in "
-                   "policies/pack/config/dev.json; then remove this marker")
 def test_the_recorded_dev_program_passes_the_whole_pack(recorded):
     config = json.loads(DEV_CONFIG.read_text())
     resources, violations = run_check(lambda: recorded, config)

@@ -239,7 +239,7 @@ def test_serve_main_embedded_stack_for_make_dev(tmp_path):
         assert oct(env_file.stat().st_mode & 0o777) == "0o600"
         assert "targets" not in Path(rot_env["ROTATION_CONSUMERS_FILE"]).read_text()
         assert requests.post(url, json={}, timeout=5).headers["x-amzn-ErrorType"] == "ForbiddenException"
-        r = subprocess.run([sys.executable, str(ROOT / "bench" / "zero_downtime.py"), "_rotation-cli", "run"],
+        r = subprocess.run([sys.executable, "-m", "rotation.cli", "run"],
                            check=False, env={**base, **rot_env}, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "billing: bootstrap ok serial=1" in r.stdout
