@@ -20,14 +20,15 @@ demo: $(STAMP)               ## the main job on the embedded stack (local OpenBa
 dev: $(STAMP)                ## local mail API on loopback (dev gateway + embedded stack); Ctrl-C stops it
 	env -u AWS_ENDPOINT_URL $(BIN)/rotation dev gateway
 
-test: $(STAMP)               ## the whole suite
+test: $(STAMP)               ## lint, then the whole suite
+	$(BIN)/ruff check rotation infra policies tests bench examples
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)          ## skip the slow-marked tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check rotation infra policies tests
+	$(BIN)/ruff check rotation infra policies tests bench examples
 
 bench: $(STAMP)              ## rotation throughput vs. the bare call sequence and AWS's rate limits
 	$(BIN)/python bench/rotation_bench.py

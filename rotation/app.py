@@ -11,7 +11,14 @@ import logging
 import boto3
 
 from .audit import AuditLog
-from .config import Consumer, ConsumersFile, FileTarget, SecretsManagerTargetSpec, SsmParameterTargetSpec, WebhookTarget
+from .config import (
+    Consumer,
+    ConsumersFile,
+    FileTarget,
+    SecretsManagerTargetSpec,
+    SsmParameterTargetSpec,
+    WebhookTarget,
+)
 from .engine import Engine, RunSummary
 from .metrics import key_age_figures, publish
 from .providers.apigateway import ApiGatewayKeys

@@ -19,10 +19,10 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["AuditLog", "Redactor", "REDACTED"]
+__all__ = ["REDACTED", "AuditLog", "Redactor"]
 
 REDACTED = "[REDACTED]"
-_SECRET_FIELD = re.compile(r"(^|_)(value|secret|token|password|api_key|secret_id|signing_secret)$", re.I)
+_SECRET_FIELD = re.compile(r"(^|_)(value|secret|token|password|api_key|secret_id|signing_secret)$", re.IGNORECASE)
 
 
 class Redactor:
@@ -80,7 +80,7 @@ class AuditLog:
     def __init__(self, path: str | Path | None = None, stream: TextIO | None = None,
                  redactor: Redactor = REDACTOR):
         self.redactor = redactor
-        self._file = open(path, "a", encoding="utf-8", buffering=1) if path else None
+        self._file = open(path, "a", encoding="utf-8", buffering=1) if path else None  # noqa: SIM115 - open for the log's life, closed by close()
         out = self._file or stream or sys.stderr
         self.events: list[dict[str, Any]] = []
         self._log = structlog.wrap_logger(

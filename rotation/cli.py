@@ -6,6 +6,7 @@ configuration error (nothing was changed). Output never contains a key value.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -24,7 +25,7 @@ from .settings import Settings, load_settings
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _fail(message: str, code: int) -> "click.exceptions.Exit":
+def _fail(message: str, code: int) -> click.exceptions.Exit:
     click.echo(REDACTOR.scrub(message), err=True)
     return click.exceptions.Exit(code)
 
@@ -93,7 +94,7 @@ def _fmt(td: timedelta) -> str:
 def status(obj: _Ctx, as_json: bool) -> None:
     """Table of consumers: current key, age, next due, any rotation in flight."""
     settings, consumers = obj.load()
-    engine = obj.engine(settings, consumers, audit=AuditLog(stream=open("/dev/null", "w")))
+    engine = obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO()))
     rows = []
     now = utcnow()
     for c, state, journal, d in engine.decisions():
@@ -135,7 +136,7 @@ def plan(obj: _Ctx, emergency: tuple[str, ...], force: tuple[str, ...]) -> None:
     """Show what `run` would do, call by call. Changes nothing."""
     settings, consumers = obj.load()
     _check_names(consumers, emergency + force)
-    engine = obj.engine(settings, consumers, audit=AuditLog(stream=open("/dev/null", "w")))
+    engine = obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO()))
     for c, _state, _journal, d in engine.decisions(force=force, emergency=emergency):
         click.echo(f"{c.name}: {d.rotate if d.rotate != 'none' else 'nothing to rotate'} - {d.reason}")
         for call in calls_for(d, c):

@@ -43,7 +43,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -53,7 +53,12 @@ from .errors import ConfigError
 from .settings import is_loopback_url
 
 __all__ = [
-    "ConsumersFile", "Consumer", "FileTarget", "WebhookTarget", "Target", "load_consumers_file",
+    "Consumer",
+    "ConsumersFile",
+    "FileTarget",
+    "Target",
+    "WebhookTarget",
+    "load_consumers_file",
     "parse_duration",
 ]
 
@@ -70,7 +75,8 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30d, 12h, 90m or a number of seconds")
+        raise ValueError(  # noqa: TRY004 - pydantic turns ValueError into a field error
+"must be a duration such as 30d, 12h, 90m or a number of seconds")
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError("must not be negative")
@@ -170,7 +176,7 @@ class SsmParameterTargetSpec(_Strict):
         return f"ssm:{self.name}"
 
 
-Target = Annotated[Union[FileTarget, WebhookTarget, SecretsManagerTargetSpec, SsmParameterTargetSpec],
+Target = Annotated[FileTarget | WebhookTarget | SecretsManagerTargetSpec | SsmParameterTargetSpec,
                    Field(discriminator="type")]
 
 
@@ -246,7 +252,7 @@ class ConsumersFile(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _resolve(self) -> "ConsumersFile":
+    def _resolve(self) -> ConsumersFile:
         problems = []
         resolved = []
         for i, c in enumerate(self.consumers):

@@ -101,12 +101,13 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                        "VAULT_ROLE_ID": role_id, "VAULT_SECRET_ID": secret_id, "MAIL_API_CONSUMER": "billing"}
             app_log = stack.workdir / "sample-app.log"
             app = None
+            app_out = open(app_log, "w")  # noqa: SIM115 - the app's stdout while it runs; closed below
 
             def cli(*args: str, expect: int = 0) -> None:
                 nonlocal failures
                 print(f"$ rotation {' '.join(args)}", flush=True)
                 r = subprocess.run([sys.executable, "-m", "rotation.cli", *args], env=env, text=True,
-                                   capture_output=True, timeout=120)
+                                   capture_output=True, timeout=120, check=False)
                 out = (r.stdout + r.stderr).rstrip()
                 if out:
                     print("  " + out.replace("\n", "\n  "), flush=True)
@@ -125,7 +126,7 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                 app = subprocess.Popen(
                     [sys.executable, str(REPO / "examples" / "sample_app" / "app.py"), "--url", gw.url,
                      "--interval-ms", "200", "--refresh-seconds", "1"],
-                    env=app_env, stdout=open(app_log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+                    env=app_env, stdout=app_out, stderr=subprocess.STDOUT, start_new_session=True)
                 follow = _AppLog(app_log)
                 time.sleep(2)
                 _banner("the sample app (billing) pulls its key from Vault and sends mail every 200 ms")
@@ -155,14 +156,16 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                 if app is not None:
                     app.terminate()
                     app.wait(10)
+                app_out.close()
             text = app_log.read_text() if app_log.exists() else ""
             forbidden = text.count("HTTP 403")
             accepted = text.count("HTTP 202")
             print(f"\nsample app: {accepted} messages accepted, {forbidden} rejected with 403 "
                   f"(a 403 is possible only in the emergency window, when the leaked key dies at once)")
             mode = oct((workdir / "crm.key").stat().st_mode & 0o777)
-            print(f"crm's sidecar file crm.key: mode {mode}; audit events: "
-                  f"{sum(1 for _ in open(stack.workdir / 'audit.jsonl'))} lines in audit.jsonl (no key values)")
+            events = len((stack.workdir / "audit.jsonl").read_text().splitlines())
+            print(f"crm's sidecar file crm.key: mode {mode}; audit events: {events} lines in audit.jsonl "
+                  "(no key values)")
             apigw = stack.aws_session().client("apigateway", endpoint_url=stack.aws_endpoint)
             keys = apigw.get_api_keys(includeValues=False)["items"]
             print(f"API Gateway now holds {len(keys)} keys, {sum(k['enabled'] for k in keys)} enabled "

@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import boto3
 import hvac
@@ -31,7 +32,7 @@ from policies.vault import consumer_policy_name, render_vault_policy
 
 from .config import ConsumersFile
 
-__all__ = ["EmbeddedStack", "free_port", "bootstrap_vault", "bootstrap_aws", "DevCredentials"]
+__all__ = ["DevCredentials", "EmbeddedStack", "bootstrap_aws", "bootstrap_vault", "free_port"]
 
 DEV_REGION = "us-east-1"
 ROTATOR_ROLE = "mail-api-rotator"
@@ -177,14 +178,14 @@ class EmbeddedStack:
 
     # -- processes ------------------------------------------------------------------------------
     def _spawn(self, args: list[str], logname: str, env: dict[str, str]) -> subprocess.Popen:
-        logf = open(self.workdir / logname, "wb")
+        logf = open(self.workdir / logname, "wb")  # noqa: SIM115 - the server's log while it runs; closed in stop()
         self._logs.append(logf)
         proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True, cwd=self.workdir)
         self._procs.append(proc)
         return proc
 
-    def start(self) -> "EmbeddedStack":
+    def start(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.stop)
         (self.workdir / "audit.hcl").write_text(
@@ -225,7 +226,7 @@ class EmbeddedStack:
         if self._own_dir and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "EmbeddedStack":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -31,22 +31,29 @@ import socket
 import string
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Callable, Iterable
 
 from .audit import REDACTOR, AuditLog
 from .config import Consumer, ConsumersFile
-from .errors import CanaryMisconfigured, CasConflict, LockHeld, PushError, RotationError, VaultError, VerificationFailed
+from .errors import (
+    CanaryMisconfigured,
+    CasConflict,
+    LockHeld,
+    PushError,
+    RotationError,
+    VaultError,
+    VerificationFailed,
+)
 from .planner import Decision, decide
 from .providers.apigateway import TAG_CONSUMER, ApiGatewayKeys
-from .records import KeyRecord, KeyState, RotationRecord, Step, to_iso, utcnow
-from .records import fingerprint, from_iso
+from .records import KeyRecord, KeyState, RotationRecord, Step, fingerprint, from_iso, to_iso, utcnow
 from .targets import Delivery, PushResult, PushTarget
 from .traffic import QuotaCarrier, TrafficSignal
 from .vault import VaultStore
 
-__all__ = ["Engine", "ConsumerOutcome", "RunSummary", "generate_key_value", "KEY_LENGTH"]
+__all__ = ["KEY_LENGTH", "ConsumerOutcome", "Engine", "RunSummary", "generate_key_value"]
 
 KEY_LENGTH = 40  # alphanumerics: about 238 bits from the OS CSPRNG; API Gateway allows 20-128
 _ALPHABET = string.ascii_letters + string.digits
@@ -206,8 +213,8 @@ class Engine:
                     self.vault.release_lease(c.name, latest, last_outcome={
                         "outcome": "failed", "at": to_iso(self.clock()),
                         "detail": REDACTOR.scrub(f"{type(exc).__name__}: {exc}")[:300]})
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
+            except Exception as release_exc:  # noqa: BLE001 - the original error matters more
+                self.audit.emit("lease", "release_failed", consumer=c.name, error=type(release_exc).__name__)
             raise
 
     def _process_locked_inner(self, c: Consumer, journal: RotationRecord, *, force: bool,

@@ -22,8 +22,18 @@ Vault path, AWS operation), never key material.
 from __future__ import annotations
 
 __all__ = [
-    "RotationError", "UsageError", "ConfigError", "VaultError", "CasConflict", "LockHeld",
-    "UnsupportedMount", "AwsError", "PushError", "VerificationFailed", "EmptyKeyValue", "CanaryMisconfigured",
+    "AwsError",
+    "CanaryMisconfigured",
+    "CasConflict",
+    "ConfigError",
+    "EmptyKeyValue",
+    "LockHeld",
+    "PushError",
+    "RotationError",
+    "UnsupportedMount",
+    "UsageError",
+    "VaultError",
+    "VerificationFailed",
 ]
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from .config import Consumer
 from .records import KeyState, RotationRecord, from_iso
 
-__all__ = ["Decision", "decide", "calls_for"]
+__all__ = ["Decision", "calls_for", "decide"]
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,7 @@ def decide(consumer: Consumer, state: KeyState, journal: RotationRecord, now: da
     prev = state.previous
     if prev is not None and prev.disabled_at is None:
         promoted = _age(state.current.promoted_at if state.current else None, now)
-        if emergency or journal.emergency and journal.rotation_id == (state.current.rotation_id if state.current else None):
-            revoke.append(prev.serial)
-        elif promoted is not None and promoted >= consumer.grace_period:
-            revoke.append(prev.serial)
-        elif early_revoke:
+        if emergency or journal.emergency and journal.rotation_id == (state.current.rotation_id if state.current else None) or promoted is not None and promoted >= consumer.grace_period or early_revoke:
             revoke.append(prev.serial)
         else:
             left = consumer.grace_period - (promoted or timedelta(0))
@@ -136,5 +132,5 @@ def _fmt(td: timedelta) -> str:
     s = int(max(td.total_seconds(), 0))
     for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
         if s >= n:
-            return f"{s // n}{unit}{'' if unit == 'm' else ''}"
+            return f"{s // n}{unit}"
     return f"{s}s"

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
-__all__ = ["TokenBucket", "ControlPlaneLimiter"]
+__all__ = ["ControlPlaneLimiter", "TokenBucket"]
 
 
 class TokenBucket:

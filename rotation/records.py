@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-__all__ = ["KeyRecord", "KeyState", "RotationRecord", "Step", "fingerprint", "utcnow", "to_iso", "from_iso"]
+__all__ = ["KeyRecord", "KeyState", "RotationRecord", "Step", "fingerprint", "from_iso", "to_iso", "utcnow"]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def to_iso(dt: datetime | None) -> str | None:
-    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds") if dt else None
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds") if dt else None
 
 
 def from_iso(s: str | None) -> datetime | None:
@@ -76,7 +76,7 @@ class KeyRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "KeyRecord | None":
+    def from_dict(cls, d: dict[str, Any] | None) -> KeyRecord | None:
         if not d:
             return None
         known = {f.name for f in fields(cls)}
@@ -109,7 +109,7 @@ class KeyState:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None, version: int) -> "KeyState":
+    def from_dict(cls, d: dict[str, Any] | None, version: int) -> KeyState:
         d = d or {}
         return cls(
             current=KeyRecord.from_dict(d.get("current")),
@@ -141,7 +141,7 @@ class KeyState:
         out["retired_count"] = str(len(self.retired))
         return out
 
-    def evolve(self, **changes) -> "KeyState":
+    def evolve(self, **changes) -> KeyState:
         return replace(self, **changes)
 
 
@@ -168,7 +168,7 @@ class RotationRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None, version: int) -> "RotationRecord":
+    def from_dict(cls, d: dict[str, Any] | None, version: int) -> RotationRecord:
         d = d or {}
         known = {f.name for f in fields(cls)} - {"version"}
         return cls(**{k: v for k, v in d.items() if k in known}, version=version)
@@ -176,5 +176,5 @@ class RotationRecord:
     def held_by_other(self, owner: str, now: float) -> bool:
         return bool(self.owner) and self.owner != owner and self.lease_expires_at > now
 
-    def evolve(self, **changes) -> "RotationRecord":
+    def evolve(self, **changes) -> RotationRecord:
         return replace(self, **changes)

@@ -17,9 +17,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import schedule
 
@@ -60,7 +60,7 @@ class Daemon:
             self.stats.last_exit_code = code
             if code:
                 self.stats.failures += 1
-        except Exception:  # noqa: BLE001 - one failed run never ends the loop
+        except Exception:
             self.stats.failures += 1
             self.stats.last_exit_code = 1
             log.exception("rotation run failed; the next run stays scheduled")

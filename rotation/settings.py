@@ -57,7 +57,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "is_loopback_url"]
+__all__ = ["Settings", "is_loopback_url", "load_settings"]
 
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
@@ -189,7 +189,7 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _auth_complete(self) -> "Settings":
+    def _auth_complete(self) -> Settings:
         def empty(v) -> bool:
             return v is None or not (v.get_secret_value() if isinstance(v, SecretStr) else v).strip()
 

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import time
 
-__all__ = ["sign", "verify", "SignatureError", "TIMESTAMP_HEADER", "SIGNATURE_HEADER", "IDEMPOTENCY_HEADER"]
+__all__ = ["IDEMPOTENCY_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "SignatureError", "sign", "verify"]
 
 TIMESTAMP_HEADER = "X-Mail-Api-Timestamp"
 SIGNATURE_HEADER = "X-Mail-Api-Signature"

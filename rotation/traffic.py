@@ -17,12 +17,12 @@ Implementations:
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 from .errors import AwsError
 
-__all__ = ["TrafficSignal", "ApiGatewayUsage", "NoTrafficSignal", "QuotaCarrier"]
+__all__ = ["ApiGatewayUsage", "NoTrafficSignal", "QuotaCarrier", "TrafficSignal"]
 
 
 class TrafficSignal(Protocol):
@@ -35,7 +35,7 @@ class NoTrafficSignal:
 
 
 def _today() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def _used_and_remaining(resp: dict, key_id: str) -> tuple[int, int] | None:

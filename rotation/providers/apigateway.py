@@ -19,7 +19,8 @@ AWS facts this module relies on (API Gateway developer guide and API reference):
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -29,7 +30,7 @@ from ..errors import AwsError, EmptyKeyValue
 from ..ratelimit import ControlPlaneLimiter
 from ..settings import Settings
 
-__all__ = ["ApiGatewayKeys", "TAG_MANAGED_BY", "TAG_STACK", "TAG_CONSUMER", "TAG_SERIAL", "TAG_ROTATION"]
+__all__ = ["TAG_CONSUMER", "TAG_MANAGED_BY", "TAG_ROTATION", "TAG_SERIAL", "TAG_STACK", "ApiGatewayKeys"]
 
 TAG_MANAGED_BY = "managed-by"
 TAG_STACK = "secure-mail-api:stack"

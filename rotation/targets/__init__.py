@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["PushResult", "PushTarget", "Delivery"]
+__all__ = ["Delivery", "PushResult", "PushTarget"]
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import requests
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
-from tenacity import wait_random_exponential
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from ..audit import REDACTOR
 from ..config import WebhookTarget
@@ -59,7 +65,7 @@ class SignedWebhookTarget:
         if info is None or info.get("creation_path") != "sys/wrapping/wrap":
             return PushResult(self.target_id, False, "wrapping token failed its lookup right after wrapping "
                                                      "(tamper suspected); not sent")
-        expires_at = (datetime.now(timezone.utc) + timedelta(seconds=self.wrap_ttl)).isoformat(timespec="milliseconds")
+        expires_at = (datetime.now(UTC) + timedelta(seconds=self.wrap_ttl)).isoformat(timespec="milliseconds")
         body = json.dumps({
             "consumer": delivery.consumer, "serial": delivery.serial, "rotation_id": delivery.rotation_id,
             "key_id": delivery.key_id, "fingerprint": delivery.fingerprint,

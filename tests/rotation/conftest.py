@@ -3,13 +3,13 @@ by the same bootstrap as the demo; helpers to build engines and to check the inv
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from rotation.app import make_targets
 from rotation.audit import AuditLog
 from rotation.config import ConsumersFile
 from rotation.dev import DevCredentials, EmbeddedStack
@@ -18,7 +18,6 @@ from rotation.providers.apigateway import ApiGatewayKeys
 from rotation.ratelimit import ControlPlaneLimiter
 from rotation.settings import Settings
 from rotation.vault import VaultStore
-from rotation.app import make_targets
 
 
 def consumers_file(tmp: Path, names=("billing", "crm", "newsletter"), **defaults) -> ConsumersFile:
@@ -38,7 +37,7 @@ class FakeClock:
     """A settable UTC clock for the engine (grace and retention without sleeping)."""
 
     def __init__(self):
-        self.now = datetime.now(timezone.utc)
+        self.now = datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now

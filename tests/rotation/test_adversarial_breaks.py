@@ -4,7 +4,6 @@ out to break the engine, and is now a regression test of its fix."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 

@@ -104,7 +104,7 @@ def _run(env_vars, tmp, text, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "AWS_", "ROTATION_"))}
     env.update(env_vars)
     return subprocess.run([sys.executable, "-m", "rotation.cli", "--consumers", str(f), *args],
-                          env=env, text=True, capture_output=True, timeout=60)
+                          env=env, text=True, capture_output=True, timeout=60, check=False)
 
 
 @pytest.mark.parametrize("text,field", [(t, f) for _, t, f in BAD_FILES], ids=[i for i, _, _ in BAD_FILES])
@@ -130,7 +130,7 @@ def test_bad_setting_exits_2_names_the_variable_changes_nothing(live, overrides,
 
 
 def test_missing_consumers_file_is_a_usage_error(live, tmp_path):
-    stack, env_vars, _ = live
+    _, env_vars, _ = live
     r = subprocess.run([sys.executable, "-m", "rotation.cli", "--consumers", str(tmp_path / "nope.yaml"), "run"],
-                       env={**os.environ, **env_vars}, text=True, capture_output=True, timeout=60)
+                       env={**os.environ, **env_vars}, text=True, capture_output=True, timeout=60, check=False)
     assert r.returncode == 2 and "does not exist" in r.stderr

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import hvac
 import pytest
 
 from .conftest import assert_invariants
@@ -20,7 +19,7 @@ def cli(env, *args, extra_env=None, timeout=120):
     e = {**os.environ, "ROTATION_CONSUMERS_FILE": str(env.tmp / "consumers.yaml"),
          "ROTATION_AUDIT_LOG": str(env.tmp / "audit.jsonl"), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "rotation.cli", *args], env=e, text=True,
-                          capture_output=True, timeout=timeout)
+                          capture_output=True, timeout=timeout, check=False)
 
 
 @pytest.fixture
@@ -101,7 +100,8 @@ def test_canary_secrets_never_appear_in_output_logs_audit_or_errors(env, cfile, 
     values = []
     for c in env.consumers.consumers:
         for v in root.secrets.kv.v2.read_secret_metadata(path=f"mail-api/keys/{c.name}")["data"]["versions"]:
-            data = root.secrets.kv.v2.read_secret_version(path=f"mail-api/keys/{c.name}", version=int(v))["data"]["data"]
+            data = root.secrets.kv.v2.read_secret_version(path=f"mail-api/keys/{c.name}", version=int(v),
+                                                        raise_on_deleted_version=True)["data"]["data"]
             values += [r["value"] for r in [data.get("current"), data.get("previous"), data.get("pending"),
                                             *data.get("retired", [])] if r]
     assert len(set(values)) >= 4

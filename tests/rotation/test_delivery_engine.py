@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import boto3
 import hvac
@@ -103,7 +104,7 @@ def test_quota_carry_over_reads_old_remaining_and_sets_it_on_the_new_key():
     """GetUsage/UpdateUsage: moto answers neither, so botocore's Stubber checks the requests
     against the service model."""
     client, stub = _stubbed_apigw()
-    today = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     stub.add_response("get_usage", {"usagePlanId": "plan1", "startDate": today, "endDate": today,
                                     "items": {"old": [[800, 200]]}},
                       {"usagePlanId": "plan1", "keyId": "old", "startDate": today, "endDate": today})
@@ -156,9 +157,9 @@ class Interceptor(BaseHTTPRequestHandler):
 
     vault_addr = ""
     upstream = ""
-    stolen: list = []
+    stolen: ClassVar[list] = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         import requests
         body = self.rfile.read(int(self.headers["Content-Length"]))
         token = json.loads(body)["wrap_token"]

@@ -10,7 +10,6 @@ import threading
 import pytest
 
 from rotation.errors import VerificationFailed
-from rotation.records import Step
 from rotation.settings import Settings
 from rotation.targets import PushResult
 
@@ -152,6 +151,7 @@ def test_resume_after_crash_at_each_step_boundary(env, boundary):
     # a fresh runner (another owner) never steals a live lease, and takes over a stale one
     done = boundary == "promoted"  # the rotation was complete: nothing left to resume
     import time
+
     from rotation.vault import VaultStore
     expires = VaultStore(env.settings).read_rotation("billing").lease_expires_at
     locked = env.engine().run(only=["billing"]).outcomes[0]

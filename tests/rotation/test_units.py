@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,7 +17,7 @@ from rotation.scheduler import Daemon
 from rotation.settings import Settings, load_settings
 from rotation.signing import SignatureError, sign, verify
 
-NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 C = Consumer(name="billing", tier="standard", max_age=timedelta(days=30), grace_period=timedelta(hours=1),
              retention=timedelta(days=1))
 
