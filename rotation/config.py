@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.functional_validators import BeforeValidator
 
 from .errors import ConfigError
-from .settings import is_loopback_url
+from .settings import check_service_url
 
 __all__ = [
     "Consumer",
@@ -129,11 +129,8 @@ class WebhookTarget(_Strict):
     def _https(cls, v: str) -> str:
         from urllib.parse import urlsplit
 
+        check_service_url(v, "https://app.internal/hooks/mail-api-key")
         parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be a URL such as https://app.internal/hooks/mail-api-key")
-        if parts.scheme == "http" and not is_loopback_url(v):
-            raise ValueError("must use https:// (plain http is allowed only on loopback)")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials in the URL; the signing secret lives in Vault")
         return v

@@ -73,8 +73,18 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-def _env(name: str):
-    return Field(validation_alias=AliasChoices(name, name.lower()))
+def check_service_url(url: str, example: str) -> str:
+    """Return ``url`` if it is an https URL, or an http URL on loopback (the dev stack).
+
+    Raises ``ValueError`` naming the fix, with ``example`` as a well-formed value (pydantic turns
+    it into a field error). TLS on every channel: mission.md, "Encryption in transit".
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"must be a URL such as {example}")
+    if parts.scheme == "http" and not is_loopback_url(url):
+        raise ValueError("must use https:// (plain http is allowed only on loopback, for the dev stack)")
+    return url
 
 
 class Settings(BaseSettings):
@@ -125,37 +135,18 @@ class Settings(BaseSettings):
 
     @field_validator("vault_addr")
     @classmethod
-    def _https_only(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("must be a URL such as https://vault.example.com:8200")
-        if parts.scheme == "http" and not is_loopback_url(v):
-            raise ValueError("must use https:// (plain http is allowed only on loopback, for the dev stack)")
-        return v.rstrip("/")
+    def _vault_addr(cls, v: str) -> str:
+        return check_service_url(v, "https://vault.example.com:8200").rstrip("/")
 
     @field_validator("aws_endpoint_url")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
-        parts = urlsplit(v)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("must be a URL such as http://127.0.0.1:5000 (emulators only)")
-        if parts.scheme == "http" and not is_loopback_url(v):
-            raise ValueError("must use https:// (plain http is allowed only on loopback)")
-        return v.rstrip("/")
+        return check_service_url(v, "http://127.0.0.1:5000 (emulators only)").rstrip("/") if v else None
 
     @field_validator("canary_url", "traffic_url")
     @classmethod
-    def _https_url(cls, v: str | None) -> str | None:
-        if not v:
-            return None
-        parts = urlsplit(v)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("must be a URL such as https://mail-api.example.com/v1/messages")
-        if parts.scheme == "http" and not is_loopback_url(v):
-            raise ValueError("must use https:// (plain http is allowed only on loopback)")
-        return v
+    def _dev_urls(cls, v: str | None) -> str | None:
+        return check_service_url(v, "https://mail-api.example.com/v1/messages") if v else None
 
     @field_validator("vault_kv_mount")
     @classmethod
