@@ -145,3 +145,33 @@ def test_schedule_daemon_runs_then_stops_gracefully_on_sigterm(env, cfile):
 def test_wrong_vault_token_fails_cleanly(env, cfile):
     r = cli(env, "status", extra_env={"VAULT_AUTH_METHOD": "token", "VAULT_TOKEN": "s.not-a-real-token"})
     assert r.returncode == 1 and "permission denied" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_publishes_rotation_metrics_to_cloudwatch(env, cfile):
+    from rotation import metrics
+    assert cli(env, "run").returncode == 0
+    cw = env.stack.aws_session().client("cloudwatch", endpoint_url=env.stack.aws_endpoint)
+    names = {m["MetricName"] for m in cw.list_metrics(Namespace=metrics.NAMESPACE)["Metrics"]}
+    assert names == {metrics.ROTATION_SUCCEEDED, metrics.ROTATION_FAILED, metrics.OLDEST_KEY_AGE_SECONDS,
+                     metrics.KEYS_OVER_MAX_AGE}
+    import datetime as dt
+    now = dt.datetime.now(dt.UTC)
+    stats = cw.get_metric_statistics(Namespace=metrics.NAMESPACE, MetricName=metrics.ROTATION_SUCCEEDED,
+                                     Dimensions=[{"Name": "Stack", "Value": "dev"}], StartTime=now - dt.timedelta(hours=1),
+                                     EndTime=now + dt.timedelta(minutes=5), Period=3600, Statistics=["Sum"])
+    assert sum(p["Sum"] for p in stats["Datapoints"]) == 3      # three first keys
+
+
+def test_lambda_handler_runs_one_rotation_and_fails_the_invocation_on_a_failed_consumer(env, cfile, monkeypatch):
+    from rotation.aws_lambda import RotationFailed, handler
+    monkeypatch.setenv("ROTATION_CONSUMERS_FILE", str(cfile))
+    result = handler({}, None)
+    assert result["consumers"] == 3 and result["failed"] == 0
+    assert {o["outcome"] for o in result["outcomes"]} == {"ok"}
+    result = handler({"force": ["crm"], "only": ["crm"]}, None)
+    assert result["outcomes"] == [{"consumer": "crm", "action": "rotate", "outcome": "ok", "serial": 2}]
+    cfile.write_text(cfile.read_text().replace("secure-mail-api-dev-premium", "no-such-plan"))
+    with pytest.raises(RotationFailed, match="billing"):
+        handler({"force": ["billing"], "only": ["billing"]}, None)
+    with pytest.raises(ValueError, match="event.force"):
+        handler({"force": "billing"}, None)
