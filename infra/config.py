@@ -8,14 +8,17 @@ program as strings (structured values as JSON), namespaced ``secure-mail-api:<ke
 
 A bad value raises :class:`ConfigError` *before any resource is declared*; the message names the
 full config key (``secure-mail-api:waf.ipRateLimit``) and, for enumerations, the allowed values.
-Config values are never echoed in errors for keys listed in ``secret_keys``.
+Config values are never echoed in errors for keys listed in ``secret_keys``. Only the keys of
+:data:`SECRET_KEYS` may be secret config; the program keeps them secret end to end.
 
 Public API::
 
     PROJECT                      "secure-mail-api"
     DEV_STACK_FILE               pathlib.Path of Pulumi.dev.yaml
     ConfigError(ValueError)      .errors: list[str], one "<key>: <reason>" per problem
-    StackConfig, WafConfig, UsagePlanTier, CognitoConfig    pydantic models
+    StackConfig, WafConfig, UsagePlanTier, CognitoConfig, RotationScheduleConfig    pydantic models
+    SECRET_KEYS                  the only config keys that may (and should) be stored as secrets
+    DEV_SECRET_STANDINS          planted stand-ins for the ``secure:`` values of Pulumi.dev.yaml
     dev_stack_config() -> dict[str, str]
     parse_stack_config(values: Mapping[str, str], secret_keys=()) -> StackConfig
     load_stack_config() -> StackConfig            (inside a Pulumi program / under mocks)
@@ -28,6 +31,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -36,6 +40,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -43,14 +48,17 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "DEV_SECRET_STANDINS",
     "DEV_STACK_FILE",
     "LOG_RETENTION_DAYS",
     "PROJECT",
     "QUOTA_PERIODS",
+    "SECRET_KEYS",
     "TLS_POLICIES",
     "WAF_EVALUATION_WINDOWS",
     "CognitoConfig",
     "ConfigError",
+    "RotationScheduleConfig",
     "StackConfig",
     "UsagePlanTier",
     "WafConfig",
@@ -60,7 +68,25 @@ __all__ = [
 ]
 
 PROJECT = "secure-mail-api"
-DEV_STACK_FILE = Path(__file__).resolve().parent.parent / "Pulumi.dev.yaml"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_STACK_FILE = REPO_ROOT / "Pulumi.dev.yaml"
+
+#: The only config keys that may be stored as secrets (``pulumi config set --secret``); every other
+#: key is refused when it is a secret (see :func:`parse_stack_config`).
+#:
+#: ``rotationVaultSecretId`` is the Vault AppRole secret id of the scheduled rotator Lambda
+#: (``rotationSchedule``). It is a credential, so it must never sit in Pulumi.<stack>.yaml or in the
+#: state in plain text (failure case P4). The program reads it only as a secret Output
+#: (``pulumi.Output.secret``, whether or not the stack stored it with ``--secret``), writes it only
+#: into a CMK-encrypted Secrets Manager secret (the state keeps it encrypted), and the function
+#: reads it from there at run time; it is never in the function's environment, an output or an
+#: error message. Store it with ``pulumi config set --secret rotationVaultSecretId <secret id>``.
+SECRET_KEYS = frozenset({f"{PROJECT}:rotationVaultSecretId"})
+
+#: Planted stand-ins that :func:`dev_stack_config` returns for the ``secure:`` values of
+#: Pulumi.dev.yaml (their ciphertext needs the stack's secrets provider, which offline runs do not
+#: have). Tests assert the stand-in never appears in plain text in any recorded resource input.
+DEV_SECRET_STANDINS = {f"{PROJECT}:rotationVaultSecretId": "planted-vault-secret-id-7d3e9b1c-not-real"}
 
 #: Enhanced TLS policies for a REGIONAL REST API and custom domain that pass Security Hub
 #: APIGateway.11 (baseline.md §0.1). ``TLS_1_2`` and ``TLS_1_0`` fail that control; the two
@@ -87,6 +113,11 @@ _ACM_ARN_RE = re.compile(
     r"^arn:aws[a-z-]*:acm:(?P<region>[a-z0-9-]+):\d{12}:certificate/[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$"
 )
 _LAYER_ARN_RE = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]{1,140}:\d+$")
+#: EventBridge Scheduler recurring expressions: ``rate(<n> <unit>)`` (singular unit for 1) or
+#: ``cron(<minutes> <hours> <day-of-month> <month> <day-of-week> <year>)``.
+_RATE_RE = re.compile(r"^rate\((?:1 (?:minute|hour|day)|(?:[2-9]|[1-9]\d+) (?:minutes|hours|days))\)$")
+_CRON_RE = re.compile(r"^cron\([^\s()]+(?: [^\s()]+){5}\)$")
+_CONSUMERS_FILE_RE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9_./-]+\.ya?ml$")
 _IAM_PRINCIPAL_RE = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(root|role/[\w+=,.@/-]+|user/[\w+=,.@/-]+)$")
 
 
@@ -180,6 +211,74 @@ class CognitoConfig(_Model):
         return self
 
 
+def _layer_arns(value: list[str]) -> list[str]:
+    for arn in value:
+        if not _LAYER_ARN_RE.match(arn):
+            raise ValueError(f"{arn!r} is not a versioned Lambda layer ARN 'arn:aws:lambda:<region>:<account>:layer:<name>:<version>'")
+    return value
+
+
+class RotationScheduleConfig(_Model):
+    """Optional scheduled rotator: ``rotation.aws_lambda`` as a Lambda run by EventBridge Scheduler.
+
+    The Vault AppRole *secret id* is not here: it is the secret config key ``rotationVaultSecretId``
+    (see :data:`SECRET_KEYS`).
+    """
+
+    enabled: bool = False
+    #: EventBridge Scheduler expression, ``rate(...)`` or ``cron(...)`` (UTC).
+    schedule_expression: str = "rate(1 hour)"
+    #: Vault address the function logs in to (https only: a Lambda has no loopback Vault).
+    vault_addr: str | None = None
+    #: AppRole role id (an identifier, not a credential; the secret id is ``rotationVaultSecretId``).
+    vault_role_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,256}$")
+    #: KV v2 mount and path prefix (``VAULT_KV_MOUNT`` / ``VAULT_KV_PREFIX``).
+    vault_kv_mount: str = Field("secret", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    vault_kv_prefix: str = Field("mail-api", pattern=r"^[a-z0-9][a-z0-9-]{0,62}(/[a-z0-9][a-z0-9-]{0,62})*$")
+    #: Consumers file bundled into the function package, relative to the repository root.
+    consumers_file: str = "examples/consumers.yaml"
+    #: Lambda layer ARNs providing the rotation code's third-party imports (hvac, pydantic,
+    #: pydantic-settings, PyYAML, requests...).
+    layers: Annotated[list[str], AfterValidator(_layer_arns)] = Field(default_factory=list, max_length=5)
+
+    @field_validator("schedule_expression")
+    @classmethod
+    def _expression(cls, value: str) -> str:
+        if not (_RATE_RE.match(value) or _CRON_RE.match(value)):
+            raise ValueError("must be an EventBridge Scheduler expression 'rate(<n> minute(s)|hour(s)|day(s))' "
+                             "or 'cron(<min> <hour> <day-of-month> <month> <day-of-week> <year>)'")
+        return value
+
+    @field_validator("vault_addr")
+    @classmethod
+    def _vault_addr(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+            raise ValueError("must be an https:// URL such as https://vault.example.com:8200")
+        return value.rstrip("/")
+
+    @field_validator("consumers_file")
+    @classmethod
+    def _consumers_file(cls, value: str) -> str:
+        if not _CONSUMERS_FILE_RE.match(value):
+            raise ValueError("must be a relative .yaml/.yml path inside the repository, e.g. examples/consumers.yaml")
+        return value
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> RotationScheduleConfig:
+        if not self.enabled:
+            return self
+        if not self.vault_addr:
+            raise ValueError("vaultAddr is required when enabled is true")
+        if not self.vault_role_id:
+            raise ValueError("vaultRoleId is required when enabled is true")
+        if not (REPO_ROOT / self.consumers_file).is_file():
+            raise ValueError(f"consumersFile {self.consumers_file} does not exist in the repository")
+        return self
+
+
 class StackConfig(_Model):
     """The whole validated stack config. Field aliases are the camelCase config keys."""
 
@@ -214,6 +313,10 @@ class StackConfig(_Model):
     lambda_layers: list[str] = Field(default_factory=list, max_length=5)
     #: IAM principals allowed to assume the rotation role; empty = this account's root.
     rotator_trusted_principals: list[str] = []
+    #: Optional scheduled rotator (Lambda + EventBridge Scheduler), off by default.
+    rotation_schedule: RotationScheduleConfig = RotationScheduleConfig()
+    #: Vault AppRole secret id of the scheduled rotator: secret config only (see SECRET_KEYS).
+    rotation_vault_secret_id: SecretStr | None = None
     #: DynamoDB message-record retention via TTL attribute ``expires_at`` is enforced by the app.
     tags: dict[str, str] = {}
 
@@ -244,10 +347,7 @@ class StackConfig(_Model):
     @field_validator("lambda_layers")
     @classmethod
     def _layers(cls, value: list[str]) -> list[str]:
-        for arn in value:
-            if not _LAYER_ARN_RE.match(arn):
-                raise ValueError(f"{arn!r} is not a versioned Lambda layer ARN 'arn:aws:lambda:<region>:<account>:layer:<name>:<version>'")
-        return value
+        return _layer_arns(value)
 
     @field_validator("rotator_trusted_principals")
     @classmethod
@@ -267,6 +367,10 @@ class StackConfig(_Model):
             )
         if self.integration_timeout_ms < self.lambda_timeout_seconds * 1000 and self.integration_timeout_ms < 29000:
             raise ValueError("integrationTimeoutMs must cover lambdaTimeoutSeconds (or be 29000)")
+        secret_id = self.rotation_vault_secret_id
+        if self.rotation_schedule.enabled and (secret_id is None or not secret_id.get_secret_value().strip()):
+            raise ValueError("rotationVaultSecretId is required when rotationSchedule.enabled is true "
+                             "(pulumi config set --secret rotationVaultSecretId <AppRole secret id>)")
         return self
 
     @property
@@ -279,7 +383,7 @@ class StackConfig(_Model):
         return f"{self.mail_from_subdomain}.{self.sender_domain}"
 
 
-_STRUCTURED = {"waf", "usagePlans", "cognito", "rotatorTrustedPrincipals", "lambdaLayers", "tags"}
+_STRUCTURED = {"waf", "usagePlans", "cognito", "rotatorTrustedPrincipals", "lambdaLayers", "rotationSchedule", "tags"}
 
 
 def _key_for(loc: tuple[Any, ...]) -> str:
@@ -295,12 +399,13 @@ def parse_stack_config(
 ) -> StackConfig:
     """Validate raw stack config (``{"secure-mail-api:<key>": "<string or JSON>", "aws:region": ...}``).
 
-    Structured keys (waf, usagePlans, cognito, rotatorTrustedPrincipals, lambdaLayers, tags) hold JSON text, as
-    Pulumi passes them. Keys of another namespace than ``secure-mail-api`` and ``aws:region`` are
-    ignored. Raises :class:`ConfigError` naming every bad key; values of ``secret_keys`` are never
-    included in the message.
+    Structured keys (waf, usagePlans, cognito, rotatorTrustedPrincipals, lambdaLayers, rotationSchedule, tags)
+    hold JSON text, as Pulumi passes them. Keys of another namespace than ``secure-mail-api`` and
+    ``aws:region`` are ignored. A key in ``secret_keys`` is refused unless it is one of
+    :data:`SECRET_KEYS`. Raises :class:`ConfigError` naming every bad key; values of
+    ``secret_keys`` and :data:`SECRET_KEYS` are never included in the message.
     """
-    secret = set(secret_keys)
+    secret = set(secret_keys) | SECRET_KEYS
     raw: dict[str, Any] = {}
     errors: list[str] = []
     for full_key, text in values.items():
@@ -317,11 +422,11 @@ def parse_stack_config(
             raw[key] = json.loads(text) if isinstance(text, str) else text
         except json.JSONDecodeError:
             errors.append(f"{full_key}: must be structured config (JSON object/list)")
-    for full_key in sorted(secret):
+    for full_key in sorted(secret - SECRET_KEYS):
         if full_key.startswith(f"{PROJECT}:") or full_key == "aws:region":
-            # No key of this program is a secret: a secret value would be copied into resource
-            # inputs, hence into the state, in plain text (failure case P4).
-            errors.append(f"{full_key}: is stored as a secret, but this program has no secret config "
+            # Only SECRET_KEYS are handled as secrets: any other secret value would be copied into
+            # resource inputs, hence into the state, in plain text (failure case P4).
+            errors.append(f"{full_key}: is stored as a secret, but this program reads it as plain config "
                           "and would write it to the state in plain text; store it as plain config")
     if errors:
         raise ConfigError(errors)
@@ -352,12 +457,15 @@ def dev_stack_config(path: Path = DEV_STACK_FILE) -> dict[str, str]:
     """Load ``Pulumi.dev.yaml``'s ``config:`` as the ``dict[str, str]`` Pulumi would pass.
 
     Scalars become strings (``true``, ``365``), maps and lists become JSON text. Encrypted
-    (``secure:``) values are skipped: they need the stack's secrets provider.
+    (``secure:``) values need the stack's secrets provider: those of :data:`SECRET_KEYS` are
+    replaced by their planted stand-in (:data:`DEV_SECRET_STANDINS`), any other is skipped.
     """
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     out: dict[str, str] = {}
     for key, value in (doc.get("config") or {}).items():
         if isinstance(value, dict) and set(value) == {"secure"}:
+            if key in DEV_SECRET_STANDINS:
+                out[key] = DEV_SECRET_STANDINS[key]
             continue
         out[key] = _to_config_string(value)
     return out

@@ -1,7 +1,7 @@
 """Stack output names: constants shared by the program, the tests and the rotation engine's docs.
 
 None of these outputs holds a secret (failure case P4): no API key value (Pulumi never creates
-keys) and no Cognito client secret.
+keys), no Cognito client secret and no Vault AppRole secret id.
 """
 
 API_URL = "apiBaseUrl"                    #: https://<apiDomain> ; the API is POST /v1/messages
@@ -18,6 +18,8 @@ DOMAIN_TARGET = "domainRegionalTarget"    #: create a DNS alias/CNAME of apiDoma
 DKIM_TOKENS = "sesDkimTokens"            #: publish <token>._domainkey.<senderDomain> CNAMEs
 TOKEN_URL = "oauthTokenUrl"               #: Cognito token endpoint (only when cognito.enabled)
 OAUTH_CLIENT_ID = "oauthClientId"         #: Cognito app client id (only when cognito.enabled)
+ROTATOR_FUNCTION_NAME = "rotatorFunctionName"  #: scheduled rotator Lambda (only when rotationSchedule.enabled)
 
 ALL = (API_URL, USAGE_PLAN_IDS, KMS_KEY_ARN, AUDIT_KMS_KEY_ARN, ALARM_TOPIC_ARN, ARCHIVE_BUCKET, TABLE_NAME,
-       ROTATOR_ROLE_ARN, REST_API_ID, STAGE_NAME, DOMAIN_TARGET, DKIM_TOKENS, TOKEN_URL, OAUTH_CLIENT_ID)
+       ROTATOR_ROLE_ARN, REST_API_ID, STAGE_NAME, DOMAIN_TARGET, DKIM_TOKENS, TOKEN_URL, OAUTH_CLIENT_ID,
+       ROTATOR_FUNCTION_NAME)

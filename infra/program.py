@@ -19,7 +19,7 @@ from infra.components.email import Email, EmailArgs
 from infra.components.encryption import Encryption, EncryptionArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
 from infra.components.oauth import OAuth, OAuthArgs
-from infra.components.rotator import RotatorAccess, RotatorAccessArgs
+from infra.components.rotator import RotatorAccess, RotatorAccessArgs, ScheduledRotator, ScheduledRotatorArgs
 from infra.components.sender import Sender, SenderArgs
 from infra.components.storage import Storage, StorageArgs
 from infra.components.waf import Waf, WafArgs
@@ -41,6 +41,7 @@ class MailApiStack:
     monitoring: Monitoring
     rotator: RotatorAccess
     oauth: OAuth | None = None
+    scheduled_rotator: ScheduledRotator | None = None
     exports: dict[str, pulumi.Output] = field(default_factory=dict)
 
 
@@ -109,6 +110,17 @@ def main(config: StackConfig | None = None) -> MailApiStack:
     rotator = RotatorAccess("rotator", RotatorAccessArgs(
         prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id,
         kms_key_arn=encryption.data_key.arn, trusted_principals=cfg.rotator_trusted_principals, tags=tags))
+    scheduled_rotator = None
+    if cfg.rotation_schedule.enabled:
+        # The AppRole secret id is read only as a secret Output (P4), whether or not it was stored
+        # with --secret; the config validator guarantees it is set when the schedule is enabled.
+        secret_id = pulumi.Output.secret(cfg.rotation_vault_secret_id.get_secret_value())  # type: ignore[union-attr]
+        scheduled_rotator = ScheduledRotator("scheduled-rotator", ScheduledRotatorArgs(
+            prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id,
+            schedule=cfg.rotation_schedule, vault_secret_id=secret_id, data_key_arn=encryption.data_key.arn,
+            audit_key_arn=encryption.audit_key.arn, dlq_arn=storage.dlq.arn, alarm_topic_arn=monitoring.topic.arn,
+            log_retention_days=cfg.log_retention_days, canary_url=api.base_url.apply(lambda u: f"{u}/v1/messages"),
+            tags=tags))
 
     exports: dict[str, pulumi.Output] = {
         out.API_URL: api.base_url,
@@ -127,8 +139,10 @@ def main(config: StackConfig | None = None) -> MailApiStack:
     if oauth is not None:
         exports[out.TOKEN_URL] = oauth.token_url
         exports[out.OAUTH_CLIENT_ID] = oauth.client.id
+    if scheduled_rotator is not None:
+        exports[out.ROTATOR_FUNCTION_NAME] = scheduled_rotator.function.name
     for key, value in exports.items():
         pulumi.export(key, value)
     return MailApiStack(config=cfg, encryption=encryption, storage=storage, audit=audit, email=email,
                         sender=sender, api=api, waf=waf, monitoring=monitoring, rotator=rotator, oauth=oauth,
-                        exports=exports)
+                        scheduled_rotator=scheduled_rotator, exports=exports)

@@ -40,6 +40,8 @@ def component_urns(run: ProgramRun) -> list[pulumi.Output[str]]:
     comps = [s.encryption, s.storage, s.audit, s.email, s.sender, s.api, s.waf, s.monitoring, s.rotator]
     if s.oauth is not None:
         comps.append(s.oauth)
+    if s.scheduled_rotator is not None:
+        comps.append(s.scheduled_rotator)
     return [c.urn for c in comps]
 
 

@@ -15,9 +15,10 @@ import sys
 import pulumi
 import pulumi_aws as aws
 import pytest
+from pulumi.runtime.rpc import is_rpc_secret
 
 from infra import outputs as out
-from infra.config import dev_stack_config
+from infra.config import DEV_SECRET_STANDINS, PROJECT, dev_stack_config
 from infra.mocks import RecordingMocks, record_program, run_program
 
 
@@ -99,6 +100,20 @@ SECRET_PATTERNS = [
 ]
 
 
+def _plain_strings(value):
+    """Strings of ``value`` outside Pulumi secret wrappers (what the state would hold in clear)."""
+    if is_rpc_secret(value):
+        return
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _plain_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _plain_strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
 def _strings(value):
     if isinstance(value, dict):
         for v in value.values():
@@ -113,16 +128,23 @@ def _strings(value):
 @pulumi.runtime.test
 def test_p4_no_plain_text_secret_in_recorded_resources_or_outputs(dev_run, h):
     """P4: no API key or usage-plan key resource, no secret-looking value in any input, the Lambda
-    environment holds only names, and no stack output carries the client secret or is a secret."""
+    environment holds only names, and no stack output carries the client secret or is a secret.
+    The one secret value the program stores (the scheduled rotator's Vault AppRole secret id, a
+    planted stand-in here) is in exactly one SecretVersion and only inside a secret wrapper."""
+    planted = DEV_SECRET_STANDINS[f"{PROJECT}:rotationVaultSecretId"]
 
     def check(resources):
         assert not [r for r in resources if r.typ in ("aws:apigateway/apiKey:ApiKey",
                                                       "aws:apigateway/usagePlanKey:UsagePlanKey",
-                                                      "aws:secretsmanager/secretVersion:SecretVersion",
                                                       "aws:ssm/parameter:Parameter")]
+        versions = [r for r in resources if r.typ == "aws:secretsmanager/secretVersion:SecretVersion"]
+        assert [r.name for r in versions] == ["scheduled-rotator-vault-secret-id-version"]
+        assert is_rpc_secret(versions[0].inputs["secretString"])
         for r in resources:
             for s in _strings(r.inputs):
                 assert not any(p.search(s) for p in SECRET_PATTERNS), (r.typ, r.name)
+            assert not any(planted in s for s in _plain_strings(r.inputs)), (r.typ, r.name)
+        assert planted not in json.dumps(dev_run.exports, default=str)
         for value in dev_run.exports.values():
             for s in _strings(value):
                 assert not any(p.search(s) for p in SECRET_PATTERNS)
@@ -150,8 +172,9 @@ def test_p4_cognito_client_secret_is_marked_secret_and_never_exported(monkeypatc
 
 
 def test_p4_secret_config_is_refused_not_copied_to_state():
-    """P4: this program has no secret config; a key stored as a secret would be copied in plain
-    text into resource inputs, so it is refused (naming the key) before any resource exists."""
+    """P4: apart from rotationVaultSecretId, this program reads config as plain values; any other key
+    stored as a secret would be copied in plain text into resource inputs, so it is refused
+    (naming the key) before any resource exists."""
     from infra.config import ConfigError
 
     mocks = RecordingMocks()

@@ -1,0 +1,438 @@
+"""The optional scheduled rotator (stack config ``rotationSchedule``): architecture.md "At scale".
+
+EventBridge Scheduler -> Lambda (``rotation.aws_lambda.handler`` through the package's entry
+module) -> alarm on Errors; baseline.md §1.7 for the function; P4 for the Vault AppRole secret id
+(secret config ``rotationVaultSecretId``, planted stand-in in offline runs). The dev stack
+(Pulumi.dev.yaml) enables it, so ``dev_run`` is the "enabled" run. Every mock test returns the
+Output it checks (P5).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+
+import pulumi
+import pytest
+from pulumi.runtime.rpc import is_rpc_secret
+
+from infra import outputs as out
+from infra.components import rotator as rot
+from infra.config import (
+    DEV_SECRET_STANDINS,
+    PROJECT,
+    SECRET_KEYS,
+    ConfigError,
+    dev_stack_config,
+    parse_stack_config,
+)
+from infra.mocks import RecordingMocks, run_program
+from policies.iam import render_policy
+
+SECRET_KEY = f"{PROJECT}:rotationVaultSecretId"
+SCHEDULE_KEY = f"{PROJECT}:rotationSchedule"
+PLANTED = DEV_SECRET_STANDINS[SECRET_KEY]
+ACCOUNT = "123456789012"
+DATA_KEY = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/encryption-data-id"
+AUDIT_KEY = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/encryption-audit-id"
+DLQ = f"arn:aws:sqs:eu-west-1:{ACCOUNT}:storage-dlq"
+SCHEDULED_TYPES = ("aws:lambda/function:Function", "aws:scheduler/schedule:Schedule",
+                   "aws:secretsmanager/secret:Secret", "aws:secretsmanager/secretVersion:SecretVersion")
+
+
+def _schedule(**changes: object) -> dict:
+    base = json.loads(dev_stack_config()[SCHEDULE_KEY])
+    base.update(changes)
+    return base
+
+
+def _cfg(schedule: dict | None, secret: str | None = PLANTED) -> dict[str, str]:
+    cfg = dev_stack_config()
+    cfg.pop(SECRET_KEY, None)
+    cfg.pop(SCHEDULE_KEY, None)
+    if schedule is not None:
+        cfg[SCHEDULE_KEY] = json.dumps(schedule)
+    if secret is not None:
+        cfg[SECRET_KEY] = secret
+    return cfg
+
+
+def _one(resources, typ: str, name: str):
+    found = [r for r in resources if r.typ == typ and r.name == name]
+    assert len(found) == 1, (typ, name, [r.name for r in resources if r.typ == typ])
+    return found[0]
+
+
+def _plain_strings(value):
+    if is_rpc_secret(value):
+        return
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _plain_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _plain_strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+# --- off by default ---------------------------------------------------------------------------
+
+@pulumi.runtime.test
+def test_disabled_by_default_declares_nothing(h):
+    """Without rotationSchedule (and without the secret) no function, schedule or secret exists."""
+    assert parse_stack_config(_cfg(None, secret=None)).rotation_schedule.enabled is False
+    run = run_program(_cfg(None, secret=None))
+    assert run.stack.scheduled_rotator is None
+    assert out.ROTATOR_FUNCTION_NAME not in run.exports
+
+    def check(resources):
+        functions = [r.name for r in resources if r.typ == "aws:lambda/function:Function"]
+        assert functions == ["sender-function"]
+        assert not [r for r in resources if r.typ in SCHEDULED_TYPES[1:]]
+        assert not [r for r in resources if r.typ == "secure-mail-api:rotation:ScheduledRotator"]
+
+    return h.check_recorded(run, check)
+
+
+def test_explicitly_disabled_needs_no_vault_settings():
+    cfg = parse_stack_config(_cfg({"enabled": False}, secret=None))
+    assert cfg.rotation_schedule.enabled is False and cfg.rotation_schedule.schedule_expression == "rate(1 hour)"
+
+
+# --- the function (baseline.md §1.7) ------------------------------------------------------------
+
+@pulumi.runtime.test
+def test_function_meets_the_lambda_baseline(dev_run, h):
+    """python3.13, X-Ray active, reserved concurrency 1, DLQ, env encrypted with the data CMK,
+    JSON logs to a CMK-encrypted log group with retention, timeout 300 s, the configured layers,
+    the dedicated role; the entry module that calls rotation.aws_lambda.handler."""
+    sr = dev_run.stack.scheduled_rotator
+    assert sr is not None
+
+    def check(v):
+        role_arn, lg_name = v[:2]
+        fn = _one(dev_run.resources, "aws:lambda/function:Function", "scheduled-rotator-function")
+        i = fn.inputs
+        assert i["name"] == "secure-mail-api-dev-rotator"
+        assert i["runtime"] == "python3.13" and i["handler"] == rot.HANDLER == "rotation_lambda_entry.handler"
+        assert i["tracingConfig"] == {"mode": "Active"}
+        assert i["reservedConcurrentExecutions"] == 1
+        assert i["deadLetterConfig"] == {"targetArn": DLQ}
+        assert i["kmsKeyArn"] == DATA_KEY
+        assert i["timeout"] == 300
+        assert i["layers"] == ["arn:aws:lambda:eu-west-1:123456789012:layer:secure-mail-api-rotation-deps:1"]
+        assert i["role"] == role_arn
+        assert i["loggingConfig"] == {"logFormat": "JSON", "logGroup": lg_name, "applicationLogLevel": "INFO",
+                                      "systemLogLevel": "WARN"}
+        lg = _one(dev_run.resources, "aws:cloudwatch/logGroup:LogGroup", "scheduled-rotator-logs")
+        assert lg.inputs["kmsKeyId"] == AUDIT_KEY and lg.inputs["retentionInDays"] == 365
+        assert lg.inputs["name"] == lg_name == "/secure-mail-api/secure-mail-api-dev/rotator"
+        cfg = _one(dev_run.resources, "aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig",
+                   "scheduled-rotator-invoke-config")
+        assert cfg.inputs["maximumRetryAttempts"] == 0 and cfg.inputs["maximumEventAgeInSeconds"] == 3600
+        assert dev_run.exports[out.ROTATOR_FUNCTION_NAME] == "secure-mail-api-dev-rotator"
+
+    return pulumi.Output.all(sr.role.arn, sr.log_group.name, *h.component_urns(dev_run)).apply(check)
+
+
+@pulumi.runtime.test
+def test_function_environment_holds_settings_and_no_secret(dev_run, h):
+    """The env has the rotation.settings names for AppRole (no VAULT_SECRET_ID, no token), the
+    consumers file where the package puts it, and only the ARN of the secret holding the secret id."""
+    sr = dev_run.stack.scheduled_rotator
+
+    def check(v):
+        secret_arn = v[0]
+        fn = _one(dev_run.resources, "aws:lambda/function:Function", "scheduled-rotator-function")
+        env = fn.inputs["environment"]["variables"]
+        assert env == {
+            "VAULT_ADDR": "https://vault.example.com:8200",
+            "VAULT_AUTH_METHOD": "approle",
+            "VAULT_ROLE_ID": "4f2c8e1a-6b3d-4d9e-8a7f-1c5b2e9d0a63",
+            "VAULT_KV_MOUNT": "secret",
+            "VAULT_KV_PREFIX": "mail-api",
+            "ROTATION_STACK": "dev",
+            "ROTATION_CONSUMERS_FILE": "/var/task/examples/consumers.yaml",
+            "ROTATION_CANARY_URL": "https://mail-api.dev.example.com/v1/messages",
+            rot.SECRET_ARN_VARIABLE: secret_arn,
+        }
+        assert "AWS_REGION" not in env  # reserved: Lambda sets it
+
+    return pulumi.Output.all(sr.vault_secret.arn, *h.component_urns(dev_run)).apply(check)
+
+
+@pulumi.runtime.test
+def test_package_bundles_rotation_policies_consumers_and_entry(dev_run, h):
+    def check(resources):
+        fn = _one(resources, "aws:lambda/function:Function", "scheduled-rotator-function")
+        assets = fn.inputs["code"].assets
+        names = set(assets)
+        assert {"rotation/aws_lambda.py", "rotation/settings.py", "policies/iam/rotator.json",
+                "examples/consumers.yaml", "rotation_lambda_entry.py"} <= names
+        assert all(n.split("/")[0] in ("rotation", "policies", "examples") or n == "rotation_lambda_entry.py"
+                   for n in names)
+        assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+        assert assets["rotation_lambda_entry.py"].text == rot.ENTRY_SOURCE
+        assert "/var/task/" + "examples/consumers.yaml" == \
+            fn.inputs["environment"]["variables"]["ROTATION_CONSUMERS_FILE"]
+
+    return h.check_recorded(dev_run, check)
+
+
+@pulumi.runtime.test
+def test_function_role_is_lambda_only_with_rotator_policy(dev_run, h):
+    """The function's role: Lambda from this account only; policies/iam/rotator.json exactly; runtime
+    statements scoped to its log group, the DLQ, one secret and the data key via SM/SQS."""
+    sr = dev_run.stack.scheduled_rotator
+
+    def check(v):
+        lg_arn, secret_arn = v[:2]
+        role = _one(dev_run.resources, "aws:iam/role:Role", "scheduled-rotator-role")
+        trust = h.statements(role.inputs["assumeRolePolicy"])
+        assert trust == [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+                          "Action": "sts:AssumeRole",
+                          "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}}}]
+        rotation = _one(dev_run.resources, "aws:iam/rolePolicy:RolePolicy", "scheduled-rotator-rotation-policy")
+        assert h.policy(rotation.inputs["policy"]) == render_policy("rotator", region="eu-west-1", stack="dev",
+                                                                    kms_key_arn=DATA_KEY)
+        runtime = _one(dev_run.resources, "aws:iam/rolePolicy:RolePolicy", "scheduled-rotator-runtime-policy")
+        st = {s["Sid"]: s for s in h.statements(runtime.inputs["policy"])}
+        assert set(st) == {"WriteOwnLogGroup", "XRayTraces", "DeadLetterQueue", "ReadVaultSecretId",
+                           "DecryptSecretAndQueueWithDataKey"}
+        assert st["WriteOwnLogGroup"]["Resource"] == f"{lg_arn}:*"
+        assert st["DeadLetterQueue"] == {"Sid": "DeadLetterQueue", "Effect": "Allow", "Action": "sqs:SendMessage",
+                                         "Resource": DLQ}
+        assert st["ReadVaultSecretId"]["Action"] == "secretsmanager:GetSecretValue"
+        assert st["ReadVaultSecretId"]["Resource"] == secret_arn
+        kms = st["DecryptSecretAndQueueWithDataKey"]
+        assert kms["Resource"] == DATA_KEY
+        assert kms["Condition"]["StringEquals"]["kms:ViaService"] == [
+            "secretsmanager.eu-west-1.amazonaws.com", "sqs.eu-west-1.amazonaws.com"]
+        # the shared runner role does not get the secret
+        shared = _one(dev_run.resources, "aws:iam/rolePolicy:RolePolicy", "rotator-policy")
+        assert "secretsmanager:GetSecretValue" not in shared.inputs["policy"]
+
+    return pulumi.Output.all(sr.log_group.arn, sr.vault_secret.arn, *h.component_urns(dev_run)).apply(check)
+
+
+# --- the schedule -------------------------------------------------------------------------------
+
+@pulumi.runtime.test
+def test_schedule_targets_the_function_with_bounded_retries_and_dlq(dev_run, h):
+    sr = dev_run.stack.scheduled_rotator
+
+    def check(v):
+        fn_arn, role_arn = v[:2]
+        sched = _one(dev_run.resources, "aws:scheduler/schedule:Schedule", "scheduled-rotator-schedule")
+        i = sched.inputs
+        assert i["scheduleExpression"] == "rate(1 hour)" and i["scheduleExpressionTimezone"] == "UTC"
+        assert i["flexibleTimeWindow"] == {"mode": "OFF"} and i["state"] == "ENABLED"
+        t = i["target"]
+        assert t["arn"] == fn_arn and t["roleArn"] == role_arn and json.loads(t["input"]) == {}
+        assert t["retryPolicy"] == {"maximumRetryAttempts": 2, "maximumEventAgeInSeconds": 900}
+        assert t["deadLetterConfig"] == {"arn": DLQ}
+
+    return pulumi.Output.all(sr.function.arn, sr.scheduler_role.arn, *h.component_urns(dev_run)).apply(check)
+
+
+@pulumi.runtime.test
+def test_schedule_role_can_only_invoke_that_function(dev_run, h):
+    """Scheduler from this account only; the one Lambda permission is InvokeFunction on exactly the
+    rotator's ARN; the rest is delivering dead letters to the DLQ (SendMessage + the data key via SQS)."""
+    sr = dev_run.stack.scheduled_rotator
+
+    def check(v):
+        fn_arn = v[0]
+        role = _one(dev_run.resources, "aws:iam/role:Role", "scheduled-rotator-scheduler-role")
+        assert h.statements(role.inputs["assumeRolePolicy"]) == [
+            {"Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"}, "Action": "sts:AssumeRole",
+             "Condition": {"StringEquals": {"aws:SourceAccount": ACCOUNT}}}]
+        policies = [r for r in dev_run.resources if r.typ == "aws:iam/rolePolicy:RolePolicy"
+                    and r.name.startswith("scheduled-rotator-scheduler")]
+        assert len(policies) == 1
+        statements = h.statements(policies[0].inputs["policy"])
+        assert all(s["Effect"] == "Allow" for s in statements)
+        actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+        assert actions == {"lambda:InvokeFunction", "sqs:SendMessage", "kms:Decrypt", "kms:GenerateDataKey"}
+        (invoke,) = [s for s in statements if "lambda:InvokeFunction" in str(s["Action"])]
+        assert invoke["Action"] == "lambda:InvokeFunction" and invoke["Resource"] == fn_arn
+        (sqs,) = [s for s in statements if s["Action"] == "sqs:SendMessage"]
+        assert sqs["Resource"] == DLQ
+        (kms,) = [s for s in statements if "kms:Decrypt" in s["Action"]]
+        assert kms["Resource"] == DATA_KEY
+        assert kms["Condition"] == {"StringEquals": {"kms:ViaService": "sqs.eu-west-1.amazonaws.com"}}
+        assert not any("*" in json.dumps(s.get("Resource")) for s in statements)
+
+    return pulumi.Output.all(sr.function.arn, *h.component_urns(dev_run)).apply(check)
+
+
+# --- the alarm ----------------------------------------------------------------------------------
+
+@pulumi.runtime.test
+def test_errors_alarm_notifies_the_alarm_topic(dev_run, h):
+    topic = dev_run.stack.monitoring.topic
+
+    def check(v):
+        topic_arn = v[0]
+        alarm = _one(dev_run.resources, "aws:cloudwatch/metricAlarm:MetricAlarm", "scheduled-rotator-errors")
+        i = alarm.inputs
+        assert (i["namespace"], i["metricName"], i["statistic"]) == ("AWS/Lambda", "Errors", "Sum")
+        assert i["dimensions"] == {"FunctionName": "secure-mail-api-dev-rotator"}
+        assert i["comparisonOperator"] == "GreaterThanThreshold" and i["threshold"] == 0
+        assert i["treatMissingData"] == "notBreaching"
+        assert i["alarmActions"] == [topic_arn] and i["okActions"] == [topic_arn] and i["actionsEnabled"] is True
+
+    return pulumi.Output.all(topic.arn, *h.component_urns(dev_run)).apply(check)
+
+
+# --- P4: the AppRole secret id ------------------------------------------------------------------
+
+@pulumi.runtime.test
+def test_secret_id_never_in_plain_text(dev_run, h):
+    """The planted secret id reaches exactly one input, SecretVersion.secretString, as a Pulumi
+    secret (encrypted in the state); no other input, env variable or output holds it."""
+
+    def check(resources):
+        holders = [r for r in resources if PLANTED in json.dumps(r.inputs, default=str)]
+        assert [(r.typ, r.name) for r in holders] == [
+            ("aws:secretsmanager/secretVersion:SecretVersion", "scheduled-rotator-vault-secret-id-version")]
+        assert is_rpc_secret(holders[0].inputs["secretString"])
+        for r in resources:
+            assert not any(PLANTED in s for s in _plain_strings(r.inputs)), (r.typ, r.name)
+        secret = _one(resources, "aws:secretsmanager/secret:Secret", "scheduled-rotator-vault-secret-id")
+        assert secret.inputs["kmsKeyId"] == DATA_KEY
+        assert PLANTED not in json.dumps(dev_run.exports, default=str)
+        assert not dev_run.secret_exports
+
+    return h.check_recorded(dev_run, check)
+
+
+def test_secret_version_declares_secret_outputs(monkeypatch):
+    """The mock monitor does not apply additional_secret_outputs, so the declaration is checked."""
+    import pulumi_aws as aws
+
+    captured = []
+    original = aws.secretsmanager.SecretVersion.__init__
+
+    def spy(self, resource_name, *args, **kwargs):
+        captured.append(kwargs)
+        original(self, resource_name, *args, **kwargs)
+
+    monkeypatch.setattr(aws.secretsmanager.SecretVersion, "__init__", spy)
+    run_program()
+    assert len(captured) == 1
+    assert "secretString" in captured[0]["opts"].additional_secret_outputs
+    assert isinstance(captured[0]["secret_string"], pulumi.Output)
+
+
+def test_secret_id_is_the_only_allowed_secret_config_and_is_stored_encrypted():
+    """rotationVaultSecretId is the one key allowed as secret config (accepted when marked secret);
+    Pulumi.dev.yaml holds it only as a ``secure:`` value; the stand-in is what offline runs see."""
+    import yaml
+
+    from infra.config import DEV_STACK_FILE
+
+    assert {SECRET_KEY} == SECRET_KEYS
+    raw = yaml.safe_load(DEV_STACK_FILE.read_text())["config"]
+    assert set(raw[SECRET_KEY]) == {"secure"} and PLANTED not in DEV_STACK_FILE.read_text()
+    assert dev_stack_config()[SECRET_KEY] == PLANTED
+    cfg = parse_stack_config(dev_stack_config(), secret_keys=[SECRET_KEY])
+    assert cfg.rotation_vault_secret_id.get_secret_value() == PLANTED
+    assert PLANTED not in repr(cfg) and PLANTED not in str(cfg.model_dump())
+
+
+# --- bad config, refused before any resource, naming the key ---------------------------------------
+
+BAD = [
+    (_schedule(vaultAddr=None), SCHEDULE_KEY, "vaultAddr is required"),
+    (_schedule(vaultRoleId=None), SCHEDULE_KEY, "vaultRoleId is required"),
+    (_schedule(vaultAddr="http://vault.example.com:8200"), f"{SCHEDULE_KEY}.vaultAddr", "https://"),
+    (_schedule(vaultAddr="vault.example.com"), f"{SCHEDULE_KEY}.vaultAddr", "https://"),
+    (_schedule(scheduleExpression="every hour"), f"{SCHEDULE_KEY}.scheduleExpression", "rate("),
+    (_schedule(scheduleExpression="rate(1 hours)"), f"{SCHEDULE_KEY}.scheduleExpression", "rate("),
+    (_schedule(scheduleExpression="rate(0 minutes)"), f"{SCHEDULE_KEY}.scheduleExpression", "rate("),
+    (_schedule(scheduleExpression="cron(0 * * * *)"), f"{SCHEDULE_KEY}.scheduleExpression", "cron("),
+    (_schedule(scheduleExpression="at(2030-01-01T00:00:00)"), f"{SCHEDULE_KEY}.scheduleExpression", "rate("),
+    (_schedule(consumersFile="../secrets.yaml"), f"{SCHEDULE_KEY}.consumersFile", "relative"),
+    (_schedule(consumersFile="/etc/consumers.yaml"), f"{SCHEDULE_KEY}.consumersFile", "relative"),
+    (_schedule(consumersFile="examples/missing.yaml"), SCHEDULE_KEY, "does not exist"),
+    (_schedule(layers=["not-an-arn"]), f"{SCHEDULE_KEY}.layers", "layer ARN"),
+    (_schedule(unknownKey=1), f"{SCHEDULE_KEY}.unknownKey", "unknown config key"),
+]
+
+
+@pytest.mark.parametrize(("schedule", "key", "text"), BAD, ids=[f"{b[1]}:{b[2]}" for b in BAD])
+def test_bad_schedule_config_is_refused_naming_the_key(schedule, key, text):
+    mocks = RecordingMocks()
+    with pytest.raises(ConfigError) as err:
+        run_program(_cfg({k: v for k, v in schedule.items() if v is not None}), mocks=mocks)
+    assert any(e.startswith(f"{key}: ") and text in e for e in err.value.errors), err.value.errors
+    assert PLANTED not in str(err.value)
+    assert mocks.resources == []
+
+
+def test_enabled_without_the_secret_id_is_refused():
+    with pytest.raises(ConfigError) as err:
+        parse_stack_config(_cfg(_schedule(), secret=None))
+    assert any(e.startswith(f"{SECRET_KEY}: ") and "--secret" in e for e in err.value.errors), err.value.errors
+
+
+def test_bad_config_never_echoes_the_secret_id():
+    with pytest.raises(ConfigError) as err:
+        parse_stack_config(_cfg(_schedule(vaultAddr="http://vault"), secret=PLANTED), secret_keys=[SECRET_KEY])
+    assert PLANTED not in str(err.value)
+
+
+@pytest.mark.parametrize("expression", ["rate(1 minute)", "rate(15 minutes)", "rate(1 day)", "rate(12 hours)",
+                                        "cron(0 3 * * ? *)", "cron(15 10 ? * MON-FRI *)"])
+def test_good_schedule_expressions(expression):
+    cfg = parse_stack_config(_cfg(_schedule(scheduleExpression=expression)))
+    assert cfg.rotation_schedule.schedule_expression == expression
+
+
+# --- the entry module the package runs ----------------------------------------------------------
+
+def test_entry_module_fetches_the_secret_id_for_one_run_only(tmp_path, monkeypatch):
+    """The entry reads the secret named by ROTATION_VAULT_LOGIN_ARN, exposes it as VAULT_SECRET_ID
+    to rotation.aws_lambda.handler during the call, removes it afterwards (also on failure)."""
+    import rotation.aws_lambda
+
+    calls: list[dict] = []
+
+    class FakeSecrets:
+        def get_secret_value(self, SecretId):
+            calls.append({"SecretId": SecretId})
+            return {"SecretString": PLANTED}
+
+    fake_boto3 = types.ModuleType("boto3")
+    fake_boto3.client = lambda service: FakeSecrets() if service == "secretsmanager" else None
+    monkeypatch.setitem(sys.modules, "boto3", fake_boto3)
+    monkeypatch.setenv(rot.SECRET_ARN_VARIABLE, "arn:aws:secretsmanager:eu-west-1:1:secret:x")
+    monkeypatch.delenv("VAULT_SECRET_ID", raising=False)
+    seen: list[tuple] = []
+
+    def fake_handler(event, context=None):
+        import os
+        seen.append((event, context, os.environ.get("VAULT_SECRET_ID")))
+        if event.get("fail"):
+            raise RuntimeError("consumer failed")
+        return {"consumers": 1, "failed": 0}
+
+    monkeypatch.setattr(rotation.aws_lambda, "handler", fake_handler)
+    path = tmp_path / f"{rot.ENTRY_MODULE}.py"
+    path.write_text(rot.ENTRY_SOURCE)
+    spec = importlib.util.spec_from_file_location(rot.ENTRY_MODULE, path)
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+
+    import os
+    assert entry.handler({"only": ["crm"]}, "ctx") == {"consumers": 1, "failed": 0}
+    assert seen == [({"only": ["crm"]}, "ctx", PLANTED)]
+    assert "VAULT_SECRET_ID" not in os.environ
+    with pytest.raises(RuntimeError):
+        entry.handler({"fail": True})
+    assert "VAULT_SECRET_ID" not in os.environ
+    assert calls == [{"SecretId": "arn:aws:secretsmanager:eu-west-1:1:secret:x"}] * 2
