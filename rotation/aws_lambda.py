@@ -3,8 +3,10 @@
 Stateless: every invocation is one ``rotation run``; many invocations (or a Lambda next to a
 CronJob) coordinate only through the CAS leases in Vault. Settings come from the function's
 environment (:mod:`rotation.settings`; ``ROTATION_CONSUMERS_FILE`` names the consumers file
-bundled with the function). Vault auth is typically AppRole with the secret id from the
-function's encrypted environment, or Kubernetes/JWT where available.
+bundled with the function). Vault auth is AppRole: the role id in the environment, and the secret
+id never there (CKV_AWS_45) but in the Secrets Manager secret whose ARN is
+``ROTATION_VAULT_LOGIN_ARN``, read at every invocation (so a re-issued secret id is picked up at
+once) and passed to the settings directly, never through the process environment.
 
 Event (all optional): ``{"force": ["crm"], "emergency": ["billing"], "only": ["crm", "billing"]}``.
 Returns ``{"consumers": int, "failed": int, "outcomes": [{"consumer", "action", "outcome", "serial"}]}``
@@ -23,7 +25,7 @@ from .config import load_consumers_file
 from .errors import RotationError
 from .settings import load_settings
 
-__all__ = ["RotationFailed", "handler"]
+__all__ = ["SECRET_ARN_VARIABLE", "RotationFailed", "handler"]
 
 
 class RotationFailed(RotationError):
@@ -37,10 +39,31 @@ def _names(event: dict[str, Any], key: str) -> list[str]:
     return value
 
 
+SECRET_ARN_VARIABLE = "ROTATION_VAULT_LOGIN_ARN"
+_secrets_client = None
+
+
+def _vault_secret_id() -> dict[str, str]:
+    """``{"vault_secret_id": value}`` read from Secrets Manager when ``ROTATION_VAULT_LOGIN_ARN``
+    is set (GetSecretValue; needs ``secretsmanager:GetSecretValue`` on that ARN), else ``{}``."""
+    global _secrets_client
+    arn = os.environ.get(SECRET_ARN_VARIABLE)
+    if not arn:
+        return {}
+    if _secrets_client is None:
+        import boto3
+        _secrets_client = boto3.client(
+            "secretsmanager", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    value = _secrets_client.get_secret_value(SecretId=arn)["SecretString"]
+    REDACTOR.register(value)
+    return {"vault_secret_id": value}
+
+
 def handler(event: dict[str, Any] | None, context: Any = None) -> dict[str, Any]:
     """One rotation run; see the module docstring for the event and the result."""
     event = event or {}
-    settings = load_settings()
+    settings = load_settings(**_vault_secret_id())
     consumers = load_consumers_file(os.environ.get("ROTATION_CONSUMERS_FILE", "consumers.yaml"))
     only = _names(event, "only") or None
     engine = build_engine(settings, consumers)

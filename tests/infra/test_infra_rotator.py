@@ -9,10 +9,7 @@ Output it checks (P5).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-import types
 
 import pulumi
 import pytest
@@ -117,7 +114,7 @@ def test_function_meets_the_lambda_baseline(dev_run, h):
         fn = _one(dev_run.resources, "aws:lambda/function:Function", "scheduled-rotator-function")
         i = fn.inputs
         assert i["name"] == "secure-mail-api-dev-rotator"
-        assert i["runtime"] == "python3.13" and i["handler"] == rot.HANDLER == "rotation_lambda_entry.handler"
+        assert i["runtime"] == "python3.13" and i["handler"] == rot.HANDLER == "rotation.aws_lambda.handler"
         assert i["tracingConfig"] == {"mode": "Active"}
         assert i["reservedConcurrentExecutions"] == 1
         assert i["deadLetterConfig"] == {"targetArn": DLQ}
@@ -165,17 +162,15 @@ def test_function_environment_holds_settings_and_no_secret(dev_run, h):
 
 
 @pulumi.runtime.test
-def test_package_bundles_rotation_policies_consumers_and_entry(dev_run, h):
+def test_package_bundles_rotation_policies_and_consumers(dev_run, h):
     def check(resources):
         fn = _one(resources, "aws:lambda/function:Function", "scheduled-rotator-function")
         assets = fn.inputs["code"].assets
         names = set(assets)
         assert {"rotation/aws_lambda.py", "rotation/settings.py", "policies/iam/rotator.json",
-                "examples/consumers.yaml", "rotation_lambda_entry.py"} <= names
-        assert all(n.split("/")[0] in ("rotation", "policies", "examples") or n == "rotation_lambda_entry.py"
-                   for n in names)
+                "examples/consumers.yaml"} <= names
+        assert all(n.split("/")[0] in ("rotation", "policies", "examples") for n in names)
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-        assert assets["rotation_lambda_entry.py"].text == rot.ENTRY_SOURCE
         assert "/var/task/" + "examples/consumers.yaml" == \
             fn.inputs["environment"]["variables"]["ROTATION_CONSUMERS_FILE"]
 
@@ -391,48 +386,3 @@ def test_bad_config_never_echoes_the_secret_id():
 def test_good_schedule_expressions(expression):
     cfg = parse_stack_config(_cfg(_schedule(scheduleExpression=expression)))
     assert cfg.rotation_schedule.schedule_expression == expression
-
-
-# --- the entry module the package runs ----------------------------------------------------------
-
-def test_entry_module_fetches_the_secret_id_for_one_run_only(tmp_path, monkeypatch):
-    """The entry reads the secret named by ROTATION_VAULT_LOGIN_ARN, exposes it as VAULT_SECRET_ID
-    to rotation.aws_lambda.handler during the call, removes it afterwards (also on failure)."""
-    import rotation.aws_lambda
-
-    calls: list[dict] = []
-
-    class FakeSecrets:
-        def get_secret_value(self, SecretId):
-            calls.append({"SecretId": SecretId})
-            return {"SecretString": PLANTED}
-
-    fake_boto3 = types.ModuleType("boto3")
-    fake_boto3.client = lambda service: FakeSecrets() if service == "secretsmanager" else None
-    monkeypatch.setitem(sys.modules, "boto3", fake_boto3)
-    monkeypatch.setenv(rot.SECRET_ARN_VARIABLE, "arn:aws:secretsmanager:eu-west-1:1:secret:x")
-    monkeypatch.delenv("VAULT_SECRET_ID", raising=False)
-    seen: list[tuple] = []
-
-    def fake_handler(event, context=None):
-        import os
-        seen.append((event, context, os.environ.get("VAULT_SECRET_ID")))
-        if event.get("fail"):
-            raise RuntimeError("consumer failed")
-        return {"consumers": 1, "failed": 0}
-
-    monkeypatch.setattr(rotation.aws_lambda, "handler", fake_handler)
-    path = tmp_path / f"{rot.ENTRY_MODULE}.py"
-    path.write_text(rot.ENTRY_SOURCE)
-    spec = importlib.util.spec_from_file_location(rot.ENTRY_MODULE, path)
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
-
-    import os
-    assert entry.handler({"only": ["crm"]}, "ctx") == {"consumers": 1, "failed": 0}
-    assert seen == [({"only": ["crm"]}, "ctx", PLANTED)]
-    assert "VAULT_SECRET_ID" not in os.environ
-    with pytest.raises(RuntimeError):
-        entry.handler({"fail": True})
-    assert "VAULT_SECRET_ID" not in os.environ
-    assert calls == [{"SecretId": "arn:aws:secretsmanager:eu-west-1:1:secret:x"}] * 2

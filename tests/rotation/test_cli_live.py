@@ -175,3 +175,20 @@ def test_lambda_handler_runs_one_rotation_and_fails_the_invocation_on_a_failed_c
         handler({"force": ["billing"], "only": ["billing"]}, None)
     with pytest.raises(ValueError, match="event.force"):
         handler({"force": "billing"}, None)
+
+
+def test_lambda_reads_the_approle_secret_id_from_secrets_manager_never_the_environment(env, cfile, monkeypatch):
+    """The scheduled rotator's environment holds only the secret's ARN (CKV_AWS_45)."""
+    from rotation import aws_lambda
+    sm = env.stack.aws_session().client("secretsmanager", endpoint_url=env.stack.aws_endpoint)
+    arn = sm.create_secret(Name="rotator/vault-secret-id", SecretString=env.creds.rotator_secret_id)["ARN"]
+    monkeypatch.setattr(aws_lambda, "_secrets_client", None)
+    monkeypatch.setenv("ROTATION_CONSUMERS_FILE", str(cfile))
+    monkeypatch.setenv(aws_lambda.SECRET_ARN_VARIABLE, arn)
+    monkeypatch.delenv("VAULT_SECRET_ID")
+    assert aws_lambda.handler({}, None)["failed"] == 0
+    assert "VAULT_SECRET_ID" not in os.environ
+    sm.put_secret_value(SecretId=arn, SecretString="not-the-secret-id")   # a re-issued id is read at once
+    from rotation.errors import VaultError
+    with pytest.raises(VaultError, match="login approle"):
+        aws_lambda.handler({}, None)
