@@ -7,9 +7,13 @@ raises otherwise. The engine retries a :class:`~rotation.errors.VerificationFail
 exponential backoff until its ``verify_timeout_seconds`` deadline, then rolls back; a
 :class:`~rotation.errors.CanaryMisconfigured` is not a verdict on the key and must not roll back.
 
-Nothing is ever sent as mail: the body is deliberately invalid (``{}``), so a request that gets
-past API Gateway's key check reaches the handler's validation and answers **400**
-(``missing_field``) — proof the key was accepted, with nothing sent or recorded.
+Nothing is ever sent as mail. The body is a *structurally* valid message (it passes the API's
+JSON-schema request validator, :data:`infra.components.api.MESSAGE_SCHEMA`) whose sender is an
+address under the special-use ``.invalid`` domain (RFC 6761), which the handler refuses with its
+own **400** ``{"error": {"reason": ...}}`` — proof that the request got past API Gateway's key check
+to the handler, whatever order API Gateway checks the key and the body in. A 400 without the
+handler's error shape (API Gateway's own ``BadRequestBody``) proves nothing about the key and is a
+configuration error.
 
 Classification (API Gateway error types: AWS Knowledge Center "How do I troubleshoot HTTP 403
 errors from API Gateway?"; gateway response types
@@ -18,7 +22,13 @@ https://docs.aws.amazon.com/apigateway/latest/developerguide/supported-gateway-r
 =====================================================  =========================================
 answer                                                 verdict
 =====================================================  =========================================
-2xx, 400, 422                                          accepted: return
+400/422 with the handler's ``{"error": {"reason"}}``  accepted: return
+400 from API Gateway (``BadRequestBody``, no reason)   ``CanaryMisconfigured`` (the body no longer
+                                                       fits the API's schema: update the canary)
+401 (a Cognito authorizer wants a token)               ``CanaryMisconfigured`` (the canary sends no
+                                                       OAuth token: not supported)
+2xx                                                    accepted, logged as a warning (it should
+                                                       never be: the handler refuses the sender)
 403 ``x-amzn-ErrorType: ForbiddenException``           ``VerificationFailed`` (key not accepted
                                                        yet: propagation; retried)
 403 ``MissingAuthenticationTokenException``            ``CanaryMisconfigured`` (routing error:
@@ -37,6 +47,7 @@ serial, the key *id*, the status and the error type, never the key or the respon
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -48,7 +59,13 @@ __all__ = ["CANARY_BODY", "CanaryVerifier"]
 
 log = logging.getLogger(__name__)
 
-CANARY_BODY = b"{}"  # fails the handler's validation (missing_field): nothing is ever sent
+#: Passes the API's request validator; the handler refuses the sender (RFC 6761 ``.invalid``).
+CANARY_BODY = json.dumps({
+    "from": {"email": "rotation-canary@canary.secure-mail-api.invalid", "name": "rotation canary"},
+    "to": ["rotation-canary@canary.secure-mail-api.invalid"],
+    "subject": "secure-mail-api rotation canary (never sent)",
+    "text": "rotation canary: the handler refuses this sender, so nothing is sent",
+}, separators=(",", ":")).encode()
 
 
 class CanaryVerifier:
@@ -88,10 +105,21 @@ class CanaryVerifier:
             raise VerificationFailed(f"{what}: no answer from the API ({type(exc).__name__})") from None
         status = resp.status_code
         error_type = (resp.headers.get("x-amzn-ErrorType") or "").split(":", 1)[0].strip()
+        handler_answered = status in (400, 422) and _is_handler_rejection(resp)
         resp.close()
-        if 200 <= status < 300 or status in (400, 422):
-            log.info("%s: accepted (HTTP %s)", what, status)
+        if handler_answered:
+            log.info("%s: accepted (HTTP %s from the handler)", what, status)
             return
+        if 200 <= status < 300:
+            log.warning("%s: accepted, but HTTP %s: the handler should have refused the canary's sender", what, status)
+            return
+        if status in (400, 422):
+            raise CanaryMisconfigured(f"{what}: HTTP {status} {error_type or ''} from {self.url} without the "
+                                      "handler's error: the API's request validator refused the canary body "
+                                      "(update CANARY_BODY to the API's schema); not a verdict on the key")
+        if status == 401:
+            raise CanaryMisconfigured(f"{what}: HTTP 401 from {self.url}: the method wants an OAuth token "
+                                      "(Cognito authorizer); the canary sends none, so it cannot verify keys there")
         if status == 403 and error_type == "MissingAuthenticationTokenException":
             raise CanaryMisconfigured(f"{what}: HTTP 403 {error_type} from {self.url}: a routing error "
                                       "(wrong URL, stage, path or method), not a verdict on the key")
@@ -103,3 +131,13 @@ class CanaryVerifier:
             raise VerificationFailed(f"{what}: API error (HTTP {status} {error_type})".rstrip())
         raise CanaryMisconfigured(f"{what}: HTTP {status} from {self.url}: not the mail API's answer to a key "
                                   "(check the canary URL)")
+
+
+def _is_handler_rejection(resp: requests.Response) -> bool:
+    """True when the body is the mail API handler's ``{"error": {"reason": str, ...}}``."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    err = body.get("error") if isinstance(body, dict) else None
+    return isinstance(err, dict) and isinstance(err.get("reason"), str)

@@ -324,7 +324,8 @@ class KeyClient:
             now = time.monotonic()
             if snap is not None and now < snap[1]:
                 return snap[0]  # another thread refreshed while we waited
-            if self._failed is not None and now < self._failed[0] and not self._force:
+            forced_read_due = self._force and now >= self._last_forced + self.min_forced_interval
+            if self._failed is not None and now < self._failed[0] and not forced_read_due:
                 err = self._failed[1]
                 raise type(err)(*err.args)  # back off: a failing Vault is not asked on every call
             try:
@@ -340,23 +341,38 @@ class KeyClient:
             self._last_forced = float("-inf")
             return self._refresh()
 
-    def notify_push(self, key: ApiKey | None = None) -> None:
+    def notify_push(self, key: ApiKey | None = None) -> bool:
         """A push arrived. With ``key`` (e.g. unwrapped from a webhook's wrapping token) it becomes
-        the key in use at once and is acked; its serial must not be older than the cached one.
-        Without it, the next :meth:`current_key` re-reads Vault (rate-limited).
+        the key in use at once and is acked. A key *older* than the cached one is what a rollback
+        pushes (the newer key was a pending one that the rotation dropped): it is installed only
+        when Vault confirms it is ``current`` (one data read). Without ``key``, the next
+        :meth:`current_key` re-reads Vault (rate-limited).
+
+        Returns True when the pushed key is now in use (a receiver answers 2xx only then), False
+        when it was ignored.
         """
         with self._lock:
             if key is None:
                 self._request_forced()
-                return
+                return True
             key = _validated({"value": key.value, "serial": key.serial, "key_id": key.key_id}, "pushed key")
             cur = self._snap[0] if self._snap else None
+            version = 0
             if cur is not None and key.serial < cur.serial:
-                log.info("mail API key push for serial %s ignored: serial %s already in use", key.serial, cur.serial)
-                return
-            self._install(key, version=0)
+                try:
+                    in_vault, version = self._read_current()
+                except KeyClientError:
+                    in_vault = None
+                if in_vault is None or (in_vault.serial, in_vault.key_id, in_vault.value) != (
+                        key.serial, key.key_id, key.value):
+                    log.info("mail API key push for serial %s ignored: serial %s in use and Vault's current "
+                             "is not the pushed key", key.serial, cur.serial)
+                    return False
+                log.info("mail API key serial %s rolled back to serial %s (Vault's current)", cur.serial, key.serial)
+            self._install(key, version=version)
             log.info("mail API key serial %s (%s) installed from a push", key.serial, key.fingerprint)
             self._ack_best_effort(key)
+            return True
 
     def report_forbidden(self, key: ApiKey | None = None) -> None:
         """The mail API answered 403 with ``key`` (or the cached key): re-read Vault on the next

@@ -513,23 +513,49 @@ class Engine:
                             idle_seconds=int(idle_for.total_seconds()), acknowledged_by=c.acknowledged_by)
         return journal, acked
 
+    #: the newest reports considered per consumer (the client keeps 10); older ones are ignored,
+    #: so a consumer writing a long list cannot make every run do unbounded work.
+    MAX_UNWRAP_REPORTS = 10
+
     def _new_unwrap_reports(self, c: Consumer, journal: RotationRecord) -> list[dict]:
-        """Unwrap failures the consumer reported in its ack record and we have not handled yet."""
+        """Well-formed unwrap failures the consumer reported in its ack record, not yet handled.
+
+        The ack record is the consumer's to write, so each entry is checked (``token`` a string of
+        8-512 characters, ``serial`` an integer or absent) and a malformed one is skipped, never
+        raised on: a consumer must not be able to block its own (emergency) rotation."""
         ack = self.vault.read_ack(c.name) or {}
-        reports = ack.get("unwrap_failures") or []
+        reports = ack.get("unwrap_failures")
         out = []
-        for r in reports if isinstance(reports, list) else []:
+        for r in (reports[-self.MAX_UNWRAP_REPORTS:] if isinstance(reports, list) else []):
             token = r.get("token") if isinstance(r, dict) else None
-            if token and fingerprint(token) not in journal.handled_reports:
-                REDACTOR.register(token)
+            serial = r.get("serial") if isinstance(r, dict) else None
+            if not isinstance(token, str) or not 8 <= len(token) <= 512 or not (
+                    serial is None or (isinstance(serial, int) and not isinstance(serial, bool))):
+                continue
+            if fingerprint(token) not in journal.handled_reports:
                 out.append(r)
         return out
 
+    def _report_time(self, report: dict, sent_at: datetime | None) -> datetime:
+        """When the consumer says it tried to unwrap: clamped to [sent time, now], since the
+        consumer's clock and word are not trusted beyond that; ``now`` when unparseable."""
+        now = self.clock()
+        try:
+            at = from_iso(report.get("at")) if isinstance(report.get("at"), str) else None
+        except ValueError:
+            at = None
+        if at is None or at.tzinfo is None:
+            return now
+        if sent_at is not None and at < sent_at:
+            at = sent_at
+        return min(at, now)
+
     def _check_unwrap_reports(self, c: Consumer, state: KeyState, journal: RotationRecord) -> tuple[RotationRecord, bool]:
         """Failure case V6. For each new report: a token still valid means a consumer-side
-        failure; a token that is gone although its TTL had not run out when the consumer tried
-        means someone else unwrapped it (tamper: alarm event, emergency rotation); an expired
-        token is re-issued by pushing the current key again."""
+        failure (it is only looked up, never unwrapped); a token that is gone although its TTL had
+        not run out when the consumer tried means someone else unwrapped it (tamper: alarm event,
+        emergency rotation); an expired token is re-issued by pushing the current key again.
+        Reports of tokens this rotator never sent are recorded as ``unknown_token`` and ignored."""
         reports = self._new_unwrap_reports(c, journal) if any(t.type == "webhook" for t in c.targets) else []
         tampered = False
         handled = list(journal.handled_reports)
@@ -537,28 +563,32 @@ class Engine:
             fp = fingerprint(r["token"])
             handled.append(fp)
             sent = next((a for a in journal.acks.values() if a.get("wrap_token_hash") == fp), None)
+            if sent is None:
+                self.audit.emit("tamper_check", "unknown_token", consumer=c.name, token_fingerprint=fp)
+                continue
             info = self.vault.lookup_wrapping_token(r["token"])
-            tried_at = from_iso(r.get("at")) or self.clock()
-            expires = from_iso(sent.get("wrap_expires_at")) if sent else None
+            expires = from_iso(sent.get("wrap_expires_at"))
+            tried_at = self._report_time(r, from_iso(sent.get("at")))
             if info is not None:
                 verdict = "still_valid"
             elif expires is not None and tried_at < expires:
                 verdict = "tampered"
                 tampered = True
             else:
-                verdict = "expired" if sent else "unknown_token"
+                verdict = "expired"
             self.audit.emit("tamper_check", "alarm" if verdict == "tampered" else verdict, consumer=c.name,
                             token_fingerprint=fp, serial=r.get("serial"))
             if verdict == "expired" and state.current is not None and state.pending is None:
                 cur = state.current
                 for t in self.targets_for(c):
                     if t.target_id.startswith("webhook:"):
-                        res = t.push(Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "", cur.value,
-                                              cur.fingerprint))
+                        res = self._safe_push(t, Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "",
+                                                          cur.value, cur.fingerprint))
                         self.audit.emit("reissue", "ok" if res.ok else "failed", consumer=c.name,
                                         target=t.target_id, serial=cur.serial)
         if reports:
-            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, handled_reports=handled[-50:])
+            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl,
+                                             handled_reports=handled[-5 * self.MAX_UNWRAP_REPORTS:])
         return journal, tampered
 
     # -- revoke, delete, orphans -----------------------------------------------------------------

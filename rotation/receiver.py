@@ -47,7 +47,7 @@ MAX_REMEMBERED = 10_000
 
 #: outcome -> HTTP status used by :func:`serve_webhook`
 STATUS = {"accepted": 204, "duplicate": 200, "bad_request": 400, "bad_signature": 401, "replay": 409,
-          "tamper_suspected": 410, "mismatch": 422, "vault_unavailable": 503}
+          "stale": 409, "tamper_suspected": 410, "mismatch": 422, "vault_unavailable": 503}
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,12 @@ class WebhookReceiver:
             self._forget_old(now)
             seen = self._seen.get(idem)
             if seen is not None:
-                if seen[1] == "accepted":
+                if seen[1] == "accepted" and seen[2] == fp:
                     return ReceiveResult("duplicate", detail="idempotency key already accepted")
                 if seen[1] == "in_progress" or seen[2] == fp:
                     return ReceiveResult("replay", detail=f"idempotency key already seen ({seen[1]})")
-                # else: the sender re-issued a failed delivery with a fresh wrapping token: process it
+                # else: the sender re-issued the delivery with a fresh wrapping token (after a failure,
+                # or a rollback giving the current key back): process it
             self._seen[idem] = (now, "in_progress", fp)
         result = None
         try:
@@ -190,8 +191,9 @@ class WebhookReceiver:
         if fp and fp != key.fingerprint:
             raise TamperSuspected(f"unwrapped key's fingerprint does not match the notification (serial {serial})")
         try:
-            if self._client is not None:
-                self._client.notify_push(key)
+            if self._client is not None and not self._client.notify_push(key):
+                return ReceiveResult("stale", serial=serial, key_id=key_id,
+                                     detail="an older key than the one in use, and not Vault's current: ignored")
             if self.on_key is not None:
                 self.on_key(key)
         except KeyClientError as exc:

@@ -254,11 +254,23 @@ def test_push_installs_key_and_survives_refresh_until_promotion(consumer):
     assert consumer.ack()[0]["serial"] == 2
     time.sleep(0.15)                                 # Vault still says current=1, pending=2
     assert client.current_key().serial == 2
-    client.notify_push(ApiKey(record(1)["value"], 1, "kid1"))   # older serial: ignored
+    consumer.write_keys(current=record(2), pending=None)          # promoted
+    stale = ApiKey(record(1)["value"], 1, "kid1")
+    assert client.notify_push(stale) is False                   # older and not Vault's current: ignored
     assert client.current_key().serial == 2
-    consumer.write_keys(current=record(1))           # pending dropped (rolled back): back to current
-    time.sleep(0.15)
+
+
+def test_rollback_push_of_the_current_key_is_installed(consumer):
+    """A rollback gives every target the current key back before the pending key is deleted:
+    an older key that Vault confirms as `current` replaces the cached pending one at once."""
+    consumer.write_keys(current=record(1))
+    client = consumer.client(refresh_interval=60)
+    consumer.write_keys(current=record(1), pending=record(2))
+    assert client.notify_push(ApiKey(record(2)["value"], 2, "kid2")) is True
+    assert client.current_key().serial == 2
+    assert client.notify_push(ApiKey(record(1)["value"], 1, "kid1")) is True   # the rollback's restore
     assert client.current_key().serial == 1
+    assert consumer.ack()[0]["serial"] == 1
 
 
 def test_from_env(consumer, monkeypatch):

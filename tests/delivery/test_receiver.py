@@ -98,14 +98,18 @@ def test_tampered_signature_rejected_and_token_left_intact(app, rotator):
 
 def test_replayed_webhook_not_processed_twice(app, rotator):
     consumer, _client, receiver = app
-    headers, body, _ = signed_request(rotator, delivery(consumer))
+    headers, body, token = signed_request(rotator, delivery(consumer))
     first = receiver.handle(headers, body)
     assert first.processed and first.status == 204
     again = receiver.handle(headers, body)
     assert (again.outcome, again.processed, again.status) == ("duplicate", False, 200)
-    # the same delivery re-signed later (a retry) is not processed again either
-    h2, b2, _ = signed_request(rotator, delivery(consumer), ts=int(time.time()) + 1)
+    # the sender's retry (same body, same token) re-signed later is not processed again either
+    h2, b2, _ = signed_request(rotator, delivery(consumer), ts=int(time.time()) + 1, token=token)
     assert receiver.handle(h2, b2).processed is False
+    # a re-issue (same idempotency key, a fresh token: an expired-token re-push or a rollback
+    # restore) is processed: the key it carries is installed again, idempotently
+    h4, b4, _ = signed_request(rotator, delivery(consumer))
+    assert receiver.handle(h4, b4).processed is True
     # a captured request replayed after the window is refused before anything else
     h3, b3, token3 = signed_request(rotator, delivery(consumer, serial=3, rotation_id="rot-3"),
                                     ts=int(time.time()) - 301)

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rotation.canary import CanaryVerifier
+from rotation.canary import CANARY_BODY, CanaryVerifier
 from rotation.config import Consumer
 from rotation.errors import CanaryMisconfigured, VerificationFailed
 from rotation.records import KeyRecord
@@ -29,7 +29,7 @@ def test_accepted_key_returns_and_sends_nothing(gateway, keys):
     time.sleep(CACHE_SECONDS + 0.1)
     before = keys.sent_count()
     CanaryVerifier(gateway.url)(CONSUMER, record(key_id, value))
-    assert keys.sent_count() == before           # the body was invalid: a 400, nothing mailed
+    assert keys.sent_count() == before           # the handler refused the canary's sender: nothing mailed
     assert gateway.request_count(key_id) == 1
 
 
@@ -78,7 +78,7 @@ def test_throttled_is_retryable(gateway, keys):
 
 
 class _Stub:
-    def __init__(self, status: int, error_type: str | None = None, delay: float = 0.0):
+    def __init__(self, status: int, error_type: str | None = None, delay: float = 0.0, body: bytes = b"{}"):
         seen = self.seen = []
 
         class H(BaseHTTPRequestHandler):
@@ -88,10 +88,10 @@ class _Stub:
                 self.send_response(status)
                 if error_type:
                     self.send_header("x-amzn-ErrorType", error_type)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(body)))
                 try:
                     self.end_headers()
-                    self.wfile.write(b"{}")
+                    self.wfile.write(body)
                 except OSError:     # the client timed out and left
                     pass
 
@@ -107,17 +107,26 @@ class _Stub:
         self.server.server_close()
 
 
-@pytest.mark.parametrize("status,error_type,expected", [
-    (500, "InternalServerErrorException", VerificationFailed),
-    (502, None, VerificationFailed),
-    (503, None, VerificationFailed),
-    (403, "AccessDeniedException", VerificationFailed),
-    (404, None, CanaryMisconfigured),
-    (202, None, None),
-    (422, None, None),
-])
-def test_stub_answers(status, error_type, expected):
-    stub = _Stub(status, error_type)
+HANDLER_400 = b'{"error":{"reason":"invalid_address","field":"$.from.email","message":"not valid"}}'
+GATEWAY_400 = b'{"message": "Invalid request body"}'
+
+
+@pytest.mark.parametrize("status,error_type,body,expected", [
+    (500, "InternalServerErrorException", b"{}", VerificationFailed),
+    (502, None, b"{}", VerificationFailed),
+    (503, None, b"{}", VerificationFailed),
+    (403, "AccessDeniedException", b"{}", VerificationFailed),
+    (404, None, b"{}", CanaryMisconfigured),
+    (202, None, b"{}", None),
+    (400, None, HANDLER_400, None),                                  # the handler answered: key accepted
+    (422, None, HANDLER_400, None),
+    (400, "BadRequestException", GATEWAY_400, CanaryMisconfigured),  # API Gateway's validator: no verdict
+    (422, None, b"{}", CanaryMisconfigured),
+    (401, "UnauthorizedException", b'{"message":"Unauthorized"}', CanaryMisconfigured),  # Cognito wants a token
+], ids=["500", "502", "503", "403-waf", "404", "202", "400-handler", "422-handler", "400-gateway-validator",
+        "422-no-handler-shape", "401-cognito"])
+def test_stub_answers(status, error_type, body, expected):
+    stub = _Stub(status, error_type, body=body)
     try:
         canary = CanaryVerifier(stub.url)
         key = record("kid", "V" * 40)
@@ -127,7 +136,7 @@ def test_stub_answers(status, error_type, expected):
             with pytest.raises(expected) as exc:
                 canary(CONSUMER, key)
             assert "V" * 40 not in str(exc.value)
-        assert stub.seen == [("V" * 40, b"{}")]   # the key only in the header; the body is invalid
+        assert stub.seen == [("V" * 40, CANARY_BODY)]   # the key only in the header
     finally:
         stub.close()
 
@@ -173,3 +182,21 @@ def test_engine_does_not_roll_back_on_a_routing_error(engine_env, gateway):
     assert o.outcome == "failed", (o.outcome, o.detail)
     assert state.pending is not None, "rolled back on a routing error"
     assert "MissingAuthenticationTokenException" in o.detail
+
+
+def test_canary_body_passes_the_api_request_validator_and_the_handler_refuses_it():
+    """The canary must reach the handler whatever order API Gateway checks key and body in: the
+    body fits the API's JSON schema (draft-04, as the RequestValidator uses it), and the handler
+    refuses its sender, so nothing is ever sent."""
+    import json
+
+    import jsonschema
+
+    from infra.components.api import MESSAGE_SCHEMA
+    from infra.functions.validation import RequestRejected, validate_message
+
+    body = json.loads(CANARY_BODY)
+    jsonschema.Draft4Validator(MESSAGE_SCHEMA).validate(body)
+    with pytest.raises(RequestRejected) as rejected:
+        validate_message(body, sender_identity="example.com")
+    assert rejected.value.to_dict()["error"]["field"].startswith("$.from")
