@@ -10,8 +10,9 @@ Steps (architecture.md, modelled on AWS Secrets Manager's create/set/test/finish
    checked with backoff up to a deadline (failure case A1); extra verifiers (a canary call) plug in.
 4. **distribute**: push to each target; each ack is journaled, so a resumed run skips acked ones.
 5. **promote**: ``current`` -> new, ``previous`` -> old, in one CAS write.
-6. **revoke** (a later run, after the grace period; at once for an emergency): disable and
-   detach the old key; **delete** it after its retention period.
+6. **revoke** (a later run, after the grace period; at once for an emergency; earlier once
+   acknowledged and idle, see :mod:`rotation.revocation`): disable and detach the old key;
+   **delete** it after its retention period.
 
 The test step runs before distribution (the architecture sketch has it after): a key is proven
 to work before any consumer is handed it, so a failed test never leaves a consumer holding a key
@@ -48,8 +49,9 @@ from .errors import (
 )
 from .planner import Decision, decide
 from .providers.apigateway import TAG_CONSUMER, ApiGatewayKeys
-from .records import KeyRecord, KeyState, RotationRecord, Step, fingerprint, from_iso, to_iso, utcnow
-from .targets import Delivery, PushResult, PushTarget
+from .records import KeyRecord, KeyState, RotationRecord, Step, to_iso, utcnow
+from .revocation import RevocationSignals
+from .targets import Delivery, PushTarget, safe_push
 from .traffic import QuotaCarrier, TrafficSignal
 from .vault import VaultStore
 
@@ -120,6 +122,10 @@ class Engine:
         self.clock = clock
         self.traffic = traffic
         self.quota = quota
+        self.signals = RevocationSignals(
+            vault=vault, audit=audit, traffic=traffic, targets_for=self.targets_for, clock=clock,
+            usage_plan_id=lambda c: apigw.resolve_usage_plan(consumers.usage_plans[c.tier]),
+            lease_ttl=lease_ttl_seconds)
         self._managed_keys: list[dict] | None = None
 
     # -- reading ---------------------------------------------------------------------------------
@@ -177,7 +183,7 @@ class Engine:
                    lease_now=time.time())
         orphans = self._orphans(c, state)
         early_possible = bool(d.waiting) and self.traffic is not None and state.previous is not None
-        reports = self._new_unwrap_reports(c, journal) if any(t.type == "webhook" for t in c.targets) else []
+        reports = self.signals.new_unwrap_reports(c, journal) if any(t.type == "webhook" for t in c.targets) else []
         if (not d.has_work and not orphans and not early_possible and not reports
                 and not (journal.rotation_id and journal.step == Step.DISTRIBUTED.value)):
             outcome = "waiting" if d.waiting and (force or "waiting" in d.reason) else "skipped"
@@ -227,7 +233,7 @@ class Engine:
             # another runner already rotated this consumer after our request: it is satisfied
             force = emergency = False
         state, journal = self._sweep_orphans(c, state, journal)
-        journal, tampered = self._check_unwrap_reports(c, state, journal)
+        journal, tampered = self.signals.check_unwrap_reports(c, state, journal)
         if tampered and not journal.reissue_required:
             journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, reissue_required=True)
         if journal.reissue_required:
@@ -236,7 +242,7 @@ class Engine:
             emergency = True
             if state.pending is not None:
                 state, journal = self._rollback(c, state, journal, "tamper suspected: the pending key may be exposed")
-        journal, early = self._early_revoke_ok(c, state, journal)
+        journal, early = self.signals.early_revoke_ok(c, state, journal)
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
                    lease_now=time.time(), early_revoke=early)
         result = ConsumerOutcome(c.name, d.rotate, "ok", d.reason)
@@ -405,7 +411,7 @@ class Engine:
             if prior and prior.get("ok") and prior.get("serial") == pending.serial:
                 continue
             journal = self.vault.renew_lease(c.name, journal, self.lease_ttl)  # still ours before each push
-            result = self._safe_push(target, delivery)
+            result = safe_push(target, delivery)
             acks[target.target_id] = {"ok": result.ok, "serial": pending.serial, "at": to_iso(self.clock()),
                                       "detail": REDACTOR.scrub(result.detail)[:200], "required": target.required,
                                       **{k: v for k, v in result.extra.items()
@@ -417,14 +423,6 @@ class Engine:
             if not result.ok and target.required:
                 failed_required.append(f"{target.target_id}: {result.detail}")
         return journal, failed_required
-
-    @staticmethod
-    def _safe_push(target: PushTarget, delivery: Delivery) -> PushResult:
-        """A target that raises is a failed push, never a crash of the run."""
-        try:
-            return target.push(delivery)
-        except Exception as exc:  # noqa: BLE001
-            return PushResult(target.target_id, False, REDACTOR.scrub(f"{type(exc).__name__}: {exc}")[:200])
 
     def _rollback(self, c: Consumer, state: KeyState, journal: RotationRecord, reason: str):
         """Undo a rotation that failed before promotion: give the current key back to every
@@ -441,7 +439,7 @@ class Engine:
             cur = state.current
             for target in self.targets_for(c):
                 journal = self.vault.renew_lease(c.name, journal, self.lease_ttl)
-                r = self._safe_push(target, Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "",
+                r = safe_push(target, Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "",
                                                      cur.value, cur.fingerprint))
                 (restored if r.ok else not_restored).append(target.target_id)
         if not_restored:
@@ -470,126 +468,6 @@ class Engine:
                 and journal.step not in (Step.PROMOTED.value, None)):
             return self._journal(c, journal, Step.PROMOTED)
         return journal
-
-    # -- early revoke and tamper detection ---------------------------------------------------------
-    def _acknowledged(self, c: Consumer, current: KeyRecord, journal: RotationRecord) -> bool:
-        """The consumer uses ``current``: its app's ack in Vault names that serial (``app``), or
-        every required push target took it (``targets``)."""
-        if c.acknowledged_by == "app":
-            ack = self.vault.read_ack(c.name) or {}
-            try:
-                return int(ack.get("serial", 0)) >= current.serial
-            except (TypeError, ValueError):
-                return False
-        required = [t for t in self.targets_for(c) if t.required]
-        return bool(required) and all(
-            (journal.acks.get(t.target_id) or {}).get("ok") and journal.acks[t.target_id].get("serial") == current.serial
-            for t in required)
-
-    def _early_revoke_ok(self, c: Consumer, state: KeyState, journal: RotationRecord) -> tuple[RotationRecord, bool]:
-        """May the previous key go before its grace period ends? Only when the consumer
-        acknowledged the current key and the traffic signal shows the previous key idle for
-        ``quiet_period``. Snapshots the previous key's request counter in the journal."""
-        prev, cur = state.previous, state.current
-        if self.traffic is None or prev is None or cur is None or prev.disabled_at or not prev.key_id:
-            return journal, False
-        plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
-        count = self.traffic.request_count(prev.key_id, plan_id)
-        if count is None:
-            return journal, False
-        now = self.clock()
-        snap = journal.traffic.get(prev.key_id)
-        if snap and snap.get("count") == count:
-            idle_for = now - (from_iso(snap.get("since")) or now)
-        else:
-            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl,
-                                             traffic={prev.key_id: {"count": count, "since": to_iso(now)}})
-            idle_for = None
-        if idle_for is None or idle_for < c.quiet_period:
-            return journal, False
-        acked = self._acknowledged(c, cur, journal)
-        if acked:
-            self.audit.emit("revoke", "early", consumer=c.name, serial=prev.serial, key_id=prev.key_id,
-                            idle_seconds=int(idle_for.total_seconds()), acknowledged_by=c.acknowledged_by)
-        return journal, acked
-
-    #: the newest reports considered per consumer (the client keeps 10); older ones are ignored,
-    #: so a consumer writing a long list cannot make every run do unbounded work.
-    MAX_UNWRAP_REPORTS = 10
-
-    def _new_unwrap_reports(self, c: Consumer, journal: RotationRecord) -> list[dict]:
-        """Well-formed unwrap failures the consumer reported in its ack record, not yet handled.
-
-        The ack record is the consumer's to write, so each entry is checked (``token`` a string of
-        8-512 characters, ``serial`` an integer or absent) and a malformed one is skipped, never
-        raised on: a consumer must not be able to block its own (emergency) rotation."""
-        ack = self.vault.read_ack(c.name) or {}
-        reports = ack.get("unwrap_failures")
-        out = []
-        for r in (reports[-self.MAX_UNWRAP_REPORTS:] if isinstance(reports, list) else []):
-            token = r.get("token") if isinstance(r, dict) else None
-            serial = r.get("serial") if isinstance(r, dict) else None
-            if not isinstance(token, str) or not 8 <= len(token) <= 512 or not (
-                    serial is None or (isinstance(serial, int) and not isinstance(serial, bool))):
-                continue
-            if fingerprint(token) not in journal.handled_reports:
-                out.append(r)
-        return out
-
-    def _report_time(self, report: dict, sent_at: datetime | None) -> datetime:
-        """When the consumer says it tried to unwrap: clamped to [sent time, now], since the
-        consumer's clock and word are not trusted beyond that; ``now`` when unparseable."""
-        now = self.clock()
-        try:
-            at = from_iso(report.get("at")) if isinstance(report.get("at"), str) else None
-        except ValueError:
-            at = None
-        if at is None or at.tzinfo is None:
-            return now
-        if sent_at is not None and at < sent_at:
-            at = sent_at
-        return min(at, now)
-
-    def _check_unwrap_reports(self, c: Consumer, state: KeyState, journal: RotationRecord) -> tuple[RotationRecord, bool]:
-        """Failure case V6. For each new report: a token still valid means a consumer-side
-        failure (it is only looked up, never unwrapped); a token that is gone although its TTL had
-        not run out when the consumer tried means someone else unwrapped it (tamper: alarm event,
-        emergency rotation); an expired token is re-issued by pushing the current key again.
-        Reports of tokens this rotator never sent are recorded as ``unknown_token`` and ignored."""
-        reports = self._new_unwrap_reports(c, journal) if any(t.type == "webhook" for t in c.targets) else []
-        tampered = False
-        handled = list(journal.handled_reports)
-        for r in reports:
-            fp = fingerprint(r["token"])
-            handled.append(fp)
-            sent = next((a for a in journal.acks.values() if a.get("wrap_token_hash") == fp), None)
-            if sent is None:
-                self.audit.emit("tamper_check", "unknown_token", consumer=c.name, token_fingerprint=fp)
-                continue
-            info = self.vault.lookup_wrapping_token(r["token"])
-            expires = from_iso(sent.get("wrap_expires_at"))
-            tried_at = self._report_time(r, from_iso(sent.get("at")))
-            if info is not None:
-                verdict = "still_valid"
-            elif expires is not None and tried_at < expires:
-                verdict = "tampered"
-                tampered = True
-            else:
-                verdict = "expired"
-            self.audit.emit("tamper_check", "alarm" if verdict == "tampered" else verdict, consumer=c.name,
-                            token_fingerprint=fp, serial=r.get("serial"))
-            if verdict == "expired" and state.current is not None and state.pending is None:
-                cur = state.current
-                for t in self.targets_for(c):
-                    if t.target_id.startswith("webhook:"):
-                        res = self._safe_push(t, Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "",
-                                                          cur.value, cur.fingerprint))
-                        self.audit.emit("reissue", "ok" if res.ok else "failed", consumer=c.name,
-                                        target=t.target_id, serial=cur.serial)
-        if reports:
-            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl,
-                                             handled_reports=handled[-5 * self.MAX_UNWRAP_REPORTS:])
-        return journal, tampered
 
     # -- revoke, delete, orphans -----------------------------------------------------------------
     def _revoke_and_delete(self, c: Consumer, state: KeyState, journal: RotationRecord, d: Decision):

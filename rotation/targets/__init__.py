@@ -37,3 +37,14 @@ class PushTarget(Protocol):
     required: bool
 
     def push(self, delivery: Delivery) -> PushResult: ...
+
+
+def safe_push(target: PushTarget, delivery: Delivery) -> PushResult:
+    """Push, turning an exception into a failed :class:`PushResult` (secrets scrubbed): a target
+    that raises is a failed push, never a crash of the run."""
+    from ..audit import REDACTOR
+
+    try:
+        return target.push(delivery)
+    except Exception as exc:  # noqa: BLE001
+        return PushResult(target.target_id, False, REDACTOR.scrub(f"{type(exc).__name__}: {exc}")[:200])

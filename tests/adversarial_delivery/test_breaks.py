@@ -115,7 +115,7 @@ def test_unwrap_reports_are_handled_once_not_on_every_run(env):
     first = env.engine(consumers=cf)
     first.run(only=["crm"])
     # fixed: only the newest MAX_UNWRAP_REPORTS entries are considered, each handled once
-    assert sum(e["event"] == "tamper_check" for e in first.audit.events) == first.MAX_UNWRAP_REPORTS
+    assert sum(e["event"] == "tamper_check" for e in first.audit.events) == first.signals.MAX_UNWRAP_REPORTS
     counts = []
     for _ in range(3):
         eng = env.engine(consumers=cf)
