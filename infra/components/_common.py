@@ -32,6 +32,19 @@ def deny_insecure_transport(resources: list[Any], action: str | list[str] = "*")
     }
 
 
+def lambda_runtime_statements(log_group_arn: pulumi.Output[str], dlq_arn: pulumi.Input[str]) -> list[dict[str, Any]]:
+    """IAM statements every function here needs at run time: write its own log group (baseline
+    1.7 logging), send X-Ray traces (CKV_AWS_50; X-Ray has no resource-level permissions, hence
+    ``*``), and send to its dead-letter queue (CKV_AWS_116)."""
+    return [
+        {"Sid": "WriteOwnLogGroup", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+         "Resource": log_group_arn.apply(lambda a: f"{a}:*")},
+        {"Sid": "XRayTraces", "Effect": "Allow",
+         "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"},
+        {"Sid": "DeadLetterQueue", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": dlq_arn},
+    ]
+
+
 def encrypted_log_group(
     name: str,
     *,

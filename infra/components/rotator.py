@@ -35,7 +35,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-from infra.components._common import encrypted_log_group, json_doc
+from infra.components._common import encrypted_log_group, json_doc, lambda_runtime_statements
 from infra.config import RotationScheduleConfig
 from policies.iam import render_policy
 
@@ -192,12 +192,7 @@ class ScheduledRotator(pulumi.ComponentResource):
         self.runtime_policy = aws.iam.RolePolicy(
             f"{name}-runtime-policy", role=self.role.id,
             policy=json_doc({"Version": "2012-10-17", "Statement": [
-                {"Sid": "WriteOwnLogGroup", "Effect": "Allow",
-                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                 "Resource": self.log_group.arn.apply(lambda a: f"{a}:*")},
-                {"Sid": "XRayTraces", "Effect": "Allow",
-                 "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"},
-                {"Sid": "DeadLetterQueue", "Effect": "Allow", "Action": "sqs:SendMessage", "Resource": args.dlq_arn},
+                *lambda_runtime_statements(self.log_group.arn, args.dlq_arn),
                 {"Sid": "ReadVaultSecretId", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
                  "Resource": self.vault_secret.arn},
                 {"Sid": "DecryptSecretAndQueueWithDataKey", "Effect": "Allow",

@@ -18,7 +18,12 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
-from infra.components._common import assume_role_policy, encrypted_log_group, json_doc
+from infra.components._common import (
+    assume_role_policy,
+    encrypted_log_group,
+    json_doc,
+    lambda_runtime_statements,
+)
 from policies.iam import render_policy
 
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
@@ -74,15 +79,8 @@ class Sender(pulumi.ComponentResource):
             opts=child)
         self.runtime_policy = aws.iam.RolePolicy(
             f"{name}-runtime-policy", role=self.role.id,
-            policy=json_doc({"Version": "2012-10-17", "Statement": [
-                {"Sid": "WriteOwnLogGroup", "Effect": "Allow",
-                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                 "Resource": self.log_group.arn.apply(lambda a: f"{a}:*")},
-                {"Sid": "XRayTraces", "Effect": "Allow",
-                 "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"},
-                {"Sid": "DeadLetterQueue", "Effect": "Allow", "Action": "sqs:SendMessage",
-                 "Resource": args.dlq_arn},
-            ]}),
+            policy=json_doc({"Version": "2012-10-17",
+                             "Statement": lambda_runtime_statements(self.log_group.arn, args.dlq_arn)}),
             opts=child)
         self.function = aws.lambda_.Function(
             f"{name}-function",

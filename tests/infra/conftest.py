@@ -64,6 +64,22 @@ def statements(doc: str | dict) -> list[dict]:
     return policy(doc)["Statement"]
 
 
+def plain_strings(value: Any):
+    """Strings of ``value`` outside Pulumi secret wrappers (what the state would hold in clear)."""
+    from pulumi.runtime.rpc import is_rpc_secret
+
+    if is_rpc_secret(value):
+        return
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from plain_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from plain_strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
 class Helpers:
     """Helper functions handed to tests through the ``h`` fixture (conftest modules are not importable)."""
 
@@ -72,6 +88,7 @@ class Helpers:
     policy = staticmethod(policy)
     statements = staticmethod(statements)
     component_urns = staticmethod(component_urns)
+    plain_strings = staticmethod(plain_strings)
 
 
 @pytest.fixture(scope="session")

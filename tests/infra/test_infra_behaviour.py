@@ -100,18 +100,6 @@ SECRET_PATTERNS = [
 ]
 
 
-def _plain_strings(value):
-    """Strings of ``value`` outside Pulumi secret wrappers (what the state would hold in clear)."""
-    if is_rpc_secret(value):
-        return
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _plain_strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _plain_strings(v)
-    elif isinstance(value, str):
-        yield value
 
 
 def _strings(value):
@@ -143,7 +131,7 @@ def test_p4_no_plain_text_secret_in_recorded_resources_or_outputs(dev_run, h):
         for r in resources:
             for s in _strings(r.inputs):
                 assert not any(p.search(s) for p in SECRET_PATTERNS), (r.typ, r.name)
-            assert not any(planted in s for s in _plain_strings(r.inputs)), (r.typ, r.name)
+            assert not any(planted in s for s in h.plain_strings(r.inputs)), (r.typ, r.name)
         assert planted not in json.dumps(dev_run.exports, default=str)
         for value in dev_run.exports.values():
             for s in _strings(value):

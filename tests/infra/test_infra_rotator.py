@@ -62,17 +62,6 @@ def _one(resources, typ: str, name: str):
     return found[0]
 
 
-def _plain_strings(value):
-    if is_rpc_secret(value):
-        return
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _plain_strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _plain_strings(v)
-    elif isinstance(value, str):
-        yield value
 
 
 # --- off by default ---------------------------------------------------------------------------
@@ -296,7 +285,7 @@ def test_secret_id_never_in_plain_text(dev_run, h):
             ("aws:secretsmanager/secretVersion:SecretVersion", "scheduled-rotator-vault-secret-id-version")]
         assert is_rpc_secret(holders[0].inputs["secretString"])
         for r in resources:
-            assert not any(PLANTED in s for s in _plain_strings(r.inputs)), (r.typ, r.name)
+            assert not any(PLANTED in s for s in h.plain_strings(r.inputs)), (r.typ, r.name)
         secret = _one(resources, "aws:secretsmanager/secret:Secret", "scheduled-rotator-vault-secret-id")
         assert secret.inputs["kmsKeyId"] == DATA_KEY
         assert PLANTED not in json.dumps(dev_run.exports, default=str)
