@@ -100,8 +100,6 @@ SECRET_PATTERNS = [
 ]
 
 
-
-
 def _strings(value):
     if isinstance(value, dict):
         for v in value.values():

@@ -62,8 +62,6 @@ def _one(resources, typ: str, name: str):
     return found[0]
 
 
-
-
 # --- off by default ---------------------------------------------------------------------------
 
 @pulumi.runtime.test
