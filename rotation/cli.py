@@ -125,7 +125,7 @@ def status(obj: _Ctx, as_json: bool) -> None:
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
     for row in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
 @main.command()
@@ -162,7 +162,8 @@ def _run(obj: _Ctx, *, only=None, force=(), emergency=()) -> int:
         extra = f" serial={o.serial}" if o.serial is not None else ""
         click.echo(f"{o.consumer}: {o.action} {o.outcome}{extra} - {REDACTOR.scrub(o.detail)}")
     failed = len(summary.failed)
-    click.echo(f"{len(summary.outcomes)} consumers, {failed} failed")
+    n = len(summary.outcomes)
+    click.echo(f"{n} consumer{'' if n == 1 else 's'}, {failed} failed")
     return summary.exit_code
 
 
