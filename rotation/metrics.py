@@ -12,15 +12,17 @@ Namespace ``SecureMailApi/Rotation``; every metric is published with the single 
 - ``KeysOverMaxAge`` (Count): consumers whose current key is older than their ``max_age``.
 """
 
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
 NAMESPACE = "SecureMailApi/Rotation"
 DIMENSION_STACK = "Stack"
 ROTATION_SUCCEEDED = "RotationSucceeded"
 ROTATION_FAILED = "RotationFailed"
 OLDEST_KEY_AGE_SECONDS = "OldestKeyAgeSeconds"
 KEYS_OVER_MAX_AGE = "KeysOverMaxAge"
-
-import logging
-from datetime import datetime
 
 log = logging.getLogger(__name__)
 
