@@ -127,6 +127,7 @@ class Engine:
             usage_plan_id=lambda c: apigw.resolve_usage_plan(consumers.usage_plans[c.tier]),
             lease_ttl=lease_ttl_seconds)
         self._managed_keys: list[dict] | None = None
+        self._asked_serial: dict[str, int] = {}   # consumer -> current serial when a rotation was asked
 
     # -- reading ---------------------------------------------------------------------------------
     def decisions(self, *, force: Iterable[str] = (), emergency: Iterable[str] = ()) -> list[tuple[Consumer, KeyState, RotationRecord, Decision]]:
@@ -228,7 +229,7 @@ class Engine:
         state = self.vault.read_key_state(c.name)  # fresh, under the lease
         REDACTOR.register(*(r.value for r in (state.current, state.previous, state.pending, *state.retired) if r))
         journal = self._finish_promoted_journal(c, state, journal)
-        asked = getattr(self, "_asked_serial", {}).get(c.name)
+        asked = self._asked_serial.get(c.name)
         if (force or emergency) and state.current and asked is not None and state.current.serial > asked:
             # another runner already rotated this consumer after our request: it is satisfied
             force = emergency = False
