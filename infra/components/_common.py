@@ -32,6 +32,23 @@ def deny_insecure_transport(resources: list[Any], action: str | list[str] = "*")
     }
 
 
+def service_publish_topic_policy(topic_arn: pulumi.Input[str], *, sid: str, service: str,
+                                 account_id: pulumi.Input[str],
+                                 source_arn: pulumi.Input[str] | None = None) -> pulumi.Output[str]:
+    """SNS topic policy: only ``service`` acting for this account (and, if given, for
+    ``source_arn``) may publish, and only over TLS. SNS.4 / CKV_AWS_169 (no public or
+    cross-account publisher; ``aws:SourceAccount`` against the confused deputy) and
+    AwsSolutions-SNS3 (deny ``aws:SecureTransport=false``)."""
+    condition: dict[str, Any] = {"aws:SourceAccount": account_id}
+    if source_arn is not None:
+        condition = {"aws:SourceArn": source_arn, **condition}
+    return json_doc({"Version": "2012-10-17", "Statement": [
+        {"Sid": sid, "Effect": "Allow", "Principal": {"Service": service}, "Action": "sns:Publish",
+         "Resource": topic_arn, "Condition": {"StringEquals": condition}},
+        deny_insecure_transport([topic_arn], "sns:Publish"),
+    ]})
+
+
 def lambda_runtime_statements(log_group_arn: pulumi.Output[str], dlq_arn: pulumi.Input[str]) -> list[dict[str, Any]]:
     """IAM statements every function here needs at run time: write its own log group (baseline
     1.7 logging), send X-Ray traces (CKV_AWS_50; X-Ray has no resource-level permissions, hence

@@ -19,9 +19,9 @@ import pulumi_aws as aws
 
 from infra.components._common import (
     assume_role_policy,
-    deny_insecure_transport,
     encrypted_log_group,
     json_doc,
+    service_publish_topic_policy,
 )
 from infra.components.storage import SecureBucket, SecureBucketArgs
 
@@ -90,13 +90,9 @@ class Audit(pulumi.ComponentResource):
             kms_master_key_id=args.audit_key_arn, signature_version=2, tags=dict(args.tags), opts=child)
         notifications_policy = aws.sns.TopicPolicy(
             f"{name}-trail-notifications-policy", arn=self.notifications.arn,
-            policy=json_doc({"Version": "2012-10-17", "Statement": [
-                {"Sid": "AllowCloudTrailPublish", "Effect": "Allow",
-                 "Principal": {"Service": "cloudtrail.amazonaws.com"}, "Action": "sns:Publish",
-                 "Resource": self.notifications.arn,
-                 "Condition": {"StringEquals": {"aws:SourceArn": trail_arn, "aws:SourceAccount": args.account_id}}},
-                deny_insecure_transport([self.notifications.arn], "sns:Publish"),
-            ]}),
+            policy=service_publish_topic_policy(self.notifications.arn, sid="AllowCloudTrailPublish",
+                                                service="cloudtrail.amazonaws.com", account_id=args.account_id,
+                                                source_arn=trail_arn),
             opts=child)
         self.trail = aws.cloudtrail.Trail(
             f"{name}-trail",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.components._common import deny_insecure_transport, json_doc
+from infra.components._common import deny_insecure_transport, json_doc, service_publish_topic_policy
 
 FEEDBACK_EVENTS = ["BOUNCE", "COMPLAINT", "REJECT", "RENDERING_FAILURE", "DELIVERY_DELAY"]
 METRIC_EVENTS = ["SEND", "REJECT", "RENDERING_FAILURE", "BOUNCE", "COMPLAINT"]
@@ -70,13 +70,8 @@ class Email(pulumi.ComponentResource):
             signature_version=2, tags=dict(args.tags), opts=child)
         self.feedback_topic_policy = aws.sns.TopicPolicy(
             f"{name}-feedback-policy", arn=self.feedback_topic.arn,
-            policy=json_doc({"Version": "2012-10-17", "Statement": [
-                {"Sid": "AllowSesPublishFromOwnConfigurationSet", "Effect": "Allow",
-                 "Principal": {"Service": "ses.amazonaws.com"}, "Action": "sns:Publish",
-                 "Resource": self.feedback_topic.arn,
-                 "Condition": {"StringEquals": {"aws:SourceAccount": args.account_id}}},
-                deny_insecure_transport([self.feedback_topic.arn], "sns:Publish"),
-            ]}),
+            policy=service_publish_topic_policy(self.feedback_topic.arn, sid="AllowSesPublishFromOwnConfigurationSet",
+                                                service="ses.amazonaws.com", account_id=args.account_id),
             opts=child)
         self.feedback_queue = aws.sqs.Queue(
             f"{name}-feedback-queue", name=f"{args.prefix}-ses-feedback",

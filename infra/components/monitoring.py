@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.components._common import deny_insecure_transport, json_doc
+from infra.components._common import service_publish_topic_policy
 from rotation import metrics as rotation_metrics
 
 CIS_NAMESPACE = "CISBenchmark"
@@ -218,13 +218,8 @@ class Monitoring(pulumi.ComponentResource):
             tags=dict(args.tags), opts=child)
         self.topic_policy = aws.sns.TopicPolicy(
             f"{name}-alarms-policy", arn=self.topic.arn,
-            policy=json_doc({"Version": "2012-10-17", "Statement": [
-                {"Sid": "AllowCloudWatchAlarms", "Effect": "Allow",
-                 "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Action": "sns:Publish",
-                 "Resource": self.topic.arn,
-                 "Condition": {"StringEquals": {"aws:SourceAccount": args.account_id}}},
-                deny_insecure_transport([self.topic.arn], "sns:Publish"),
-            ]}),
+            policy=service_publish_topic_policy(self.topic.arn, sid="AllowCloudWatchAlarms",
+                                                service="cloudwatch.amazonaws.com", account_id=args.account_id),
             opts=child)
         aws.sns.TopicSubscription(
             f"{name}-alarms-email", topic=self.topic.arn, protocol="email", endpoint=args.alarm_email, opts=child)

@@ -60,6 +60,13 @@ LAMBDA_ASYNC_MAX_EVENT_AGE_SECONDS = 3600
 SECRET_ARN_VARIABLE = "ROTATION_VAULT_LOGIN_ARN"
 
 
+def rotator_policy(region: str, stack: str, kms_key_arn: pulumi.Input[str]) -> pulumi.Output[str]:
+    """The rotation jobs' least-privilege policy, ``policies/iam/rotator.json`` rendered for this
+    stack: every runner of the rotation jobs (people, CI, the scheduled Lambda) gets exactly this."""
+    return pulumi.Output.from_input(kms_key_arn).apply(
+        lambda arn: json.dumps(render_policy("rotator", region=region, stack=stack, kms_key_arn=arn)))
+
+
 def rotator_trust_policy(account_id: str, principals: Sequence[str]) -> dict:
     """Trust policy for the rotation role: the given principals (or the account root).
 
@@ -123,10 +130,7 @@ class RotatorAccess(pulumi.ComponentResource):
             max_session_duration=3600, tags=dict(args.tags), opts=child)
         self.policy = aws.iam.RolePolicy(
             f"{name}-policy", role=self.role.id,
-            policy=pulumi.Output.from_input(args.kms_key_arn).apply(
-                lambda arn: json.dumps(render_policy("rotator", region=args.region, stack=args.stack,
-                                                     kms_key_arn=arn))),
-            opts=child)
+            policy=rotator_policy(args.region, args.stack, args.kms_key_arn), opts=child)
         self.register_outputs({"role_arn": self.role.arn})
 
 
@@ -185,10 +189,7 @@ class ScheduledRotator(pulumi.ComponentResource):
             max_session_duration=3600, tags=dict(args.tags), opts=child)
         self.rotation_policy = aws.iam.RolePolicy(
             f"{name}-rotation-policy", role=self.role.id,
-            policy=pulumi.Output.from_input(args.data_key_arn).apply(
-                lambda arn: json.dumps(render_policy("rotator", region=args.region, stack=args.stack,
-                                                     kms_key_arn=arn))),
-            opts=child)
+            policy=rotator_policy(args.region, args.stack, args.data_key_arn), opts=child)
         self.runtime_policy = aws.iam.RolePolicy(
             f"{name}-runtime-policy", role=self.role.id,
             policy=json_doc({"Version": "2012-10-17", "Statement": [
