@@ -64,18 +64,19 @@ def statements(doc: str | dict) -> list[dict]:
     return policy(doc)["Statement"]
 
 
-def plain_strings(value: Any):
-    """Strings of ``value`` outside Pulumi secret wrappers (what the state would hold in clear)."""
+def plain_strings(value: Any, *, skip_secrets: bool = True):
+    """Strings of ``value``; with ``skip_secrets`` only those outside Pulumi secret wrappers (what
+    the state would hold in clear)."""
     from pulumi.runtime.rpc import is_rpc_secret
 
-    if is_rpc_secret(value):
+    if skip_secrets and is_rpc_secret(value):
         return
     if isinstance(value, dict):
         for v in value.values():
-            yield from plain_strings(v)
+            yield from plain_strings(v, skip_secrets=skip_secrets)
     elif isinstance(value, list):
         for v in value:
-            yield from plain_strings(v)
+            yield from plain_strings(v, skip_secrets=skip_secrets)
     elif isinstance(value, str):
         yield value
 

@@ -100,17 +100,6 @@ SECRET_PATTERNS = [
 ]
 
 
-def _strings(value):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-    elif isinstance(value, str):
-        yield value
-
-
 @pulumi.runtime.test
 def test_p4_no_plain_text_secret_in_recorded_resources_or_outputs(dev_run, h):
     """P4: no API key or usage-plan key resource, no secret-looking value in any input, the Lambda
@@ -127,12 +116,12 @@ def test_p4_no_plain_text_secret_in_recorded_resources_or_outputs(dev_run, h):
         assert [r.name for r in versions] == ["scheduled-rotator-vault-secret-id-version"]
         assert is_rpc_secret(versions[0].inputs["secretString"])
         for r in resources:
-            for s in _strings(r.inputs):
+            for s in h.plain_strings(r.inputs, skip_secrets=False):
                 assert not any(p.search(s) for p in SECRET_PATTERNS), (r.typ, r.name)
             assert not any(planted in s for s in h.plain_strings(r.inputs)), (r.typ, r.name)
         assert planted not in json.dumps(dev_run.exports, default=str)
         for value in dev_run.exports.values():
-            for s in _strings(value):
+            for s in h.plain_strings(value, skip_secrets=False):
                 assert not any(p.search(s) for p in SECRET_PATTERNS)
         assert not dev_run.secret_exports
 
