@@ -194,7 +194,7 @@ class Engine:
             self.audit.emit("lock", "skipped", consumer=c.name, holder=d.locked_by)
             return ConsumerOutcome(c.name, d.rotate, "locked", f"lease held by {d.locked_by}")
         try:
-            journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl)
+            journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl, journal)
         except LockHeld as exc:
             self.audit.emit("lock", "skipped", consumer=c.name, detail=str(exc))
             return ConsumerOutcome(c.name, d.rotate, "locked", str(exc))

@@ -253,14 +253,16 @@ class VaultStore:
         version = self._write(self.path("rotations", consumer), rec.to_dict(), cas=rec.version)
         return rec.evolve(version=version)
 
-    def acquire_lease(self, consumer: str, owner: str, ttl_seconds: float) -> RotationRecord:
-        """Take the consumer's rotation lease, or take over a stale one.
+    def acquire_lease(self, consumer: str, owner: str, ttl_seconds: float,
+                      rec: RotationRecord | None = None) -> RotationRecord:
+        """Take the consumer's rotation lease, or take over a stale one. ``rec``: the record as
+        just read (saves a read; if it is stale, the CAS write fails and that is a lost race).
 
         Raises :class:`LockHeld` when another owner's lease has not expired, or when another
         runner won the CAS race for it.
         """
         now = time.time()
-        rec = self.read_rotation(consumer)
+        rec = rec if rec is not None else self.read_rotation(consumer)
         if rec.held_by_other(owner, now):
             raise LockHeld(f"{consumer}: rotation lease held by {rec.owner} for another "
                            f"{rec.lease_expires_at - now:.0f}s")
