@@ -174,9 +174,8 @@ class Bare:
         k, r = self.paths(name)
         key_name = f"bench-bare-{name}-{serial}"
         self._read(k)                       # process(): read_key_state
-        self._read(r)                       #            read_rotation
-        self._read(r)                       # acquire_lease: read
-        self._write(r, rot_doc)             #                CAS write
+        self._read(r)                       #            read_rotation (reused by acquire_lease)
+        self._write(r, rot_doc)             # acquire_lease: CAS write
         self._read(k)                       # _process_locked: fresh read under the lease
         self._write(k, keys_doc)            # record pending
         self._meta(k, summary)
@@ -206,7 +205,6 @@ class Bare:
         k, r = self.paths(name)
         kid = self.key_ids[name]
         self._read(k)
-        self._read(r)
         self._read(r)
         self._write(r, rot_doc)             # acquire lease
         self._read(k)
