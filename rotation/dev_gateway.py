@@ -143,8 +143,10 @@ class _KeyEntry:
 class _KeyCache:
     """value -> _KeyEntry, read from the AWS control plane at most every ``ttl`` seconds."""
 
-    def __init__(self, client: Any, rest_api_id: str, stage: str, ttl: float):
+    def __init__(self, client: Any, rest_api_id: str, stage: str, ttl: float,
+                 clock: Callable[[], float] = time.monotonic):
         self.client = client
+        self._clock = clock
         self.rest_api_id = rest_api_id
         self.stage = stage
         self.ttl = float(ttl)
@@ -157,9 +159,9 @@ class _KeyCache:
         """The entry for ``value`` (reloading when the cache is older than ``ttl``), or None.
         Raises the AWS error only when no snapshot was ever loaded."""
         snap = self._by_value
-        if snap is None or time.monotonic() - self._loaded_at >= self.ttl:
+        if snap is None or self._clock() - self._loaded_at >= self.ttl:
             with self._lock:
-                if self._by_value is None or time.monotonic() - self._loaded_at >= self.ttl:
+                if self._by_value is None or self._clock() - self._loaded_at >= self.ttl:
                     try:
                         self._by_value = self._load()
                         self.refreshes += 1
@@ -168,7 +170,7 @@ class _KeyCache:
                             raise
                         log.warning("dev gateway: key refresh failed (%s); serving the cached keys",
                                     type(exc).__name__)
-                    self._loaded_at = time.monotonic()
+                    self._loaded_at = self._clock()
                 snap = self._by_value
         return snap.get(value)
 
@@ -302,6 +304,8 @@ class DevGateway:
     :param stage: the stage name (default ``v1``): usage plans must list ``(rest_api_id, stage)``.
     :param host, port: where to listen (loopback only; port 0 picks a free port).
     :param key_cache_seconds: how long the key/usage-plan snapshot is reused (default 2 s).
+    :param clock: monotonic seconds for the key cache and the throttle buckets (default
+        ``time.monotonic``); tests pass a fake clock to step through the cache window.
     :param sender_identity, configuration_set, table_name: the handler's environment; created in
         the emulator on :meth:`start` when ``setup_backend`` (default) and missing.
     :param quiet: lower the handler's log level to ERROR (its per-request JSON lines).
@@ -318,7 +322,7 @@ class DevGateway:
                  region: str = DEV_REGION, sender_identity: str = DEFAULT_SENDER_IDENTITY,
                  configuration_set: str = DEFAULT_CONFIGURATION_SET, table_name: str = DEFAULT_TABLE_NAME,
                  setup_backend: bool = True, quiet: bool = False, concurrency: int = 4,
-                 session: boto3.Session | None = None):
+                 session: boto3.Session | None = None, clock: Callable[[], float] = time.monotonic):
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the dev gateway listens on loopback only")
         if key_cache_seconds < 0:
@@ -330,6 +334,7 @@ class DevGateway:
         self.host = host
         self._port = port
         self.key_cache_seconds = key_cache_seconds
+        self._clock = clock
         self.sender_identity = sender_identity
         self.configuration_set = configuration_set
         self.table_name = table_name
@@ -384,7 +389,7 @@ class DevGateway:
         if self.setup_backend:
             ensure_mail_backend(self._session, self.aws_endpoint, sender_identity=self.sender_identity,
                                 configuration_set=self.configuration_set, table_name=self.table_name)
-        self._cache = _KeyCache(apigw, self.rest_api_id, self.stage, self.key_cache_seconds)
+        self._cache = _KeyCache(apigw, self.rest_api_id, self.stage, self.key_cache_seconds, self._clock)
         self._set_env()
         self._instances = queue.SimpleQueue()
         for module in _handler_modules(self.concurrency):
@@ -520,7 +525,8 @@ class DevGateway:
         with self._lock:
             bucket = self._buckets.get(k)
             if bucket is None:
-                bucket = self._buckets[k] = NonBlockingBucket(entry.rate, max(1, entry.burst or 1))
+                bucket = self._buckets[k] = NonBlockingBucket(entry.rate, max(1, entry.burst or 1),
+                                                                       clock=self._clock)
             return bucket
 
     def _event(self, route, headers, body, source_ip, request_id, key_id, key_value) -> dict[str, Any]:

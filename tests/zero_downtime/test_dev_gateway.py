@@ -90,20 +90,30 @@ def test_a_key_disabled_later_is_refused_once_the_cache_expires(gateway, keys):
     assert post(gateway, value, body={}).status_code == 403
 
 
+class FakeClock:
+    """Monotonic seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_new_key_is_refused_until_the_cache_expires(stack, keys, monkeypatch):
-    """The propagation window the canary has to wait out (here 1.5 s)."""
-    with DevGateway(stack.aws_endpoint, key_cache_seconds=1.5, quiet=True) as gw:
+    """The propagation window the canary has to wait out (here 1.5 s of gateway clock): a key made
+    after the cache loaded is refused until the snapshot is 1.5 s old, then accepted."""
+    clock = FakeClock()
+    with DevGateway(stack.aws_endpoint, key_cache_seconds=1.5, quiet=True, clock=clock) as gw:
         for k, v in gw.handler_environment().items():
             monkeypatch.setenv(k, v)
-        loaded = time.monotonic()
-        post(gw, "Y" * 40)                     # loads the cache
+        post(gw, "Y" * 40)                     # loads the cache at clock.now
         _, value = keys.make("premium")
         assert post(gw, value, body={}).status_code == 403
-        while post(gw, value, body={}).status_code == 403:
-            assert time.monotonic() - loaded < 6, "the new key never became visible"
-            time.sleep(0.1)
-        # visible only once the cache loaded before the key existed has expired
-        assert time.monotonic() - loaded >= 1.5
+        clock.now += 1.49
+        assert post(gw, value, body={}).status_code == 403      # same snapshot, however long it took
+        clock.now += 0.01
+        assert post(gw, value, body={}).status_code == 400      # reloaded: known key, bad body
 
 
 @pytest.mark.parametrize("method,path", [("POST", "/v1/other"), ("GET", "/v1/messages"),
