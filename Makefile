@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)            ## create .venv and install the project with its dev tools (OpenBao, moto)
 
 demo: $(STAMP)               ## the main job on the embedded stack (local OpenBao + AWS emulator)
-	$(BIN)/rotation dev demo
+	$(BIN)/python -m rotation.dev demo
 
 dev: $(STAMP)                ## local mail API on loopback (dev gateway + embedded stack); Ctrl-C stops it
-	env -u AWS_ENDPOINT_URL $(BIN)/rotation dev gateway
+	env -u AWS_ENDPOINT_URL $(BIN)/python -m rotation.dev gateway
 
 test: $(STAMP)               ## lint, then the whole suite
 	$(BIN)/ruff check rotation infra policies tests bench examples

@@ -1,4 +1,4 @@
-"""Benchmark of the app-side key client (rotation.client.KeyClient) on the embedded stack.
+"""Benchmark of the app-side key client (rotation.client.keys.KeyClient) on the embedded stack.
 
 1. Cached ``current_key()`` latency: mean and p99 over ``--calls`` calls (default 100 000), each
    timed with ``perf_counter_ns``. Expected: well under 10 microseconds (a tuple read and a clock
@@ -24,9 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.vault import consumer_policy_name, render_vault_policy
-from rotation.client import AppRoleAuth, KeyClient
+from rotation.client.keys import AppRoleAuth, KeyClient
 from rotation.config import ConsumersFile
-from rotation.dev import EmbeddedStack
+from rotation.dev.stack import EmbeddedStack
 from rotation.records import KeyRecord, to_iso, utcnow
 
 CONSUMER = "bench"

@@ -1,6 +1,6 @@
 """``make bench``: rotation throughput on the embedded stack (OpenBao dev + moto on loopback).
 
-Rotates N consumers (default 200, ``--consumers N``) with the real :class:`rotation.engine.Engine`
+Rotates N consumers (default 200, ``--consumers N``) with the real :class:`rotation.engine.runner.Engine`
 and prints, as a table and as JSON in ``bench/results/latest.json``:
 
 * **unlimited** (the API Gateway limiter set effectively off): the wall time of the first rotation
@@ -46,20 +46,20 @@ if str(ROOT) not in sys.path:
 import boto3
 import hvac
 
-from rotation.app import make_targets
 from rotation.audit import REDACTOR, AuditLog
+from rotation.backends.apigateway import ApiGatewayKeys
+from rotation.backends.ratelimit import ControlPlaneLimiter
+from rotation.backends.vault import VaultStore
 from rotation.config import ConsumersFile
-from rotation.dev import EmbeddedStack, _bin
-from rotation.engine import Engine
-from rotation.providers.apigateway import ApiGatewayKeys
-from rotation.ratelimit import ControlPlaneLimiter
+from rotation.dev.stack import EmbeddedStack, _bin
+from rotation.engine.runner import Engine
 from rotation.records import KeyState
 from rotation.settings import Settings
-from rotation.vault import VaultStore
+from rotation.wiring import make_targets
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
-# AWS's published API Gateway control-plane limits (rotation/ratelimit.py)
+# AWS's published API Gateway control-plane limits (rotation/backends/ratelimit.py)
 AWS_RATE, AWS_BURST, AWS_KEY_WRITES = 10.0, 40, 5.0
 KEY_WRITE_OPS = ("CreateApiKey", "DeleteApiKey")
 
@@ -251,7 +251,7 @@ def aws_limit_minimum(counts: dict[str, int], rate: float = AWS_RATE, burst: int
 
 
 # --------------------------------------------------------------------------------------------
-# the engine, built by hand like rotation.app.build_engine (so the limiter can be swapped)
+# the engine, built by hand like rotation.wiring.build_engine (so the limiter can be swapped)
 # --------------------------------------------------------------------------------------------
 def build(settings: Settings, consumers: ConsumersFile, stack: EmbeddedStack, calls: Calls,
           limiter: ControlPlaneLimiter | None, audit_path: Path) -> Engine:

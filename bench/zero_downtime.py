@@ -1,13 +1,13 @@
 """The zero-downtime proof: real traffic through the dev gateway while keys rotate.
 
 Starts the embedded stack (OpenBao dev + moto on loopback) and the dev gateway
-(:mod:`rotation.dev_gateway`: API-key checks from the emulator with a 2 s cache, usage-plan
+(:mod:`rotation.dev.gateway`: API-key checks from the emulator with a 2 s cache, usage-plan
 throttle, the real Lambda handler behind it), bootstraps ``--consumers`` consumers, gives each its
-first key with the real engine and the canary (:class:`rotation.canary.CanaryVerifier`) in its
+first key with the real engine and the canary (:class:`rotation.verifiers.canary.CanaryVerifier`) in its
 test step, then for ``--seconds``:
 
 * **the app**: one sample consuming app per consumer (two sender threads sharing one
-  :class:`rotation.client.KeyClient`, AppRole login, ``refresh_interval`` 1 s, forced re-read
+  :class:`rotation.client.keys.KeyClient`, AppRole login, ``refresh_interval`` 1 s, forced re-read
   on 403 at most every 0.5 s) sends valid ``POST /v1/messages`` at a steady total ``--rate``
   (requests/s), recording every answer (status, ``x-amzn-ErrorType``, key serial, time);
 * **the rotator**: the real ``rotation`` CLI as **subprocesses**: ``rotate <consumer>`` (normal),
@@ -172,14 +172,14 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
     Raises ``RuntimeError`` when a server cannot start or the first keys fail."""
     if not 1 <= consumers <= len(CONSUMER_NAMES):
         raise ValueError(f"consumers must be 1..{len(CONSUMER_NAMES)}")
-    from rotation.app import build_engine
     from rotation.audit import AuditLog
-    from rotation.canary import CanaryVerifier
-    from rotation.client import AppRoleAuth, KeyClient
+    from rotation.client.keys import AppRoleAuth, KeyClient
     from rotation.config import load_consumers_file
-    from rotation.dev import EmbeddedStack
-    from rotation.dev_gateway import DevGateway
+    from rotation.dev.gateway import DevGateway
+    from rotation.dev.stack import EmbeddedStack
     from rotation.settings import Settings
+    from rotation.verifiers.canary import CanaryVerifier
+    from rotation.wiring import build_engine
 
     rnd = random.Random(seed)
     names = list(CONSUMER_NAMES[:consumers])
@@ -411,7 +411,7 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
 def _end_state(settings: Any, cf: Any, apigw: Any, proof: Proof, printed: list[str]) -> dict[str, Any]:
     """After the last run: rotations still in flight, enabled API keys Vault does not know, and
     how many key values (every one Vault holds) appear in anything printed or logged."""
-    from rotation.vault import VaultStore
+    from rotation.backends.vault import VaultStore
 
     store = VaultStore(settings)
     known: set[str] = set()

@@ -89,7 +89,7 @@ SECRET_KEYS = frozenset({f"{PROJECT}:rotationVaultSecretId"})
 DEV_SECRET_STANDINS = {f"{PROJECT}:rotationVaultSecretId": "planted-vault-secret-id-7d3e9b1c-not-real"}
 
 #: Enhanced TLS policies for a REGIONAL REST API and custom domain that pass Security Hub
-#: APIGateway.11 (baseline.md §0.1). ``TLS_1_2`` and ``TLS_1_0`` fail that control; the two
+#: APIGateway.11 (docs/security-baseline.md §0.1). ``TLS_1_2`` and ``TLS_1_0`` fail that control; the two
 #: ``*_EDGE`` policies are for edge-optimized endpoints only.
 TLS_POLICIES = (
     "SecurityPolicy_TLS13_1_3_2025_09",
@@ -98,10 +98,10 @@ TLS_POLICIES = (
 )
 
 #: CloudWatch Logs retention values that are both accepted by CloudWatch (PutRetentionPolicy)
-#: and >= 365 days as Security Hub CloudWatch.16 / CKV_AWS_338 require (baseline.md §1.9).
+#: and >= 365 days as Security Hub CloudWatch.16 / CKV_AWS_338 require (docs/security-baseline.md §1.9).
 LOG_RETENTION_DAYS = (365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
-#: WAF rate-based statement evaluation windows, seconds (baseline.md §0.6).
+#: WAF rate-based statement evaluation windows, seconds (docs/security-baseline.md §0.6).
 WAF_EVALUATION_WINDOWS = (60, 120, 300, 600)
 
 #: API Gateway usage plan quota periods.
@@ -153,7 +153,7 @@ class _Model(BaseModel):
 
 
 class WafConfig(_Model):
-    """WAF rate-based rule limits (baseline.md §1.10, §0.6).
+    """WAF rate-based rule limits (docs/security-baseline.md §1.10, §0.6).
 
     Limits count requests per evaluation window (seconds) per aggregation key; AWS allows
     100..2,000,000,000 in the provider (pulumi/pulumi-aws#5841 rejects < 100).
@@ -163,7 +163,7 @@ class WafConfig(_Model):
     ip_evaluation_window_sec: Annotated[int, AfterValidator(_allowed(WAF_EVALUATION_WINDOWS))] = 60
     api_key_rate_limit: int = Field(1000, ge=100, le=2_000_000_000)
     api_key_evaluation_window_sec: Annotated[int, AfterValidator(_allowed(WAF_EVALUATION_WINDOWS))] = 300
-    #: BlockedRequests (Sum over 300 s) above which the WAF alarm fires (baseline.md §3 row 9).
+    #: BlockedRequests (Sum over 300 s) above which the WAF alarm fires (docs/security-baseline.md §3 row 9).
     blocked_requests_alarm_threshold: int = Field(100, ge=1)
     #: Count instead of block AWSManagedRulesCommonRuleSet SizeRestrictions_BODY (> 8 KB bodies, §0.7).
     allow_large_bodies: bool = True
@@ -185,7 +185,7 @@ class UsagePlanTier(_Model):
 
 
 class CognitoConfig(_Model):
-    """Optional OAuth2 client-credentials via a Cognito user pool (baseline.md §1.11)."""
+    """Optional OAuth2 client-credentials via a Cognito user pool (docs/security-baseline.md §1.11)."""
 
     enabled: bool = False
     #: Hosted-domain prefix for the token endpoint: <prefix>.auth.<region>.amazoncognito.com.
@@ -302,7 +302,7 @@ class StackConfig(_Model):
     lambda_memory_mb: int = Field(256, ge=128, le=10240)
     #: API Gateway -> Lambda integration timeout, milliseconds (50..29000).
     integration_timeout_ms: int = Field(29000, ge=50, le=29000)
-    #: SLA for the SES feedback queue's oldest message, seconds (baseline.md §3 row 15).
+    #: SLA for the SES feedback queue's oldest message, seconds (docs/security-baseline.md §3 row 15).
     queue_age_sla_seconds: int = Field(900, ge=60, le=1_209_600)
     #: Max age of a current API key, days; alarm when the oldest key is older.
     rotation_max_key_age_days: int = Field(90, ge=1, le=365)

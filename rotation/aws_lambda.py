@@ -19,11 +19,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .app import build_engine, publish_run_metrics
-from .audit import REDACTOR
-from .config import load_consumers_file
-from .errors import RotationError
-from .settings import load_settings
+from rotation.audit import REDACTOR
+from rotation.config import load_consumers_file
+from rotation.errors import RotationError
+from rotation.settings import load_settings
+from rotation.wiring import build_engine, publish_run_metrics
 
 __all__ = ["SECRET_ARN_VARIABLE", "RotationFailed", "handler"]
 

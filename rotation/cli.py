@@ -11,16 +11,19 @@ import json
 import logging
 import sys
 from datetime import timedelta
-from pathlib import Path
 
-import click
+try:
+    import click
+except ModuleNotFoundError as exc:  # the base install is the app-side client only
+    sys.exit(f"rotation: the rotation jobs need the [rotator] extra ({exc.name} is not installed): "
+             "pip install 'secure-mail-api[rotator]'")
 
-from .audit import REDACTOR, AuditLog, install_log_redaction
-from .config import ConsumersFile, load_consumers_file
-from .errors import RotationError, UnsupportedMount, UsageError
-from .planner import calls_for
-from .records import from_iso, utcnow
-from .settings import Settings, load_settings
+from rotation.audit import REDACTOR, AuditLog, install_log_redaction
+from rotation.config import ConsumersFile, load_consumers_file
+from rotation.engine.planner import calls_for
+from rotation.errors import RotationError, UnsupportedMount, UsageError
+from rotation.records import from_iso, utcnow
+from rotation.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -46,7 +49,7 @@ class _Ctx:
         return settings, consumers
 
     def engine(self, settings: Settings, consumers: ConsumersFile, **kw):
-        from .app import build_engine
+        from rotation.wiring import build_engine
         try:
             return build_engine(settings, consumers, **kw)
         except UnsupportedMount as exc:
@@ -56,6 +59,7 @@ class _Ctx:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="secure-mail-api", prog_name="rotation")
 @click.option("--consumers", "consumers_path", envvar="ROTATION_CONSUMERS_FILE", type=click.Path(dir_okay=False),
               help="Consumers file (YAML). Env: ROTATION_CONSUMERS_FILE.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
@@ -151,11 +155,11 @@ def _check_names(consumers: ConsumersFile, names) -> None:
 
 
 def _run(obj: _Ctx, *, only=None, force=(), emergency=()) -> int:
-    from .app import publish_run_metrics
+    from rotation.wiring import publish_run_metrics
     settings, consumers = obj.load()
     if only:
         _check_names(consumers, only)
-    engine = obj.engine(settings, consumers, after_step=_fault_injection())
+    engine = obj.engine(settings, consumers)
     summary = engine.run(only=only, force=force, emergency=emergency)
     publish_run_metrics(settings, consumers, summary)
     for o in summary.outcomes:
@@ -165,25 +169,6 @@ def _run(obj: _Ctx, *, only=None, force=(), emergency=()) -> int:
     n = len(summary.outcomes)
     click.echo(f"{n} consumer{'' if n == 1 else 's'}, {failed} failed")
     return summary.exit_code
-
-
-def _fault_injection():
-    """Test-only: ``ROTATION_FAULT_STALL_AFTER_STEP=<step>`` makes the process stall (sleep
-    600 s) right after that step is journaled, so a test can SIGKILL it there. Unset in
-    production; logged loudly when set."""
-    import os
-    import time
-
-    step = os.environ.get("ROTATION_FAULT_STALL_AFTER_STEP")
-    if not step:
-        return None
-    logging.getLogger(__name__).warning("fault injection: stalling after step %s", step)
-
-    def stall(consumer: str, done: str) -> None:
-        if done == step:
-            print(f"stalled after {consumer}:{done}", file=sys.stderr, flush=True)
-            time.sleep(600)
-    return stall
 
 
 @main.command()
@@ -212,7 +197,7 @@ def rotate(obj: _Ctx, consumer: str, emergency: bool) -> None:
 @click.pass_obj
 def schedule_cmd(obj: _Ctx, every_seconds: int, jitter_seconds: int, heartbeat_file: str | None) -> None:
     """Daemon: run on a jittered interval until SIGTERM."""
-    from .scheduler import Daemon
+    from rotation.scheduler import Daemon
     obj.load()  # fail fast (exit 2) on bad config before daemonizing
 
     def job() -> int:
@@ -224,59 +209,6 @@ def schedule_cmd(obj: _Ctx, every_seconds: int, jitter_seconds: int, heartbeat_f
     stats = Daemon(job, every_seconds=every_seconds, jitter_seconds=jitter_seconds,
                    heartbeat_file=heartbeat_file).serve()
     click.echo(f"stopped after {stats.runs} runs, {stats.failures} failed")
-
-
-@main.group()
-def dev() -> None:
-    """The embedded stack: local OpenBao + AWS emulator."""
-
-
-@dev.command(name="demo")
-@click.option("--grace", "grace_seconds", type=click.IntRange(min=1), default=4, show_default=True)
-def dev_demo(grace_seconds: int) -> None:
-    """Start the embedded stack, run the rotation scenarios, stop everything."""
-    from .demo import run_demo
-    raise click.exceptions.Exit(run_demo(grace_seconds=grace_seconds))
-
-
-@dev.command(name="gateway", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                                "help_option_names": []})
-@click.pass_context
-def dev_gateway(ctx: click.Context) -> None:
-    """The local mail API (development and test tool): the real handler behind an API-key
-    gateway on loopback. Options: see `rotation dev gateway --help`."""
-    from .dev_gateway import serve_main
-    raise click.exceptions.Exit(serve_main(ctx.args))
-
-
-@dev.command(name="up")
-@click.option("--consumers-file", "path", type=click.Path(exists=True, dir_okay=False),
-              default=str(Path(__file__).resolve().parent.parent / "examples" / "consumers.yaml"), show_default=True)
-@click.option("--env-file", type=click.Path(dir_okay=False), default=".dev-stack/env", show_default=True)
-def dev_up(path: str, env_file: str) -> None:
-    """Start the stack, write its environment to ENV_FILE, and wait for Ctrl-C."""
-    import signal as _signal
-    import threading
-
-    from .dev import EmbeddedStack
-    try:
-        consumers = load_consumers_file(path)
-    except UsageError as exc:
-        raise _fail(f"error: {exc}", EXIT_USAGE) from None
-    with EmbeddedStack() as stack:
-        creds = stack.bootstrap(consumers)
-        env = stack.env(creds)
-        Path(env_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(env_file).write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
-        Path(env_file).chmod(0o600)
-        click.echo(f"OpenBao {stack.vault_addr}, AWS emulator {stack.aws_endpoint}")
-        click.echo(f"environment written to {env_file} (mode 0600): source it, then run `rotation --consumers {path} status`")
-        stop = threading.Event()
-        _signal.signal(_signal.SIGTERM, lambda *_: stop.set())
-        try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":  # pragma: no cover

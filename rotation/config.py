@@ -49,8 +49,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.functional_validators import BeforeValidator
 
-from .errors import ConfigError
-from .settings import check_service_url
+from rotation.errors import ConfigError
+from rotation.settings import check_service_url
 
 __all__ = [
     "Consumer",

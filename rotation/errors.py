@@ -6,6 +6,7 @@
     ├── UsageError                bad input: settings, consumers file, CLI arguments (exit code 2)
     │   └── ConfigError           a consumers file or settings that fail validation (names each field)
     ├── VaultError                Vault/OpenBao answered with an error, or cannot be reached
+    │   ├── VaultPermissionDenied 403: the token's policies refuse it (or the token expired)
     │   ├── CasConflict           a check-and-set write lost a race (failure case V1): re-read, never clobber
     │   ├── LockHeld              another runner holds the consumer's rotation lease
     │   └── UnsupportedMount      the KV mount is not KV v2 (failure case V3)
@@ -14,6 +15,12 @@
     ├── VerificationFailed        the test step could not prove the new key works (failure case A1)
     ├── EmptyKeyValue             a key value read back empty (failure case A3): never stored
     └── CanaryMisconfigured       the canary hit a routing error: fix the config; no rollback
+
+Third-party errors become these in one place per backend, always ``raise ... from exc``:
+:mod:`rotation.backends.vault_errors` (hvac, requests) and :mod:`rotation.backends.aws_errors`
+(botocore). The app-side client (:mod:`rotation.client`) has its own small tree
+(:class:`rotation.client.errors.KeyClientError`) so that it installs without this package's
+dependencies.
 
 No message built here ever contains a secret value: callers pass identifiers (consumer, key id,
 Vault path, AWS operation), never key material.
@@ -33,6 +40,7 @@ __all__ = [
     "UnsupportedMount",
     "UsageError",
     "VaultError",
+    "VaultPermissionDenied",
     "VerificationFailed",
 ]
 
@@ -59,6 +67,10 @@ class VaultError(RotationError):
     """Vault/OpenBao refused a request or could not be reached."""
 
 
+class VaultPermissionDenied(VaultError):
+    """Vault answered 403: the token's policies do not allow the request, or the token expired."""
+
+
 class CasConflict(VaultError):
     """A check-and-set write found a newer version than the one read: another writer won."""
 
@@ -72,7 +84,13 @@ class UnsupportedMount(VaultError):
 
 
 class AwsError(RotationError):
-    """An AWS API call failed after its retries."""
+    """An AWS API call failed after its retries. ``code``: the AWS error code (e.g.
+    ``NotFoundException``) or the transport error's type name; ``status``: the HTTP status or None."""
+
+    def __init__(self, message: str, *, code: str = "", status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
 
 
 class PushError(RotationError):

@@ -36,8 +36,8 @@ apigw_key_writes_per_second    ROTATION_APIGW_KEY_RATE     Create/DeleteApiKey p
 audit_log                      ROTATION_AUDIT_LOG          JSON-lines audit file; stderr when unset
 canary_url                     ROTATION_CANARY_URL         the mail API's ``.../v1/messages``: the test step
                                                            POSTs an invalid body with the new key there
-traffic_url                    ROTATION_TRAFFIC_URL        dev only: the dev gateway, as the traffic signal
-                                                           for early revoke (default: API Gateway usage)
+traffic_url                    ROTATION_TRAFFIC_URL        per-key counters endpoint (JSON ``{key id: count}``),
+                                                           e.g. the dev gateway's ``/_dev/usage`` (default: API Gateway usage)
 =============================  ==========================  =========================================
 
 Validation errors never echo the rejected input (``hide_input_in_errors``; failure case C1),
@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .errors import ConfigError
+from rotation.errors import ConfigError
 
 __all__ = ["Settings", "is_loopback_url", "load_settings"]
 
@@ -77,7 +77,7 @@ def check_service_url(url: str, example: str) -> str:
     """Return ``url`` if it is an https URL, or an http URL on loopback (the dev stack).
 
     Raises ``ValueError`` naming the fix, with ``example`` as a well-formed value (pydantic turns
-    it into a field error). TLS on every channel: mission.md, "Encryption in transit".
+    it into a field error). TLS on every channel: docs/security-policy.md, "Encryption in transit".
     """
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:

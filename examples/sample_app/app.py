@@ -1,7 +1,7 @@
 """Sample consuming app: uses the current mail API key from Vault and follows rotations.
 
-* pulls the key with :class:`rotation.client.KeyClient` (AppRole, or whatever ``VAULT_AUTH_METHOD`` says);
-* optionally listens for the rotation job's signed webhook (:mod:`rotation.receiver`) so a new key
+* pulls the key with :class:`rotation.client.keys.KeyClient` (AppRole, or whatever ``VAULT_AUTH_METHOD`` says);
+* optionally listens for the rotation job's signed webhook (:mod:`rotation.client.receiver`) so a new key
   is used as soon as it is pushed;
 * every ``--interval-ms`` sends ``POST <url>`` with the key in the ``x-api-key`` header; on 403 it calls
   ``report_forbidden()`` so the next request re-reads Vault;
@@ -24,8 +24,8 @@ import time
 import urllib.error
 import urllib.request
 
-from rotation.client import KeyClient, KeyClientError
-from rotation.receiver import WebhookReceiver, serve_webhook
+from rotation.client.keys import KeyClient, KeyClientError
+from rotation.client.receiver import WebhookReceiver, serve_webhook
 
 DEFAULT_FROM = "alerts@example.com"  # the dev gateway's sender identity is example.com
 

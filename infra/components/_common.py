@@ -20,7 +20,7 @@ def json_doc(doc: Any) -> pulumi.Output[str]:
 def deny_insecure_transport(resources: list[Any], action: str | list[str] = "*") -> dict[str, Any]:
     """Statement denying every request made without TLS (``aws:SecureTransport`` false).
 
-    Source: S3.5 / AwsSolutions-S10, AwsSolutions-SQS4, AwsSolutions-SNS3 (baseline.md §1.3, 1.5, 1.6).
+    Source: S3.5 / AwsSolutions-S10, AwsSolutions-SQS4, AwsSolutions-SNS3 (docs/security-baseline.md §1.3, 1.5, 1.6).
     """
     return {
         "Sid": "DenyInsecureTransport",

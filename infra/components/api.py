@@ -1,6 +1,6 @@
 """API: the REST API ``POST /v1/messages``, its stage, custom domain and usage plans.
 
-Realizes baseline.md §1.1: enhanced TLS policy with ``endpoint_access_mode=STRICT`` on both the
+Realizes docs/security-baseline.md §1.1: enhanced TLS policy with ``endpoint_access_mode=STRICT`` on both the
 RestApi and the DomainName (APIGateway.11, CKV_AWS_206; failure case P6), execute-api endpoint
 disabled, request validation with a JSON-schema model (CKV2_AWS_53, APIG2), API key required
 (``api_key_source=HEADER``) plus an optional Cognito authorizer with scopes (APIGateway.8,

@@ -1,6 +1,6 @@
 """Audit: a multi-region CloudTrail trail with log file validation, its bucket and log group.
 
-Realizes baseline.md §1.8: CloudTrail.1 (multi-region, all management events, logging on),
+Realizes docs/security-baseline.md §1.8: CloudTrail.1 (multi-region, all management events, logging on),
 CloudTrail.2 (SSE-KMS with the audit CMK), CloudTrail.4 (log file validation), CloudTrail.5
 (CloudWatch Logs integration, which the CIS metric filters in ``monitoring`` read), and
 CloudTrail.6/7 (bucket not public, bucket access logging, via :class:`SecureBucket`) and

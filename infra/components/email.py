@@ -1,6 +1,6 @@
 """Email: the SES v2 identity (DKIM, MAIL FROM), configuration set and bounce/complaint feedback.
 
-Realizes baseline.md §1.12: configuration set with ``tls_policy=REQUIRE`` (CKV_AWS_365),
+Realizes docs/security-baseline.md §1.12: configuration set with ``tls_policy=REQUIRE`` (CKV_AWS_365),
 reputation metrics (feeds alarms 1-4 in §3), account suppression of bounces/complaints, an
 event destination to a CMK-encrypted SNS topic (SNS.1, SNS.4, AwsSolutions-SNS3) that fans out
 to an encrypted SQS queue with a DLQ (SQS.1/3, SQS3, SQS4), and a CloudWatch event destination

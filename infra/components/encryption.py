@@ -1,4 +1,4 @@
-"""Customer-managed KMS keys for the stack (baseline.md §1.2: KMS.3, KMS.4, KMS.5, service grants).
+"""Customer-managed KMS keys for the stack (docs/security-baseline.md §1.2: KMS.3, KMS.4, KMS.5, service grants).
 
 Two keys:
 

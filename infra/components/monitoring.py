@@ -1,4 +1,4 @@
-"""Monitoring: the CMK-encrypted alarm topic, every alarm of baseline.md §3, the CIS metric filters.
+"""Monitoring: the CMK-encrypted alarm topic, every alarm of docs/security-baseline.md §3, the CIS metric filters.
 
 Each alarm sends ALARM and OK to the alarm topic with actions enabled (CloudWatch.15/17,
 CKV_AWS_319) and sets ``treat_missing_data`` per alarm (traffic alarms ``notBreaching`` where
@@ -30,7 +30,7 @@ CIS_NAMESPACE = "CISBenchmark"
 MISSING_DATA_VALUES = ("breaching", "notBreaching", "ignore", "missing")
 
 #: (alarm key, Security Hub id, filter pattern). Patterns follow terraform-aws-modules
-#: cloudwatch//modules/cis-alarms (baseline.md §3.1).
+#: cloudwatch//modules/cis-alarms (docs/security-baseline.md §3.1).
 CIS_FILTERS: tuple[tuple[str, str, str], ...] = (
     ("root-usage", "CloudWatch.1",
      '{ $.userIdentity.type = "Root" && $.userIdentity.invokedBy NOT EXISTS && $.eventType != "AwsServiceEvent" }'),
@@ -141,7 +141,7 @@ class MonitoringArgs:
 
 
 def alarm_specs(args: MonitoringArgs, alarm_topic_name: pulumi.Input[str]) -> list[AlarmSpec]:
-    """Every workload alarm of baseline.md §3 (rows 1-7, 9-17) plus the rotation-health alarms."""
+    """Every workload alarm of docs/security-baseline.md §3 (rows 1-7, 9-17) plus the rotation-health alarms."""
     api = {"ApiName": args.rest_api_name, "Stage": args.stage_name}
     fn = {"FunctionName": args.function_name}
     stack = {rotation_metrics.DIMENSION_STACK: args.stack}

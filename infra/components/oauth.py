@@ -1,4 +1,4 @@
-"""OAuth (optional): a Cognito user pool for OAuth2 client-credentials (baseline.md §1.11).
+"""OAuth (optional): a Cognito user pool for OAuth2 client-credentials (docs/security-baseline.md §1.11).
 
 Machine-to-machine only: a resource server ``mail-api`` with scope ``send``, an app client
 allowed only the ``client_credentials`` flow with that scope, a hosted domain for the token

@@ -8,10 +8,10 @@ change/delete only keys and usage-plan keys carrying that tag, publish metrics o
 the configured principals (default: this account's root, i.e. IAM principals of the account that
 are allowed ``sts:AssumeRole`` on it).
 
-:class:`ScheduledRotator` (stack config ``rotationSchedule.enabled``) -- architecture.md "At
+:class:`ScheduledRotator` (stack config ``rotationSchedule.enabled``) -- docs/architecture.md "At
 scale": ``rotation.aws_lambda.handler`` as a Lambda function that EventBridge Scheduler invokes,
 one stateless run per invocation, coordinated with any other runner only by the CAS leases in
-Vault. Realizes baseline.md §1.7 like the sender: python3.13, X-Ray active, reserved concurrency
+Vault. Realizes docs/security-baseline.md §1.7 like the sender: python3.13, X-Ray active, reserved concurrency
 1, DLQ, environment encrypted with the data CMK and holding no secret, JSON logs to a
 CMK-encrypted log group with retention, code signing suppressed with a justification in
 ``policies/pack/config/dev.json``. Its own role (Lambda-only trust) carries the same

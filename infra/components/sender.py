@@ -1,6 +1,6 @@
 """Sender: the mail API's Lambda function (code in ``infra/functions/``) and its IAM role.
 
-Realizes baseline.md §1.7: python3.13 runtime (Lambda.2), X-Ray (CKV_AWS_50), reserved
+Realizes docs/security-baseline.md §1.7: python3.13 runtime (Lambda.2), X-Ray (CKV_AWS_50), reserved
 concurrency (CKV_AWS_115), DLQ (CKV_AWS_116), environment encrypted with the data CMK and holding
 no secrets (CKV_AWS_173/45), JSON logging to a CMK-encrypted log group with retention, and a
 least-privilege role: ``policies/iam/sender.json`` (SES send on the identity and configuration

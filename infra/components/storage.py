@@ -1,6 +1,6 @@
 """Storage: hardened S3 buckets, the DynamoDB message table and the dead-letter queue.
 
-``SecureBucket`` realizes baseline.md §1.3 for one bucket: bucket Block Public Access (S3.8),
+``SecureBucket`` realizes docs/security-baseline.md §1.3 for one bucket: bucket Block Public Access (S3.8),
 ACLs disabled (S3.12), default encryption (S3.17 with a CMK; see below), versioning (S3.14),
 lifecycle with abort-incomplete-uploads (S3.13), server access logging (S3.9) and a bucket policy
 that denies requests without TLS (S3.5) plus any least-privilege service grants (S3.6).

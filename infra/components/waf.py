@@ -1,4 +1,4 @@
-"""WAF: a REGIONAL web ACL in front of the API stage (baseline.md §1.10, APIGateway.4).
+"""WAF: a REGIONAL web ACL in front of the API stage (docs/security-baseline.md §1.10, APIGateway.4).
 
 Rules (each with CloudWatch metrics and sampled requests, WAF.10/WAF.12):
 

@@ -3,7 +3,7 @@
 Each resource is ``(type, name, props)`` or an object with ``typ``, ``name``, ``inputs`` (and
 optionally ``id``, ``outputs``, ``urn``), e.g. a ``RecordedResource`` from ``infra/mocks.py``.
 Resource rules run through ``policy.validate(ResourceValidationArgs, report)``, stack rules through
-``StackValidationArgs`` (baseline.md §2.2), with per-rule config in Pulumi's policy-config format.
+``StackValidationArgs`` (docs/security-baseline.md §2.2), with per-rule config in Pulumi's policy-config format.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class PushTarget(Protocol):
 def safe_push(target: PushTarget, delivery: Delivery) -> PushResult:
     """Push, turning an exception into a failed :class:`PushResult` (secrets scrubbed): a target
     that raises is a failed push, never a crash of the run."""
-    from ..audit import REDACTOR
+    from rotation.audit import REDACTOR
 
     try:
         return target.push(delivery)

@@ -10,8 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..config import FileTarget
-from . import Delivery, PushResult
+from rotation.config import FileTarget
+from rotation.targets import Delivery, PushResult
 
 __all__ = ["AtomicFileTarget"]
 

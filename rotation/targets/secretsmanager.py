@@ -22,7 +22,8 @@ import json
 import uuid
 from typing import Any
 
-from . import Delivery, PushResult
+from rotation.backends.aws_errors import error_code
+from rotation.targets import Delivery, PushResult
 
 __all__ = ["SecretsManagerTarget", "request_token"]
 
@@ -33,15 +34,6 @@ TOKEN_NAMESPACE = uuid.UUID("5b0f1f7e-8d4e-4d61-9a57-6a3a1f0c2b11")
 def request_token(rotation_id: str, serial: int) -> str:
     """The ``ClientRequestToken`` for one delivery: ``uuid5(TOKEN_NAMESPACE, "<rotation_id>:<serial>")``."""
     return str(uuid.uuid5(TOKEN_NAMESPACE, f"{rotation_id}:{serial}"))
-
-
-def _error_code(exc: Exception) -> str:
-    resp = getattr(exc, "response", None)
-    if isinstance(resp, dict):
-        code = (resp.get("Error") or {}).get("Code")
-        if code:
-            return str(code)
-    return type(exc).__name__
 
 
 class SecretsManagerTarget:
@@ -75,11 +67,11 @@ class SecretsManagerTarget:
                 r = self.client.put_secret_value(SecretId=self.secret_id, ClientRequestToken=token,
                                                  SecretString=secret, VersionStages=["AWSCURRENT"])
             except Exception as exc:
-                if _error_code(exc) != "ResourceNotFoundException":
+                if error_code(exc) != "ResourceNotFoundException":
                     raise
                 r = self._create(token, secret)
         except Exception as exc:  # noqa: BLE001 - a target never raises (targets/__init__.py)
-            return PushResult(self.target_id, False, f"aws: {_error_code(exc)}")
+            return PushResult(self.target_id, False, f"aws: {error_code(exc)}")
         return PushResult(self.target_id, True, "version put as AWSCURRENT",
                           {"version_id": r.get("VersionId", token)})
 
@@ -93,7 +85,7 @@ class SecretsManagerTarget:
         try:
             return self.client.create_secret(**kwargs)
         except Exception as exc:
-            if _error_code(exc) != "ResourceExistsException":
+            if error_code(exc) != "ResourceExistsException":
                 raise
             # created concurrently by another runner: put our version on it
             return self.client.put_secret_value(SecretId=self.secret_id, ClientRequestToken=token,

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import Delivery, PushResult
-from .secretsmanager import _error_code
+from rotation.backends.aws_errors import error_code
+from rotation.targets import Delivery, PushResult
 
 __all__ = ["SsmParameterTarget"]
 
@@ -70,5 +70,5 @@ class SsmParameterTarget:
                 kwargs["KeyId"] = self.kms_key_id
             r = self.client.put_parameter(**kwargs)
         except Exception as exc:  # noqa: BLE001 - a target never raises (targets/__init__.py)
-            return PushResult(self.target_id, False, f"aws: {_error_code(exc)}")
+            return PushResult(self.target_id, False, f"aws: {error_code(exc)}")
         return PushResult(self.target_id, True, "SecureString written", {"version": r.get("Version")})

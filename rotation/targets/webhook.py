@@ -1,9 +1,9 @@
 """Signed webhook target: tells a consumer that a new key is ready, carrying a single-use Vault
-response-wrapping token instead of the key (architecture.md, "Delivery to consuming apps").
+response-wrapping token instead of the key (docs/architecture.md, "Delivery to consuming apps").
 
 Body (JSON): ``consumer``, ``serial``, ``rotation_id``, ``key_id``, ``fingerprint``,
 ``wrap_token`` (unwrap it once with ``sys/wrapping/unwrap``), ``wrap_ttl`` (seconds).
-Signed per :mod:`rotation.signing`. Connect timeout 3 s, read timeout 10 s, and an overall
+Signed per :mod:`rotation.client.signing`. Connect timeout 3 s, read timeout 10 s, and an overall
 deadline (``push_timeout_seconds``); at most 3 attempts, retried only on 5xx and connection
 errors, with the same ``Idempotency-Key`` so a consumer that already processed one ignores the rest
 (failure case S2).
@@ -25,10 +25,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from ..audit import REDACTOR
-from ..config import WebhookTarget
-from ..signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from . import Delivery, PushResult
+from rotation.audit import REDACTOR
+from rotation.client.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from rotation.config import WebhookTarget
+from rotation.targets import Delivery, PushResult
 
 __all__ = ["SignedWebhookTarget"]
 
@@ -114,5 +114,5 @@ class SignedWebhookTarget:
 
 
 def _h(token: str) -> str:
-    from ..records import fingerprint
+    from rotation.records import fingerprint
     return fingerprint(token)

@@ -10,7 +10,7 @@ import hvac
 import pytest
 
 from rotation.audit import REDACTOR
-from rotation.client import ApiKey, KeyUnavailable
+from rotation.client.keys import ApiKey, KeyUnavailable
 from rotation.config import ConsumersFile
 from tests.delivery.conftest import record
 from tests.rotation.conftest import assert_invariants
@@ -180,7 +180,7 @@ def test_receiver_swallows_rollback_restore_push_as_duplicate(consumer):
     receiver finds ``rot-1:1`` already "accepted" and answers 200 duplicate without unwrapping, so
     the engine counts the target as restored and deletes key 2 while the app still uses it.
     Property broken: a restore push is applied; "duplicate" only for a retry of the same token."""
-    from rotation.receiver import WebhookReceiver
+    from rotation.client.receiver import WebhookReceiver
 
     secret = consumer.root.secrets.kv.v2.read_secret_version(
         path=f"mail-api/webhooks/{consumer.name}", raise_on_deleted_version=True)["data"]["data"]["signing_secret"]
@@ -196,7 +196,7 @@ def test_receiver_swallows_rollback_restore_push_as_duplicate(consumer):
                            "key_id": rec["key_id"], "wrap_token": tok, "wrap_ttl": 300}).encode()
         import time as _t
 
-        from rotation.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+        from rotation.client.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
         ts = int(_t.time())
         return rx.handle({TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sign(secret, ts, body),
                           IDEMPOTENCY_HEADER: f"{rec['rotation_id']}:{rec['serial']}"}, body)
@@ -221,10 +221,10 @@ def test_end_to_end_rollback_leaves_webhook_app_on_a_deleted_key(env):
     ``notify_push`` ignored the lower serial), so the engine disables and deletes API key 2.
     Property broken (invariant): "every consumer can always read a key that the API accepts" -- the
     app's ``current_key()`` returns the deleted key until its next refresh (60 s default)."""
-    from rotation.app import make_targets
-    from rotation.client import AppRoleAuth, KeyClient
-    from rotation.receiver import WebhookReceiver, serve_webhook
+    from rotation.client.keys import AppRoleAuth, KeyClient
+    from rotation.client.receiver import WebhookReceiver, serve_webhook
     from rotation.targets import PushResult
+    from rotation.wiring import make_targets
 
     env.engine().run()                                                   # bootstrap (file targets)
     env.root().secrets.kv.v2.create_or_update_secret(path="mail-api/webhooks/crm",

@@ -11,10 +11,10 @@ from typing import ClassVar
 
 import pytest
 
-from rotation.canary import CanaryVerifier
+from rotation.client.receiver import WebhookReceiver
+from rotation.client.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from rotation.errors import CanaryMisconfigured
-from rotation.receiver import WebhookReceiver
-from rotation.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from rotation.verifiers.canary import CanaryVerifier
 
 from .test_breaks import _consumers, _write_own_ack
 

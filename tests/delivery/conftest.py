@@ -13,9 +13,9 @@ import hvac
 import pytest
 
 from policies.vault import consumer_policy_name, render_vault_policy
-from rotation.client import AppRoleAuth, KeyClient
+from rotation.client.keys import AppRoleAuth, KeyClient
 from rotation.config import ConsumersFile
-from rotation.dev import EmbeddedStack
+from rotation.dev.stack import EmbeddedStack
 from rotation.records import KeyRecord, to_iso, utcnow
 
 MOUNT, PREFIX = "secret", "mail-api"

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from rotation.dev import free_port
+from rotation.dev.stack import free_port
 from rotation.targets import Delivery
 from rotation.targets.secretsmanager import SecretsManagerTarget, request_token
 from rotation.targets.ssm import SsmParameterTarget

@@ -1,4 +1,4 @@
-"""rotation.client.KeyClient against a real OpenBao dev server (no hvac mocks).
+"""rotation.client.keys.KeyClient against a real OpenBao dev server (no hvac mocks).
 
 Vault request counts come from OpenBao's file audit log, not only from the client's own counters.
 """
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from rotation.client import (
+from rotation.client.keys import (
     ApiKey,
     AppRoleAuth,
     KeyClient,
@@ -201,7 +201,7 @@ def test_wrong_approle_secret_is_auth_error(consumer):
 
 
 def test_vault_unreachable(consumer):
-    from rotation.dev import free_port
+    from rotation.dev.stack import free_port
     client = KeyClient(f"http://127.0.0.1:{free_port()}", consumer.name, auth=AppRoleAuth("r", "s"), timeout=1)
     with pytest.raises(VaultUnavailable):
         client.current_key()

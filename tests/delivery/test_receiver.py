@@ -1,4 +1,4 @@
-"""rotation.receiver: the consumer side of the signed key webhook, against real OpenBao wrapping
+"""rotation.client.receiver: the consumer side of the signed key webhook, against real OpenBao wrapping
 tokens issued by the rotator's VaultStore and sent by the real SignedWebhookTarget."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import time
 import pytest
 import requests
 
-from rotation.client import TamperSuspected
+from rotation.backends.vault import VaultStore
+from rotation.client.keys import TamperSuspected
+from rotation.client.receiver import WebhookReceiver, serve_webhook
+from rotation.client.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from rotation.config import WebhookTarget
-from rotation.receiver import WebhookReceiver, serve_webhook
 from rotation.settings import Settings
-from rotation.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from rotation.targets import Delivery
 from rotation.targets.webhook import SignedWebhookTarget
-from rotation.vault import VaultStore
 
 from .conftest import record
 

@@ -10,12 +10,12 @@ import time
 
 import pytest
 
+from rotation.backends.vault import VaultStore
 from rotation.config import WebhookTarget
 from rotation.settings import Settings
 from rotation.targets import Delivery
 from rotation.targets import webhook as webhook_mod
 from rotation.targets.webhook import SignedWebhookTarget
-from rotation.vault import VaultStore
 
 from .conftest import make_consumer
 

@@ -1,4 +1,4 @@
-"""Alarms (baseline.md §3, §3.1, CloudWatch.1-17) and rotation-health alarms. Each test returns
+"""Alarms (docs/security-baseline.md §3, §3.1, CloudWatch.1-17) and rotation-health alarms. Each test returns
 the Output it checks (P5)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""API Gateway controls (baseline.md §1.1). Every test returns the Output it checks (P5)."""
+"""API Gateway controls (docs/security-baseline.md §1.1). Every test returns the Output it checks (P5)."""
 
 from __future__ import annotations
 

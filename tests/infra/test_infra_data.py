@@ -1,4 +1,4 @@
-"""KMS, S3, DynamoDB, SQS, SNS controls (baseline.md §1.2-1.6). Each test returns its Output (P5)."""
+"""KMS, S3, DynamoDB, SQS, SNS controls (docs/security-baseline.md §1.2-1.6). Each test returns its Output (P5)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Lambda, CloudTrail, CloudWatch Logs, WAF, Cognito, SES and rotation-role controls
-(baseline.md §1.7-1.12). Each test returns the Output it checks (P5)."""
+(docs/security-baseline.md §1.7-1.12). Each test returns the Output it checks (P5)."""
 
 from __future__ import annotations
 

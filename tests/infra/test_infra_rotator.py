@@ -1,7 +1,7 @@
-"""The optional scheduled rotator (stack config ``rotationSchedule``): architecture.md "At scale".
+"""The optional scheduled rotator (stack config ``rotationSchedule``): docs/architecture.md "At scale".
 
 EventBridge Scheduler -> Lambda (``rotation.aws_lambda.handler`` through the package's entry
-module) -> alarm on Errors; baseline.md §1.7 for the function; P4 for the Vault AppRole secret id
+module) -> alarm on Errors; docs/security-baseline.md §1.7 for the function; P4 for the Vault AppRole secret id
 (secret config ``rotationVaultSecretId``, planted stand-in in offline runs). The dev stack
 (Pulumi.dev.yaml) enables it, so ``dev_run`` is the "enabled" run. Every mock test returns the
 Output it checks (P5).
@@ -86,7 +86,7 @@ def test_explicitly_disabled_needs_no_vault_settings():
     assert cfg.rotation_schedule.enabled is False and cfg.rotation_schedule.schedule_expression == "rate(1 hour)"
 
 
-# --- the function (baseline.md §1.7) ------------------------------------------------------------
+# --- the function (docs/security-baseline.md §1.7) ------------------------------------------------------------
 
 @pulumi.runtime.test
 def test_function_meets_the_lambda_baseline(dev_run, h):

@@ -1,5 +1,5 @@
 """Fixtures of the policy tests: one OpenBao dev server for the whole session, bootstrapped the way
-production is (``rotation.dev.bootstrap_vault``: KV v2 with cas_required and the ACL policies of
+production is (``rotation.dev.stack.bootstrap_vault``: KV v2 with cas_required and the ACL policies of
 ``policies/vault``), and seeded with one secret at every path the ACL tables touch."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ MOUNT, PREFIX = "secret", "mail-api"
 @pytest.fixture(scope="session")
 def vault_stack():
     from rotation.config import ConsumersFile
-    from rotation.dev import EmbeddedStack, bootstrap_vault
+    from rotation.dev.stack import EmbeddedStack, bootstrap_vault
 
     stack = EmbeddedStack().start()
     try:

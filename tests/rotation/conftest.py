@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from rotation.app import make_targets
 from rotation.audit import AuditLog
+from rotation.backends.apigateway import ApiGatewayKeys
+from rotation.backends.ratelimit import ControlPlaneLimiter
+from rotation.backends.vault import VaultStore
 from rotation.config import ConsumersFile
-from rotation.dev import DevCredentials, EmbeddedStack
-from rotation.engine import Engine
-from rotation.providers.apigateway import ApiGatewayKeys
-from rotation.ratelimit import ControlPlaneLimiter
+from rotation.dev.stack import DevCredentials, EmbeddedStack
+from rotation.engine.runner import Engine
 from rotation.settings import Settings
-from rotation.vault import VaultStore
+from rotation.wiring import make_targets
 
 
 def consumers_file(tmp: Path, names=("billing", "crm", "newsletter"), **defaults) -> ConsumersFile:

@@ -1,5 +1,5 @@
 """Adversarial tests against the rotation engine: each was a confirmed break of an invariant from
-shared/architecture.md ("Invariants, tested under crashes and races"), found by a review that set
+docs/architecture.md ("Invariants, tested under crashes and races"), found by a review that set
 out to break the engine, and is now a regression test of its fix."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from rotation.dev import EmbeddedStack
+from rotation.dev.stack import EmbeddedStack
 
 from .conftest import consumers_file
 

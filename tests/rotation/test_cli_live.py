@@ -9,10 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from .conftest import assert_invariants
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(env, *args, extra_env=None, timeout=120):
@@ -57,9 +60,10 @@ def test_run_status_plan_and_exit_codes(env, cfile):
 def test_sigkill_mid_rotation_then_run_again_completes(env, cfile):
     assert cli(env, "run").returncode == 0
     before = env.state("billing").current
-    proc = subprocess.Popen([sys.executable, "-m", "rotation.cli", "rotate", "billing"],
-                            env={**os.environ, "ROTATION_CONSUMERS_FILE": str(cfile), "ROTATION_LEASE_TTL": "5",
-                                 "ROTATION_FAULT_STALL_AFTER_STEP": "key_created"},
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.stalling_rotation", "key_created",
+                             "rotate", "billing"],
+                            env={**os.environ, "ROTATION_CONSUMERS_FILE": str(cfile), "ROTATION_LEASE_TTL": "5"},
+                            cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while env.state("billing").pending is None or env.state("billing").pending.key_id is None:

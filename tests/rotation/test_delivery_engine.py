@@ -15,10 +15,10 @@ import hvac
 import pytest
 from botocore.stub import Stubber
 
-from rotation.client import AppRoleAuth, KeyClient
+from rotation.backends.traffic import ApiGatewayUsage, QuotaCarrier
+from rotation.client.keys import AppRoleAuth, KeyClient
+from rotation.client.receiver import WebhookReceiver, serve_webhook
 from rotation.config import ConsumersFile
-from rotation.receiver import WebhookReceiver, serve_webhook
-from rotation.traffic import ApiGatewayUsage, QuotaCarrier
 
 from .conftest import assert_invariants
 

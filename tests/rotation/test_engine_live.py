@@ -152,7 +152,7 @@ def test_resume_after_crash_at_each_step_boundary(env, boundary):
     done = boundary == "promoted"  # the rotation was complete: nothing left to resume
     import time
 
-    from rotation.vault import VaultStore
+    from rotation.backends.vault import VaultStore
     expires = VaultStore(env.settings).read_rotation("billing").lease_expires_at
     locked = env.engine().run(only=["billing"]).outcomes[0]
     if done:
@@ -200,7 +200,7 @@ def test_two_runners_at_once_rotate_each_consumer_exactly_once(env, mode):
 
 def test_lost_lease_mid_rotation_never_clobbers_or_revokes(env):
     env.engine().run()
-    from rotation.vault import VaultStore
+    from rotation.backends.vault import VaultStore
     thief = VaultStore(env.settings)
 
     def steal(consumer, step):
@@ -232,8 +232,8 @@ def test_orphan_key_unknown_to_vault_is_removed(env):
 
 
 def test_kv_v1_mount_is_refused(env):
+    from rotation.backends.vault import VaultStore
     from rotation.errors import UnsupportedMount
-    from rotation.vault import VaultStore
     env.root().sys.enable_secrets_engine("kv", path="kvone", options={"version": "1"})
     env.root().sys.create_or_update_policy("kvone-rotator", 'path "kvone/*" { capabilities = ["read", "create", "update"] }')
     token = env.root().auth.token.create(policies=["kvone-rotator"])["auth"]["client_token"]
@@ -244,8 +244,8 @@ def test_kv_v1_mount_is_refused(env):
 
 
 def test_cas_conflict_is_a_lost_race_not_an_overwrite(env):
+    from rotation.backends.vault import VaultStore
     from rotation.errors import CasConflict
-    from rotation.vault import VaultStore
     env.engine().run()
     a, b = VaultStore(env.settings), VaultStore(env.settings)
     sa, sb = a.read_key_state("billing"), b.read_key_state("billing")
@@ -256,7 +256,7 @@ def test_cas_conflict_is_a_lost_race_not_an_overwrite(env):
 
 
 def test_first_write_to_a_new_path_uses_cas_zero(env):
-    from rotation.vault import VaultStore
+    from rotation.backends.vault import VaultStore
     store = VaultStore(env.settings)
     rec = store.read_rotation("brand-new")
     assert rec.version == 0
@@ -264,8 +264,8 @@ def test_first_write_to_a_new_path_uses_cas_zero(env):
 
 
 def test_relogin_after_token_expiry(env, monkeypatch):
-    from rotation.dev import bootstrap_vault
-    from rotation.vault import VaultStore
+    from rotation.backends.vault import VaultStore
+    from rotation.dev.stack import bootstrap_vault
     creds = bootstrap_vault(env.root(), env.consumers, rotator_token_ttl="3s")
     monkeypatch.setenv("VAULT_ROLE_ID", creds.rotator_role_id)
     monkeypatch.setenv("VAULT_SECRET_ID", creds.rotator_secret_id)

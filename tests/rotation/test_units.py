@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from rotation.backends.ratelimit import ControlPlaneLimiter, TokenBucket
+from rotation.client.signing import SignatureError, sign, verify
 from rotation.config import Consumer, parse_duration
-from rotation.engine import generate_key_value
-from rotation.planner import calls_for, decide
-from rotation.ratelimit import ControlPlaneLimiter, TokenBucket
+from rotation.engine.planner import calls_for, decide
+from rotation.engine.runner import generate_key_value
 from rotation.records import KeyRecord, KeyState, RotationRecord, to_iso
 from rotation.scheduler import Daemon
 from rotation.settings import Settings, load_settings
-from rotation.signing import SignatureError, sign, verify
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 C = Consumer(name="billing", tier="standard", max_age=timedelta(days=30), grace_period=timedelta(hours=1),

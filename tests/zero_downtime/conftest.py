@@ -1,5 +1,5 @@
 """Fixtures for the dev gateway, canary and zero-downtime tests: one embedded stack (OpenBao dev +
-moto) and one :class:`rotation.dev_gateway.DevGateway` per module; API keys made per test.
+moto) and one :class:`rotation.dev.gateway.DevGateway` per module; API keys made per test.
 
 The root conftest clears ``AWS_*`` before every test; the gateway's handler reads its settings
 from the environment, so :func:`_gateway_env` puts them back (with ``monkeypatch``) per test.
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import pytest
 
 from rotation.config import ConsumersFile
-from rotation.dev import EmbeddedStack
-from rotation.dev_gateway import DevGateway
+from rotation.dev.gateway import DevGateway
+from rotation.dev.stack import EmbeddedStack
 
 CONSUMERS = ConsumersFile.model_validate({
     "version": 1,
@@ -98,9 +98,9 @@ def engine_env(stack, gateway, monkeypatch, tmp_path):
 
 def canary_engine(settings, tmp_path, url):
     """The real engine (``build_engine``) with the canary on ``url`` in its test step."""
-    from rotation.app import build_engine
     from rotation.audit import AuditLog
-    from rotation.canary import CanaryVerifier
+    from rotation.verifiers.canary import CanaryVerifier
+    from rotation.wiring import build_engine
 
     return build_engine(settings, CONSUMERS, audit=AuditLog(tmp_path / "audit.jsonl"),
                         verifiers=[CanaryVerifier(url)])

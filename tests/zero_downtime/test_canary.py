@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from rotation.canary import CANARY_BODY, CanaryVerifier
 from rotation.config import Consumer
 from rotation.errors import CanaryMisconfigured, VerificationFailed
 from rotation.records import KeyRecord
+from rotation.verifiers.canary import CANARY_BODY, CanaryVerifier
 
 from .conftest import CACHE_SECONDS, canary_engine
 
@@ -160,14 +160,14 @@ def test_engine_with_canary_waits_out_the_gateway_cache_and_promotes(engine_env,
     summary = canary_engine(settings, tmp, gateway.url).run(only=["billing"], force=["billing"])
     (o,) = summary.outcomes
     assert o.outcome == "ok", o.detail
-    from rotation.vault import VaultStore
+    from rotation.backends.vault import VaultStore
     cur = VaultStore(settings).read_key_state("billing").current
     assert gateway.request_count(cur.key_id) >= 1     # the canary reached the gateway with the new key
 
 
 def _engine_handles_misconfiguration() -> bool:
-    import rotation.engine
-    return "CanaryMisconfigured" in open(rotation.engine.__file__).read()
+    import rotation.engine.runner
+    return "CanaryMisconfigured" in open(rotation.engine.runner.__file__).read()
 
 
 @pytest.mark.xfail(not _engine_handles_misconfiguration(), strict=True,
@@ -175,7 +175,7 @@ def _engine_handles_misconfiguration() -> bool:
 def test_engine_does_not_roll_back_on_a_routing_error(engine_env, gateway):
     """CanaryMisconfigured: the rotation stays in flight (pending kept), the consumer is failed."""
     settings, tmp = engine_env
-    from rotation.vault import VaultStore
+    from rotation.backends.vault import VaultStore
     summary = canary_engine(settings, tmp, gateway.base_url + "/wrong/path").run(only=["crm"], force=["crm"])
     (o,) = summary.outcomes
     state = VaultStore(settings).read_key_state("crm")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from rotation.dev_gateway import USAGE_PATH, DevGateway, DevGatewayTraffic, NonBlockingBucket
+from rotation.dev.gateway import USAGE_PATH, DevGateway, DevGatewayTraffic, NonBlockingBucket
 
 from .conftest import CACHE_SECONDS
 
@@ -177,7 +177,7 @@ def test_concurrent_requests_are_all_answered(gateway, keys):
 
 
 def test_labelled_as_a_dev_tool_and_kept_out_of_the_lambda_package():
-    import rotation.dev_gateway as mod
+    import rotation.dev.gateway as mod
     from infra.components.sender import FUNCTIONS_DIR
 
     assert mod.__doc__.startswith("DEVELOPMENT AND TEST TOOL — not API Gateway, not for production")
@@ -196,7 +196,7 @@ def test_refuses_non_loopback_and_missing_rest_api(stack):
 def test_serve_main_attaches_to_an_endpoint_and_stops_on_sigterm(stack, keys, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_"))}
     env.update(PYTHONPATH=str(ROOT), AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    proc = subprocess.Popen([sys.executable, "-m", "rotation.dev_gateway", "--aws-endpoint", stack.aws_endpoint, "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "rotation.dev.gateway", "--aws-endpoint", stack.aws_endpoint, "--port", "0",
                              "--quiet", "--key-cache-seconds", "0.2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
@@ -217,7 +217,7 @@ def test_serve_main_attaches_to_an_endpoint_and_stops_on_sigterm(stack, keys, tm
 
 
 def test_serve_main_exit_2_without_a_rest_api(stack, monkeypatch, capsys):
-    from rotation.dev_gateway import serve_main
+    from rotation.dev.gateway import serve_main
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -235,7 +235,7 @@ def test_serve_main_embedded_stack_for_make_dev(tmp_path):
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_", "ROTATION_"))}
     base["PYTHONPATH"] = str(ROOT)
     env_file = tmp_path / ".dev-stack" / "env"
-    proc = subprocess.Popen([sys.executable, "-m", "rotation.dev_gateway", "--port", "0", "--quiet",
+    proc = subprocess.Popen([sys.executable, "-m", "rotation.dev.gateway", "--port", "0", "--quiet",
                              "--env-file", str(env_file)], env=base, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from rotation.vault import VaultStore
+from rotation.backends.vault import VaultStore
 
 from .conftest import canary_engine
 

@@ -1,6 +1,6 @@
 """The rules of the ``secure-mail-api-baseline`` CrossGuard pack, importable without side effects.
 
-One mandatory rule per control of ``shared/baseline.md``; :data:`RULES` maps each finding id (the
+One mandatory rule per control of ``docs/security-baseline.md``; :data:`RULES` maps each finding id (the
 rule name) to its control ids, description and policy; :data:`ALL_POLICIES` is what
 ``policies/pack/__main__.py`` hands to ``PolicyPack``. See ``policies/README.md`` for the rule table
 and for overriding enforcement per rule.

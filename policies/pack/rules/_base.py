@@ -2,7 +2,7 @@
 
 A rule is a ``pulumi_policy`` policy plus metadata: a stable *finding id* (the rule name, kebab-case),
 the *control ids* it enforces (Security Hub, checkov, cdk-nag, AWSGuard/compliance-policies ids, or a
-``BASELINE-*`` id for a baseline.md row that has no public id) and the source. A check function returns
+``BASELINE-*`` id for a docs/security-baseline.md row that has no public id) and the source. A check function returns
 :class:`Finding` objects (property, bad value, fix); the framework turns each into one violation message::
 
     <resource name>: <property> is <bad>; set <fix> (<control ids>) [<rule name>]

@@ -1,4 +1,4 @@
-"""API Gateway (REST) rules: baseline.md §1.1.
+"""API Gateway (REST) rules: docs/security-baseline.md §1.1.
 
 Sources: Security Hub API Gateway controls (https://docs.aws.amazon.com/securityhub/latest/userguide/
 apigateway-controls.html), checkov 3.3.30, cdk-nag AwsSolutions, AWSGuard (@pulumi/awsguard) and
@@ -81,7 +81,7 @@ def rest_api_tls_policy(props, cfg, typ):
 @resource_rule("apigateway-rest-api-execute-api-disabled", ["BASELINE-EXECUTE-API-OFF"], REST_API,
                "The default execute-api endpoint is disabled so traffic goes through the custom domain and WAF")
 def execute_api_disabled(props, cfg, typ):
-    """baseline.md §1.1 "execute-api off": ``disableExecuteApiEndpoint=true`` (plus a BasePathMapping)."""
+    """docs/security-baseline.md §1.1 "execute-api off": ``disableExecuteApiEndpoint=true`` (plus a BasePathMapping)."""
     if not is_true(props.get("disableExecuteApiEndpoint")):
         return [Finding("disableExecuteApiEndpoint", repr(props.get("disableExecuteApiEndpoint")),
                         "disableExecuteApiEndpoint=true and map the API on the custom domain")]
@@ -257,7 +257,7 @@ def request_validation(props, cfg, typ):
 @resource_rule("apigateway-usage-plan-limits", ["BASELINE-USAGE-PLANS"], [USAGE_PLAN, REST_API, API_KEY],
                "Usage plans throttle and cap every client; keys come from the x-api-key header and are enabled")
 def usage_plan_limits(props, cfg, typ):
-    """baseline.md §1.1 "usage plans": each UsagePlan has ``throttleSettings`` (burst and rate),
+    """docs/security-baseline.md §1.1 "usage plans": each UsagePlan has ``throttleSettings`` (burst and rate),
     ``quotaSettings`` (limit, period) and at least one ``apiStages`` entry; the RestApi reads keys from
     the ``HEADER``; ApiKeys are created ``enabled`` (API Gateway keys default to disabled otherwise)."""
     out = []
@@ -284,7 +284,7 @@ def usage_plan_limits(props, cfg, typ):
 @resource_rule("apigateway-cognito-authorizer", ["BASELINE-COGNITO-AUTHORIZER", "AwsSolutions-COG4"], AUTHORIZER,
                "Authorizers are Cognito user-pool authorizers reading the Authorization header")
 def cognito_authorizer(props, cfg, typ):
-    """baseline.md §1.1 "Cognito authorizer" / AwsSolutions-COG4: ``type=COGNITO_USER_POOLS`` with
+    """docs/security-baseline.md §1.1 "Cognito authorizer" / AwsSolutions-COG4: ``type=COGNITO_USER_POOLS`` with
     ``providerArns`` and ``identitySource='method.request.header.Authorization'``."""
     out = []
     if props.get("type") != "COGNITO_USER_POOLS":

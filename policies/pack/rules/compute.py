@@ -1,4 +1,4 @@
-"""Lambda rules: baseline.md §1.7 (the SES v2 sender).
+"""Lambda rules: docs/security-baseline.md §1.7 (the SES v2 sender).
 
 Sources: Security Hub Lambda controls (https://docs.aws.amazon.com/securityhub/latest/userguide/lambda-controls.html),
 checkov 3.3.30, cdk-nag AwsSolutions-L1, @pulumi/aws-compliance-policies ``aws-lambda-*``.
@@ -100,7 +100,7 @@ def code_signing(props, cfg, typ):
 @resource_rule("lambda-logging", ["BASELINE-LAMBDA-LOGGING"], FUNCTION,
                "Functions log JSON to an explicit (encrypted, retained) log group")
 def logging_config(props, cfg, typ):
-    """baseline.md §1.7 "logging": ``loggingConfig.logFormat=JSON`` and ``loggingConfig.logGroup`` set
+    """docs/security-baseline.md §1.7 "logging": ``loggingConfig.logFormat=JSON`` and ``loggingConfig.logGroup`` set
     (the log group's KMS key and retention are checked by the CloudWatch rules)."""
     out = []
     if get(props, "loggingConfig.logFormat") != "JSON":

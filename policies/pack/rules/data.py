@@ -1,4 +1,4 @@
-"""DynamoDB, SQS and SNS rules: baseline.md §1.4-1.6.
+"""DynamoDB, SQS and SNS rules: docs/security-baseline.md §1.4-1.6.
 
 Sources: Security Hub DynamoDB/SQS/SNS controls (https://docs.aws.amazon.com/securityhub/latest/userguide/
 {dynamodb,sqs,sns}-controls.html), checkov 3.3.30, cdk-nag AwsSolutions (DDB3, SQS2-4, SNS3), AWSGuard

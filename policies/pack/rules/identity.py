@@ -1,4 +1,4 @@
-"""Cognito and SES rules: baseline.md §1.11 (OAuth2 client credentials) and §1.12 (SES v2).
+"""Cognito and SES rules: docs/security-baseline.md §1.11 (OAuth2 client credentials) and §1.12 (SES v2).
 
 Sources: Security Hub Cognito controls (https://docs.aws.amazon.com/securityhub/latest/userguide/cognito-controls.html),
 checkov 3.3.30 (CKV_AWS_365/366), cdk-nag AwsSolutions COG1/COG2/COG7/COG8, the SES v2 API reference.
@@ -19,7 +19,7 @@ EMAIL_IDENTITY = "aws:sesv2/emailIdentity:EmailIdentity"
 @resource_rule("cognito-client-credentials-only", ["BASELINE-COGNITO-CLIENT"], USER_POOL_CLIENT,
                "App clients use only the client-credentials flow, with a secret, scopes and token revocation")
 def client_credentials(props, cfg, typ):
-    """baseline.md §1.11 "client": ``allowedOauthFlows == ['client_credentials']``, ``generateSecret``,
+    """docs/security-baseline.md §1.11 "client": ``allowedOauthFlows == ['client_credentials']``, ``generateSecret``,
     ``allowedOauthFlowsUserPoolClient``, non-empty ``allowedOauthScopes``, ``enableTokenRevocation`` and
     ``preventUserExistenceErrors=ENABLED``."""
     out = []
@@ -125,7 +125,7 @@ def config_set(props, cfg, typ):
 @stack_rule("ses-feedback-events", ["BASELINE-SES-FEEDBACK"],
             "Bounce and complaint events are published to a destination", types=[CONFIGURATION_SET, EVENT_DESTINATION])
 def feedback_events(resources, cfg):
-    """baseline.md §1.12 "feedback": for every configuration set, an enabled
+    """docs/security-baseline.md §1.12 "feedback": for every configuration set, an enabled
     ``ConfigurationSetEventDestination`` whose ``matchingEventTypes`` include BOUNCE and COMPLAINT."""
     dests = [d for d in of_type(resources, EVENT_DESTINATION) if is_true(get(d.props, "eventDestination.enabled"))]
     for cs in of_type(resources, CONFIGURATION_SET):
@@ -141,7 +141,7 @@ def feedback_events(resources, cfg):
 @resource_rule("ses-identity-dkim", ["BASELINE-SES-IDENTITY"], EMAIL_IDENTITY,
                "Sending identities use 2048-bit DKIM and a default configuration set")
 def identity_dkim(props, cfg, typ):
-    """baseline.md §1.12 "identity": ``configurationSetName`` set (so every send gets the TLS/reputation
+    """docs/security-baseline.md §1.12 "identity": ``configurationSetName`` set (so every send gets the TLS/reputation
     settings) and ``dkimSigningAttributes.nextSigningKeyLength=RSA_2048_BIT`` (unless BYODKIM)."""
     out = []
     if not props.get("configurationSetName"):

@@ -1,4 +1,4 @@
-"""KMS key and IAM policy rules: baseline.md §1.2 and the IAM rows of §1.7 / §1.13.
+"""KMS key and IAM policy rules: docs/security-baseline.md §1.2 and the IAM rows of §1.7 / §1.13.
 
 Sources: Security Hub KMS controls (https://docs.aws.amazon.com/securityhub/latest/userguide/kms-controls.html),
 checkov 3.3.30, cdk-nag AwsSolutions (KMS5, IAM4, IAM5), AWSGuard ``cmk-backing-key-rotation-enabled``,

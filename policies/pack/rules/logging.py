@@ -1,4 +1,4 @@
-"""CloudTrail, CloudWatch Logs and alarm rules: baseline.md §1.8, §1.9 and §3.
+"""CloudTrail, CloudWatch Logs and alarm rules: docs/security-baseline.md §1.8, §1.9 and §3.
 
 Sources: Security Hub CloudTrail/CloudWatch controls (https://docs.aws.amazon.com/securityhub/latest/userguide/
 {cloudtrail,cloudwatch}-controls.html), checkov 3.3.30, the CIS metric filters of
@@ -103,7 +103,7 @@ def alarm_actions(props, cfg, typ):
     return out
 
 
-#: CloudWatch.1-9 -> tokens the CIS filter pattern must contain (exact patterns in baseline.md §3.1)
+#: CloudWatch.1-9 -> tokens the CIS filter pattern must contain (exact patterns in docs/security-baseline.md §3.1)
 CIS_FILTERS = {
     "CloudWatch.1": ('$.userIdentity.type = "Root"', "$.userIdentity.invokedBy NOT EXISTS"),
     "CloudWatch.2": ("UnauthorizedOperation", "AccessDenied"),
@@ -135,7 +135,7 @@ def cis_filters(resources, cfg):
         match = [f for f in filters if all(t in str(f.props.get("pattern", "")) for t in tokens)]
         if not match:
             yield Finding("LogMetricFilter", f"missing for {control}",
-                          f"aws.cloudwatch.LogMetricFilter with the CIS pattern for {control} (baseline.md §3.1)")
+                          f"aws.cloudwatch.LogMetricFilter with the CIS pattern for {control} (docs/security-baseline.md §3.1)")
             continue
         mts = [get(f.props, "metricTransformation") or {} for f in match]
         if not any(a.props.get("metricName") == mt.get("name") and a.props.get("namespace") == mt.get("namespace")
@@ -169,7 +169,7 @@ SES_CRITICAL = {"Reputation.BounceRate": 0.05, "Reputation.ComplaintRate": 0.001
             "The baseline's alarm list exists (SES reputation, API, WAF, Lambda, SQS, SNS)",
             {"optionalAlarms": ({"type": "array", "items": {"type": "string"}}, [])}, types=[ALARM])
 def recommended_alarms(resources, cfg):
-    """baseline.md §3 (CloudWatch "Recommended alarms", SES enforcement FAQ): one MetricAlarm per row
+    """docs/security-baseline.md §3 (CloudWatch "Recommended alarms", SES enforcement FAQ): one MetricAlarm per row
     (namespace + metric name), and the SES bounce/complaint alarms fire no later than the SES review
     thresholds (bounce 5 %, complaint 0.1 %). Rows 8 and 17 are optional in the baseline; rows can be
     waived through ``optionalAlarms`` (metric names)."""

@@ -1,4 +1,4 @@
-"""S3 rules: baseline.md §1.3 (CloudTrail, access-log and archive buckets).
+"""S3 rules: docs/security-baseline.md §1.3 (CloudTrail, access-log and archive buckets).
 
 pulumi-aws v7 configures a bucket through separate resources (``BucketPublicAccessBlock``,
 ``BucketServerSideEncryptionConfiguration``, ``BucketVersioning``, ...); the inline ``aws.s3.Bucket``

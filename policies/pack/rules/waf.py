@@ -1,4 +1,4 @@
-"""WAFv2 rules: baseline.md §1.10 (scope REGIONAL, in front of the API stage).
+"""WAFv2 rules: docs/security-baseline.md §1.10 (scope REGIONAL, in front of the API stage).
 
 Sources: Security Hub WAF controls (https://docs.aws.amazon.com/securityhub/latest/userguide/waf-controls.html),
 checkov 3.3.30 (CKV_AWS_175/192/342, CKV2_AWS_31/77), AWS WAF developer guide (rate-based rules,
@@ -120,7 +120,7 @@ def _rate_findings(rule, where):
 @resource_rule("waf-rate-limit-per-ip", ["BASELINE-WAF-RATE-IP"], WEB_ACL,
                "A blocking rate-based rule aggregates per client IP")
 def rate_per_ip(props, cfg, typ):
-    """baseline.md §1.10 "rate limit, per IP": a rate-based rule with ``aggregateKeyType=IP``, a block
+    """docs/security-baseline.md §1.10 "rate limit, per IP": a rate-based rule with ``aggregateKeyType=IP``, a block
     action, ``limit >= 100`` and ``evaluationWindowSec`` one of 60/120/300/600."""
     rules = _rate_rules(props, "IP")
     if not rules:
@@ -132,7 +132,7 @@ def rate_per_ip(props, cfg, typ):
 @resource_rule("waf-rate-limit-per-api-key", ["BASELINE-WAF-RATE-API-KEY"], WEB_ACL,
                "A blocking rate-based rule aggregates per x-api-key header")
 def rate_per_key(props, cfg, typ):
-    """baseline.md §1.10 "rate limit, per API key": a rate-based rule with ``aggregateKeyType=CUSTOM_KEYS``
+    """docs/security-baseline.md §1.10 "rate limit, per API key": a rate-based rule with ``aggregateKeyType=CUSTOM_KEYS``
     whose ``customKeys`` include ``header.name=x-api-key``, a block action and valid limit/window."""
     rules = [r for r in _rate_rules(props, "CUSTOM_KEYS")
              if any(str(get(k, "header.name", "")).lower() == "x-api-key"
@@ -148,7 +148,7 @@ def rate_per_key(props, cfg, typ):
                "The baseline AWS managed rule groups are active (not in count mode)",
                {"requiredGroups": ({"type": "array", "items": {"type": "string"}}, REQUIRED_GROUPS)})
 def managed_groups(props, cfg, typ):
-    """baseline.md §1.10 "managed groups": ``AWSManagedRulesCommonRuleSet``,
+    """docs/security-baseline.md §1.10 "managed groups": ``AWSManagedRulesCommonRuleSet``,
     ``AWSManagedRulesKnownBadInputsRuleSet`` and ``AWSManagedRulesAmazonIpReputationList``, each with
     ``overrideAction={'none': {}}``. Overriding single rules (``SizeRestrictions_BODY`` -> count for
     e-mail bodies over 8 KB) is allowed."""

@@ -58,6 +58,16 @@ import hvac
 import hvac.exceptions as hexc
 import requests
 
+from rotation.client.auth import DEFAULT_K8S_JWT_PATH, AppRoleAuth, Auth, KubernetesAuth, TokenAuth
+from rotation.client.errors import (
+    KeyClientConfigError,
+    KeyClientError,
+    KeyUnavailable,
+    TamperSuspected,
+    VaultAuthError,
+    VaultUnavailable,
+)
+
 __all__ = [
     "ApiKey",
     "AppRoleAuth",
@@ -76,34 +86,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RENEW_FRACTION = 1 / 3
-DEFAULT_K8S_JWT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
-
-# -- errors --------------------------------------------------------------------------------------
-class KeyClientError(Exception):
-    """Root of every error this module (and :mod:`rotation.receiver`) raises. Never holds a secret."""
-
-
-class KeyClientConfigError(KeyClientError):
-    """Missing or invalid client configuration (e.g. an environment variable); names the variable."""
-
-
-class KeyUnavailable(KeyClientError):
-    """No usable key: the record is missing, empty, has no key id, or is disabled."""
-
-
-class VaultUnavailable(KeyUnavailable):
-    """Vault could not be reached, is sealed, or answered with a server error."""
-
-
-class VaultAuthError(KeyClientError):
-    """Login failed, or Vault still answered 403 after one fresh login."""
-
-
-class TamperSuspected(KeyClientError):
-    """A response-wrapping token was already unwrapped, expired, not created by
-    ``sys/wrapping/wrap``, or its contents do not match the notification (failure case V6).
-    Alert and have the rotation re-issue; never retry the unwrap."""
 
 
 # -- the key -------------------------------------------------------------------------------------
@@ -136,55 +118,6 @@ def _validated(record: Any, where: str) -> ApiKey:
     if not isinstance(serial, int) or isinstance(serial, bool) or serial < 1:
         raise KeyUnavailable(f"{where}: current key has no valid serial")
     return ApiKey(value=value, serial=serial, key_id=key_id)
-
-
-# -- authentication ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TokenAuth:
-    """A ready token (``VAULT_TOKEN``). Cannot log in again: a 403 raises :class:`VaultAuthError`."""
-
-    token: str = field(repr=False)
-    can_relogin = False
-
-    def login(self, client: hvac.Client) -> None:
-        client.token = self.token
-
-
-@dataclass(frozen=True)
-class AppRoleAuth:
-    """AppRole login (``auth/<mount>/login`` with role_id + secret_id)."""
-
-    role_id: str
-    secret_id: str = field(repr=False)
-    mount: str = "approle"
-    can_relogin = True
-
-    def login(self, client: hvac.Client) -> None:
-        client.auth.approle.login(role_id=self.role_id, secret_id=self.secret_id, mount_point=self.mount,
-                                  use_token=True)
-
-
-@dataclass(frozen=True)
-class KubernetesAuth:
-    """Kubernetes auth: the service-account JWT is re-read from ``jwt_path`` at every login
-    (projected tokens rotate)."""
-
-    role: str
-    jwt_path: str = DEFAULT_K8S_JWT_PATH
-    mount: str = "kubernetes"
-    can_relogin = True
-
-    def login(self, client: hvac.Client) -> None:
-        try:
-            with open(self.jwt_path, encoding="utf-8") as f:
-                jwt = f.read().strip()
-        except OSError as exc:
-            raise VaultAuthError(f"kubernetes auth: cannot read the service-account token at {self.jwt_path} "
-                                 f"({exc.strerror})") from None
-        client.auth.kubernetes.login(role=self.role, jwt=jwt, mount_point=self.mount, use_token=True)
-
-
-Auth = TokenAuth | AppRoleAuth | KubernetesAuth
 
 
 class _Forbidden(Exception):

@@ -2,7 +2,7 @@
 
 A local stand-in for the mail API's API Gateway stage, on loopback, so that rotations can be
 proven against real traffic (``bench/zero_downtime.py``) and the rotation's test step has a real
-endpoint for its canary (:mod:`rotation.canary`). It lives in ``rotation/``, never in
+endpoint for its canary (:mod:`rotation.verifiers.canary`). It lives in ``rotation/``, never in
 ``infra/functions/`` (the directory zipped as the Lambda code), so it is not in the Lambda
 package.
 
@@ -23,7 +23,8 @@ What it does, in API Gateway's order (REST API, API-key-required method, usage p
    ``burstLimit`` (requests): a token bucket per key, non-blocking; empty bucket ->
    ``429 {"message":"Too Many Requests"}`` with ``x-amzn-ErrorType: TooManyRequestsException``.
    Quotas are not enforced.
-4. **Integration.** The real Lambda handler ``infra.functions.send_message.handler`` is called in
+4. **Integration.** The real Lambda handler ``infra/functions/send_message.py`` (``handler``), loaded from its code
+   directory like Lambda does, is called in
    process with an API Gateway REST proxy (payload v1) event; its ``statusCode``, ``headers`` and
    ``body`` are returned, plus ``x-amzn-RequestId``. The handler is not thread-safe (powertools'
    resolver keeps the current event in a module global), so each of ``concurrency`` warm
@@ -32,7 +33,7 @@ What it does, in API Gateway's order (REST API, API-key-required method, usage p
 Keys come from the AWS endpoint (the embedded stack's moto server) with ``GetApiKeys
 (includeValues)``, ``GetUsagePlans`` and ``GetUsagePlanKeys``, cached for ``key_cache_seconds``
 (default 2 s). AWS does not document how long the data plane caches keys and plans; AWS answers
-on re:Post put enabling/disabling a key at "within approximately 10 seconds", and architecture.md
+on re:Post put enabling/disabling a key at "within approximately 10 seconds", and docs/architecture.md
 records reports from seconds to minutes. The cache makes the same kind of window visible locally:
 a new key is refused for up to ``key_cache_seconds`` after it was created, which is what the
 rotation's canary must wait out.
@@ -40,14 +41,14 @@ rotation's canary must wait out.
 Per-key request counters (every request that carried a known key id, whatever its answer) are
 exposed in process (:meth:`DevGateway.request_count`, :meth:`DevGateway.usage`) and over HTTP at
 the dev-only path ``GET /_dev/usage`` -> ``{"<key id>": <count>}``; :class:`DevGatewayTraffic`
-turns them into a :class:`rotation.traffic.TrafficSignal`.
+turns them into a :class:`rotation.backends.traffic.TrafficSignal`.
 
 Start in process::
 
     with DevGateway(aws_endpoint="http://127.0.0.1:5000") as gw:   # port 0: a free port
         print(gw.url)          # http://127.0.0.1:PORT/v1/messages
 
-or from the command line: :func:`serve_main` (``rotation dev gateway`` / ``make dev``).
+or from the command line: :func:`serve_main` (``python -m rotation.dev gateway`` / ``make dev``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import importlib.util
 import json
 import logging
 import os
@@ -63,16 +65,18 @@ import signal
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Self
 
 import boto3
 from botocore.exceptions import ClientError
+
+from rotation.backends.traffic import UsageEndpointTraffic
 
 __all__ = [
     "DEFAULT_CONFIGURATION_SET",
@@ -215,30 +219,44 @@ class _KeyCache:
         return out
 
 
-_MODULES: list[Any] = []
+#: The mail handler's code directory in this repository (what the Pulumi program zips for Lambda).
+HANDLER_DIR = Path(__file__).resolve().parents[2] / "infra" / "functions"
+HANDLER_MODULE = "send_message"
+
+_MODULES: dict[Path, list[Any]] = {}
 _MODULES_LOCK = threading.Lock()
 
 
-def _handler_modules(n: int) -> list[Any]:
-    """``n`` independent copies of ``infra.functions.send_message`` (the first is the module
-    itself). The handler keeps per-request state in module globals (powertools' resolver), so
-    each copy serves one request at a time: one copy per warm "Lambda instance"."""
-    import importlib.util
+def _handler_modules(n: int, code_dir: Path = HANDLER_DIR) -> list[Any]:
+    """``n`` independent copies of ``<code_dir>/send_message.py``, loaded from the code directory
+    the way Lambda loads a handler (by file, not by importing the Pulumi program's package). The
+    handler keeps per-request state in module globals (powertools' resolver), so each copy serves
+    one request at a time: one copy per warm "Lambda instance".
 
-    from infra.functions import send_message
-
+    Raises ``FileNotFoundError`` naming the directory when the handler is not there (running
+    outside a checkout of the repository).
+    """
+    code_dir = Path(code_dir).resolve()
+    if not (code_dir / f"{HANDLER_MODULE}.py").is_file():
+        raise FileNotFoundError(f"no {HANDLER_MODULE}.py in {code_dir}: the dev gateway runs the mail handler "
+                                "from a checkout of the repository (infra/functions)")
     with _MODULES_LOCK:
-        if not _MODULES:
-            _MODULES.append(send_message)
-        while len(_MODULES) < n:
-            name = f"infra.functions._dev_gateway_instance_{len(_MODULES)}"
-            spec = importlib.util.spec_from_file_location(name, send_message.__file__)
+        copies = _MODULES.setdefault(code_dir, [])
+        while len(copies) < n:
+            # each copy is its own package over code_dir, so the handler's relative imports resolve
+            package = f"_mail_handler_instance_{abs(hash(code_dir))}_{len(copies)}"
+            pkg_spec = importlib.util.spec_from_file_location(
+                package, code_dir / "__init__.py", submodule_search_locations=[str(code_dir)])
+            pkg = importlib.util.module_from_spec(pkg_spec)
+            sys.modules[package] = pkg
+            pkg_spec.loader.exec_module(pkg)
+            name = f"{package}.{HANDLER_MODULE}"
+            spec = importlib.util.spec_from_file_location(name, code_dir / f"{HANDLER_MODULE}.py")
             module = importlib.util.module_from_spec(spec)
-            module.__package__ = "infra.functions"
             sys.modules[name] = module  # dataclasses look their module up while it executes
             # powertools keeps one formatter per logging.Logger name: give each copy its own service
             saved = os.environ.get("POWERTOOLS_SERVICE_NAME")
-            os.environ["POWERTOOLS_SERVICE_NAME"] = f"{saved or 'mail-api'}-instance-{len(_MODULES)}"
+            os.environ["POWERTOOLS_SERVICE_NAME"] = f"{saved or 'mail-api'}-instance-{len(copies)}"
             try:
                 spec.loader.exec_module(module)
             finally:
@@ -246,8 +264,8 @@ def _handler_modules(n: int) -> list[Any]:
                     os.environ.pop("POWERTOOLS_SERVICE_NAME", None)
                 else:
                     os.environ["POWERTOOLS_SERVICE_NAME"] = saved
-            _MODULES.append(module)
-        return _MODULES[:n]
+            copies.append(module)
+        return copies[:n]
 
 
 class _LambdaContext:
@@ -300,7 +318,7 @@ class DevGateway:
         ``http://127.0.0.1:5000``; also where the handler sends mail (SES v2) and records it
         (DynamoDB).
     :param rest_api_id: the REST API whose stage is served; default: the one named
-        ``secure-mail-api-<stack>`` (what :func:`rotation.dev.bootstrap_aws` creates).
+        ``secure-mail-api-<stack>`` (what :func:`rotation.dev.stack.bootstrap_aws` creates).
     :param stage: the stage name (default ``v1``): usage plans must list ``(rest_api_id, stage)``.
     :param host, port: where to listen (loopback only; port 0 picks a free port).
     :param key_cache_seconds: how long the key/usage-plan snapshot is reused (default 2 s).
@@ -592,34 +610,29 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 
 class DevGatewayTraffic:
-    """A :class:`rotation.traffic.TrafficSignal` reading the dev gateway's per-key counters.
+    """A :class:`rotation.backends.traffic.TrafficSignal` reading the dev gateway's per-key counters.
 
     ``DevGatewayTraffic(gateway)`` reads them in process; ``DevGatewayTraffic("http://127.0.0.1:PORT")``
-    reads ``GET /_dev/usage`` (timeout ``timeout_seconds``). Returns the number of requests the
-    gateway saw with the key since it started (0 for a key it never saw), or ``None`` when the
-    gateway cannot be reached (unknown traffic never counts as idle). ``usage_plan_id`` is ignored:
-    a key belongs to one plan of the stage.
+    reads ``GET /_dev/usage`` through :class:`~rotation.backends.traffic.UsageEndpointTraffic`.
+    Returns the number of requests the gateway saw with the key since it started (0 for a key it
+    never saw), or ``None`` when the gateway cannot be reached.
     """
 
     def __init__(self, source: DevGateway | str, *, timeout_seconds: float = 2.0):
         self.source = source
-        self.timeout = timeout_seconds
+        self._remote = None if isinstance(source, DevGateway) else UsageEndpointTraffic(
+            source.rstrip("/") + USAGE_PATH, timeout_seconds=timeout_seconds)
 
     def request_count(self, key_id: str, usage_plan_id: str) -> int | None:
-        if isinstance(self.source, DevGateway):
+        if self._remote is None:
             return self.source.request_count(key_id)
-        try:
-            with urllib.request.urlopen(self.source.rstrip("/") + USAGE_PATH, timeout=self.timeout) as resp:
-                counts = json.load(resp)
-        except (OSError, ValueError):
-            return None
-        return int(counts.get(key_id, 0))
+        return self._remote.request_count(key_id, usage_plan_id)
 
 
 # -- command line ----------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="rotation dev gateway",
+        prog="python -m rotation.dev gateway",
         description="DEVELOPMENT AND TEST TOOL (not API Gateway): serve the mail API handler on loopback "
                     "behind API-key checks and usage-plan throttling read from the AWS emulator.")
     p.add_argument("--aws-endpoint", default=os.environ.get("AWS_ENDPOINT_URL"),
@@ -648,10 +661,10 @@ def _start_embedded(args: argparse.Namespace, exits: contextlib.ExitStack):
 
     import yaml
 
-    from .config import load_consumers_file
-    from .dev import EmbeddedStack
+    from rotation.config import load_consumers_file
+    from rotation.dev.stack import EmbeddedStack
 
-    path = args.consumers_file or str(Path(__file__).resolve().parent.parent / "examples" / "consumers.yaml")
+    path = args.consumers_file or str(Path(__file__).resolve().parents[2] / "examples" / "consumers.yaml")
     out_dir = Path(args.env_file).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load(Path(path).read_text())
@@ -688,7 +701,7 @@ def _write_env_files(args: argparse.Namespace, stack, creds, consumers_path, gw:
 
 
 def serve_main(argv: list[str] | None = None) -> int:
-    """``rotation dev gateway`` / ``make dev``: serve until SIGINT/SIGTERM. Returns an exit code
+    """``python -m rotation.dev gateway`` / ``make dev``: serve until SIGINT/SIGTERM. Returns an exit code
     (0 stopped cleanly, 2 bad arguments or nothing to attach to)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")

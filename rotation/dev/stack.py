@@ -4,7 +4,7 @@ per consumer and one for the rotator; a REST API, a stage and usage plans by tie
 
 For the demo, the tests and local exploration only. Every process it starts is stopped by
 :meth:`EmbeddedStack.stop` (also at interpreter exit), in its own process group, so nothing is
-left behind. Emulator facts: ``shared/emulator-notes.md``.
+left behind. Emulator facts: ``docs/testing.md`` ("What the emulators do not do").
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import hvac
 import requests
 
 from policies.vault import consumer_policy_name, render_vault_policy
-
-from .config import ConsumersFile
+from rotation.config import ConsumersFile
 
 __all__ = ["DevCredentials", "EmbeddedStack", "bootstrap_aws", "bootstrap_vault", "free_port"]
 
@@ -231,6 +230,25 @@ class EmbeddedStack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def reset(self) -> None:
+        """Return both servers to their just-started state without restarting them, so many tests
+        can share one stack: moto's ``POST /moto-api/reset`` clears every AWS resource; in OpenBao
+        every secrets engine, auth method and ACL policy added since start (by a bootstrap or a
+        test) is removed, which also revokes the tokens those auth methods issued. The root token,
+        the built-in mounts and the audit device stay. Raises the client's error if a server
+        does not answer."""
+        requests.post(f"{self.aws_endpoint}/moto-api/reset", timeout=30).raise_for_status()
+        c = self.root_client()
+        for path in c.sys.list_mounted_secrets_engines()["data"]:
+            if path.endswith("/") and path not in ("sys/", "cubbyhole/", "identity/"):
+                c.sys.disable_secrets_engine(path.rstrip("/"))
+        for path in c.sys.list_auth_methods()["data"]:
+            if path.endswith("/") and path != "token/":
+                c.sys.disable_auth_method(path.rstrip("/"))
+        for name in c.sys.list_policies()["data"]["policies"]:
+            if name not in ("root", "default"):
+                c.sys.delete_policy(name)
 
     # -- clients and set-up ---------------------------------------------------------------------
     def root_client(self) -> hvac.Client:

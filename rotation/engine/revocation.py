@@ -2,7 +2,7 @@
 
 * **Early revoke.** The previous key may be revoked before its grace period ends once the consumer
   acknowledged the current key (its app's ack in Vault, or every required push target took it)
-  *and* the previous key's request counter (a :class:`~rotation.traffic.TrafficSignal`) has not
+  *and* the previous key's request counter (a :class:`~rotation.backends.traffic.TrafficSignal`) has not
   moved for ``quiet_period``. The grace period stays the upper bound.
 * **Tamper detection** (failure case V6). A receiver that cannot unwrap a wrapping token reports it
   in the consumer's ack record; each report is checked once. A token gone although its TTL had not
@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from .audit import AuditLog
-from .config import Consumer
-from .records import KeyRecord, KeyState, RotationRecord, fingerprint, from_iso, to_iso
-from .targets import Delivery, PushTarget, safe_push
-from .traffic import TrafficSignal
-from .vault import VaultStore
+from rotation.audit import AuditLog
+from rotation.backends.traffic import TrafficSignal
+from rotation.backends.vault import VaultStore
+from rotation.config import Consumer
+from rotation.records import KeyRecord, KeyState, RotationRecord, fingerprint, from_iso, to_iso
+from rotation.targets import Delivery, PushTarget, safe_push
 
 __all__ = ["RevocationSignals"]
 

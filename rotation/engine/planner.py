@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .config import Consumer
-from .records import KeyState, RotationRecord, from_iso
+from rotation.config import Consumer
+from rotation.records import KeyState, RotationRecord, from_iso
 
 __all__ = ["Decision", "calls_for", "decide"]
 

@@ -10,8 +10,11 @@ import logging
 
 import boto3
 
-from .audit import AuditLog
-from .config import (
+from rotation.audit import AuditLog
+from rotation.backends.apigateway import ApiGatewayKeys
+from rotation.backends.traffic import ApiGatewayUsage, QuotaCarrier, UsageEndpointTraffic
+from rotation.backends.vault import VaultStore
+from rotation.config import (
     Consumer,
     ConsumersFile,
     FileTarget,
@@ -19,16 +22,13 @@ from .config import (
     SsmParameterTargetSpec,
     WebhookTarget,
 )
-from .engine import Engine, RunSummary
-from .metrics import key_age_figures, publish
-from .providers.apigateway import ApiGatewayKeys
-from .records import from_iso, utcnow
-from .settings import Settings
-from .targets import PushTarget
-from .targets.file import AtomicFileTarget
-from .targets.webhook import SignedWebhookTarget
-from .traffic import ApiGatewayUsage, QuotaCarrier
-from .vault import VaultStore
+from rotation.engine.runner import Engine, RunSummary
+from rotation.metrics import key_age_figures, publish
+from rotation.records import from_iso, utcnow
+from rotation.settings import Settings
+from rotation.targets import PushTarget
+from rotation.targets.file import AtomicFileTarget
+from rotation.targets.webhook import SignedWebhookTarget
 
 __all__ = ["build_engine", "publish_run_metrics"]
 
@@ -44,8 +44,8 @@ def _aws_client(service: str, settings: Settings):
 
 def make_targets(c: Consumer, vault: VaultStore, settings: Settings) -> list[PushTarget]:
     """Build consumer ``c``'s push targets from its specs in the consumers file."""
-    from .targets.secretsmanager import SecretsManagerTarget
-    from .targets.ssm import SsmParameterTarget
+    from rotation.targets.secretsmanager import SecretsManagerTarget
+    from rotation.targets.ssm import SsmParameterTarget
 
     out: list[PushTarget] = []
     for spec in c.targets:
@@ -76,12 +76,11 @@ def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLo
     audit = audit or AuditLog(settings.audit_log)
     engine_kwargs.setdefault("targets_for", lambda c: make_targets(c, vault, settings))
     if settings.traffic_url:
-        from .dev_gateway import DevGatewayTraffic
-        engine_kwargs.setdefault("traffic", DevGatewayTraffic(settings.traffic_url))
+        engine_kwargs.setdefault("traffic", UsageEndpointTraffic(settings.traffic_url))
     engine_kwargs.setdefault("traffic", ApiGatewayUsage(apigw.client))   # through the rate limiter
     engine_kwargs.setdefault("quota", QuotaCarrier(apigw.client))
     if settings.canary_url:
-        from .canary import CanaryVerifier
+        from rotation.verifiers.canary import CanaryVerifier
         engine_kwargs["verifiers"] = [*engine_kwargs.get("verifiers", ()), CanaryVerifier(settings.canary_url)]
     return Engine(consumers, vault, apigw, audit, lease_ttl_seconds=settings.lease_ttl_seconds,
                   verify_timeout_seconds=settings.verify_timeout_seconds, **engine_kwargs)

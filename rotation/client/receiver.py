@@ -2,7 +2,7 @@
 
 :class:`WebhookReceiver` checks, in order:
 
-1. the HMAC signature and timestamp (:func:`rotation.signing.verify`; a timestamp outside
+1. the HMAC signature and timestamp (:func:`rotation.client.signing.verify`; a timestamp outside
    ``window_seconds`` is a replay);
 2. the ``Idempotency-Key`` (``<rotation id>:<serial>``): a key seen within the window is never
    processed twice. A repeat of a delivery that was *accepted* answers ``200 duplicate`` (the
@@ -14,9 +14,9 @@
 4. unwraps ``wrap_token`` exactly once (``sys/wrapping/lookup`` then ``sys/wrapping/unwrap``:
    https://openbao.org/api-docs/system/wrapping-lookup/, https://openbao.org/api-docs/system/wrapping-unwrap/)
    and checks that the unwrapped ``serial``/``key_id`` (and fingerprint, when sent) match the body.
-   A token that was already used, expired or never issued raises :class:`~rotation.client.TamperSuspected`
+   A token that was already used, expired or never issued raises :class:`~rotation.client.keys.TamperSuspected`
    (failure case V6): someone may have intercepted it; alert and let the rotation re-issue, never retry;
-5. hands the key to the :class:`~rotation.client.KeyClient` (``notify_push(ApiKey)``) or to ``on_key``.
+5. hands the key to the :class:`~rotation.client.keys.KeyClient` (``notify_push(ApiKey)``) or to ``on_key``.
 
 :func:`serve_webhook` wraps a receiver in a tiny ``http.server`` (for the sample app): 204 accepted,
 200 duplicate, 400 bad request, 401 bad signature, 409 replay, 410 wrapping token already used or
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .client import ApiKey, KeyClient, KeyClientError, TamperSuspected, VaultUnavailable
-from .signing import IDEMPOTENCY_HEADER, TIMESTAMP_HEADER, SignatureError, verify
+from rotation.client.keys import ApiKey, KeyClient, KeyClientError, TamperSuspected, VaultUnavailable
+from rotation.client.signing import IDEMPOTENCY_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 
 __all__ = ["ReceiveResult", "TamperSuspected", "WebhookReceiver", "serve_webhook"]
 

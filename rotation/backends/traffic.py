@@ -12,17 +12,20 @@ Implementations:
   day, UTC; https://docs.aws.amazon.com/apigateway/latest/api/API_GetUsage.html). Not answered
   by moto (tested with botocore's Stubber).
 * :class:`NoTrafficSignal`: always ``None``.
-* the local dev gateway's counters (``rotation.dev_gateway``), for the zero-downtime proof.
+* :class:`UsageEndpointTraffic`: per-key counters served as JSON ``{"<key id>": <count>}`` by an
+  HTTP endpoint (the local dev gateway's ``/_dev/usage``, for the zero-downtime proof).
 """
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from datetime import UTC, datetime
 from typing import Protocol
 
-from .errors import AwsError
+from rotation.errors import AwsError
 
-__all__ = ["ApiGatewayUsage", "NoTrafficSignal", "QuotaCarrier", "TrafficSignal"]
+__all__ = ["ApiGatewayUsage", "NoTrafficSignal", "QuotaCarrier", "TrafficSignal", "UsageEndpointTraffic"]
 
 
 class TrafficSignal(Protocol):
@@ -32,6 +35,27 @@ class TrafficSignal(Protocol):
 class NoTrafficSignal:
     def request_count(self, key_id: str, usage_plan_id: str) -> int | None:
         return None
+
+
+class UsageEndpointTraffic:
+    """Per-key request counters read with ``GET <url>`` answering ``{"<key id>": <count>}``.
+
+    Returns the count for the key (0 for a key the endpoint never saw), or ``None`` when the
+    endpoint cannot be reached or answers something else (unknown traffic never counts as idle).
+    ``usage_plan_id`` is ignored. ``timeout_seconds`` bounds each read.
+    """
+
+    def __init__(self, url: str, *, timeout_seconds: float = 2.0):
+        self.url = url
+        self.timeout = timeout_seconds
+
+    def request_count(self, key_id: str, usage_plan_id: str) -> int | None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:
+                counts = json.load(resp)
+            return int(counts.get(key_id, 0))
+        except (OSError, ValueError, AttributeError, TypeError):
+            return None
 
 
 def _today() -> str:

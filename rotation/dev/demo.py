@@ -20,10 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from .config import load_consumers_file
-from .dev import EmbeddedStack
+from rotation.config import load_consumers_file
+from rotation.dev.stack import EmbeddedStack
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 DEMO_CONSUMERS = """\
 version: 1
@@ -75,7 +75,7 @@ class _AppLog:
 
 def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
     """Run the scenario; return 0 when every step behaved as expected, 1 otherwise."""
-    from .dev_gateway import DevGateway
+    from rotation.dev.gateway import DevGateway
 
     t0 = time.monotonic()
     failures = 0

@@ -1,6 +1,6 @@
 """API Gateway API keys and usage plans: where the mail API checks a caller's key.
 
-Every call goes through :class:`~rotation.ratelimit.ControlPlaneLimiter` (AWS's published
+Every call goes through :class:`~rotation.backends.ratelimit.ControlPlaneLimiter` (AWS's published
 control-plane limits) and botocore's ``standard`` retry mode (jittered exponential backoff on
 429/5xx). Errors become :class:`~rotation.errors.AwsError` naming the operation and AWS error
 code, never a key value.
@@ -18,17 +18,15 @@ AWS facts this module relies on (API Gateway developer guide and API reference):
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import AwsError, EmptyKeyValue
-from ..ratelimit import ControlPlaneLimiter
-from ..settings import Settings
+from rotation.backends.aws_errors import aws_errors
+from rotation.backends.ratelimit import ControlPlaneLimiter
+from rotation.errors import AwsError, EmptyKeyValue
+from rotation.settings import Settings
 
 __all__ = ["TAG_CONSUMER", "TAG_MANAGED_BY", "TAG_ROTATION", "TAG_SERIAL", "TAG_STACK", "ApiGatewayKeys"]
 
@@ -38,28 +36,6 @@ TAG_CONSUMER = "secure-mail-api:consumer"
 TAG_SERIAL = "secure-mail-api:serial"
 TAG_ROTATION = "secure-mail-api:rotation-id"
 MANAGED_BY = "secure-mail-api-rotation"
-
-
-@contextlib.contextmanager
-def aws_errors(operation: str, what: str = "") -> Iterator[None]:
-    """Map botocore errors to :class:`AwsError` naming the operation and the resource id."""
-    where = f"{operation} {what}".strip()
-    try:
-        yield
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "Unknown")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        err = AwsError(f"{where}: AWS answered {code} (HTTP {status})")
-        err.code = code
-        raise err from None
-    except BotoCoreError as exc:
-        err = AwsError(f"{where}: {type(exc).__name__}")
-        err.code = type(exc).__name__
-        raise err from None
-
-
-def _code(exc: AwsError) -> str:
-    return getattr(exc, "code", "")
 
 
 class ApiGatewayKeys:
@@ -119,7 +95,7 @@ class ApiGatewayKeys:
             with aws_errors("CreateUsagePlanKey", f"{plan_id}/{key_id}"):
                 self.client.create_usage_plan_key(usagePlanId=plan_id, keyId=key_id, keyType="API_KEY")
         except AwsError as exc:
-            if _code(exc) != "ConflictException":
+            if exc.code != "ConflictException":
                 raise
 
     def detach(self, plan_id: str, key_id: str) -> None:
@@ -128,7 +104,7 @@ class ApiGatewayKeys:
             with aws_errors("DeleteUsagePlanKey", f"{plan_id}/{key_id}"):
                 self.client.delete_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
         except AwsError as exc:
-            if _code(exc) != "NotFoundException":
+            if exc.code != "NotFoundException":
                 raise
 
     # -- keys -----------------------------------------------------------------------------------
@@ -173,7 +149,7 @@ class ApiGatewayKeys:
                     description=f"{consumer} key {serial}, minted by secure-mail-api rotation {rotation_id}",
                 )["id"]
         except AwsError as exc:
-            if _code(exc) == "ConflictException":
+            if exc.code == "ConflictException":
                 again = self.find_keys_by_name(name)
                 if again:
                     return again[0]["id"]
@@ -185,7 +161,7 @@ class ApiGatewayKeys:
             with aws_errors("GetApiKey", key_id):
                 return self.client.get_api_key(apiKey=key_id, includeValue=include_value)
         except AwsError as exc:
-            if _code(exc) == "NotFoundException":
+            if exc.code == "NotFoundException":
                 return None
             raise
 
@@ -201,5 +177,5 @@ class ApiGatewayKeys:
             with aws_errors("DeleteApiKey", key_id):
                 self.client.delete_api_key(apiKey=key_id)
         except AwsError as exc:
-            if _code(exc) != "NotFoundException":
+            if exc.code != "NotFoundException":
                 raise

@@ -16,45 +16,31 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import hvac
 import hvac.exceptions as hexc
-import requests
 
-from .errors import CasConflict, LockHeld, UnsupportedMount, VaultError
-from .records import KeyState, RotationRecord
-from .settings import Settings
+from rotation.backends.vault_errors import vault_errors
+from rotation.errors import (
+    CasConflict,
+    EmptyKeyValue,
+    LockHeld,
+    UnsupportedMount,
+    VaultError,
+    VaultPermissionDenied,
+)
+from rotation.records import KeyState, RotationRecord
+from rotation.settings import Settings
 
-__all__ = ["VaultStore", "vault_errors"]
+__all__ = ["VaultStore"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RENEW_FRACTION = 1 / 3  # renew when less than a third of the TTL is left
-
-
-@contextlib.contextmanager
-def vault_errors(operation: str, path: str = "") -> Iterator[None]:
-    """Map hvac/requests exceptions to :mod:`rotation.errors`, naming the operation and path."""
-    where = f"{operation} {path}".strip()
-    try:
-        yield
-    except hexc.InvalidRequest as exc:
-        text = " ".join(getattr(exc, "errors", None) or [str(exc)])
-        if "check-and-set" in text or "did not match the current version" in text:
-            raise CasConflict(f"{where}: check-and-set lost a race (another writer updated it first)") from None
-        raise VaultError(f"{where}: invalid request: {text}") from None
-    except hexc.Forbidden:
-        raise VaultError(f"{where}: permission denied (check the token's policies)") from None
-    except hexc.VaultDown:
-        raise VaultError(f"{where}: Vault is sealed or down") from None
-    except hexc.VaultError as exc:
-        raise VaultError(f"{where}: {type(exc).__name__}: {exc}") from None
-    except requests.RequestException as exc:
-        raise VaultError(f"{where}: cannot reach Vault ({type(exc).__name__})") from None
 
 
 class VaultStore:
@@ -132,17 +118,18 @@ class VaultStore:
                 raise VaultError("token expired and token auth cannot log in again: supply a fresh VAULT_TOKEN")
             self.login()
 
-    def _call(self, operation: str, path: str, fn: Callable[[], T]) -> T:
+    def _call(self, operation: str, path: str, fn: Callable[[], T], *,
+              cas_lost: Callable[[], bool] | None = None) -> T:
         """Run ``fn`` with a valid token; on 403 log in once again and retry, then fail."""
         self.ensure_token()
         try:
-            with vault_errors(operation, path):
+            with vault_errors(operation, path, cas_lost=cas_lost):
                 return fn()
-        except VaultError as exc:
-            if "permission denied" not in str(exc) or self.settings.vault_auth_method == "token":
+        except VaultPermissionDenied:
+            if self.settings.vault_auth_method == "token":
                 raise
         self.login()
-        with vault_errors(operation, path):
+        with vault_errors(operation, path, cas_lost=cas_lost):
             return fn()
 
     # -- mount checks ---------------------------------------------------------------------------
@@ -207,7 +194,18 @@ class VaultStore:
                 path=path, secret=data, cas=cas, mount_point=self.mount)
             return int(r["data"]["version"])
 
-        return self._call("cas write", f"{self.mount}/data/{path}", write)
+        def cas_lost() -> bool:
+            # a 400 on a cas write: a lost race if the path is no longer at the version we sent
+            try:
+                meta = self.client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=self.mount)
+                current = int(meta["data"].get("current_version") or 0)
+            except hexc.InvalidPath:
+                current = 0
+            except (hexc.VaultError, KeyError, TypeError, ValueError):
+                return False
+            return current != cas
+
+        return self._call("cas write", f"{self.mount}/data/{path}", write, cas_lost=cas_lost)
 
     # -- key state ------------------------------------------------------------------------------
     def read_key_state(self, consumer: str) -> KeyState:
@@ -222,7 +220,6 @@ class VaultStore:
         """
         for rec in (state.current, state.previous, state.pending, *state.retired):
             if rec is not None and not rec.value:
-                from .errors import EmptyKeyValue
                 raise EmptyKeyValue(f"refusing to store an empty value for {consumer} serial {rec.serial}")
         path = self.path("keys", consumer)
         version = self._write(path, state.to_dict(), cas=state.version)

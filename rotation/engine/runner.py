@@ -1,6 +1,6 @@
 """Drives each consumer's rotation through its steps, resumably, under a CAS lease.
 
-Steps (architecture.md, modelled on AWS Secrets Manager's create/set/test/finish):
+Steps (docs/architecture.md, modelled on AWS Secrets Manager's create/set/test/finish):
 
 1. **lock**: take the consumer's lease in ``rotations/<consumer>`` (CAS; a stale lease is taken over).
 2. **create**: generate the value (CSPRNG, 40 alphanumerics), record it as ``pending`` in Vault
@@ -11,7 +11,7 @@ Steps (architecture.md, modelled on AWS Secrets Manager's create/set/test/finish
 4. **distribute**: push to each target; each ack is journaled, so a resumed run skips acked ones.
 5. **promote**: ``current`` -> new, ``previous`` -> old, in one CAS write.
 6. **revoke** (a later run, after the grace period; at once for an emergency; earlier once
-   acknowledged and idle, see :mod:`rotation.revocation`): disable and detach the old key;
+   acknowledged and idle, see :mod:`rotation.engine.revocation`): disable and detach the old key;
    **delete** it after its retention period.
 
 The test step runs before distribution (the architecture sketch has it after): a key is proven
@@ -36,9 +36,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from .audit import REDACTOR, AuditLog
-from .config import Consumer, ConsumersFile
-from .errors import (
+from rotation.audit import REDACTOR, AuditLog
+from rotation.backends.apigateway import TAG_CONSUMER, ApiGatewayKeys
+from rotation.backends.traffic import QuotaCarrier, TrafficSignal
+from rotation.backends.vault import VaultStore
+from rotation.config import Consumer, ConsumersFile
+from rotation.engine.planner import Decision, decide
+from rotation.engine.revocation import RevocationSignals
+from rotation.errors import (
     CanaryMisconfigured,
     CasConflict,
     LockHeld,
@@ -47,13 +52,8 @@ from .errors import (
     VaultError,
     VerificationFailed,
 )
-from .planner import Decision, decide
-from .providers.apigateway import TAG_CONSUMER, ApiGatewayKeys
-from .records import KeyRecord, KeyState, RotationRecord, Step, to_iso, utcnow
-from .revocation import RevocationSignals
-from .targets import Delivery, PushTarget, safe_push
-from .traffic import QuotaCarrier, TrafficSignal
-from .vault import VaultStore
+from rotation.records import KeyRecord, KeyState, RotationRecord, Step, to_iso, utcnow
+from rotation.targets import Delivery, PushTarget, safe_push
 
 __all__ = ["KEY_LENGTH", "ConsumerOutcome", "Engine", "RunSummary", "generate_key_value"]
 

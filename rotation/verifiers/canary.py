@@ -53,7 +53,7 @@ from typing import Any
 
 import requests
 
-from .errors import CanaryMisconfigured, VerificationFailed
+from rotation.errors import CanaryMisconfigured, VerificationFailed
 
 __all__ = ["CANARY_BODY", "CanaryVerifier"]
 

@@ -1,1 +1,0 @@
-"""Where API keys live on the API side. Today: API Gateway API keys and usage plans."""
