@@ -1,6 +1,6 @@
 """Run the Pulumi program offline under ``pulumi.runtime`` mocks and record every resource.
 
-Used by ``tests/infra`` and by the policy-as-code checks (``make policy-check``), in pytest or
+Used by ``tests/unit/infra`` and by the policy-as-code checks (``make policy-check``), in pytest or
 in a plain ``python`` process. No Pulumi CLI, cloud or credentials are needed.
 
 Public API::

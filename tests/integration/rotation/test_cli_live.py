@@ -15,7 +15,7 @@ import pytest
 
 from .conftest import assert_invariants
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def cli(env, *args, extra_env=None, timeout=120):

@@ -1,4 +1,4 @@
-"""Fixtures: a real OpenBao dev server and a real moto server per test (about 2 s each), set up
+"""Fixtures: the worker's real OpenBao dev server and moto server, reset before each test and set up
 by the same bootstrap as the demo; helpers to build engines and to check the invariants."""
 
 from __future__ import annotations
@@ -82,17 +82,14 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    stack = EmbeddedStack(tmp_path / "stack").start()
-    try:
-        cf = consumers_file(tmp_path)
-        creds = stack.bootstrap(cf)
-        for k, v in stack.env(creds).items():
-            monkeypatch.setenv(k, v)
-        settings = Settings()
-        yield Env(stack, creds, cf, settings, tmp_path)
-    finally:
-        stack.stop()
+def env(worker_stack, tmp_path, monkeypatch):
+    worker_stack.reset()
+    cf = consumers_file(tmp_path)
+    creds = worker_stack.bootstrap(cf)
+    for k, v in worker_stack.env(creds).items():
+        monkeypatch.setenv(k, v)
+    settings = Settings()
+    return Env(worker_stack, creds, cf, settings, tmp_path)
 
 
 def assert_invariants(env: Env) -> None:

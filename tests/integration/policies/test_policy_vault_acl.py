@@ -2,7 +2,7 @@
 
 For each policy a table of allowed and denied operations; every row runs with a real token that
 holds only that policy (plus ``default``). Denied rows must raise hvac ``Forbidden`` (403), not
-just any error; allowed rows must succeed. ``python -m pytest tests/policies -k vault -v`` prints
+just any error; allowed rows must succeed. ``python -m pytest tests/integration/policies -k vault -v`` prints
 the table as test ids.
 """
 

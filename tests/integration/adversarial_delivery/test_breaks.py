@@ -12,8 +12,8 @@ import pytest
 from rotation.audit import REDACTOR
 from rotation.client.keys import ApiKey, KeyUnavailable
 from rotation.config import ConsumersFile
-from tests.delivery.conftest import record
-from tests.rotation.conftest import assert_invariants
+from tests.integration.delivery.conftest import record
+from tests.integration.rotation.conftest import assert_invariants
 
 
 # -- helpers ---------------------------------------------------------------------------------------

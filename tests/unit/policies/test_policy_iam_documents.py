@@ -91,7 +91,7 @@ def test_rotator_mutations_are_tag_scoped_and_kms_only_via_push_target_services(
 def test_infra_renders_these_same_files():
     """infra/ loads the templates through policies.iam.render_policy (no copy that could drift)."""
     from pathlib import Path
-    root = Path(__file__).resolve().parents[2] / "infra" / "components"
+    root = Path(__file__).resolve().parents[3] / "infra" / "components"
     assert 'render_policy("rotator"' in (root / "rotator.py").read_text()
     assert 'render_policy(\n                    "sender"' in (root / "sender.py").read_text() or \
         'render_policy("sender"' in (root / "sender.py").read_text()

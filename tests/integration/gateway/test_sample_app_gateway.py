@@ -13,7 +13,7 @@ from rotation.backends.vault import VaultStore
 
 from .conftest import canary_engine
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 APP = ROOT / "examples" / "sample_app" / "app.py"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .conftest import MOUNT, PREFIX, record
 
-APP = Path(__file__).resolve().parents[2] / "examples" / "sample_app" / "app.py"
+APP = Path(__file__).resolve().parents[3] / "examples" / "sample_app" / "app.py"
 
 
 def _env(consumer) -> dict[str, str]:

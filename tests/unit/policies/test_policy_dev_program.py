@@ -14,7 +14,7 @@ from policies.check import format_report, main, record_infra_program, run_check
 from policies.iam import render_policy
 from policies.pack.evaluate import evaluate
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEV_CONFIG = ROOT / "policies" / "pack" / "config" / "dev.json"
 EXPECTED_TYPES = {
     "aws:apigateway/restApi:RestApi", "aws:apigateway/stage:Stage", "aws:apigateway/domainName:DomainName",

@@ -18,7 +18,7 @@ from rotation.dev.gateway import USAGE_PATH, DevGateway, DevGatewayTraffic, NonB
 
 from .conftest import CACHE_SECONDS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MESSAGE = {"from": "alerts@example.com", "to": ["alice@example.org"], "subject": "hello", "text": "hi"}
 
 

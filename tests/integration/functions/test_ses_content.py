@@ -12,7 +12,7 @@ from pathlib import Path
 from infra.functions.ses_content import build_ses_request
 from infra.functions.validation import validate_message
 
-FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "infra" / "functions"
+FUNCTIONS_DIR = Path(__file__).resolve().parents[3] / "infra" / "functions"
 
 
 def message(**overrides):

@@ -1,5 +1,5 @@
 """Reuse the existing fixtures: ``env`` (real OpenBao + moto per test) and the delivery ``stack`` /
 ``consumer`` (one stack per module, a fresh consumer per test)."""
 
-from tests.delivery.conftest import consumer, stack  # noqa: F401
-from tests.rotation.conftest import env  # noqa: F401
+from tests.integration.delivery.conftest import consumer, stack  # noqa: F401
+from tests.integration.rotation.conftest import env  # noqa: F401

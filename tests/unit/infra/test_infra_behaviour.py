@@ -233,7 +233,7 @@ def test_main_module_is_thin():
     import ast
     from pathlib import Path
 
-    tree = ast.parse((Path(__file__).resolve().parents[2] / "infra" / "__main__.py").read_text())
+    tree = ast.parse((Path(__file__).resolve().parents[3] / "infra" / "__main__.py").read_text())
     body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
     assert len(body) == 2
     assert isinstance(body[0], ast.ImportFrom) and body[0].module == "infra.program"

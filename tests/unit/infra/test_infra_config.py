@@ -19,7 +19,7 @@ from infra.config import (
 )
 from infra.mocks import RecordingMocks, run_program
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _with(key: str, value: object) -> dict[str, str]:
