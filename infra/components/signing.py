@@ -1,4 +1,4 @@
-"""Lambda code signing (optional, stack config ``codeSigning``): CKV_AWS_272, baseline.md §1.7.
+"""Lambda code signing (optional, stack config ``codeSigning``): checkov CKV_AWS_272.
 
 Sources: Lambda "Configuring code signing for Lambda"
 (https://docs.aws.amazon.com/lambda/latest/dg/configuration-codesigning.html) and AWS Signer

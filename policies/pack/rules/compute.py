@@ -1,4 +1,4 @@
-"""Lambda rules: baseline.md §1.7 (the SES v2 sender and the scheduled rotator), plus the rotator's
+"""Lambda rules (the SES v2 sender and the scheduled rotator), plus the rotator's
 EventBridge Scheduler schedule.
 
 Sources: Security Hub Lambda controls (https://docs.aws.amazon.com/securityhub/latest/userguide/lambda-controls.html),
