@@ -16,7 +16,8 @@ Public API::
     PROJECT                      "secure-mail-api"
     DEV_STACK_FILE               pathlib.Path of Pulumi.dev.yaml
     ConfigError(ValueError)      .errors: list[str], one "<key>: <reason>" per problem
-    StackConfig, WafConfig, UsagePlanTier, CognitoConfig, RotationScheduleConfig    pydantic models
+    StackConfig, WafConfig, UsagePlanTier, CognitoConfig, RotationScheduleConfig,
+    CodeSigningConfig                                                               pydantic models
     SECRET_KEYS                  the only config keys that may (and should) be stored as secrets
     DEV_SECRET_STANDINS          planted stand-ins for the ``secure:`` values of Pulumi.dev.yaml
     dev_stack_config() -> dict[str, str]
@@ -56,6 +57,7 @@ __all__ = [
     "SECRET_KEYS",
     "TLS_POLICIES",
     "WAF_EVALUATION_WINDOWS",
+    "CodeSigningConfig",
     "CognitoConfig",
     "ConfigError",
     "RotationScheduleConfig",
@@ -118,6 +120,8 @@ _LAYER_ARN_RE = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Z
 _RATE_RE = re.compile(r"^rate\((?:1 (?:minute|hour|day)|(?:[2-9]|[1-9]\d+) (?:minutes|hours|days))\)$")
 _CRON_RE = re.compile(r"^cron\([^\s()]+(?: [^\s()]+){5}\)$")
 _CONSUMERS_FILE_RE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9_./-]+\.ya?ml$")
+_SIGNER_PROFILE_VERSION_RE = re.compile(
+    r"^arn:aws[a-z-]*:signer:[a-z0-9-]+:\d{12}:/signing-profiles/[0-9A-Za-z_]{2,64}/[0-9A-Za-z]{1,64}$")
 _IAM_PRINCIPAL_RE = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(root|role/[\w+=,.@/-]+|user/[\w+=,.@/-]+)$")
 
 
@@ -209,6 +213,35 @@ class CognitoConfig(_Model):
         if self.enabled and not self.domain_prefix:
             raise ValueError("domainPrefix is required when enabled is true")
         return self
+
+
+class CodeSigningConfig(_Model):
+    """Optional Lambda code signing (CKV_AWS_272; Lambda "Configuring code signing", AWS docs
+    https://docs.aws.amazon.com/lambda/latest/dg/configuration-codesigning.html).
+
+    When ``enabled``, the stack declares an AWS Signer profile (platform ``AWSLambda-SHA384-ECDSA``)
+    and a code-signing config that *enforces* it (``untrusted_artifact_on_deployment: Enforce``) on
+    both functions; each function's package is uploaded to a versioned artifact bucket, signed by a
+    Signer job and deployed from the signed object. Enforce also applies to layers: every layer in
+    ``lambdaLayers`` / ``rotationSchedule.layers`` must then be signed by this profile or by one of
+    ``trustedProfileVersionArns``, otherwise Lambda rejects the deployment.
+    """
+
+    enabled: bool = False
+    #: Validity of each signature, months (AWS Signer: 1..135, default 135).
+    signature_validity_months: int = Field(135, ge=1, le=135)
+    #: Further Signer profile *version* ARNs whose signatures Lambda accepts (e.g. the profile that
+    #: signs your layers); this stack's own profile is always trusted. At most 19 (Lambda allows 20).
+    trusted_profile_version_arns: list[str] = Field(default_factory=list, max_length=19)
+
+    @field_validator("trusted_profile_version_arns")
+    @classmethod
+    def _profile_arns(cls, value: list[str]) -> list[str]:
+        for arn in value:
+            if not _SIGNER_PROFILE_VERSION_RE.match(arn):
+                raise ValueError(f"{arn!r} is not a Signer profile version ARN "
+                                 "'arn:aws:signer:<region>:<account>:/signing-profiles/<name>/<version>'")
+        return value
 
 
 def _layer_arns(value: list[str]) -> list[str]:
@@ -315,6 +348,8 @@ class StackConfig(_Model):
     rotator_trusted_principals: list[str] = []
     #: Optional scheduled rotator (Lambda + EventBridge Scheduler), off by default.
     rotation_schedule: RotationScheduleConfig = RotationScheduleConfig()
+    #: Optional Lambda code signing (Signer profile + enforcing code-signing config), off by default.
+    code_signing: CodeSigningConfig = CodeSigningConfig()
     #: Vault AppRole secret id of the scheduled rotator: secret config only (see SECRET_KEYS).
     rotation_vault_secret_id: SecretStr | None = None
     #: DynamoDB message-record retention via TTL attribute ``expires_at`` is enforced by the app.
@@ -383,7 +418,8 @@ class StackConfig(_Model):
         return f"{self.mail_from_subdomain}.{self.sender_domain}"
 
 
-_STRUCTURED = {"waf", "usagePlans", "cognito", "rotatorTrustedPrincipals", "lambdaLayers", "rotationSchedule", "tags"}
+_STRUCTURED = {"waf", "usagePlans", "cognito", "rotatorTrustedPrincipals", "lambdaLayers", "rotationSchedule",
+               "codeSigning", "tags"}
 
 
 def _key_for(loc: tuple[Any, ...]) -> str:
@@ -399,7 +435,8 @@ def parse_stack_config(
 ) -> StackConfig:
     """Validate raw stack config (``{"secure-mail-api:<key>": "<string or JSON>", "aws:region": ...}``).
 
-    Structured keys (waf, usagePlans, cognito, rotatorTrustedPrincipals, lambdaLayers, rotationSchedule, tags)
+    Structured keys (waf, usagePlans, cognito, rotatorTrustedPrincipals, lambdaLayers, rotationSchedule,
+    codeSigning, tags)
     hold JSON text, as Pulumi passes them. Keys of another namespace than ``secure-mail-api`` and
     ``aws:region`` are ignored. A key in ``secret_keys`` is refused unless it is one of
     :data:`SECRET_KEYS`. Raises :class:`ConfigError` naming every bad key; values of

@@ -89,6 +89,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
                                     f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}/invocations")
         elif args.typ == "aws:sqs/queue:Queue":
             outputs["url"] = f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{name}"
+        elif args.typ == "aws:signer/signingProfile:SigningProfile":
+            outputs["arn"] = f"arn:aws:signer:{self.region}:{ACCOUNT_ID}:/signing-profiles/{name}"
+            outputs["version"] = "Mock0Ver01"
+            outputs["versionArn"] = f"{outputs['arn']}/Mock0Ver01"
+        elif args.typ == "aws:s3/bucketObjectv2:BucketObjectv2":
+            outputs["versionId"] = f"{args.name}-version"
+        elif args.typ == "aws:signer/signingJob:SigningJob":
+            dest = (args.inputs.get("destination") or {}).get("s3") or {}
+            outputs["jobId"] = rid
+            outputs["signedObjects"] = [{"s3s": [{"bucket": dest.get("bucket", ""),
+                                                  "key": f"{dest.get('prefix', '')}{rid}.zip"}]}]
         elif args.typ == "aws:cognito/userPoolClient:UserPoolClient":
             outputs["clientSecret"] = "mock-client-secret-not-real"
         return rid, outputs

@@ -21,6 +21,7 @@ from infra.components.monitoring import Monitoring, MonitoringArgs
 from infra.components.oauth import OAuth, OAuthArgs
 from infra.components.rotator import RotatorAccess, RotatorAccessArgs, ScheduledRotator, ScheduledRotatorArgs
 from infra.components.sender import Sender, SenderArgs
+from infra.components.signing import CodeSigning, CodeSigningArgs
 from infra.components.storage import Storage, StorageArgs
 from infra.components.waf import Waf, WafArgs
 from infra.config import StackConfig, load_stack_config
@@ -41,6 +42,7 @@ class MailApiStack:
     monitoring: Monitoring
     rotator: RotatorAccess
     oauth: OAuth | None = None
+    code_signing: CodeSigning | None = None
     scheduled_rotator: ScheduledRotator | None = None
     exports: dict[str, pulumi.Output] = field(default_factory=dict)
 
@@ -72,6 +74,13 @@ def main(config: StackConfig | None = None) -> MailApiStack:
                                      configuration_set_name=cfg.configuration_set_name,
                                      data_key_arn=encryption.data_key.arn, dlq_arn=storage.dlq.arn,
                                      account_id=account_id, tags=tags))
+    code_signing = None
+    if cfg.code_signing.enabled:
+        code_signing = CodeSigning("code-signing", CodeSigningArgs(
+            prefix=cfg.prefix, data_key_arn=encryption.data_key.arn,
+            access_log_bucket=storage.access_logs.bucket.id,
+            signature_validity_months=cfg.code_signing.signature_validity_months,
+            trusted_profile_version_arns=list(cfg.code_signing.trusted_profile_version_arns), tags=tags))
     sender = Sender("sender", SenderArgs(
         prefix=cfg.prefix, data_key_arn=encryption.data_key.arn, audit_key_arn=encryption.audit_key.arn,
         table_name=storage.table.name, table_arn=storage.table.arn, archive_bucket_arn=storage.archive.bucket.arn,
@@ -79,7 +88,8 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         configuration_set_name=email.configuration_set.configuration_set_name,
         configuration_set_arn=email.configuration_set.arn, reserved_concurrency=cfg.lambda_reserved_concurrency,
         timeout_seconds=cfg.lambda_timeout_seconds, memory_mb=cfg.lambda_memory_mb,
-        log_retention_days=cfg.log_retention_days, layers=list(cfg.lambda_layers), tags=tags))
+        log_retention_days=cfg.log_retention_days, layers=list(cfg.lambda_layers), code_signing=code_signing,
+        tags=tags))
     oauth = None
     if cfg.cognito.enabled:
         oauth = OAuth("oauth", OAuthArgs(prefix=cfg.prefix, region=cfg.region,
@@ -120,7 +130,7 @@ def main(config: StackConfig | None = None) -> MailApiStack:
             schedule=cfg.rotation_schedule, vault_secret_id=secret_id, data_key_arn=encryption.data_key.arn,
             audit_key_arn=encryption.audit_key.arn, dlq_arn=storage.dlq.arn, alarm_topic_arn=monitoring.topic.arn,
             log_retention_days=cfg.log_retention_days, canary_url=api.base_url.apply(lambda u: f"{u}/v1/messages"),
-            tags=tags))
+            code_signing=code_signing, tags=tags))
 
     exports: dict[str, pulumi.Output] = {
         out.API_URL: api.base_url,
@@ -145,4 +155,4 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         pulumi.export(key, value)
     return MailApiStack(config=cfg, encryption=encryption, storage=storage, audit=audit, email=email,
                         sender=sender, api=api, waf=waf, monitoring=monitoring, rotator=rotator, oauth=oauth,
-                        scheduled_rotator=scheduled_rotator, exports=exports)
+                        code_signing=code_signing, scheduled_rotator=scheduled_rotator, exports=exports)

@@ -13,8 +13,13 @@ scale": ``rotation.aws_lambda.handler`` as a Lambda function that EventBridge Sc
 one stateless run per invocation, coordinated with any other runner only by the CAS leases in
 Vault. Realizes docs/security-baseline.md §1.7 like the sender: python3.13, X-Ray active, reserved concurrency
 1, DLQ, environment encrypted with the data CMK and holding no secret, JSON logs to a
-CMK-encrypted log group with retention, code signing suppressed with a justification in
-``policies/pack/config/dev.json``. Its own role (Lambda-only trust) carries the same
+CMK-encrypted log group with retention, code signing enforced when stack config
+``codeSigning.enabled`` (otherwise suppressed with a justification in
+``policies/pack/config/dev.json``). The schedule itself is encrypted with the data CMK
+(``kms_key_arn``; EventBridge Scheduler "Encryption at rest",
+https://docs.aws.amazon.com/scheduler/latest/UserGuide/encryption-rest.html), and the scheduler's
+execution role may decrypt with that key only for this schedule
+(``kms:EncryptionContext:aws:scheduler:schedule-arn``). Its own role (Lambda-only trust) carries the same
 ``rotator.json`` policy plus logs, X-Ray, the DLQ and read access to exactly one secret.
 
 The Vault AppRole secret id (secret config ``rotationVaultSecretId``) never leaves Pulumi's secret
@@ -36,6 +41,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components._common import encrypted_log_group, json_doc, lambda_runtime_statements
+from infra.components.signing import CodeSigning
 from infra.config import RotationScheduleConfig
 from policies.iam import render_policy
 
@@ -56,6 +62,8 @@ SCHEDULE_MAX_RETRIES = 2
 SCHEDULE_MAX_EVENT_AGE_SECONDS = 900
 LAMBDA_ASYNC_MAX_RETRIES = 0
 LAMBDA_ASYNC_MAX_EVENT_AGE_SECONDS = 3600
+#: EventBridge Scheduler's schedule group; the default group is ``default``.
+SCHEDULE_GROUP = "default"
 #: Environment variable holding the ARN (not the value) of the secret with the AppRole secret id.
 SECRET_ARN_VARIABLE = "ROTATION_VAULT_LOGIN_ARN"
 
@@ -150,6 +158,8 @@ class ScheduledRotatorArgs:
     alarm_topic_arn: pulumi.Input[str]
     log_retention_days: int
     canary_url: pulumi.Input[str] | None = None
+    #: When set, the package is signed and the function enforces ``code_signing.config`` (CKV_AWS_272).
+    code_signing: CodeSigning | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -217,13 +227,20 @@ class ScheduledRotator(pulumi.ComponentResource):
         }
         if args.canary_url is not None:
             environment["ROTATION_CANARY_URL"] = args.canary_url
+        archive = pulumi.AssetArchive(package_assets(cfg.consumers_file))
+        if args.code_signing is not None:
+            s3_bucket, s3_key = args.code_signing.signed_package(f"{name}-function", archive, parent=self)
+            code = {"s3_bucket": s3_bucket, "s3_key": s3_key,
+                    "code_signing_config_arn": args.code_signing.config.arn}
+        else:
+            code = {"code": archive}
         self.function = aws.lambda_.Function(
             f"{name}-function",
             name=self.function_name,
             description=f"secure-mail-api: scheduled API-key rotation ({HANDLER})",
             runtime=aws.lambda_.Runtime.PYTHON3D13,
             handler=HANDLER,
-            code=pulumi.AssetArchive(package_assets(cfg.consumers_file)),
+            **code,
             layers=list(cfg.layers) or None,
             role=self.role.arn,
             timeout=TIMEOUT_SECONDS,
@@ -250,6 +267,9 @@ class ScheduledRotator(pulumi.ComponentResource):
             assume_role_policy=account.apply(
                 lambda a: json.dumps(service_trust_policy("scheduler.amazonaws.com", a))),
             max_session_duration=3600, tags=dict(args.tags), opts=child)
+        schedule_name = f"{args.prefix}-rotation"
+        schedule_arn = account.apply(
+            lambda a: f"arn:aws:scheduler:{args.region}:{a}:schedule/{SCHEDULE_GROUP}/{schedule_name}")
         self.scheduler_policy = aws.iam.RolePolicy(
             f"{name}-scheduler-policy", role=self.scheduler_role.id,
             policy=json_doc({"Version": "2012-10-17", "Statement": [
@@ -259,11 +279,15 @@ class ScheduledRotator(pulumi.ComponentResource):
                 {"Sid": "EncryptDeadLetters", "Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
                  "Resource": args.data_key_arn,
                  "Condition": {"StringEquals": {"kms:ViaService": f"sqs.{args.region}.amazonaws.com"}}},
+                {"Sid": "DecryptOwnSchedule", "Effect": "Allow", "Action": "kms:Decrypt",
+                 "Resource": args.data_key_arn,
+                 "Condition": {"StringEquals": {"kms:EncryptionContext:aws:scheduler:schedule-arn": schedule_arn}}},
             ]}),
             opts=child)
         self.schedule = aws.scheduler.Schedule(
-            f"{name}-schedule", name=f"{args.prefix}-rotation",
+            f"{name}-schedule", name=schedule_name, group_name=SCHEDULE_GROUP,
             description="secure-mail-api: one API-key rotation run",
+            kms_key_arn=args.data_key_arn,
             schedule_expression=cfg.schedule_expression, schedule_expression_timezone="UTC",
             flexible_time_window={"mode": "OFF"}, state="ENABLED",
             target={"arn": self.function.arn, "role_arn": self.scheduler_role.arn, "input": json.dumps({}),

@@ -5,7 +5,9 @@ concurrency (CKV_AWS_115), DLQ (CKV_AWS_116), environment encrypted with the dat
 no secrets (CKV_AWS_173/45), JSON logging to a CMK-encrypted log group with retention, and a
 least-privilege role: ``policies/iam/sender.json`` (SES send on the identity and configuration
 set, the table, the archive prefix, the data key) plus a runtime statement set for logs,
-X-Ray and the DLQ (which sender.json does not carry).
+X-Ray and the DLQ (which sender.json does not carry). With stack config ``codeSigning.enabled``
+the package is signed by AWS Signer and the function enforces the code-signing config
+(CKV_AWS_272, ``infra/components/signing.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from infra.components._common import (
     json_doc,
     lambda_runtime_statements,
 )
+from infra.components.signing import CodeSigning
 from policies.iam import render_policy
 
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
@@ -50,6 +53,8 @@ class SenderArgs:
     memory_mb: int
     log_retention_days: int
     layers: list[str] = field(default_factory=list)
+    #: When set, the package is signed and the function enforces ``code_signing.config`` (CKV_AWS_272).
+    code_signing: CodeSigning | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -82,13 +87,20 @@ class Sender(pulumi.ComponentResource):
             policy=json_doc({"Version": "2012-10-17",
                              "Statement": lambda_runtime_statements(self.log_group.arn, args.dlq_arn)}),
             opts=child)
+        archive = pulumi.FileArchive(str(FUNCTIONS_DIR))
+        if args.code_signing is not None:
+            s3_bucket, s3_key = args.code_signing.signed_package(f"{name}-function", archive, parent=self)
+            code = {"s3_bucket": s3_bucket, "s3_key": s3_key,
+                    "code_signing_config_arn": args.code_signing.config.arn}
+        else:
+            code = {"code": archive}
         self.function = aws.lambda_.Function(
             f"{name}-function",
             name=self.function_name,
             description="secure-mail-api: POST /v1/messages -> SES v2",
             runtime=aws.lambda_.Runtime.PYTHON3D13,
             handler=HANDLER,
-            code=pulumi.FileArchive(str(FUNCTIONS_DIR)),
+            **code,
             layers=args.layers or None,
             role=self.role.arn,
             timeout=args.timeout_seconds,

@@ -1,4 +1,5 @@
-"""Lambda rules: docs/security-baseline.md §1.7 (the SES v2 sender).
+"""Lambda rules (the SES v2 sender and the scheduled rotator; docs/security-baseline.md §1.7), plus the
+rotator's EventBridge Scheduler schedule.
 
 Sources: Security Hub Lambda controls (https://docs.aws.amazon.com/securityhub/latest/userguide/lambda-controls.html),
 checkov 3.3.30, cdk-nag AwsSolutions-L1, @pulumi/aws-compliance-policies ``aws-lambda-*``.
@@ -13,6 +14,8 @@ from ._base import Finding, get, resource_rule
 
 FUNCTION = "aws:lambda/function:Function"
 PERMISSION = "aws:lambda/permission:Permission"
+CODE_SIGNING_CONFIG = "aws:lambda/codeSigningConfig:CodeSigningConfig"
+SCHEDULE = "aws:scheduler/schedule:Schedule"
 SUPPORTED_RUNTIMES = ["python3.13", "python3.14"]
 _SECRETISH = re.compile(r"(secret|password|passwd|token|private[_-]?key|api[_-]?key|credential)", re.IGNORECASE)
 
@@ -94,6 +97,35 @@ def code_signing(props, cfg, typ):
     if not props.get("codeSigningConfigArn"):
         return [Finding("codeSigningConfigArn", "unset",
                         "codeSigningConfigArn=<aws.lambda_.CodeSigningConfig arn> (Enforce), or a justified suppression")]
+    return []
+
+
+@resource_rule("lambda-code-signing-config-enforced", ["CKV_AWS_272"], CODE_SIGNING_CONFIG,
+               "Code-signing configs trust at least one Signer profile and Enforce (not Warn) on untrusted code")
+def code_signing_config_enforced(props, cfg, typ):
+    """CKV_AWS_272 (meaningful only when enforced): ``policies.untrustedArtifactOnDeployment=Enforce``
+    (the default ``Warn`` deploys unsigned code with only a CloudWatch metric) and
+    ``allowedPublishers.signingProfileVersionArns`` non-empty. Source: Lambda "Configuring code
+    signing", https://docs.aws.amazon.com/lambda/latest/dg/configuration-codesigning.html."""
+    out = []
+    if get(props, "policies.untrustedArtifactOnDeployment") != "Enforce":
+        out.append(Finding("policies.untrustedArtifactOnDeployment",
+                           repr(get(props, "policies.untrustedArtifactOnDeployment")),
+                           "policies={'untrusted_artifact_on_deployment': 'Enforce'}"))
+    if not get(props, "allowedPublishers.signingProfileVersionArns"):
+        out.append(Finding("allowedPublishers.signingProfileVersionArns", "empty",
+                           "allowed_publishers={'signing_profile_version_arns': [profile.version_arn]}"))
+    return out
+
+
+@resource_rule("scheduler-schedule-cmk", ["CKV_AWS_297"], SCHEDULE,
+               "EventBridge Scheduler schedules are encrypted with a customer managed key")
+def schedule_cmk(props, cfg, typ):
+    """CKV_AWS_297: ``kmsKeyArn`` set, so the schedule's target input is encrypted with a CMK rather
+    than an AWS owned key. Source: EventBridge Scheduler "Encryption at rest",
+    https://docs.aws.amazon.com/scheduler/latest/UserGuide/encryption-rest.html."""
+    if not props.get("kmsKeyArn"):
+        return [Finding("kmsKeyArn", "unset", "kmsKeyArn=<customer-managed key ARN>")]
     return []
 
 

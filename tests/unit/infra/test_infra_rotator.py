@@ -223,7 +223,8 @@ def test_schedule_targets_the_function_with_bounded_retries_and_dlq(dev_run, h):
 @pulumi.runtime.test
 def test_schedule_role_can_only_invoke_that_function(dev_run, h):
     """Scheduler from this account only; the one Lambda permission is InvokeFunction on exactly the
-    rotator's ARN; the rest is delivering dead letters to the DLQ (SendMessage + the data key via SQS)."""
+    rotator's ARN; the rest is delivering dead letters to the DLQ (SendMessage + the data key via SQS)
+    and decrypting this one schedule (the data key, encryption context = the schedule's ARN)."""
     sr = dev_run.stack.scheduled_rotator
 
     def check(v):
@@ -243,9 +244,15 @@ def test_schedule_role_can_only_invoke_that_function(dev_run, h):
         assert invoke["Action"] == "lambda:InvokeFunction" and invoke["Resource"] == fn_arn
         (sqs,) = [s for s in statements if s["Action"] == "sqs:SendMessage"]
         assert sqs["Resource"] == DLQ
-        (kms,) = [s for s in statements if "kms:Decrypt" in s["Action"]]
-        assert kms["Resource"] == DATA_KEY
-        assert kms["Condition"] == {"StringEquals": {"kms:ViaService": "sqs.eu-west-1.amazonaws.com"}}
+        kms = {s["Sid"]: s for s in statements if "kms:Decrypt" in s["Action"]}
+        assert set(kms) == {"EncryptDeadLetters", "DecryptOwnSchedule"}
+        assert {s["Resource"] for s in kms.values()} == {DATA_KEY}
+        assert kms["EncryptDeadLetters"]["Condition"] == {
+            "StringEquals": {"kms:ViaService": "sqs.eu-west-1.amazonaws.com"}}
+        assert kms["DecryptOwnSchedule"]["Action"] == "kms:Decrypt"
+        assert kms["DecryptOwnSchedule"]["Condition"] == {"StringEquals": {
+            "kms:EncryptionContext:aws:scheduler:schedule-arn":
+                f"arn:aws:scheduler:eu-west-1:{ACCOUNT}:schedule/default/secure-mail-api-dev-rotation"}}
         assert not any("*" in json.dumps(s.get("Resource")) for s in statements)
 
     return pulumi.Output.all(sr.function.arn, *h.component_urns(dev_run)).apply(check)

@@ -161,6 +161,13 @@ def golden() -> list[tuple[str, str, dict]]:
               "deadLetterConfig": {"targetArn": "arn:aws:sqs:eu-west-1:1:dlq"}, "kmsKeyArn": KEY,
               "environment": {"variables": {"TABLE_NAME": "t"}}, "codeSigningConfigArn": "arn:aws:lambda:csc",
               "loggingConfig": {"logFormat": "JSON", "logGroup": "/fn"}}),
+            ("aws:lambda/codeSigningConfig:CodeSigningConfig", "csc",
+             {"arn": "arn:aws:lambda:csc", "policies": {"untrustedArtifactOnDeployment": "Enforce"},
+              "allowedPublishers": {"signingProfileVersionArns": [
+                  "arn:aws:signer:eu-west-1:123456789012:/signing-profiles/p/v1"]}}),
+            ("aws:scheduler/schedule:Schedule", "schedule",
+             {"scheduleExpression": "rate(1 hour)", "kmsKeyArn": KEY,
+              "target": {"arn": "arn:aws:lambda:fn", "roleArn": "arn:aws:iam::1:role/s"}}),
             ("aws:lambda/permission:Permission", "fn-invoke",
              {"action": "lambda:InvokeFunction", "principal": "apigateway.amazonaws.com",
               "sourceArn": "arn:aws:execute-api:eu-west-1:1:api_id/*/POST/v1/messages"}),
