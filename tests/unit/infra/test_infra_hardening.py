@@ -19,7 +19,7 @@ from infra.config import PROJECT, ConfigError, dev_stack_config, parse_stack_con
 from infra.mocks import run_program
 from policies.check import record_infra_program, run_check
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ACCOUNT = "123456789012"
 DATA_KEY = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/encryption-data-id"
 KEY = f"{PROJECT}:codeSigning"
