@@ -22,10 +22,10 @@ dev: $(STAMP)                ## local mail API on loopback (dev gateway + embedd
 
 test: $(STAMP)               ## lint, then the whole suite
 	$(BIN)/ruff check rotation infra policies tests bench examples
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile
 
 test-fast: $(STAMP)          ## skip the slow-marked tests
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check rotation infra policies tests bench examples
