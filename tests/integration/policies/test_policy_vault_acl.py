@@ -12,7 +12,7 @@ import uuid
 
 import hvac
 import pytest
-from conftest import MOUNT, PREFIX
+from .conftest import MOUNT, PREFIX
 
 ROTATOR, AUDITOR = "mail-api-rotator", "mail-api-auditor"
 BILLING = "mail-api-consumer-billing"
