@@ -83,7 +83,7 @@ def main(config: StackConfig | None = None) -> MailApiStack:
             trusted_profile_version_arns=list(cfg.code_signing.trusted_profile_version_arns), tags=tags))
     sender = Sender("sender", SenderArgs(
         prefix=cfg.prefix, data_key_arn=encryption.data_key.arn, audit_key_arn=encryption.audit_key.arn,
-        table_name=storage.table.name, table_arn=storage.table.arn, archive_bucket_arn=storage.archive.bucket.arn,
+        audit_mac_key_arn=encryption.audit_mac_key.arn, table_name=storage.table.name, table_arn=storage.table.arn, archive_bucket_arn=storage.archive.bucket.arn,
         dlq_arn=storage.dlq.arn, identity_arn=email.identity.arn, sender_identity=cfg.sender_domain,
         configuration_set_name=email.configuration_set.configuration_set_name,
         configuration_set_arn=email.configuration_set.arn, reserved_concurrency=cfg.lambda_reserved_concurrency,

@@ -2,13 +2,14 @@
 
 Realizes docs/security-baseline.md §1.1: enhanced TLS policy with ``endpoint_access_mode=STRICT`` on both the
 RestApi and the DomainName (APIGateway.11, CKV_AWS_206; failure case P6), execute-api endpoint
-disabled, request validation with a JSON-schema model (CKV2_AWS_53, APIG2), API key required
-(``api_key_source=HEADER``) plus an optional Cognito authorizer with scopes (APIGateway.8,
+disabled, request validation with a JSON-schema model (CKV2_AWS_53, APIG2; the model and the
+gateway responses, which answer in the handler's error format, come from
+``infra/functions/request_model``), API key required (``api_key_source=HEADER``) plus an optional Cognito authorizer with scopes (APIGateway.8,
 CKV_AWS_59, APIG4, COG4), JSON access logs carrying the API key *id* only (CKV_AWS_76, APIG1),
 X-Ray (APIGateway.3), execution logging ERROR + metrics with data trace off (APIGateway.1,
 CKV2_AWS_4, CKV_AWS_276), cache off (APIGateway.5), a client certificate (APIGateway.2), usage
 plans by tier, and a Deployment whose ``triggers`` hash every method, integration, model,
-validator and authorizer setting (failure case P1).
+validator, gateway response and authorizer setting (failure case P1).
 
 Pulumi never creates API keys: the rotation engine mints them and attaches them to the usage
 plans named ``secure-mail-api-<stack>-<tier>`` (tagged ``secure-mail-api:stack=<stack>``).
@@ -27,52 +28,33 @@ import pulumi_aws as aws
 
 from infra.components._common import TAG_STACK, assume_role_policy, encrypted_log_group, json_doc
 from infra.config import UsagePlanTier
+from infra.functions.request_model import (
+    GATEWAY_RESPONSE_HEADERS,
+    GATEWAY_RESPONSES,
+    REQUEST_MODEL_NAME,
+    load_request_model,
+)
 
 RESOURCE_PATH = "/v1/messages"
 HTTP_METHOD = "POST"
 ENDPOINT_ACCESS_MODE = "STRICT"
 
-_ADDRESS: dict[str, Any] = {
-    "oneOf": [
-        {"type": "string", "minLength": 3, "maxLength": 320},
-        {"type": "object", "additionalProperties": False, "required": ["email"],
-         "properties": {"email": {"type": "string", "minLength": 3, "maxLength": 320},
-                        "name": {"type": "string", "maxLength": 256}}},
-    ]
-}
-_RECIPIENTS: dict[str, Any] = {"type": "array", "maxItems": 50, "items": _ADDRESS}
+#: JSON Schema (draft-04, as API Gateway requires) of the POST /v1/messages body, read from
+#: ``infra/functions/request_model.json`` (the one copy the local dev gateway applies too): the
+#: structural contract of ``infra/functions/README.md`` (unknown fields refused, required fields,
+#: explicit nulls, counts and sizes). The handler still does the deep checks.
+MESSAGE_SCHEMA: dict[str, Any] = load_request_model()
 
-#: JSON Schema (draft-04, as API Gateway requires) of the POST /v1/messages body: the
-#: structural contract of ``infra/functions/README.md`` (unknown fields refused, required
-#: fields, counts and sizes). The handler still does the deep checks (address syntax, sender
-#: domain, attachment types, byte sizes) and answers with its own reason codes.
-MESSAGE_SCHEMA: dict[str, Any] = {
-    "$schema": "http://json-schema.org/draft-04/schema#",
-    "title": "SendMessageRequest",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["from", "subject"],
-    "properties": {
-        "from": _ADDRESS,
-        "to": _RECIPIENTS,
-        "cc": _RECIPIENTS,
-        "bcc": _RECIPIENTS,
-        "reply_to": _ADDRESS,
-        "subject": {"type": "string", "minLength": 1, "maxLength": 998},
-        "text": {"type": "string", "maxLength": 262144},
-        "html": {"type": "string", "maxLength": 262144},
-        "attachments": {"type": "array", "maxItems": 10, "items": {
-            "type": "object", "additionalProperties": False, "required": ["filename", "content_type", "content"],
-            "properties": {"filename": {"type": "string", "minLength": 1, "maxLength": 255},
-                           "content_type": {"type": "string", "maxLength": 127},
-                           "content": {"type": "string", "minLength": 1}}}},
-        "headers": {"type": "object", "maxProperties": 10,
-                    "additionalProperties": {"type": "string", "maxLength": 998}},
-    },
-    "allOf": [
-        {"anyOf": [{"required": ["to"]}, {"required": ["cc"]}, {"required": ["bcc"]}]},
-        {"anyOf": [{"required": ["text"]}, {"required": ["html"]}]},
-    ],
+#: Gateway responses: every refusal API Gateway answers itself has the handler's error format.
+GATEWAY_RESPONSE_SPECS: dict[str, dict[str, Any]] = {
+    response_type: {
+        # DEFAULT_4XX / DEFAULT_5XX keep the status API Gateway chose for the error they stand for.
+        "status_code": None if response_type.startswith("DEFAULT_") else str(error.status),
+        "response_templates": {"application/json": json.dumps(error.body(), sort_keys=True)},
+        "response_parameters": {f"gatewayresponse.header.{name}": f"'{value}'"
+                                for name, value in sorted(GATEWAY_RESPONSE_HEADERS.items())},
+    }
+    for response_type, error in GATEWAY_RESPONSES.items()
 }
 
 #: Access-log record (JSON). ``$context.identity.apiKeyId`` is the key *id*; the key value
@@ -133,7 +115,8 @@ class ApiArgs:
 class Api(pulumi.ComponentResource):
     """REST API + stage + custom domain + usage plans.
 
-    Attributes: ``rest_api``, ``method``, ``integration``, ``authorizer`` (or None),
+    Attributes: ``rest_api``, ``method``, ``integration``, ``authorizer`` (or None), ``model``,
+    ``gateway_responses`` (dict response type -> ``aws.apigateway.Response``),
     ``deployment``, ``stage``, ``method_settings``, ``domain_name``, ``access_log_group``,
     ``usage_plans`` (dict tier -> ``aws.apigateway.UsagePlan``), ``base_url`` (Output[str]).
     """
@@ -159,7 +142,7 @@ class Api(pulumi.ComponentResource):
         messages = aws.apigateway.Resource(f"{name}-messages", rest_api=self.rest_api.id, parent_id=v1.id,
                                            path_part="messages", opts=child)
         self.model = aws.apigateway.Model(
-            f"{name}-message-model", rest_api=self.rest_api.id, name="SendMessageRequest",
+            f"{name}-message-model", rest_api=self.rest_api.id, name=REQUEST_MODEL_NAME,
             content_type="application/json", schema=json.dumps(MESSAGE_SCHEMA, sort_keys=True), opts=child)
         self.validator = aws.apigateway.RequestValidator(
             f"{name}-validator", rest_api=self.rest_api.id, name="body-and-parameters",
@@ -201,13 +184,22 @@ class Api(pulumi.ComponentResource):
             "authorizer": authorizer_spec,
             "model": MESSAGE_SCHEMA,
             "validator": {"body": True, "parameters": True},
+            "gateway_responses": GATEWAY_RESPONSE_SPECS,
+        }
+        self.gateway_responses: dict[str, aws.apigateway.Response] = {
+            response_type: aws.apigateway.Response(
+                f"{name}-gateway-response-{response_type.lower().replace('_', '-')}",
+                rest_api_id=self.rest_api.id, response_type=response_type,
+                **{k: v for k, v in response_spec.items() if v is not None}, opts=child)
+            for response_type, response_spec in GATEWAY_RESPONSE_SPECS.items()
         }
         self.deployment_trigger = pulumi.Output.from_input(spec).apply(deployment_hash)
         self.deployment = aws.apigateway.Deployment(
             f"{name}-deployment", rest_api=self.rest_api.id,
             description="secure-mail-api deployment (redeployed when the API spec hash changes)",
             triggers={"redeployment": self.deployment_trigger},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.method, self.integration],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.method, self.integration,
+                                                                  *self.gateway_responses.values()],
                                         replace_on_changes=["triggers"]))
 
         # Account-level CloudWatch role for execution logging (APIGateway.1).

@@ -1,12 +1,18 @@
 """Customer-managed KMS keys for the stack (docs/security-baseline.md §1.2: KMS.3, KMS.4, KMS.5, service grants).
 
-Two keys:
+Two encryption keys and one HMAC key:
 
 - ``data``: S3 archive bucket, DynamoDB table, SQS queues, the Lambda environment, and the SES
   feedback SNS topic (grants ``ses.amazonaws.com`` and ``sns.amazonaws.com``).
 - ``audit``: CloudWatch Logs groups, the CloudTrail trail and bucket, and the alarm SNS topic
   (grants ``logs.<region>.amazonaws.com``, ``cloudtrail.amazonaws.com`` and
   ``cloudwatch.amazonaws.com`` so alarms can publish to the CMK-encrypted topic).
+- ``audit-mac``: an ``HMAC_256`` key (``GENERATE_VERIFY_MAC``) for the keyed MACs of recipients
+  and source IP in the audit table (the sender Lambda's ``AUDIT_MAC_KEY_ID``). The key material
+  never leaves KMS. KMS rotates only symmetric encryption keys automatically, so this key has no
+  automatic rotation (https://docs.aws.amazon.com/kms/latest/developerguide/rotating-keys.html;
+  Security Hub KMS.4 covers symmetric encryption keys only). Its policy is the admin statement:
+  use is granted by IAM (``kms:GenerateMac`` in ``policies/iam/sender.json``).
 
 Every key policy starts with the admin statement ``KeyAdministration`` (account root, ``kms:*``)
 so the key can never be locked out (failure case P3).
@@ -25,6 +31,7 @@ from infra.components._common import json_doc
 
 ADMIN_SID = "KeyAdministration"
 SERVICE_GRANTS = ("logs", "cloudtrail", "cloudwatch", "ses", "sns")
+MAC_KEY_SPEC = "HMAC_256"
 
 
 def key_policy(
@@ -114,8 +121,9 @@ class EncryptionArgs:
 class Encryption(pulumi.ComponentResource):
     """KMS keys with rotation (365 days), a 30-day deletion window and explicit key policies.
 
-    Attributes: ``data_key``, ``audit_key`` (``aws.kms.Key``), ``data_key_policy``,
-    ``audit_key_policy`` (``Output[str]`` JSON). Controls: KMS.3, KMS.4, KMS.5, CKV_AWS_7/33/227.
+    Attributes: ``data_key``, ``audit_key``, ``audit_mac_key`` (``aws.kms.Key``), ``data_key_policy``,
+    ``audit_key_policy``, ``audit_mac_key_policy`` (``Output[str]`` JSON). Controls: KMS.3, KMS.4
+    (encryption keys), KMS.5, CKV_AWS_7/33/227.
     """
 
     def __init__(self, name: str, args: EncryptionArgs, opts: pulumi.ResourceOptions | None = None):
@@ -128,7 +136,25 @@ class Encryption(pulumi.ComponentResource):
                                   "Data at rest: S3 archive, DynamoDB, SQS, Lambda env, SES feedback SNS")
         self.audit_key = self._key(name, "audit", args, self.audit_key_policy,
                                    "Audit and alerting: CloudWatch Logs, CloudTrail, alarm SNS topic")
-        self.register_outputs({"data_key_arn": self.data_key.arn, "audit_key_arn": self.audit_key.arn})
+        self.audit_mac_key_policy = json_doc(pulumi.Output.from_input(args.account_id).apply(
+            lambda acct: key_policy(acct, args.region, (), args.partition)))
+        self.audit_mac_key = aws.kms.Key(
+            f"{name}-audit-mac",
+            description=f"{args.prefix} Audit MACs: HMAC-SHA-256 of recipients and source IP in the audit table",
+            customer_master_key_spec=MAC_KEY_SPEC,
+            key_usage="GENERATE_VERIFY_MAC",
+            enable_key_rotation=False,  # not supported for HMAC keys (see the module docstring)
+            deletion_window_in_days=30,
+            is_enabled=True,
+            bypass_policy_lockout_safety_check=False,
+            policy=self.audit_mac_key_policy,
+            tags={**args.tags},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.kms.Alias(f"{name}-audit-mac-alias", name=f"alias/{args.prefix}-audit-mac",
+                      target_key_id=self.audit_mac_key.key_id, opts=pulumi.ResourceOptions(parent=self))
+        self.register_outputs({"data_key_arn": self.data_key.arn, "audit_key_arn": self.audit_key.arn,
+                               "audit_mac_key_arn": self.audit_mac_key.arn})
 
     def _key(self, name: str, role: str, args: EncryptionArgs, policy: pulumi.Output[str], description: str):
         key = aws.kms.Key(

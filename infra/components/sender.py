@@ -4,7 +4,8 @@ Realizes docs/security-baseline.md §1.7: python3.13 runtime (Lambda.2), X-Ray (
 concurrency (CKV_AWS_115), DLQ (CKV_AWS_116), environment encrypted with the data CMK and holding
 no secrets (CKV_AWS_173/45), JSON logging to a CMK-encrypted log group with retention, and a
 least-privilege role: ``policies/iam/sender.json`` (SES send on the identity and configuration
-set, the table, the archive prefix, the data key) plus a runtime statement set for logs,
+set, the table, the archive prefix, the data key, ``kms:GenerateMac`` on the audit MAC key, whose
+ARN is the function's ``AUDIT_MAC_KEY_ID``) plus a runtime statement set for logs,
 X-Ray and the DLQ (which sender.json does not carry). With stack config ``codeSigning.enabled``
 the package is signed by AWS Signer and the function enforces the code-signing config
 (CKV_AWS_272, ``infra/components/signing.py``).
@@ -40,6 +41,7 @@ class SenderArgs:
     prefix: str
     data_key_arn: pulumi.Input[str]
     audit_key_arn: pulumi.Input[str]
+    audit_mac_key_arn: pulumi.Input[str]
     table_name: pulumi.Input[str]
     table_arn: pulumi.Input[str]
     archive_bucket_arn: pulumi.Input[str]
@@ -77,10 +79,10 @@ class Sender(pulumi.ComponentResource):
         self.send_policy = aws.iam.RolePolicy(
             f"{name}-send-policy", role=self.role.id,
             policy=pulumi.Output.all(args.identity_arn, args.configuration_set_arn, args.table_arn,
-                                     args.archive_bucket_arn, args.data_key_arn).apply(
+                                     args.archive_bucket_arn, args.data_key_arn, args.audit_mac_key_arn).apply(
                 lambda v: json.dumps(render_policy(
                     "sender", ses_identity_arn=v[0], configuration_set_arn=v[1], table_arn=v[2],
-                    archive_bucket_arn=v[3], kms_key_arn=v[4]))),
+                    archive_bucket_arn=v[3], kms_key_arn=v[4], audit_mac_key_arn=v[5]))),
             opts=child)
         self.runtime_policy = aws.iam.RolePolicy(
             f"{name}-runtime-policy", role=self.role.id,
@@ -113,6 +115,8 @@ class Sender(pulumi.ComponentResource):
                 "TABLE_NAME": args.table_name,
                 "CONFIGURATION_SET": args.configuration_set_name,
                 "SENDER_IDENTITY": args.sender_identity,
+                # A key ARN, not key material: the MACs are computed by KMS (kms:GenerateMac).
+                "AUDIT_MAC_KEY_ID": args.audit_mac_key_arn,
             }},
             logging_config={"log_format": "JSON", "log_group": self.log_group.name,
                             "application_log_level": "INFO", "system_log_level": "WARN"},

@@ -3,14 +3,22 @@
 Entry point: ``send_message.handler`` (this directory is zipped as the Lambda code; it imports
 only the stdlib, boto3, aws-lambda-powertools, pydantic and email-validator).
 
-Flow: parse and validate the body (``validation.py``, pure) -> build the SES v2 request
-(``ses_content.py``, pure) -> ``sesv2:SendEmail`` with the configuration set -> ``dynamodb:PutItem``
-of the audit record (``audit_record.py``, no body, no subject text) -> ``202 {"message_id": ...}``.
+Flow: check the gateway event (headers, body, ``requestContext``) -> parse and validate the body
+(``validation.py``, pure) -> build the SES v2 request (``ses_content.py``, pure) -> the keyed
+MACs of the recipients and source IP (``kms:GenerateMac``) -> the audit item, serialized
+(``audit_record.py``, no body, no subject text) -> ``sesv2:SendEmail`` with the configuration set
+-> ``dynamodb:PutItem`` of the item -> ``202 {"message_id": ...}``.
+
+Everything that can refuse or fail runs BEFORE ``SendEmail``, the first side effect: after it,
+only the put can fail (``record_failed``, which says the mail was sent). A caller's retry after any
+other error can therefore never send a message twice.
 
 Environment:
     SENDER_IDENTITY     the SES identity to send from: a domain or one address (required).
     CONFIGURATION_SET   the SES v2 configuration set name (required).
     TABLE_NAME          the DynamoDB audit table, partition key ``message_id`` (S) (required).
+    AUDIT_MAC_KEY_ID    a KMS HMAC_256 key (id, ARN or alias) for the audit MACs (optional; when
+                        unset, recipients' MAC and the source IP's MAC are not recorded at all).
     AWS_ENDPOINT_URL    honoured by boto3 (tests point it at a local moto server).
 
 Responses (always JSON, ``Cache-Control: no-store``):
@@ -18,10 +26,11 @@ Responses (always JSON, ``Cache-Control: no-store``):
     400  ``{"error": {"reason", "field", "message"}}`` — see ``validation.REASONS``; nothing sent
          or recorded.
     404  ``{"error": {"reason": "not_found", ...}}`` — any other route or method.
-    500  ``server_misconfigured`` (missing environment) or ``internal_error``; nothing sent.
-    502  ``ses_rejected`` / ``ses_unavailable`` (nothing sent); ``record_failed`` (the message WAS
-         sent, its ``message_id`` is in the body: do not retry).
-    503  ``ses_throttled`` — SES refused for rate or quota; retry later.
+    500  ``server_misconfigured`` (missing environment), ``invalid_event`` (the gateway event is
+         malformed) or ``internal_error``; nothing sent.
+    502  ``ses_rejected`` / ``ses_unavailable`` / ``audit_unavailable`` (nothing sent);
+         ``record_failed`` (the message WAS sent, its ``message_id`` is in the body: do not retry).
+    503  ``ses_throttled`` / ``audit_throttled`` — SES or KMS refused for rate; retry later.
 
 Logging: powertools ``Logger`` (structured JSON on stdout). Never logged: the event, the body,
 the subject, recipients' addresses, any request header (x-api-key, authorization...).
@@ -46,13 +55,13 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 if __package__:
-    from .audit_record import build_audit_record
+    from .audit_record import build_audit_record, recipients_mac_message, source_ip_mac_message
     from .ses_content import build_ses_request
-    from .validation import RequestRejected, parse_request_body, validate_message
+    from .validation import MessageRequest, RequestRejected, parse_request_body, validate_message
 else:  # zipped as the Lambda code: modules sit at the top level
-    from audit_record import build_audit_record
+    from audit_record import build_audit_record, recipients_mac_message, source_ip_mac_message
     from ses_content import build_ses_request
-    from validation import RequestRejected, parse_request_body, validate_message
+    from validation import MessageRequest, RequestRejected, parse_request_body, validate_message
 
 __all__ = ["ROUTE", "UpstreamFailure", "app", "handler", "logger"]
 
@@ -71,6 +80,8 @@ _SES_REJECT_CODES = frozenset(
         "BadRequestException",
     }
 )
+_KMS_THROTTLE_CODES = frozenset({"ThrottlingException", "LimitExceededException", "Throttling"})
+_EVENT_TEXT_MAX_CHARS = 256
 _RESPONSE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -104,6 +115,7 @@ class _Settings:
     sender_identity: str
     configuration_set: str
     table_name: str
+    audit_mac_key_id: str | None
     region: str | None
     endpoint_url: str | None
 
@@ -121,6 +133,7 @@ def _settings() -> _Settings:
         sender_identity=values["SENDER_IDENTITY"],
         configuration_set=values["CONFIGURATION_SET"],
         table_name=values["TABLE_NAME"],
+        audit_mac_key_id=os.environ.get("AUDIT_MAC_KEY_ID", "").strip() or None,
         region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
     )
@@ -131,7 +144,8 @@ def _client(service: str, region: str | None, endpoint_url: str | None) -> Any:
     """A boto3 client, reused across invocations (keyed by region and endpoint).
 
     SES is not retried automatically: a timed-out SendEmail may have been sent, and a blind
-    retry would send it twice. DynamoDB retries in botocore's standard mode.
+    retry would send it twice. DynamoDB and KMS (``GenerateMac`` is idempotent) retry in
+    botocore's standard mode.
     """
     attempts = 1 if service == "sesv2" else 3
     config = Config(
@@ -151,15 +165,113 @@ def _json_response(status: int, payload: dict[str, Any]) -> Response:
     )
 
 
-def _caller() -> dict[str, str | None]:
-    """Who called: API key *id* (never the key), source IP and API Gateway request id."""
-    context = app.current_event.raw_event.get("requestContext") or {}
-    identity = context.get("identity") or {}
-    return {
-        "api_key_id": identity.get("apiKeyId") or None,
-        "source_ip": identity.get("sourceIp") or None,
-        "request_id": context.get("requestId") or None,
-    }
+@dataclass(frozen=True)
+class _Caller:
+    """Who called, from ``requestContext``: API key *id* (never the key), source IP, request id."""
+
+    api_key_id: str | None
+    source_ip: str | None
+    request_id: str | None
+
+
+def _invalid_event(part: str) -> UpstreamFailure:
+    logger.error("invalid gateway event", extra={"event_part": part})
+    return UpstreamFailure(500, "invalid_event", "The gateway event is malformed; nothing was sent.")
+
+
+def _event_text(container: dict[str, Any], key: str, part: str) -> str | None:
+    value = container.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > _EVENT_TEXT_MAX_CHARS or not value.isprintable():
+        raise _invalid_event(part)
+    return value
+
+
+def _caller() -> _Caller:
+    """The caller facts of ``requestContext`` (each a printable string of at most 256 characters, or
+    absent).
+
+    Raises:
+        UpstreamFailure: 500 ``invalid_event`` when ``requestContext`` or its ``identity`` is not an
+        object or a field is not such a string (API Gateway never sends that: a broken front end).
+    """
+    context = app.current_event.raw_event.get("requestContext")
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        raise _invalid_event("requestContext")
+    identity = context.get("identity")
+    if identity is None:
+        identity = {}
+    if not isinstance(identity, dict):
+        raise _invalid_event("requestContext.identity")
+    return _Caller(
+        api_key_id=_event_text(identity, "apiKeyId", "requestContext.identity.apiKeyId"),
+        source_ip=_event_text(identity, "sourceIp", "requestContext.identity.sourceIp"),
+        request_id=_event_text(context, "requestId", "requestContext.requestId"),
+    )
+
+
+def _logged_api_key_id() -> str | None:
+    """The API key id for a log line, or ``None`` when the event does not carry a valid one."""
+    try:
+        return _caller().api_key_id
+    except UpstreamFailure:
+        return None
+
+
+def _request_parts(raw_event: dict[str, Any]) -> tuple[dict[str, str], str | None, bool]:
+    """``(lower-cased headers, body, isBase64Encoded)`` of the event, type-checked.
+
+    Raises:
+        UpstreamFailure: 500 ``invalid_event`` when they do not have API Gateway's types.
+    """
+    raw_headers = raw_event.get("headers")
+    if raw_headers is None:
+        raw_headers = {}
+    if not isinstance(raw_headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw_headers.items()
+    ):
+        raise _invalid_event("headers")
+    body = raw_event.get("body")
+    if body is not None and not isinstance(body, str):
+        raise _invalid_event("body")
+    is_base64 = raw_event.get("isBase64Encoded")
+    if is_base64 is not None and not isinstance(is_base64, bool):
+        raise _invalid_event("isBase64Encoded")
+    return {k.lower(): v for k, v in raw_headers.items()}, body, bool(is_base64)
+
+
+def _mac(settings: _Settings, data: bytes) -> str:
+    """``kms:GenerateMac`` (HMAC_SHA_256) of ``data`` under ``AUDIT_MAC_KEY_ID``; hex.
+
+    Raises:
+        UpstreamFailure: 503 ``audit_throttled`` or 502 ``audit_unavailable`` (nothing sent).
+    """
+    client = _client("kms", settings.region, settings.endpoint_url)
+    try:
+        return client.generate_mac(
+            KeyId=settings.audit_mac_key_id, Message=data, MacAlgorithm="HMAC_SHA_256"
+        )["Mac"].hex()
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "Unknown")
+        logger.error("audit mac failed", extra={"aws_error_code": code})
+        if code in _KMS_THROTTLE_CODES:
+            raise UpstreamFailure(503, "audit_throttled", "The audit service is busy; retry later.") from None
+        raise UpstreamFailure(502, "audit_unavailable", "The audit service failed; nothing was sent.") from None
+    except BotoCoreError as exc:
+        logger.error("audit mac failed", extra={"aws_error_type": type(exc).__name__})
+        raise UpstreamFailure(502, "audit_unavailable", "The audit service failed; nothing was sent.") from None
+
+
+def _audit_macs(settings: _Settings, message: MessageRequest, caller: _Caller) -> tuple[str | None, str | None]:
+    """``(recipients MAC, source IP MAC)``, both ``None`` without ``AUDIT_MAC_KEY_ID``."""
+    if not settings.audit_mac_key_id:
+        return None, None
+    recipients = _mac(settings, recipients_mac_message(message))
+    source_ip = _mac(settings, source_ip_mac_message(caller.source_ip)) if caller.source_ip else None
+    return recipients, source_ip
 
 
 def _send(settings: _Settings, kwargs: dict[str, Any]) -> str:
@@ -185,64 +297,76 @@ def _send(settings: _Settings, kwargs: dict[str, Any]) -> str:
         raise UpstreamFailure(502, "ses_unavailable", "The mail service could not be reached.") from None
 
 
-def _record(settings: _Settings, item: dict[str, Any]) -> None:
-    """``dynamodb:PutItem`` of the audit item, refusing to overwrite an existing ``message_id``.
+def _serialized(item: dict[str, Any]) -> dict[str, Any]:
+    """The item in DynamoDB's attribute-value form (done before the send, so it cannot fail after)."""
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+    return {key: serializer.serialize(value) for key, value in item.items()}
+
+
+def _record(settings: _Settings, message_id: str, item: dict[str, Any]) -> None:
+    """``dynamodb:PutItem`` of the serialized audit ``item`` under ``message_id``, refusing to
+    overwrite an existing ``message_id``.
 
     Raises:
         UpstreamFailure: 502 ``record_failed`` (carries the message id: the mail was sent).
     """
-    from boto3.dynamodb.types import TypeSerializer
-
-    serializer = TypeSerializer()
     client = _client("dynamodb", settings.region, settings.endpoint_url)
     try:
         client.put_item(
             TableName=settings.table_name,
-            Item={key: serializer.serialize(value) for key, value in item.items()},
+            Item={"message_id": {"S": message_id}, **item},
             ConditionExpression="attribute_not_exists(message_id)",
         )
     except (ClientError, BotoCoreError) as exc:
         code = (
             exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
         )
-        logger.error("audit record failed", extra={"aws_error_code": code, "message_id": item["message_id"]})
+        logger.error("audit record failed", extra={"aws_error_code": code, "message_id": message_id})
         raise UpstreamFailure(
             502,
             "record_failed",
             "The message was sent but could not be recorded; do not retry.",
-            message_id=item["message_id"],
+            message_id=message_id,
         ) from None
 
 
 @app.post(ROUTE)
 def post_message() -> Response:
-    """Validate, send through SES v2, record in DynamoDB, answer 202 with the message id."""
+    """Check and prepare everything, then send through SES v2, record in DynamoDB, answer 202."""
     settings = _settings()
     raw_event = app.current_event.raw_event
-    headers = {str(k).lower(): v for k, v in (raw_event.get("headers") or {}).items()}
-    body = parse_request_body(
-        raw_event.get("body"),
-        content_type=headers.get("content-type"),
-        is_base64_encoded=bool(raw_event.get("isBase64Encoded")),
-    )
-    message = validate_message(body, sender_identity=settings.sender_identity)
-    ses_request = build_ses_request(message, configuration_set=settings.configuration_set)
-    message_id = _send(settings, ses_request.kwargs)
     caller = _caller()
+    headers, raw_body, is_base64 = _request_parts(raw_event)
+    body = parse_request_body(raw_body, content_type=headers.get("content-type"), is_base64_encoded=is_base64)
+    message = validate_message(body, sender_identity=settings.sender_identity)
+    try:
+        ses_request = build_ses_request(message, configuration_set=settings.configuration_set)
+    except ValueError:  # the email package refused a header value: validation's second line
+        raise RequestRejected(
+            "header_injection", "$", "A header value cannot be written into the message safely."
+        ) from None
+    recipients_mac, source_ip_mac = _audit_macs(settings, message, caller)
     item = build_audit_record(
         message,
-        message_id=message_id,
+        request_id=caller.request_id,
+        api_key_id=caller.api_key_id,
+        recipients_mac=recipients_mac,
+        source_ip_mac=source_ip_mac,
         configuration_set=settings.configuration_set,
         content_kind=ses_request.content_kind,
         message_bytes=ses_request.raw_bytes,
-        **caller,
     )
-    _record(settings, item)
+    serialized = _serialized(item)
+    # ---- first side effect: nothing above this line may run after it -------------------------
+    message_id = _send(settings, ses_request.kwargs)
+    _record(settings, message_id, serialized)
     logger.info(
         "message sent",
         extra={
             "message_id": message_id,
-            "api_key_id": caller["api_key_id"],
+            "api_key_id": caller.api_key_id,
             "recipient_count": item["recipient_count"],
             "attachment_count": item["attachment_count"],
             "content_kind": ses_request.content_kind,
@@ -255,7 +379,7 @@ def post_message() -> Response:
 def _rejected(exc: RequestRejected) -> Response:
     logger.warning(
         "request rejected",
-        extra={"reason": exc.reason, "field": exc.field, "api_key_id": _caller()["api_key_id"]},
+        extra={"reason": exc.reason, "field": exc.field, "api_key_id": _logged_api_key_id()},
     )
     return _json_response(400, exc.to_dict())
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.parser import BytesHeaderParser
+from email.policy import SMTP, compat32
 from email.utils import formatdate
 from typing import Any
 
@@ -44,8 +45,10 @@ def build_mime_message(message: MessageRequest) -> bytes:
     """The RFC 5322 message, CRLF line ends, ASCII only (non-ASCII is RFC 2047/base64 encoded).
 
     Raises:
-        ValueError: from the ``email`` package if a header value still contained a line break
-        (validation refuses those first; this is a second line of defence).
+        ValueError: from the ``email`` package if a header value still contained a line break, or
+        when the written message's top-level header names are not exactly the ones set here
+        (validation refuses decoded line breaks first; this is a second line of defence against a
+        header smuggled through a decoder, RFC 2047 or otherwise).
     """
     mime = EmailMessage(policy=SMTP)
     mime["From"] = message.sender.formatted()
@@ -70,7 +73,12 @@ def build_mime_message(message: MessageRequest) -> bytes:
         mime.add_attachment(
             attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
         )
-    return mime.as_bytes(policy=SMTP)
+    raw = mime.as_bytes(policy=SMTP)
+    expected = sorted(name.lower() for name in mime)
+    written = sorted(name.lower() for name in BytesHeaderParser(policy=compat32).parsebytes(raw))
+    if written != expected:
+        raise ValueError("the written message has other header fields than the ones set")
+    return raw
 
 
 def build_ses_request(message: MessageRequest, *, configuration_set: str) -> SesRequest:

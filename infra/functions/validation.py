@@ -19,6 +19,14 @@ Limits and their sources (each is a module constant, units in its name):
   (https://docs.aws.amazon.com/ses/latest/dg/quotas.html).
 - Subject and every other header value: at most 998 characters and no CR/LF — RFC 5322 s. 2.1.1
   (line length) and s. 2.2 (a header field is one line; CR and LF are only for folding).
+  Checked after RFC 2047 decoding, with control, invisible and bidi characters refused too: the
+  rules are in ``header_text.py``, one validator per kind of value (header text, file name,
+  address).
+- Strings: no lone UTF-16 surrogate anywhere in the body (a JSON ``"\\ud800"`` escape decodes to
+  one; it is not Unicode text, RFC 8259 s. 8.2).
+- Recipients: duplicates across to, cc and bcc are sent once (the first occurrence is kept);
+  addresses compare case-sensitively in the local part and case-insensitively in the domain
+  (RFC 5321 s. 2.4).
 - Whole message: at most 40 MB after MIME encoding — SES v2 ``SendEmail`` message size quota
   (https://docs.aws.amazon.com/ses/latest/dg/quotas.html, "40 MB ... including attachments,
   after base64 encoding").
@@ -53,6 +61,11 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+if __package__:
+    from .header_text import HeaderTextError, check_address_text, check_filename, check_header_text
+else:  # zipped as the Lambda code: modules sit at the top level
+    from header_text import HeaderTextError, check_address_text, check_filename, check_header_text
 
 __all__ = [
     "ALLOWED_ATTACHMENT_TYPES",
@@ -162,6 +175,9 @@ REASONS: dict[str, str] = {
     # headers
     "header_injection": "A header value contains a line break (CR, LF or a Unicode line separator).",
     "control_character": "The value contains a control character.",
+    "invisible_character": "The value contains an invisible or bidirectional formatting character.",
+    "invalid_encoded_word": "A header value holds an RFC 2047 encoded word that does not decode.",
+    "invalid_unicode": "A string contains a lone UTF-16 surrogate.",
     "subject_too_long": "The subject is too long.",
     "header_not_allowed": "This custom header name is not allowed.",
     "header_value_too_long": "A custom header value is too long.",
@@ -275,7 +291,7 @@ def parse_request_body(
     if not text.strip():
         raise RequestRejected("empty_body", "$")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
+        value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
     except RequestRejected:
         raise
     except RecursionError:
@@ -284,6 +300,37 @@ def parse_request_body(
         pos = getattr(exc, "pos", None)
         where = f" (at character {pos})" if isinstance(pos, int) else ""
         raise RequestRejected("malformed_json", "$", f"The request body is not valid JSON{where}.") from None
+    _refuse_lone_surrogates(value)
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """Refuse a lone surrogate in any string or key (``invalid_unicode``, the path of the string).
+
+    ``json.loads`` turns a ``\\ud800`` escape without its pair into a one-character string that no
+    UTF-8 encoder accepts (RFC 8259 s. 8.2); refusing it here keeps every later step (size checks,
+    MIME, SES, DynamoDB) on real Unicode. Iterative: the depth is whatever ``json.loads`` allowed.
+    """
+    stack: list[tuple[Any, tuple[int | str, ...]]] = [(value, ())]
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                raise RequestRejected(
+                    "invalid_unicode", _json_path(loc), "A string contains a lone UTF-16 surrogate."
+                )
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                if _SURROGATE.search(key):
+                    raise RequestRejected(
+                        "invalid_unicode", _json_path(loc), "A key contains a lone UTF-16 surrogate."
+                    )
+                stack.append((item, (*loc, key)))
+        elif isinstance(node, list):
+            stack.extend((item, (*loc, index)) for index, item in enumerate(node))
 
 
 def _too_large_message(limit: int) -> str:
@@ -294,18 +341,20 @@ def _too_large_message(limit: int) -> str:
 # Field checks
 # --------------------------------------------------------------------------------------------
 
-_LINE_BREAKS = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,75}$")
 
 
+def _checked(check: Any, value: str, *, sub: str | None = None) -> Any:
+    """Run a ``header_text`` validator; its :class:`HeaderTextError` becomes our pydantic error."""
+    try:
+        return check(value)
+    except HeaderTextError as exc:
+        raise _reject(exc.reason, exc.message, **({"sub": sub} if sub else {})) from None
+
+
 def _check_header_text(value: str, *, sub: str | None = None) -> str:
-    """Refuse line breaks (``header_injection``) and other controls (``control_character``)."""
-    ctx = {"sub": sub} if sub else {}
-    if _LINE_BREAKS.search(value):
-        raise _reject("header_injection", **ctx)
-    if _CONTROL.search(value):
-        raise _reject("control_character", **ctx)
+    """Header text rules (``header_text.check_header_text``) on ``value`` and its decoded forms."""
+    _checked(check_header_text, value, sub=sub)
     return value
 
 
@@ -326,6 +375,13 @@ class EmailAddress:
     def domain(self) -> str:
         """The domain part, lower case."""
         return self.address.rsplit("@", 1)[1].lower()
+
+    @property
+    def dedupe_key(self) -> tuple[str, str]:
+        """``(local part, lower-case domain)``: two addresses with the same key are one mailbox
+        (RFC 5321 s. 2.4: the local part may be case-sensitive, the domain is not)."""
+        local, _, domain = self.address.rpartition("@")
+        return local, domain.lower()
 
     def formatted(self) -> str:
         """RFC 5322 form: ``"Name" <addr>``, the name RFC 2047-encoded when not ASCII."""
@@ -360,7 +416,7 @@ def _parse_address(value: Any) -> EmailAddress:
             name = name.strip() or None
     else:
         raise _reject("wrong_type", "An address must be a string or an object with an email.")
-    _check_header_text(email, sub=sub)
+    _checked(check_address_text, email, sub=sub)
     if not email:
         raise _reject("empty_value", "The email address must not be empty.", **({"sub": sub} if sub else {}))
     try:
@@ -430,17 +486,11 @@ class Attachment(BaseModel):
     @field_validator("filename")
     @classmethod
     def _filename(cls, value: str) -> str:
-        _check_header_text(value)
         if not value.strip():
             raise _reject("empty_value", "The filename must not be empty.")
         if len(value) > MAX_FILENAME_CHARS:
             raise _reject("invalid_filename", f"The filename exceeds {MAX_FILENAME_CHARS} characters.")
-        if "/" in value or "\\" in value or value in (".", "..") or value.startswith("."):
-            raise _reject(
-                "invalid_filename", "The filename must not contain path separators or start with '.'."
-            )
-        if '"' in value:
-            raise _reject("invalid_filename", "The filename must not contain a double quote.")
+        _checked(check_filename, value)
         return value
 
     @field_validator("content_type")
@@ -458,7 +508,9 @@ class Attachment(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Attachment:
         extensions = ALLOWED_ATTACHMENT_TYPES[self.content_type]
-        if not self.filename.lower().endswith(extensions):
+        # The raw name and what a reader sees once RFC 2047 words are decoded must both match.
+        shown_name = check_filename(self.filename)[-1]
+        if not (self.filename.lower().endswith(extensions) and shown_name.lower().endswith(extensions)):
             raise _reject(
                 "attachment_extension_mismatch",
                 f"A {self.content_type} attachment needs a filename ending in {' or '.join(extensions)}.",
@@ -535,6 +587,20 @@ class MessageRequest(BaseModel):
         if not allowed:
             raise _reject("sender_not_allowed", "The sender must be the configured sending identity.")
         return value
+
+    @field_validator("to", "cc", "bcc")
+    @classmethod
+    def _distinct_recipients(cls, value: list[EmailAddress], info: ValidationInfo) -> list[EmailAddress]:
+        # Fields validate in declaration order (to, cc, bcc), so info.data holds the earlier lists:
+        # an address already in to (or cc) is dropped here, and repeats within a list too.
+        earlier = {"to": (), "cc": ("to",), "bcc": ("to", "cc")}[info.field_name or ""]
+        seen = {a.dedupe_key for key in earlier for a in info.data.get(key) or ()}
+        distinct: list[EmailAddress] = []
+        for address in value:
+            if address.dedupe_key not in seen:
+                seen.add(address.dedupe_key)
+                distinct.append(address)
+        return distinct
 
     @field_validator("subject")
     @classmethod

@@ -28,7 +28,13 @@ ROLE = "aws:iam/role:Role"
                {"maxRotationPeriodDays": ({"type": "integer", "minimum": 90, "maximum": 2560}, 365)})
 def key_rotation(props, cfg, typ):
     """KMS.4 / CKV_AWS_7 / AwsSolutions-KMS5 / AWSGuard / compliance-ready: ``enableKeyRotation=true``
-    and ``rotationPeriodInDays`` (90-2560, default 365) no longer than ``maxRotationPeriodDays``."""
+    and ``rotationPeriodInDays`` (90-2560, default 365) no longer than ``maxRotationPeriodDays``.
+
+    Symmetric encryption keys only (``customerMasterKeySpec`` unset or ``SYMMETRIC_DEFAULT``): KMS
+    rotates no other kind automatically, and KMS.4 checks only those
+    (https://docs.aws.amazon.com/kms/latest/developerguide/rotating-keys.html)."""
+    if (props.get("customerMasterKeySpec") or "SYMMETRIC_DEFAULT") != "SYMMETRIC_DEFAULT":
+        return []
     out = []
     if not is_true(props.get("enableKeyRotation")):
         out.append(Finding("enableKeyRotation", repr(props.get("enableKeyRotation")), "enableKeyRotation=true"))

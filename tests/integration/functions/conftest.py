@@ -39,6 +39,7 @@ class MailBackend:
     """Views of what moto holds: messages SES accepted and items DynamoDB stored."""
 
     endpoint: str
+    mac_key_id: str | None = None
 
     def _client(self, service: str) -> Any:
         return boto3.client(
@@ -68,10 +69,18 @@ class MailBackend:
         raw = self._client("dynamodb").scan(TableName=TABLE_NAME)["Items"]
         return [{k: deserializer.deserialize(v) for k, v in item.items()} for item in raw]
 
+    def mac(self, data: bytes) -> str:
+        """HMAC-SHA-256 (hex) of ``data`` under the stack's audit MAC key, computed by moto's KMS."""
+        response = self._client("kms").generate_mac(
+            KeyId=self.mac_key_id, Message=data, MacAlgorithm="HMAC_SHA_256"
+        )
+        return response["Mac"].hex()
+
 
 @pytest.fixture
 def mail_backend(moto_endpoint, monkeypatch) -> MailBackend:
-    """Reset moto, then create the SES v2 identity + configuration set and the DynamoDB table."""
+    """Reset moto, then create the SES v2 identity + configuration set, the DynamoDB table and the
+    KMS HMAC key for the audit MACs (``AUDIT_MAC_KEY_ID``)."""
     for name, value in {
         "AWS_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -100,6 +109,11 @@ def mail_backend(moto_endpoint, monkeypatch) -> MailBackend:
         AttributeDefinitions=[{"AttributeName": "message_id", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+    key = backend._client("kms").create_key(
+        KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC", Description="audit MACs (test)"
+    )
+    backend.mac_key_id = key["KeyMetadata"]["KeyId"]
+    monkeypatch.setenv("AUDIT_MAC_KEY_ID", backend.mac_key_id)
     return backend
 
 

@@ -234,3 +234,41 @@ def test_lambda_1_invoke_permission_scoped_to_api_route(dev_run, h):
 
 def _assert(condition: bool) -> None:
     assert condition
+
+
+@pulumi.runtime.test
+def test_request_model_is_the_shared_json_file(dev_run):
+    """The model API Gateway applies is ``infra/functions/request_model.json``, the one file the
+    local dev gateway applies too (no second copy to drift)."""
+    from infra.functions.request_model import REQUEST_MODEL_PATH
+
+    return dev_run.stack.api.model.schema.apply(
+        lambda schema: _assert(json.loads(schema) == json.loads(REQUEST_MODEL_PATH.read_text())))
+
+
+@pulumi.runtime.test
+def test_every_gateway_refusal_answers_in_the_handler_error_format(dev_run, h):
+    """Gateway responses for every refusal API Gateway answers itself: the handler's
+    ``{"error": {"reason", "field", "message"}}`` with a static message, no-store headers, and
+    the Deployment trigger covers them (a template change redeploys)."""
+    from infra.functions.request_model import GATEWAY_RESPONSES
+
+    def check(resources):
+        responses = {r.inputs["responseType"]: r.inputs
+                     for r in h.of_type(resources, "aws:apigateway/response:Response")}
+        assert set(responses) == set(GATEWAY_RESPONSES)
+        assert {"BAD_REQUEST_BODY", "DEFAULT_4XX", "DEFAULT_5XX", "INVALID_API_KEY", "THROTTLED"} <= set(responses)
+        for response_type, inputs in responses.items():
+            body = json.loads(inputs["responseTemplates"]["application/json"])
+            assert set(body) == {"error"} and set(body["error"]) == {"reason", "field", "message"}
+            assert body == GATEWAY_RESPONSES[response_type].body()
+            assert "$context" not in inputs["responseTemplates"]["application/json"]
+            assert inputs["responseParameters"]["gatewayresponse.header.Cache-Control"] == "'no-store'"
+            if not response_type.startswith("DEFAULT_"):
+                assert inputs["statusCode"] == str(GATEWAY_RESPONSES[response_type].status)
+
+    return h.check_recorded(dev_run, check)
+
+
+def _assert(condition: bool) -> None:
+    assert condition

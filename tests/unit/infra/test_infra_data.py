@@ -14,9 +14,15 @@ def test_kms_4_rotation_enabled_on_every_key(dev_run, h):
     """KMS.4 / CKV_AWS_7 / AwsSolutions-KMS5: automatic rotation, period 90..2560 days."""
 
     def check(resources):
-        for key in h.of_type(resources, "aws:kms/key:Key"):
+        keys = h.of_type(resources, "aws:kms/key:Key")
+        encryption_keys = [k for k in keys if k.inputs.get("customerMasterKeySpec", "SYMMETRIC_DEFAULT")
+                           == "SYMMETRIC_DEFAULT"]
+        assert len(encryption_keys) >= 2
+        for key in encryption_keys:
             assert key.inputs["enableKeyRotation"] is True
             assert 90 <= key.inputs["rotationPeriodInDays"] <= 2560
+        # KMS rotates only symmetric encryption keys: the HMAC key is the one exception.
+        assert [k.inputs["customerMasterKeySpec"] for k in keys if k not in encryption_keys] == ["HMAC_256"]
 
     return h.check_recorded(dev_run, check)
 

@@ -30,13 +30,15 @@ def test_lambda_runtime_tracing_concurrency_dlq(dev_run):
 
 @pulumi.runtime.test
 def test_lambda_env_encrypted_with_cmk_and_holds_no_secret(dev_run):
-    """CKV_AWS_173 (env KMS CMK) / CKV_AWS_45 (no secrets in env): only the three contract names."""
+    """CKV_AWS_173 (env KMS CMK) / CKV_AWS_45 (no secrets in env): only the contract names; the
+    audit MAC key is passed as its ARN (the key material never leaves KMS)."""
     fn = dev_run.stack.sender.function
 
     def check(v):
         kms_arn, env, data_key = v
         assert kms_arn == data_key
-        assert set(env["variables"]) == {"TABLE_NAME", "CONFIGURATION_SET", "SENDER_IDENTITY"}
+        assert set(env["variables"]) == {"TABLE_NAME", "CONFIGURATION_SET", "SENDER_IDENTITY", "AUDIT_MAC_KEY_ID"}
+        assert env["variables"]["AUDIT_MAC_KEY_ID"].startswith("arn:aws:kms:")
 
     return pulumi.Output.all(fn.kms_key_arn, fn.environment, dev_run.stack.encryption.data_key.arn).apply(check)
 
@@ -66,7 +68,7 @@ def test_sender_role_least_privilege_from_policy_template(dev_run, h):
         sids = {s["Sid"] for s in send["Statement"]}
         assert sids == {s["Sid"] for s in render_policy(
             "sender", ses_identity_arn="a", configuration_set_arn="b", table_arn="c", archive_bucket_arn="d",
-            kms_key_arn="e")["Statement"]}
+            kms_key_arn="e", audit_mac_key_arn="f")["Statement"]}
         assert "${" not in json.dumps(send)
         for name, inputs in roles.items():
             for s in h.statements(inputs["policy"]):
@@ -309,3 +311,22 @@ def test_ses_identity_dkim_mail_from_and_feedback_destination(dev_run, h):
 
 def _assert(condition: bool) -> None:
     assert condition
+
+
+@pulumi.runtime.test
+def test_audit_macs_use_a_kms_hmac_key_the_sender_may_only_generate_macs_with(dev_run, h):
+    """Issue 12 item 8: the audit MACs are keyed by a KMS HMAC_256 key of the stack (never
+    exported); the sender gets exactly ``kms:GenerateMac`` on it and its ARN as AUDIT_MAC_KEY_ID."""
+    enc, fn = dev_run.stack.encryption, dev_run.stack.sender.function
+
+    def check(v):
+        spec, usage, arn, env = v[:4]
+        assert (spec, usage) == ("HMAC_256", "GENERATE_VERIFY_MAC")
+        assert env["variables"]["AUDIT_MAC_KEY_ID"] == arn
+        resources = dev_run.resources
+        roles = {r.name: r.inputs for r in h.of_type(resources, "aws:iam/rolePolicy:RolePolicy")}
+        mac = [s for s in h.statements(roles["sender-send-policy"]["policy"]) if "kms:GenerateMac" in s["Action"]]
+        assert [(s["Action"], s["Resource"]) for s in mac] == [(["kms:GenerateMac"], [arn])]
+
+    return pulumi.Output.all(enc.audit_mac_key.customer_master_key_spec, enc.audit_mac_key.key_usage,
+                             enc.audit_mac_key.arn, fn.environment, *h.component_urns(dev_run)).apply(check)

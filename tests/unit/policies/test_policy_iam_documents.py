@@ -18,7 +18,8 @@ VALUES = {
                "configuration_set_arn": f"arn:aws:ses:eu-west-1:{ACCT}:configuration-set/secure-mail-api-dev",
                "table_arn": f"arn:aws:dynamodb:eu-west-1:{ACCT}:table/secure-mail-api-dev-messages",
                "archive_bucket_arn": "arn:aws:s3:::secure-mail-api-dev-archive",
-               "kms_key_arn": f"arn:aws:kms:eu-west-1:{ACCT}:key/1234abcd"},
+               "kms_key_arn": f"arn:aws:kms:eu-west-1:{ACCT}:key/1234abcd",
+               "audit_mac_key_arn": f"arn:aws:kms:eu-west-1:{ACCT}:key/5678efab"},
 }
 
 #: Documented, narrowly scoped parliament ignores: (document, finding id, action) -> reason.
@@ -65,7 +66,7 @@ def test_no_wildcard_actions_and_scoped_resources(name):
 def test_placeholder_contracts_used_by_infra():
     assert placeholders("rotator") == {"region", "stack", "kms_key_arn"}
     assert placeholders("sender") == {"ses_identity_arn", "configuration_set_arn", "table_arn",
-                                      "archive_bucket_arn", "kms_key_arn"}
+                                      "archive_bucket_arn", "kms_key_arn", "audit_mac_key_arn"}
 
 
 def test_sender_sends_only_from_the_identity_and_configuration_set():

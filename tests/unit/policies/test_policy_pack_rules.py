@@ -185,3 +185,14 @@ def test_every_rule_has_a_violating_variant():
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_each_rule_lets_the_compliant_stack_through(rule):
     assert evaluate(golden(), rules=[rule]) == []
+
+
+def test_key_rotation_rule_exempts_only_non_symmetric_keys():
+    """KMS rotates only symmetric encryption keys, and KMS.4 checks only those: an HMAC key without
+    rotation passes, a symmetric key without rotation is still caught."""
+    hmac_key = _set("data-key", "customerMasterKeySpec", "HMAC_256")(golden())
+    hmac_key = _set("data-key", "enableKeyRotation", False)(hmac_key)
+    assert "kms-key-rotation" not in ids(hmac_key)
+    symmetric = _set("data-key", "customerMasterKeySpec", "SYMMETRIC_DEFAULT")(golden())
+    symmetric = _set("data-key", "enableKeyRotation", False)(symmetric)
+    assert "kms-key-rotation" in ids(symmetric)
