@@ -1,7 +1,7 @@
 """The API Gateway side of ``POST /v1/messages``: request model and gateway responses, in one place.
 
 Read by the Pulumi program (``infra/components/api.py``: the ``SendMessageRequest`` model and the
-gateway responses) and by any local stand-in for API Gateway (``rotation/dev_gateway.py``), so
+gateway responses) and by any local stand-in for API Gateway (``rotation/dev/gateway.py``), so
 both apply the same JSON schema and answer refusals in the same format as the Lambda handler::
 
     {"error": {"reason": "<code>", "field": "<JSON path or header>", "message": "<text>"}}

@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import importlib
 import importlib.util
 import json
 import logging
@@ -410,7 +411,10 @@ class DevGateway:
         self._cache = _KeyCache(apigw, self.rest_api_id, self.stage, self.key_cache_seconds, self._clock)
         self._set_env()
         self._instances = queue.SimpleQueue()
-        for module in _handler_modules(self.concurrency):
+        modules = _handler_modules(self.concurrency)
+        # the API's request model, applied the way API Gateway does before the handler runs
+        self._body_check = importlib.import_module(modules[0].__package__ + ".request_model").gateway_body_check
+        for module in modules:
             if self.quiet:
                 module.logger.setLevel(logging.ERROR)
             self._instances.put(module.handler)
@@ -521,6 +525,9 @@ class DevGateway:
             return self._gateway_response(FORBIDDEN)
         if entry.rate is not None and not self._bucket(entry).try_take():
             return self._gateway_response(THROTTLED)
+        refused = self._body_check(lower.get("content-type"), body)
+        if refused is not None:
+            return refused
         event = self._event(route, headers, body, source_ip, request_id, entry.key_id, value)
         handler = self._instances.get()  # a free warm "Lambda instance" (waits when all are busy)
         try:

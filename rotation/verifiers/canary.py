@@ -134,7 +134,11 @@ class CanaryVerifier:
 
 
 def _is_handler_rejection(resp: requests.Response) -> bool:
-    """True when the body is the mail API handler's ``{"error": {"reason": str, ...}}``."""
+    """True when the body is the mail API handler's ``{"error": {"reason": str, ...}}``. Gateway
+    responses use the same body shape but carry ``x-amzn-ErrorType`` (API Gateway sets it on every
+    response it makes itself; a Lambda proxy response does not), so they never count."""
+    if "x-amzn-ErrorType" in resp.headers:
+        return False
     try:
         body = resp.json()
     except ValueError:

@@ -48,12 +48,19 @@ def test_accepted_key_reaches_the_real_handler_which_sends_and_records(gateway, 
     assert mine[0]["request_id"]["S"] == r.headers["x-amzn-RequestId"]
 
 
-def test_header_name_is_case_insensitive_and_validation_errors_come_from_the_handler(gateway, keys):
+def test_header_name_is_case_insensitive_and_the_model_refuses_before_the_handler(gateway, keys):
+    from rotation.verifiers.canary import CANARY_BODY
+
     _, value = keys.make("standard")
     wait_cache()
-    r = post(gateway, value, body={}, header="X-API-Key")
+    r = post(gateway, value, body={}, header="X-API-Key")         # fails the API's request model
     assert r.status_code == 400
-    assert r.json()["error"]["reason"] == "missing_field"
+    assert r.json()["error"]["reason"] == "invalid_request_body"
+    assert r.headers["x-amzn-ErrorType"] == "BadRequestException"
+    r = requests.post(gateway.url, data=CANARY_BODY, timeout=10,  # fits the model; the handler refuses it
+                      headers={"X-API-Key": value, "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["reason"]
+    assert r.json()["error"]["reason"] != "invalid_request_body"
     assert "x-amzn-ErrorType" not in r.headers
 
 
@@ -206,7 +213,7 @@ def test_serve_main_attaches_to_an_endpoint_and_stops_on_sigterm(stack, keys, tm
         _, value = keys.make("premium")
         time.sleep(0.3)
         r = requests.post(url, json={}, headers={"x-api-key": value}, timeout=10)
-        assert r.status_code == 400 and r.json()["error"]["reason"] == "missing_field"
+        assert r.status_code == 400 and r.json()["error"]["reason"] == "invalid_request_body"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
         assert value not in proc.stdout.read() + proc.stderr.read()

@@ -12,6 +12,7 @@ import uuid
 
 import hvac
 import pytest
+
 from .conftest import MOUNT, PREFIX
 
 ROTATOR, AUDITOR = "mail-api-rotator", "mail-api-auditor"
