@@ -1,6 +1,7 @@
 """Runtime settings of the rotation jobs (pydantic-settings).
 
-Sources, highest precedence first (tested in ``tests/unit/rotation/test_units.py``):
+Sources, highest precedence first (tested by
+``test_settings_precedence_kwargs_over_env_over_dotenv_over_default``):
 
 1. keyword arguments to :class:`Settings` (what the CLI passes from its options);
 2. environment variables (the names below; the ``VAULT_*`` and ``AWS_*`` names are the ones the

@@ -14,8 +14,8 @@ Steps (docs/architecture.md, modelled on AWS Secrets Manager's create/set/test/f
    acknowledged and idle, see :mod:`rotation.engine.revocation`): disable and detach the old key;
    **delete** it after its retention period.
 
-The test step runs before distribution (the architecture sketch has it after): a key is proven
-to work before any consumer is handed it, so a failed test never leaves a consumer holding a key
+The test step runs before distribution (docs/architecture.md, "A rotation, step by step"): a
+key is proven to work before any consumer is handed it, so a failed test never leaves a consumer holding a key
 that is then deleted. A failure before promotion rolls back: targets that took the new key get
 the current one back, the new key is disabled and deleted, and ``current`` is untouched.
 

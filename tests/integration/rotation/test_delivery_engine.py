@@ -1,5 +1,6 @@
-"""Issue 5 on the engine side: revoke when acknowledged *and* idle (grace as the upper bound),
-quota carry-over, and tamper detection of wrapping tokens. Real OpenBao and moto, except
+"""Delivery on the engine side (docs/architecture.md, "Delivery to consuming apps"): revoke when
+acknowledged *and* idle (grace as the upper bound), quota carry-over, and tamper detection of
+wrapping tokens. Real OpenBao and moto, except
 GetUsage/UpdateUsage, which moto does not answer: those use botocore's Stubber."""
 
 from __future__ import annotations
