@@ -20,3 +20,17 @@ def _isolated_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "nonexistent-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "nonexistent-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture(scope="session")
+def worker_stack(tmp_path_factory):
+    """One embedded stack (OpenBao dev server + moto) per test worker for the whole session; tests
+    that need a clean one call ``reset()`` (moto's reset API; OpenBao mounts, auth methods and
+    policies removed) instead of starting new server processes."""
+    from rotation.dev.stack import EmbeddedStack
+
+    stack = EmbeddedStack(tmp_path_factory.mktemp("worker-stack")).start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
