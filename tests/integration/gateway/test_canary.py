@@ -165,13 +165,6 @@ def test_engine_with_canary_waits_out_the_gateway_cache_and_promotes(engine_env,
     assert gateway.request_count(cur.key_id) >= 1     # the canary reached the gateway with the new key
 
 
-def _engine_handles_misconfiguration() -> bool:
-    import rotation.engine.runner
-    return "CanaryMisconfigured" in open(rotation.engine.runner.__file__).read()
-
-
-@pytest.mark.xfail(not _engine_handles_misconfiguration(), strict=True,
-                   reason="the engine does not yet treat CanaryMisconfigured as 'no rollback' (lead's change)")
 def test_engine_does_not_roll_back_on_a_routing_error(engine_env, gateway):
     """CanaryMisconfigured: the rotation stays in flight (pending kept), the consumer is failed."""
     settings, tmp = engine_env
