@@ -151,7 +151,7 @@ def _app(proof: Proof, client: Any, consumer: str, url: str, rate: float, t_end:
             proof.add(Sample(sent_at, consumer, None, -1, type(exc).__name__))
             continue
         try:
-            r = session.post(url, data=body, timeout=5,
+            r = session.post(url, data=body, timeout=30,
                              headers={"x-api-key": key.value, "Content-Type": "application/json"})
             status, etype = r.status_code, r.headers.get("x-amzn-ErrorType", "")
         except requests.RequestException as exc:
@@ -284,13 +284,30 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
         mon.start()
 
         # the rotator: real CLI subprocesses
+        root = stack.root_client()
+
+        def mid_rotation(consumer: str) -> bool:
+            """The consumer's key record holds a pending key: the rotator is past its first step."""
+            try:
+                r = root.secrets.kv.v2.read_secret_version(path=f"mail-api/keys/{consumer}", mount_point="secret",
+                                                          raise_on_deleted_version=False)
+            except Exception:  # noqa: BLE001 - not written yet
+                return False
+            return bool((r["data"].get("data") or {}).get("pending"))
+
         def cli(kind: str, consumer: str | None, args: list[str], kill_after: float | None = None) -> Rotation:
+            """Run the CLI; with ``kill_after``, SIGKILL it ``kill_after`` seconds after the rotation
+            is journaled in Vault (an event, not a guess at how fast this machine starts Python)."""
             rot = Rotation(kind, consumer, time.time())
             proc = subprocess.Popen([sys.executable, "-m", "rotation.cli", *args], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     start_new_session=True, cwd=stack.workdir)
             procs.append(proc)
             try:
+                if kill_after is not None:
+                    deadline = time.time() + 90
+                    while proc.poll() is None and time.time() < deadline and not mid_rotation(consumer):
+                        time.sleep(0.05)
                 rot.output, _ = proc.communicate(timeout=kill_after if kill_after is not None else 90)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -320,7 +337,7 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
             kill = kills_left > 0 and (must or (n_rot >= len(names) and rnd.random() < 0.5))
             kind = "emergency" if emergency else "normal"
             args = ["rotate", name] + (["--emergency"] if emergency else [])
-            rot = cli(kind, name, args, kill_after=rnd.uniform(0.8, 3.0) if kill else None)
+            rot = cli(kind, name, args, kill_after=rnd.uniform(0.0, 1.0) if kill else None)
             n_rot += 1
             if rot.killed:
                 kills_left -= 1

