@@ -272,3 +272,17 @@ def test_login_token_is_renewed_on_a_timer_while_no_vault_call_happens(env, monk
         assert env.root().auth.token.lookup(first)["data"]["ttl"] > 0
     finally:
         store.close()
+
+
+def test_cached_key_client_stops_serving_a_destroyed_version(env):
+    from rotation.client.errors import KeyUnavailable
+    from rotation.client.keys import AppRoleAuth, KeyClient
+    env.engine().run()
+    role_id, secret_id = env.creds.consumer_roles["crm"]
+    client = KeyClient(env.stack.vault_addr, "crm", auth=AppRoleAuth(role_id, secret_id),
+                       mount=env.settings.vault_kv_mount, prefix=env.settings.vault_kv_prefix, refresh_interval=60.0)
+    assert client.current_key().serial == 1
+    _destroy_latest(env, "keys", "crm")
+    client._snap = (client._snap[0], 0.0)   # the refresh interval has passed (no sleeping)
+    with pytest.raises(KeyUnavailable, match="destroyed"):
+        client.current_key()
