@@ -1,7 +1,16 @@
 """The ``rotation`` command line.
 
-Exit codes: 0 success; 1 some consumer failed (or Vault/AWS unreachable); 2 usage or
-configuration error (nothing was changed). Output never contains a key value.
+Exit codes (``run``, ``rotate``; ``status`` uses 0 and 1, ``plan`` 0):
+
+* 0: success, every consumer done (or nothing was due);
+* 1: some consumer failed: rolled back, lost its lease mid-rotation, its Vault record is deleted
+  or destroyed, or Vault/AWS unreachable;
+* 2: usage or configuration error (nothing was changed);
+* 3: nothing failed, but some consumer was skipped because another runner holds its lease, or an
+  emergency rotation was recorded in Vault and is queued for the lease holder / the next run:
+  retry later (a scheduler should).
+
+Output never contains a key value.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from rotation.errors import RotationError, UnsupportedMount, UsageError
 from rotation.records import from_iso, utcnow
 from rotation.settings import Settings, load_settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED = 0, 1, 2, 3
 
 
 def _fail(message: str, code: int) -> click.exceptions.Exit:
@@ -72,11 +81,11 @@ def main(ctx: click.Context, consumers_path: str | None, verbose: bool) -> None:
     ctx.obj = _Ctx(consumers_path, verbose)
 
 
-def _age(iso: str | None) -> str:
+def _age(iso: str | None, now=None) -> str:
     t = from_iso(iso)
     if not t:
         return "-"
-    return _fmt(utcnow() - t)
+    return _fmt((now or utcnow()) - t)
 
 
 def _fmt(td: timedelta) -> str:
@@ -98,10 +107,18 @@ def _fmt(td: timedelta) -> str:
 def status(obj: _Ctx, as_json: bool) -> None:
     """Table of consumers: current key, age, next due, any rotation in flight."""
     settings, consumers = obj.load()
-    engine = obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO()))
+    with obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO())) as engine:
+        now = engine.clock()             # Vault's time, not this host's
+        decisions = engine.decisions()
     rows = []
-    now = utcnow()
-    for c, state, journal, d in engine.decisions():
+    blocked = False
+    for c, state, journal, d in decisions:
+        if d.rotate == "blocked":        # a deleted/destroyed record: never shown as "never set up"
+            blocked = True
+            rows.append({"consumer": c.name, "tier": c.tier, "current": None, "key_id": None, "fingerprint": None,
+                         "age": "-", "next_due": "-", "previous": "-", "retired": "-",
+                         "in_flight": "-", "last": f"BLOCKED: {d.reason}"})
+            continue
         cur = state.current
         promoted = from_iso(cur.promoted_at) if cur else None
         in_flight = "-"
@@ -113,16 +130,19 @@ def status(obj: _Ctx, as_json: bool) -> None:
             "consumer": c.name, "tier": c.tier,
             "current": cur.serial if cur else None, "key_id": cur.key_id if cur else None,
             "fingerprint": cur.fingerprint if cur else None,
-            "age": _age(cur.promoted_at) if cur else "-",
+            "age": _age(cur.promoted_at, now) if cur else "-",
             "next_due": _fmt(promoted + c.max_age - now) if promoted else "now",
             "previous": (f"{state.previous.serial} (revoke in {_fmt(promoted + c.grace_period - now)})"
                          if state.previous and promoted else "-"),
             "retired": len(state.retired), "in_flight": in_flight,
-            "last": (journal.last_outcome or {}).get("outcome", "-"),
+            "last": (journal.last_outcome or {}).get("outcome", "-")
+                    + (" (emergency queued)" if journal.emergency_request else ""),
         })
     if as_json:
         for r in rows:
             click.echo(json.dumps(r))
+        if blocked:
+            raise click.exceptions.Exit(EXIT_FAILED)
         return
     cols = ["consumer", "tier", "current", "key_id", "age", "next_due", "previous", "retired", "in_flight", "last"]
     table = [[str(r[k]) if r[k] is not None else "-" for k in cols] for r in rows]
@@ -130,6 +150,8 @@ def status(obj: _Ctx, as_json: bool) -> None:
     click.echo("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
     for row in table:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    if blocked:
+        raise click.exceptions.Exit(EXIT_FAILED)
 
 
 @main.command()
@@ -140,8 +162,9 @@ def plan(obj: _Ctx, emergency: tuple[str, ...], force: tuple[str, ...]) -> None:
     """Show what `run` would do, call by call. Changes nothing."""
     settings, consumers = obj.load()
     _check_names(consumers, emergency + force)
-    engine = obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO()))
-    for c, _state, _journal, d in engine.decisions(force=force, emergency=emergency):
+    with obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO())) as engine:
+        decisions = engine.decisions(force=force, emergency=emergency)
+    for c, _state, _journal, d in decisions:
         click.echo(f"{c.name}: {d.rotate if d.rotate != 'none' else 'nothing to rotate'} - {d.reason}")
         for call in calls_for(d, c):
             click.echo(f"    {call}")
@@ -159,15 +182,16 @@ def _run(obj: _Ctx, *, only=None, force=(), emergency=()) -> int:
     settings, consumers = obj.load()
     if only:
         _check_names(consumers, only)
-    engine = obj.engine(settings, consumers)
-    summary = engine.run(only=only, force=force, emergency=emergency)
+    with obj.engine(settings, consumers) as engine:
+        summary = engine.run(only=only, force=force, emergency=emergency)
     publish_run_metrics(settings, consumers, summary)
     for o in summary.outcomes:
         extra = f" serial={o.serial}" if o.serial is not None else ""
         click.echo(f"{o.consumer}: {o.action} {o.outcome}{extra} - {REDACTOR.scrub(o.detail)}")
     failed = len(summary.failed)
     n = len(summary.outcomes)
-    click.echo(f"{n} consumer{'' if n == 1 else 's'}, {failed} failed")
+    deferred = f", {len(summary.deferred)} locked or queued (exit 3: retry)" if summary.deferred else ""
+    click.echo(f"{n} consumer{'' if n == 1 else 's'}, {failed} failed{deferred}")
     return summary.exit_code
 
 
@@ -183,7 +207,8 @@ def run(obj: _Ctx) -> None:
 @click.option("--emergency", is_flag=True, help="The key leaked: rotate now and revoke the old key at once.")
 @click.pass_obj
 def rotate(obj: _Ctx, consumer: str, emergency: bool) -> None:
-    """Rotate one CONSUMER now."""
+    """Rotate one CONSUMER now. With --emergency the request is recorded in Vault first; if
+    another runner holds the lease it is queued for that runner (exit 3), never dropped."""
     code = _run(obj, only=[consumer], force=[consumer], emergency=[consumer] if emergency else [])
     raise click.exceptions.Exit(code)
 

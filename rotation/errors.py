@@ -9,6 +9,8 @@
     │   ├── VaultPermissionDenied 403: the token's policies refuse it (or the token expired)
     │   ├── CasConflict           a check-and-set write lost a race (failure case V1): re-read, never clobber
     │   ├── LockHeld              another runner holds the consumer's rotation lease
+    │   ├── LeaseLost             our lease expired or was taken over: fenced, no further side effect
+    │   ├── RecordGone            the latest version of a record is deleted or destroyed (not absent)
     │   └── UnsupportedMount      the KV mount is not KV v2 (failure case V3)
     ├── AwsError                  an AWS control-plane call failed (after retries)
     ├── PushError                 a push target failed to take the new key
@@ -34,8 +36,10 @@ __all__ = [
     "CasConflict",
     "ConfigError",
     "EmptyKeyValue",
+    "LeaseLost",
     "LockHeld",
     "PushError",
+    "RecordGone",
     "RotationError",
     "UnsupportedMount",
     "UsageError",
@@ -77,6 +81,25 @@ class CasConflict(VaultError):
 
 class LockHeld(VaultError):
     """Another runner holds this consumer's rotation lease and it has not expired."""
+
+
+class LeaseLost(CasConflict):
+    """Our lease is no longer ours: it ran out on the shared clock (we stalled) or another runner
+    took it over. Raised by the fence before a side effect, so nothing more is done under it."""
+
+
+class RecordGone(VaultError):
+    """The latest version of a KV v2 record exists but its data is gone: ``state`` is
+    ``"deleted"`` (soft-deleted, ``deletion_time`` set; ``bao kv undelete`` restores it) or
+    ``"destroyed"`` (``destroyed: true``; the data cannot be restored). ``version`` is that
+    version. Never treated as "absent": that would forget live keys (KV v2 metadata,
+    https://openbao.org/api-docs/secret/kv/kv-v2/#read-secret-metadata)."""
+
+    def __init__(self, message: str, *, path: str, state: str, version: int):
+        super().__init__(message)
+        self.path = path
+        self.state = state
+        self.version = version
 
 
 class UnsupportedMount(VaultError):

@@ -160,6 +160,11 @@ class RotationRecord:
     traffic: dict[str, dict[str, Any]] = field(default_factory=dict)  # key id -> {"count", "since"}
     handled_reports: list[str] = field(default_factory=list)          # fingerprints of unwrap reports seen
     reissue_required: bool = False   # tamper seen: an emergency rotation is owed until one is promoted
+    #: a durable emergency request (``rotate --emergency``), written before anything else, even while
+    #: another runner holds the lease: ``{"id", "at", "by", "asked_serial"}``. Whoever holds the
+    #: lease next carries it out (a key newer than ``asked_serial`` promoted and every key up to
+    #: ``asked_serial`` disabled) and clears it in the same write.
+    emergency_request: dict[str, Any] = field(default_factory=dict)
     version: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,7 +179,17 @@ class RotationRecord:
         return cls(**{k: v for k, v in d.items() if k in known}, version=version)
 
     def held_by_other(self, owner: str, now: float) -> bool:
+        """Another owner's lease is live at ``now`` (epoch seconds on the clock every runner
+        shares: Vault's, see :class:`rotation.backends.vault.VaultClock`)."""
         return bool(self.owner) and self.owner != owner and self.lease_expires_at > now
+
+    @property
+    def asked_serial(self) -> int | None:
+        """The serial current when the pending emergency request was made, or None."""
+        try:
+            return int(self.emergency_request["asked_serial"]) if self.emergency_request else None
+        except (KeyError, TypeError, ValueError):
+            return 0   # a malformed request still means "rotate": never ignore an emergency
 
     def evolve(self, **changes) -> RotationRecord:
         return replace(self, **changes)

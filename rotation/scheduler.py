@@ -1,9 +1,12 @@
-"""The rotation daemon: runs the job on a jittered interval with the ``schedule`` library.
+"""The rotation daemon: runs the job on a jittered interval, timed by a monotonic clock.
 
 * Each run is isolated: an exception is logged and counted, and the next run stays scheduled
-  (``schedule`` leaves exceptions to the caller; failure case S1).
-* Jitter: each interval is drawn from ``[every, every + jitter]`` seconds (``every(a).to(b)``),
-  so many daemons do not hit Vault and AWS in lockstep.
+  (failure case S1).
+* Timing uses ``time.monotonic`` (injectable), never the wall clock: a wall clock stepped back
+  (NTP, a VM resumed) would otherwise push the next run into the future while the heartbeat
+  stays fresh (the ``schedule`` library computes its next run from ``datetime.now()``).
+* Jitter: each interval is drawn from ``[every, every + jitter]`` seconds, so many daemons do
+  not hit Vault and AWS in lockstep.
 * Graceful stop on SIGTERM/SIGINT: the run in progress finishes, then the loop exits.
 * Heartbeat: after every loop tick the heartbeat file's content is a JSON object
   ``{"ts", "runs", "failures", "last_exit_code"}``, so a liveness probe can check its age.
@@ -14,14 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import schedule
 
 __all__ = ["Daemon", "DaemonStats"]
 
@@ -39,7 +41,11 @@ class Daemon:
     """Run ``job`` (returns an exit code) every ``every_seconds`` + up to ``jitter_seconds``."""
 
     def __init__(self, job: Callable[[], int], *, every_seconds: int, jitter_seconds: int = 0,
-                 heartbeat_file: str | Path | None = None, tick_seconds: float = 1.0):
+                 heartbeat_file: str | Path | None = None, tick_seconds: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 wait: Callable[[float], bool] | None = None, rng: random.Random | None = None):
+        """``monotonic``: the clock runs are timed by; ``wait(seconds)``: sleeps, returns True
+        when a stop was requested (default: the stop event's wait). Both injectable for tests."""
         if every_seconds < 1 or jitter_seconds < 0:
             raise ValueError("every_seconds must be >= 1 and jitter_seconds >= 0")
         self.job = job
@@ -47,11 +53,15 @@ class Daemon:
         self.stop_event = threading.Event()
         self.heartbeat_file = Path(heartbeat_file) if heartbeat_file else None
         self.tick = tick_seconds
-        self.scheduler = schedule.Scheduler()
-        every = self.scheduler.every(every_seconds)
-        if jitter_seconds:
-            every = every.to(every_seconds + jitter_seconds)
-        every.seconds.do(self._safe_run)
+        self.every = every_seconds
+        self.jitter = jitter_seconds
+        self.monotonic = monotonic
+        self.wait = wait or self.stop_event.wait
+        self.rng = rng or random.Random()   # jitter, not a secret
+        self.next_run = self.monotonic() + self._interval()
+
+    def _interval(self) -> float:
+        return self.every + (self.rng.uniform(0, self.jitter) if self.jitter else 0.0)
 
     def _safe_run(self) -> None:
         self.stats.runs += 1
@@ -83,10 +93,14 @@ class Daemon:
             signal.signal(signal.SIGINT, self.request_stop)
         if run_first:
             self._safe_run()
+            self.next_run = self.monotonic() + self._interval()
         while not self.stop_event.is_set():
-            self.scheduler.run_pending()
+            if self.monotonic() >= self.next_run:
+                self._safe_run()
+                self.next_run = self.monotonic() + self._interval()
             self._beat()
-            self.stop_event.wait(self.tick)
+            if self.wait(max(0.0, min(self.tick, self.next_run - self.monotonic()))):
+                break
         self._beat()
         log.info("daemon stopped after %d runs (%d failed)", self.stats.runs, self.stats.failures)
         return self.stats

@@ -64,14 +64,21 @@ def make_targets(c: Consumer, vault: VaultStore, settings: Settings) -> list[Pus
 
 def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLog | None = None,
                  check_mount: bool = True, **engine_kwargs) -> Engine:
-    """Log in to Vault, check the KV mount (refuses KV v1), and build the engine.
+    """Log in to Vault, check the KV mount (refuses KV v1), and build the engine. The Vault
+    token is renewed on a background timer from here on; ``engine.close()`` (or ``with engine:``)
+    stops it and revokes a token obtained by login.
 
     Raises :class:`~rotation.errors.VaultError` / :class:`~rotation.errors.UnsupportedMount`.
     """
     vault = VaultStore(settings)
-    if check_mount:
-        for warning in vault.check_mount():
-            log.warning("%s", warning)
+    try:
+        if check_mount:
+            for warning in vault.check_mount():
+                log.warning("%s", warning)
+    except BaseException:
+        vault.close()
+        raise
+    vault.start_renewal()
     apigw = ApiGatewayKeys(settings)
     audit = audit or AuditLog(settings.audit_log)
     engine_kwargs.setdefault("targets_for", lambda c: make_targets(c, vault, settings))

@@ -1,6 +1,10 @@
 """KV v2 access for the rotation jobs: check-and-set writes, the per-consumer lease, staging
 labels, authentication and token renewal. The one module where hvac errors become ours.
 
+Time: leases are judged on Vault's clock (:class:`VaultClock`: the ``Date`` header of Vault's
+answers, carried forward with a monotonic clock), never on the runner's wall clock, so two runners
+with skewed clocks agree on when a lease runs out.
+
 Every write is a check-and-set (CAS) write with the version that was read: a lost race raises
 :class:`~rotation.errors.CasConflict` and never clobbers the newer version (failure cases V1, V2).
 The mount must be KV version 2 (V3); mount and path are separate settings (V4). The token is
@@ -16,7 +20,10 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +35,7 @@ from rotation.errors import (
     CasConflict,
     EmptyKeyValue,
     LockHeld,
+    RecordGone,
     UnsupportedMount,
     VaultError,
     VaultPermissionDenied,
@@ -35,12 +43,63 @@ from rotation.errors import (
 from rotation.records import KeyState, RotationRecord
 from rotation.settings import Settings
 
-__all__ = ["VaultStore"]
+__all__ = ["VaultClock", "VaultStore", "token_lifetime"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RENEW_FRACTION = 1 / 3  # renew when less than a third of the TTL is left
+_TIMER_FRACTION = 1 / 2  # the background renewer renews once half the TTL is gone
+
+
+def token_lifetime(lookup: dict[str, Any]) -> float | None:
+    """Seconds a token has left, from ``auth/token/lookup-self`` data; ``None`` when it never
+    expires. Only a token without ``expire_time`` and without ``ttl`` never expires (a root
+    token); ``ttl: 0`` with an ``expire_time`` is a token that has run out
+    (https://openbao.org/api-docs/auth/token/#lookup-a-token-self)."""
+    ttl = float(lookup.get("ttl") or 0)
+    if not lookup.get("expire_time") and ttl <= 0:
+        return None
+    return max(ttl, 0.0)
+
+
+class VaultClock:
+    """Vault's time, which every runner shares: epoch seconds from the ``Date`` header of the
+    latest Vault answer (RFC 9110 section 6.6.1, one-second resolution), carried forward between
+    answers with ``monotonic`` so a step of the local wall clock never moves it. Re-anchored
+    only when the carried-forward value leaves the second the header names."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic):
+        self._monotonic = monotonic
+        self._anchor: tuple[float, float] | None = None   # (vault epoch seconds, monotonic)
+        self._lock = threading.Lock()
+
+    def observe(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        """A requests response hook: read the answer's ``Date`` header."""
+        date = getattr(response, "headers", {}).get("Date")
+        if not date:
+            return
+        try:
+            ts = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            return
+        with self._lock:
+            m = self._monotonic()
+            if self._anchor is not None:
+                carried = self._anchor[0] + (m - self._anchor[1])
+                if ts <= carried <= ts + 1.0:
+                    return
+            self._anchor = (ts + 0.5, m)
+
+    @property
+    def anchored(self) -> bool:
+        return self._anchor is not None
+
+    def __call__(self) -> float:
+        with self._lock:
+            if self._anchor is None:
+                raise VaultError("Vault's time is not known yet: no answer from Vault so far")
+            return self._anchor[0] + (self._monotonic() - self._anchor[1])
 
 
 class VaultStore:
@@ -60,9 +119,29 @@ class VaultStore:
             timeout=settings.vault_timeout_seconds,
         )
         self._lock = threading.RLock()
-        self._token_expires_at: float | None = None  # None = not renewable / unknown
+        self._token_expires_at: float | None = None  # None = never expires / unknown
         self._token_ttl: float = 0.0
+        self._renewable = False
+        self._logged_in = False          # the token came from a login (ours to revoke), not VAULT_TOKEN
+        self._stop_renewal = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self.renewals = 0                # background renewals done (observability, tests)
+        self.renewed = threading.Condition()
+        self.vault_clock = VaultClock()
+        hooks = self.client.adapter.session.hooks.setdefault("response", [])
+        hooks.append(self.vault_clock.observe)
         self.login()
+
+    # -- time -----------------------------------------------------------------------------------
+    def now(self) -> float:
+        """Vault's time in epoch seconds (:class:`VaultClock`); asks Vault once if no answer was seen."""
+        if not self.vault_clock.anchored:
+            self._call("lookup-self", "auth/token/lookup-self", self.client.auth.token.lookup_self)
+        return self.vault_clock()
+
+    def utcnow(self) -> datetime:
+        """Vault's time as an aware UTC datetime: the engine's default clock."""
+        return datetime.fromtimestamp(self.now(), UTC)
 
     # -- authentication -------------------------------------------------------------------------
     def login(self) -> None:
@@ -71,6 +150,7 @@ class VaultStore:
         with self._lock, vault_errors("login", s.vault_auth_method):
             if s.vault_auth_method == "token":
                 self.client.token = s.vault_token.get_secret_value()
+                self._logged_in = False
             elif s.vault_auth_method == "approle":
                 self.client.auth.approle.login(
                     role_id=s.vault_role_id, secret_id=s.vault_secret_id.get_secret_value(),
@@ -81,37 +161,84 @@ class VaultStore:
                 self.client.auth.kubernetes.login(
                     role=s.vault_kubernetes_role, jwt=jwt, mount_point=s.vault_kubernetes_mount, use_token=True,
                 )
+            if s.vault_auth_method != "token":
+                self._logged_in = True
             self._refresh_ttl()
 
     def _refresh_ttl(self) -> None:
         data = self.client.auth.token.lookup_self()["data"]
-        ttl = float(data.get("ttl") or 0)
-        if ttl > 0 and data.get("renewable"):
-            self._token_ttl = float(data.get("creation_ttl") or ttl)
-            self._token_expires_at = time.monotonic() + ttl
-        elif ttl > 0:
-            self._token_ttl = ttl
-            self._token_expires_at = time.monotonic() + ttl
-            self._renewable = False
-        else:
-            self._token_expires_at = None  # root/periodic-less tokens without TTL
+        left = token_lifetime(data)
         self._renewable = bool(data.get("renewable"))
+        if left is None:
+            self._token_expires_at = None  # a root token: no expiry
+            return
+        self._token_ttl = float(data.get("creation_ttl") or left) if self._renewable else left
+        self._token_expires_at = time.monotonic() + left
 
-    def ensure_token(self) -> None:
-        """Renew the token with renew-self when less than a third of its TTL is left; log in
+    def start_renewal(self) -> None:
+        """Renew the token on a background timer (once half its TTL is gone), so a stretch of
+        slow AWS calls never lets it run out between Vault calls. Stopped by :meth:`close`."""
+        if self._renewer is not None or self._token_expires_at is None:
+            return
+        self._renewer = threading.Thread(target=self._renew_loop, name="vault-token-renewer", daemon=True)
+        self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        while not self._stop_renewal.is_set():
+            with self._lock:
+                expires, ttl = self._token_expires_at, self._token_ttl
+            if expires is None:
+                return
+            wait = (expires - time.monotonic()) - ttl * (1 - _TIMER_FRACTION)
+            if wait > 0 and self._stop_renewal.wait(wait):
+                return
+            try:
+                self.ensure_token(fraction=_TIMER_FRACTION)
+            except VaultError as exc:
+                log.warning("background token renewal failed (%s); retrying", type(exc).__name__)
+            else:
+                with self.renewed:
+                    self.renewals += 1
+                    self.renewed.notify_all()
+            if self._stop_renewal.wait(min(5.0, max(ttl / 10, 0.5))):   # never a tight loop
+                return
+
+    def close(self) -> None:
+        """End of the run: stop the renewer and revoke the token this process obtained by login
+        (``auth/token/revoke-self``). A user-supplied ``VAULT_TOKEN`` is never revoked."""
+        self._stop_renewal.set()
+        if self._renewer is not None:
+            self._renewer.join(10)
+        with self._lock:
+            if not self._logged_in or not self.client.token:
+                return
+            try:
+                with vault_errors("revoke-self", "auth/token/revoke-self"):
+                    self.client.auth.token.revoke_self()
+            except VaultError as exc:
+                log.warning("could not revoke the run's Vault token: %s", exc)
+            self.client.token = None
+            self._logged_in = False
+            self._token_expires_at = None
+
+    def ensure_token(self, *, fraction: float = _RENEW_FRACTION) -> None:
+        """Renew the token with renew-self when less than ``fraction`` of its TTL is left; log in
         again when it cannot be renewed (failure case V5)."""
         with self._lock:
             if self._token_expires_at is None:
                 return
             left = self._token_expires_at - time.monotonic()
-            if left > self._token_ttl * _RENEW_FRACTION:
+            if left > self._token_ttl * fraction:
                 return
             if self._renewable and left > 1:
                 try:
                     with vault_errors("renew-self"):
                         self.client.auth.token.renew_self()
                         self._refresh_ttl()
-                    return
+                    now_left = (self._token_expires_at or float("inf")) - time.monotonic()
+                    if now_left > left + 1 or self.settings.vault_auth_method == "token":
+                        return
+                    log.info("token renewal capped by its max TTL; logging in again")
                 except VaultError:
                     log.info("token renewal failed; logging in again")
             if self.settings.vault_auth_method == "token" and left <= 0:
@@ -170,23 +297,49 @@ class VaultStore:
     def _read(self, path: str, *, deleted_ok: bool = False) -> tuple[dict[str, Any] | None, int]:
         """Read the latest version of ``path``: ``(data, version)``; ``(None, 0)`` when absent.
 
-        A latest version that was deleted (``data`` null, version > 0) raises :class:`VaultError`
-        unless ``deleted_ok``: treating it as "no key" would make the engine forget live keys."""
+        "Absent" (no metadata, or no version yet) is told apart from a latest version that is
+        soft-deleted (``deletion_time`` set) or destroyed (``destroyed: true``) by the path's KV v2
+        metadata; those raise :class:`RecordGone` unless ``deleted_ok`` (then ``(None, version)``):
+        treating them as "no key" would make the engine forget live keys."""
         def read():
             try:
                 r = self.client.secrets.kv.v2.read_secret_version(
-                    path=path, mount_point=self.mount, raise_on_deleted_version=False)
+                    path=path, mount_point=self.mount, raise_on_deleted_version=True)
             except hexc.InvalidPath:
-                return None, 0  # a 404 means "version 0" (failure case V2)
+                return self._gone(path)  # absent (failure case V2), deleted or destroyed
             meta = r["data"].get("metadata") or {}
-            data, version = r["data"].get("data"), int(meta.get("version") or 0)
-            if data is None and version > 0 and not deleted_ok:
-                raise VaultError(f"{self.mount}/data/{path}: its latest version ({version}) is deleted; "
-                                 f"restore it (bao kv undelete -mount={self.mount} -versions={version} {path}) "
-                                 "before rotating this consumer")
-            return data, version
+            return r["data"].get("data"), int(meta.get("version") or 0)
 
-        return self._call("read", f"{self.mount}/data/{path}", read)
+        data, version = self._call("read", f"{self.mount}/data/{path}", read)
+        if isinstance(data, RecordGone):
+            if deleted_ok:
+                return None, data.version
+            raise data
+        return data, version
+
+    def _gone(self, path: str) -> tuple[RecordGone | None, int]:
+        """After a 404 on the data: ``(None, 0)`` when the path is absent, else a :class:`RecordGone`
+        naming the latest version's state (from ``read_secret_metadata``)."""
+        try:
+            meta = self.client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=self.mount)["data"]
+        except hexc.InvalidPath:
+            return None, 0
+        version = int(meta.get("current_version") or 0)
+        if version == 0:
+            return None, 0          # metadata written before any version: nothing was ever stored
+        info = (meta.get("versions") or {}).get(str(version)) or {}
+        where = f"{self.mount}/data/{path}"
+        if info.get("destroyed") or not info:
+            gone = RecordGone(
+                f"{where}: its latest version ({version}) is destroyed and cannot be restored; nothing was "
+                f"changed. Write a new version on purpose (bao kv put -mount={self.mount} -cas={version} {path} "
+                "...) once you know what it must hold", path=where, state="destroyed", version=version)
+        else:
+            gone = RecordGone(
+                f"{where}: its latest version ({version}) is deleted; nothing was changed. Restore it "
+                f"(bao kv undelete -mount={self.mount} -versions={version} {path}) before rotating this consumer",
+                path=where, state="deleted", version=version)
+        return gone, version
 
     def _write(self, path: str, data: dict[str, Any], cas: int) -> int:
         def write():
@@ -251,32 +404,94 @@ class VaultStore:
         return rec.evolve(version=version)
 
     def acquire_lease(self, consumer: str, owner: str, ttl_seconds: float,
-                      rec: RotationRecord | None = None) -> RotationRecord:
+                      rec: RotationRecord | None = None, *, now: float | None = None) -> RotationRecord:
         """Take the consumer's rotation lease, or take over a stale one. ``rec``: the record as
-        just read (saves a read; if it is stale, the CAS write fails and that is a lost race).
+        just read (saves a read; if it is stale, it is read again once). ``now``: epoch seconds
+        on the shared clock (default: Vault's, :meth:`now`), never the runner's wall clock.
 
         Raises :class:`LockHeld` when another owner's lease has not expired, or when another
         runner won the CAS race for it.
         """
-        now = time.time()
+        now = self.now() if now is None else now
         rec = rec if rec is not None else self.read_rotation(consumer)
-        if rec.held_by_other(owner, now):
-            raise LockHeld(f"{consumer}: rotation lease held by {rec.owner} for another "
-                           f"{rec.lease_expires_at - now:.0f}s")
-        try:
-            return self.write_rotation(consumer, rec.evolve(owner=owner, lease_expires_at=now + ttl_seconds))
-        except CasConflict:
-            raise LockHeld(f"{consumer}: another runner took the rotation lease first") from None
+        for attempt in range(2):
+            if rec.held_by_other(owner, now):
+                raise LockHeld(f"{consumer}: rotation lease held by {rec.owner} for another "
+                               f"{rec.lease_expires_at - now:.0f}s")
+            try:
+                return self.write_rotation(consumer, rec.evolve(owner=owner, lease_expires_at=now + ttl_seconds))
+            except CasConflict:
+                if attempt:
+                    break
+                rec = self.read_rotation(consumer)   # e.g. an emergency request was just recorded
+        raise LockHeld(f"{consumer}: another runner took the rotation lease first")
 
-    def renew_lease(self, consumer: str, rec: RotationRecord, ttl_seconds: float, **changes) -> RotationRecord:
-        """Extend our lease and record journal ``changes`` in one CAS write.
+    def renew_lease(self, consumer: str, rec: RotationRecord, ttl_seconds: float, *, now: float | None = None,
+                    **changes) -> RotationRecord:
+        """Extend our lease and record journal ``changes`` in one CAS write; ``now`` as for
+        :meth:`acquire_lease`.
 
-        Raises :class:`CasConflict` if someone else wrote the record (we lost the lease).
+        Raises :class:`CasConflict` if someone else took the record (we lost the lease); a write
+        that only recorded an emergency request meanwhile is merged (see :meth:`_write_own`).
         """
-        return self.write_rotation(consumer, rec.evolve(lease_expires_at=time.time() + ttl_seconds, **changes))
+        now = self.now() if now is None else now
+        return self._write_own(consumer, rec, rec.evolve(lease_expires_at=now + ttl_seconds, **changes))
 
     def release_lease(self, consumer: str, rec: RotationRecord, **changes) -> RotationRecord:
-        return self.write_rotation(consumer, rec.evolve(owner=None, lease_expires_at=0.0, **changes))
+        return self._write_own(consumer, rec, rec.evolve(owner=None, lease_expires_at=0.0, **changes))
+
+    def _write_own(self, consumer: str, rec: RotationRecord, new: RotationRecord) -> RotationRecord:
+        """CAS-write ``new`` over ``rec`` (the record under our lease). On a conflict, read again:
+
+        * the record already *is* ``new``: our own earlier write went through although its answer
+          was lost; a race against ourselves is not a lost lease;
+        * only ``emergency_request`` changed: a requester recorded an emergency (it may write
+          without the lease); write again on top of it, keeping the newer request;
+        * anything else: another runner took the lease, :class:`CasConflict`.
+        """
+        try:
+            return self.write_rotation(consumer, new)
+        except CasConflict:
+            fresh = self.read_rotation(consumer)
+            if fresh.to_dict() == new.to_dict():
+                return fresh
+            if fresh.evolve(emergency_request=rec.emergency_request, version=rec.version) != rec:
+                raise
+            request = new.emergency_request
+            if new.emergency_request == rec.emergency_request or fresh.emergency_request.get("id") != \
+                    rec.emergency_request.get("id"):
+                request = fresh.emergency_request   # never drop a request we have not seen
+            return self.write_rotation(consumer, new.evolve(emergency_request=request, version=fresh.version))
+
+    def refresh_own(self, consumer: str, rec: RotationRecord) -> RotationRecord:
+        """Read the record under our lease again: the fresh record when at most its
+        ``emergency_request`` changed (a requester wrote it), :class:`CasConflict` when another
+        runner took the lease."""
+        fresh = self.read_rotation(consumer)
+        if fresh.version == rec.version:
+            return rec
+        if fresh.evolve(emergency_request=rec.emergency_request, version=rec.version) != rec:
+            raise CasConflict(f"{consumer}: the rotation lease was taken over")
+        return fresh
+
+    def request_emergency(self, consumer: str, *, by: str, asked_serial: int, now: float | None = None
+                          ) -> dict[str, Any]:
+        """Record an emergency rotation request for ``consumer`` in its rotation record (CAS,
+        retried on a lost race), before anything else happens, whoever holds the lease. A pending
+        request is widened (``asked_serial`` is the highest asked). Returns the request as stored."""
+        now = self.now() if now is None else now
+        for _ in range(10):
+            rec = self.read_rotation(consumer)
+            request = {"id": uuid.uuid4().hex, "by": by,   # a new id: a holder clears only what it saw
+                       "at": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+                       "asked_serial": max(asked_serial, rec.asked_serial or 0)}
+            try:
+                self.write_rotation(consumer, rec.evolve(emergency_request=request))
+                return request
+            except CasConflict:
+                continue
+        raise CasConflict(f"{consumer}: could not record the emergency request (the rotation record keeps "
+                          "changing); try again")
 
     # -- consumers' side ------------------------------------------------------------------------
     def read_ack(self, consumer: str) -> dict[str, Any] | None:

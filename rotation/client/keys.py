@@ -103,6 +103,19 @@ class ApiKey:
         return "sha256:" + hashlib.sha256(self.value.encode()).hexdigest()[:12]
 
 
+def _deleted(deletion_time: Any) -> bool:
+    """A KV v2 ``deletion_time`` that has passed (it may be set in the future by
+    ``delete_version_after``; an empty string means not deleted)."""
+    if not isinstance(deletion_time, str) or not deletion_time:
+        return False
+    try:
+        head, _, frac = deletion_time.rstrip("Z").partition(".")
+        when = datetime.fromisoformat(head + ("." + frac[:6] if frac else "")).replace(tzinfo=UTC)
+    except ValueError:
+        return True   # unparseable: fail closed
+    return when <= datetime.now(UTC)
+
+
 def _validated(record: Any, where: str) -> ApiKey:
     """Build an :class:`ApiKey` from a KeyRecord dict, or raise :class:`KeyUnavailable`."""
     if not isinstance(record, Mapping):
@@ -392,6 +405,12 @@ class KeyClient:
             else:
                 meta = self._read_metadata()
                 version = int(meta.get("current_version") or 0)
+                info = (meta.get("versions") or {}).get(str(version)) or {}
+                if version > 0 and (info.get("destroyed") or _deleted(info.get("deletion_time"))):
+                    # never keep serving a version Vault no longer vouches for (KV v2 metadata
+                    # ``destroyed`` / ``deletion_time``, https://openbao.org/api-docs/secret/kv/kv-v2/)
+                    raise KeyUnavailable(f"{self.mount}/data/{self.key_path}: its latest version ({version}) is "
+                                         f"{'destroyed' if info.get('destroyed') else 'deleted'}")
                 if cached is not None and version == self._version and version > 0:
                     self._fetched_at = now
                     self._failed = None

@@ -34,7 +34,9 @@ class RevocationSignals:
 
     def __init__(self, *, vault: VaultStore, audit: AuditLog, traffic: TrafficSignal | None,
                  targets_for: Callable[[Consumer], list[PushTarget]], usage_plan_id: Callable[[Consumer], str],
-                 clock: Callable[[], datetime], lease_ttl: float):
+                 clock: Callable[[], datetime], lease_ttl: float,
+                 renew: Callable[..., RotationRecord] | None = None,
+                 fence: Callable[[Consumer, RotationRecord], RotationRecord] | None = None):
         self.vault = vault
         self.audit = audit
         self.traffic = traffic
@@ -42,6 +44,9 @@ class RevocationSignals:
         self.usage_plan_id = usage_plan_id
         self.clock = clock
         self.lease_ttl = lease_ttl
+        # the engine's lease renewal (on its shared clock) and its fence before a side effect
+        self.renew = renew or (lambda name, rec, **ch: vault.renew_lease(name, rec, lease_ttl, **ch))
+        self.fence = fence or (lambda c, rec: rec)
 
     def acknowledged(self, c: Consumer, current: KeyRecord, journal: RotationRecord) -> bool:
         """The consumer uses ``current``: its app's ack in Vault names that serial (``app``), or
@@ -73,8 +78,7 @@ class RevocationSignals:
         if snap and snap.get("count") == count:
             idle_for = now - (from_iso(snap.get("since")) or now)
         else:
-            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl,
-                                             traffic={prev.key_id: {"count": count, "since": to_iso(now)}})
+            journal = self.renew(c.name, journal, traffic={prev.key_id: {"count": count, "since": to_iso(now)}})
             idle_for = None
         if idle_for is None or idle_for < c.quiet_period:
             return journal, False
@@ -153,11 +157,11 @@ class RevocationSignals:
                 cur = state.current
                 for t in self.targets_for(c):
                     if t.target_id.startswith("webhook:"):
+                        journal = self.fence(c, journal)
                         res = safe_push(t, Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "",
                                                           cur.value, cur.fingerprint))
                         self.audit.emit("reissue", "ok" if res.ok else "failed", consumer=c.name,
                                         target=t.target_id, serial=cur.serial)
         if reports:
-            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl,
-                                             handled_reports=handled[-5 * self.MAX_UNWRAP_REPORTS:])
+            journal = self.renew(c.name, journal, handled_reports=handled[-5 * self.MAX_UNWRAP_REPORTS:])
         return journal, tampered

@@ -22,6 +22,17 @@ the current one back, the new key is disabled and deleted, and ``current`` is un
 Every step is journaled with CAS before the next begins; a run killed anywhere resumes from the
 journal (or from what Vault and AWS show) and never leaves two pending keys, an enabled API key
 Vault does not know (the orphan sweep removes those), or a consumer without a working key.
+
+**Time and fencing.** Leases, grace periods and retention are judged on one clock every runner
+shares: Vault's (:class:`rotation.backends.vault.VaultClock`), unless a clock is injected. Every
+side effect (a push, an AWS write, a Vault write of the keys) is *fenced*: the lease is confirmed
+by a check-and-set renewal, and the lease must not have run out on that clock since, right before
+it; a runner that lost its lease does nothing more and reports ``lost_lease`` (a failure).
+
+**Emergency requests are durable.** ``run(emergency=...)`` first records the request in the
+consumer's rotation record (``emergency_request``, CAS), whoever holds the lease. Whoever holds
+the lease (this run, the holder when its step ends, or the next run) carries it out and clears
+it in the same write; a request that cannot be served now is reported ``queued`` (exit code 3).
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Self
 
 from rotation.audit import REDACTOR, AuditLog
 from rotation.backends.apigateway import TAG_CONSUMER, ApiGatewayKeys
@@ -46,8 +58,10 @@ from rotation.engine.revocation import RevocationSignals
 from rotation.errors import (
     CanaryMisconfigured,
     CasConflict,
+    LeaseLost,
     LockHeld,
     PushError,
+    RecordGone,
     RotationError,
     VaultError,
     VerificationFailed,
@@ -71,12 +85,18 @@ def generate_key_value(length: int = KEY_LENGTH) -> str:
 @dataclass
 class ConsumerOutcome:
     consumer: str
-    action: str            # none | bootstrap | rotate | emergency | resume | revoke
-    outcome: str           # ok | failed | rolled_back | skipped | locked | waiting | lost_lease
+    action: str            # none | bootstrap | rotate | emergency | resume | revoke | blocked
+    outcome: str           # ok | failed | rolled_back | skipped | locked | queued | waiting | lost_lease
     detail: str = ""
     serial: int | None = None
     rotation_id: str | None = None
     current_promoted_at: str | None = None   # after this run; feeds the key-age metrics
+
+
+#: outcomes that mean "not done": a failure (exit 1)
+FAILED_OUTCOMES = ("failed", "rolled_back", "lost_lease")
+#: outcomes that mean "not done yet, retry": another runner holds the lease (exit 3)
+DEFERRED_OUTCOMES = ("locked", "queued")
 
 
 @dataclass
@@ -85,11 +105,17 @@ class RunSummary:
 
     @property
     def failed(self) -> list[ConsumerOutcome]:
-        return [o for o in self.outcomes if o.outcome in ("failed", "rolled_back")]
+        return [o for o in self.outcomes if o.outcome in FAILED_OUTCOMES]
+
+    @property
+    def deferred(self) -> list[ConsumerOutcome]:
+        return [o for o in self.outcomes if o.outcome in DEFERRED_OUTCOMES]
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        """0 all done; 1 some consumer failed (rolled back, lost its lease); 3 none failed but
+        some were skipped because another runner holds the lease, or an emergency is queued."""
+        return 1 if self.failed else 3 if self.deferred else 0
 
 
 StepHook = Callable[[str, str], None]      # (consumer, step) -> None; may raise (tests: crash injection)
@@ -107,7 +133,7 @@ class Engine:
                  lease_ttl_seconds: float = 300, verify_timeout_seconds: float = 60,
                  targets_for: Callable[[Consumer], list[PushTarget]] | None = None,
                  after_step: StepHook | None = None, verifiers: Iterable[Verifier] = (),
-                 owner: str | None = None, clock: Callable[[], datetime] = utcnow,
+                 owner: str | None = None, clock: Callable[[], datetime] | None = None,
                  traffic: TrafficSignal | None = None, quota: QuotaCarrier | None = None):
         self.consumers = consumers
         self.vault = vault
@@ -119,35 +145,86 @@ class Engine:
         self.after_step = after_step or (lambda c, s: None)
         self.verifiers = list(verifiers)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.clock = clock
+        # the clock every runner shares (Vault's); a test injects a fake one
+        self.clock: Callable[[], datetime] = clock or getattr(vault, "utcnow", utcnow)
         self.traffic = traffic
         self.quota = quota
         self.signals = RevocationSignals(
-            vault=vault, audit=audit, traffic=traffic, targets_for=self.targets_for, clock=clock,
+            vault=vault, audit=audit, traffic=traffic, targets_for=self.targets_for, clock=self.clock,
             usage_plan_id=lambda c: apigw.resolve_usage_plan(consumers.usage_plans[c.tier]),
-            lease_ttl=lease_ttl_seconds)
+            lease_ttl=lease_ttl_seconds, renew=self._renew, fence=self._fence)
         self._managed_keys: list[dict] | None = None
         self._asked_serial: dict[str, int] = {}   # consumer -> current serial when a rotation was asked
 
+    # -- time, lease, fence ----------------------------------------------------------------------
+    def _now(self) -> float:
+        """Epoch seconds on the shared clock (leases are judged on it, never on the wall clock)."""
+        return self.clock().timestamp()
+
+    def _renew(self, consumer: str, journal: RotationRecord, **changes) -> RotationRecord:
+        """Renew our lease (CAS) with journal ``changes``; then the fence's clock check."""
+        journal = self.vault.renew_lease(consumer, journal, self.lease_ttl, now=self._now(), **changes)
+        return self._check_lease(consumer, journal)
+
+    def _check_lease(self, consumer: str, journal: RotationRecord) -> RotationRecord:
+        if journal.owner != self.owner or self._now() >= journal.lease_expires_at:
+            self.audit.emit("lease", "expired", consumer=consumer, vault_version=journal.version)
+            raise LeaseLost(f"{consumer}: our rotation lease ran out (this runner stalled past its "
+                            f"{self.lease_ttl:.0f}s lease); stopping before the next side effect")
+        return journal
+
+    def _fence(self, c: Consumer | str, journal: RotationRecord) -> RotationRecord:
+        """Right before a side effect: confirm the lease by a CAS renewal and check that it has
+        not run out on the shared clock. Raises :class:`LeaseLost` (or :class:`CasConflict` when
+        another runner took the record); returns the journal at its new version."""
+        name = c if isinstance(c, str) else c.name
+        return self._renew(name, self._check_lease(name, journal))
+
+    def _guard(self, c: Consumer, journal: RotationRecord) -> RotationRecord:
+        """A lighter fence before AWS calls in a loop: the clock check, and a CAS renewal once
+        less than half the lease is left."""
+        journal = self._check_lease(c.name, journal)
+        if journal.lease_expires_at - self._now() < self.lease_ttl / 2:
+            journal = self._renew(c.name, journal)
+        return journal
+
+    def close(self) -> None:
+        """End of the run: revoke the Vault token this process logged in with (not a VAULT_TOKEN)."""
+        close = getattr(self.vault, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- reading ---------------------------------------------------------------------------------
     def decisions(self, *, force: Iterable[str] = (), emergency: Iterable[str] = ()) -> list[tuple[Consumer, KeyState, RotationRecord, Decision]]:
-        """Read Vault (no writes) and decide for every consumer."""
+        """Read Vault (no writes) and decide for every consumer. A consumer whose record is
+        deleted or destroyed gets the decision ``blocked`` (its reason says which and the fix)."""
         force, emergency = set(force), set(emergency)
         out = []
         now = self.clock()
         for c in self.consumers.consumers:
-            state = self.vault.read_key_state(c.name)
-            journal = self.vault.read_rotation(c.name)
+            try:
+                state = self.vault.read_key_state(c.name)
+                journal = self.vault.read_rotation(c.name)
+            except RecordGone as exc:
+                out.append((c, KeyState(), RotationRecord(), Decision(c.name, "blocked", str(exc))))
+                continue
             out.append((c, state, journal, decide(c, state, journal, now, force=c.name in force,
-                                                   emergency=c.name in emergency, owner=self.owner,
-                                                   lease_now=time.time())))
+                                                   emergency=c.name in emergency or bool(journal.emergency_request),
+                                                   owner=self.owner, lease_now=now.timestamp())))
         return out
 
     # -- running ---------------------------------------------------------------------------------
     def run(self, *, only: Iterable[str] | None = None, force: Iterable[str] = (),
             emergency: Iterable[str] = ()) -> RunSummary:
         """Process every consumer (or ``only`` those): resume, rotate what is due, revoke and
-        delete what is past grace/retention. One consumer's failure never stops the others."""
+        delete what is past grace/retention, carry out recorded emergency requests. One
+        consumer's failure never stops the others. Emergency requests are recorded in Vault first."""
         only = set(only) if only is not None else None
         force, emergency = set(force), set(emergency)
         summary = RunSummary()
@@ -155,11 +232,30 @@ class Engine:
         # What "rotate now" means: a key newer than the one current when asked. Snapshot the
         # serials so a rotation completed meanwhile by another runner satisfies the request.
         self._asked_serial = {}
-        for name in (force | emergency) & (only if only is not None else force | emergency):
-            cur = self.vault.read_key_state(name).current
-            self._asked_serial[name] = cur.serial if cur else 0
+        self._requested = set()
+        failed_early: dict[str, ConsumerOutcome] = {}
+        for name in sorted((force | emergency) & (only if only is not None else force | emergency)):
+            try:
+                cur = self.vault.read_key_state(name).current
+                self._asked_serial[name] = cur.serial if cur else 0
+                if name in emergency:
+                    # durable before anything else: if this process dies now, the next run does it
+                    req = self.vault.request_emergency(name, by=self.owner, asked_serial=self._asked_serial[name],
+                                                       now=self._now())
+                    self._requested.add(name)
+                    self.audit.emit("emergency", "requested", consumer=name, request_id=req["id"],
+                                    asked_serial=req["asked_serial"])
+                    self.after_step(name, "emergency_requested")
+            except RotationError as exc:
+                detail = REDACTOR.scrub(f"{type(exc).__name__}: {exc}")
+                self.audit.emit("consumer", "failed", consumer=name, error=detail)
+                failed_early[name] = ConsumerOutcome(name, "emergency" if name in emergency else "rotate",
+                                                     "failed", detail)
         for c in self.consumers.consumers:
             if only is not None and c.name not in only:
+                continue
+            if c.name in failed_early:
+                summary.outcomes.append(failed_early[c.name])
                 continue
             try:
                 summary.outcomes.append(self.process(c, force=c.name in force, emergency=c.name in emergency))
@@ -167,8 +263,9 @@ class Engine:
                 detail = REDACTOR.scrub(f"{type(exc).__name__}: {exc}")
                 self.audit.emit("consumer", "failed", consumer=c.name, error=detail)
                 summary.outcomes.append(ConsumerOutcome(c.name, "error", "failed", detail))
-        self.audit.emit("run", "failed" if summary.failed else "ok",
-                        consumers=len(summary.outcomes), failed=len(summary.failed))
+        self.audit.emit("run", "failed" if summary.failed else "deferred" if summary.deferred else "ok",
+                        consumers=len(summary.outcomes), failed=len(summary.failed),
+                        deferred=len(summary.deferred))
         return summary
 
     def _managed_by_consumer(self, consumer: str) -> list[dict]:
@@ -180,35 +277,64 @@ class Engine:
         """Everything one run does for consumer ``c``, under its lease."""
         state = self.vault.read_key_state(c.name)
         journal = self.vault.read_rotation(c.name)
+        requested = bool(journal.emergency_request)
+        emergency = emergency or requested
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
-                   lease_now=time.time())
+                   lease_now=self._now())
         orphans = self._orphans(c, state)
         early_possible = bool(d.waiting) and self.traffic is not None and state.previous is not None
         reports = self.signals.new_unwrap_reports(c, journal) if any(t.type == "webhook" for t in c.targets) else []
-        if (not d.has_work and not orphans and not early_possible and not reports
+        if (not d.has_work and not orphans and not early_possible and not reports and not requested
                 and not (journal.rotation_id and journal.step == Step.DISTRIBUTED.value)):
             outcome = "waiting" if d.waiting and (force or "waiting" in d.reason) else "skipped"
             return ConsumerOutcome(c.name, "none", outcome, d.reason,
                                    current_promoted_at=state.current.promoted_at if state.current else None)
         if d.locked_by:
-            self.audit.emit("lock", "skipped", consumer=c.name, holder=d.locked_by)
-            return ConsumerOutcome(c.name, d.rotate, "locked", f"lease held by {d.locked_by}")
+            return self._deferred(c, d.rotate, journal, f"lease held by {d.locked_by}")
         try:
-            journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl, journal)
+            journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl, journal, now=self._now())
         except LockHeld as exc:
-            self.audit.emit("lock", "skipped", consumer=c.name, detail=str(exc))
-            return ConsumerOutcome(c.name, d.rotate, "locked", str(exc))
+            return self._deferred(c, d.rotate, self.vault.read_rotation(c.name), str(exc))
         self.audit.emit("lock", "ok", consumer=c.name, vault_version=journal.version)
         try:
             return self._process_locked(c, journal, force=force, emergency=emergency)
         except CasConflict as exc:
-            # Lost a race (V1): someone else wrote; never clobber, never revoke because of it.
+            # Lost a race (V1) or our lease ran out: someone else may act now; never clobber, never
+            # revoke because of it, and report it as a failure (the run did not finish its work).
             self.audit.emit("lease", "lost", consumer=c.name, detail=str(exc))
             return ConsumerOutcome(c.name, d.rotate, "lost_lease", str(exc))
 
+    def _deferred(self, c: Consumer, action: str, journal: RotationRecord, why: str) -> ConsumerOutcome:
+        """Another runner holds the lease: ``queued`` when an emergency request waits in Vault for
+        the holder (or the next run), else ``locked``. Both exit with code 3 (retry)."""
+        if journal.emergency_request:
+            self.audit.emit("emergency", "queued", consumer=c.name, request_id=journal.emergency_request.get("id"),
+                            holder=journal.owner)
+            return ConsumerOutcome(c.name, "emergency", "queued",
+                                   f"emergency rotation recorded in Vault and queued: {why}; the lease holder "
+                                   "carries it out when its step ends, or the next run does")
+        self.audit.emit("lock", "skipped", consumer=c.name, detail=why)
+        return ConsumerOutcome(c.name, action, "locked", why)
+
     def _process_locked(self, c: Consumer, journal: RotationRecord, *, force: bool, emergency: bool) -> ConsumerOutcome:
         try:
-            return self._process_locked_inner(c, journal, force=force, emergency=emergency)
+            result, state, journal = self._work(c, journal, force=force, emergency=emergency)
+            # An emergency request recorded while we worked (by a runner that found our lease):
+            # we hold the lease, so we carry it out now rather than leave the leaked key enabled.
+            for _ in range(2):
+                journal = self.vault.refresh_own(c.name, journal)
+                if not self._request_open(state, journal) or result.outcome != "ok":
+                    break
+                result, state, journal = self._work(c, journal, force=False, emergency=True)
+            done = journal.emergency_request if not self._request_open(state, journal) else None
+            result.current_promoted_at = state.current.promoted_at if state.current else None
+            self.vault.release_lease(c.name, journal, last_outcome={
+                "outcome": result.outcome, "action": result.action, "at": to_iso(self.clock()),
+                "rotation_id": result.rotation_id, "detail": result.detail[:300]},
+                **({"emergency_request": {}} if done else {}))
+            if done:
+                self.audit.emit("emergency", "done", consumer=c.name, request_id=done.get("id"))
+            return result
         except CasConflict:
             raise
         except Exception as exc:
@@ -224,19 +350,38 @@ class Engine:
                 self.audit.emit("lease", "release_failed", consumer=c.name, error=type(release_exc).__name__)
             raise
 
-    def _process_locked_inner(self, c: Consumer, journal: RotationRecord, *, force: bool,
-                              emergency: bool) -> ConsumerOutcome:
+    @staticmethod
+    def _request_open(state: KeyState, journal: RotationRecord) -> bool:
+        """Is the recorded emergency request not yet carried out? It is once a key newer than
+        ``asked_serial`` is current and no key up to ``asked_serial`` is still enabled."""
+        asked = journal.asked_serial
+        if asked is None:
+            return False
+        if state.current is None or state.current.serial <= asked:
+            return True
+        old = [r for r in (state.previous, *state.retired) if r is not None and r.serial <= asked]
+        return any(r.disabled_at is None for r in old)
+
+    def _work(self, c: Consumer, journal: RotationRecord, *, force: bool,
+              emergency: bool) -> tuple[ConsumerOutcome, KeyState, RotationRecord]:
         state = self.vault.read_key_state(c.name)  # fresh, under the lease
         REDACTOR.register(*(r.value for r in (state.current, state.previous, state.pending, *state.retired) if r))
         journal = self._finish_promoted_journal(c, state, journal)
-        asked = self._asked_serial.get(c.name)
+        revoke_now = False
+        if journal.emergency_request:
+            emergency = True
+            asked = journal.asked_serial
+        else:
+            asked = self._asked_serial.get(c.name)
         if (force or emergency) and state.current and asked is not None and state.current.serial > asked:
-            # another runner already rotated this consumer after our request: it is satisfied
+            # a rotation newer than the request is already current (done by another runner, or
+            # by us): it satisfies the request; an emergency still revokes the older keys now
+            revoke_now = emergency
             force = emergency = False
         state, journal = self._sweep_orphans(c, state, journal)
         journal, tampered = self.signals.check_unwrap_reports(c, state, journal)
         if tampered and not journal.reissue_required:
-            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, reissue_required=True)
+            journal = self._renew(c.name, journal, reissue_required=True)
         if journal.reissue_required:
             # Someone else unwrapped a key: re-issue by an emergency rotation. A pending key went
             # out over the same channel, so it is rolled back first, never promoted.
@@ -244,8 +389,9 @@ class Engine:
             if state.pending is not None:
                 state, journal = self._rollback(c, state, journal, "tamper suspected: the pending key may be exposed")
         journal, early = self.signals.early_revoke_ok(c, state, journal)
+        early = early or revoke_now
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
-                   lease_now=time.time(), early_revoke=early)
+                   lease_now=self._now(), early_revoke=early)
         result = ConsumerOutcome(c.name, d.rotate, "ok", d.reason)
         if d.rotate in ("bootstrap", "rotate", "emergency", "resume"):
             state, journal, result = self._rotate(c, state, journal, d, emergency_requested=emergency)
@@ -254,22 +400,18 @@ class Engine:
         # revoke / delete (re-decide: a promotion just changed the labels)
         just_promoted = result.outcome == "ok" and d.rotate != "none"
         d2 = decide(c, state, journal, self.clock(), emergency=journal.emergency and just_promoted,
-                    owner=self.owner, lease_now=time.time(),
+                    owner=self.owner, lease_now=self._now(),
                     early_revoke=early and d.rotate == "none")
         if result.outcome == "ok" and (d2.revoke or d2.delete):
             state, journal = self._revoke_and_delete(c, state, journal, d2)
             if result.action == "none":
-                result.action = "revoke"
+                result.action = "emergency" if revoke_now else "revoke"
                 result.detail = f"revoked {list(d2.revoke)}, deleted {list(d2.delete)}"
-        result.current_promoted_at = state.current.promoted_at if state.current else None
-        self.vault.release_lease(c.name, journal, last_outcome={
-            "outcome": result.outcome, "action": result.action, "at": to_iso(self.clock()),
-            "rotation_id": result.rotation_id, "detail": result.detail[:300]})
-        return result
+        return result, state, journal
 
     # -- rotation steps --------------------------------------------------------------------------
     def _journal(self, c: Consumer, journal: RotationRecord, step: Step, **changes) -> RotationRecord:
-        journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, step=step.value, **changes)
+        journal = self._renew(c.name, journal, step=step.value, **changes)
         self.after_step(c.name, step.value)
         return journal
 
@@ -282,6 +424,7 @@ class Engine:
                      or bool(state.pending and state.pending.emergency)
                      or (d.rotate == "resume" and journal.emergency
                          and journal.rotation_id == (state.pending.rotation_id if state.pending else None)))
+        journal = self._fence(c, journal)
         if state.pending is not None and emergency and not state.pending.emergency:
             state = self.vault.write_key_state(c.name, state.evolve(pending=replace(state.pending, emergency=True)))
         if state.pending is None:
@@ -334,7 +477,8 @@ class Engine:
         now = to_iso(self.clock())
         new_current = replace(state.pending, promoted_at=now)
         if emergency and (not journal.emergency or journal.reissue_required):
-            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, emergency=True, reissue_required=False)
+            journal = self._renew(c.name, journal, emergency=True, reissue_required=False)
+        journal = self._fence(c, journal)   # the promote write happens under a confirmed lease
         retired = list(state.retired)
         if state.previous is not None:
             retired.append(state.previous)  # an older key still around: revoked by this run
@@ -349,11 +493,13 @@ class Engine:
     def _create(self, c: Consumer, state: KeyState, journal: RotationRecord):
         pending = state.pending
         plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
+        journal = self._fence(c, journal)
         key_id = self.apigw.create_key(consumer=c.name, serial=pending.serial, value=pending.value,
                                        rotation_id=pending.rotation_id)
         if pending.key_id != key_id:
             state = self.vault.write_key_state(c.name, state.evolve(pending=replace(pending, key_id=key_id)))
         self.after_step(c.name, "api_key_created")
+        journal = self._guard(c, journal)
         self.apigw.attach(plan_id, key_id)
         if self.quota is not None and state.current is not None and state.current.key_id:
             carried = self.quota.carry(plan_id, state.current.key_id, key_id)
@@ -411,13 +557,13 @@ class Engine:
             prior = acks.get(target.target_id)
             if prior and prior.get("ok") and prior.get("serial") == pending.serial:
                 continue
-            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl)  # still ours before each push
+            journal = self._fence(c, journal)   # still ours, and not run out, right before each push
             result = safe_push(target, delivery)
             acks[target.target_id] = {"ok": result.ok, "serial": pending.serial, "at": to_iso(self.clock()),
                                       "detail": REDACTOR.scrub(result.detail)[:200], "required": target.required,
                                       **{k: v for k, v in result.extra.items()
                                          if k in ("wrap_token_hash", "wrap_expires_at")}}
-            journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, acks=acks)
+            journal = self._renew(c.name, journal, acks=acks)
             self.audit.emit("distribute", "ok" if result.ok else "failed", consumer=c.name,
                             rotation_id=pending.rotation_id, serial=pending.serial, target=target.target_id,
                             detail=REDACTOR.scrub(result.detail))
@@ -431,15 +577,28 @@ class Engine:
         all of them took it back, disable and delete the new key and clear ``pending``.
         ``current`` is untouched. A failed restore raises :class:`PushError` and leaves the
         rotation at ``rolling_back`` with both keys enabled; the next run retries the rollback."""
+        # Work from what Vault holds now, not from what was read before the failed step: that
+        # step's write may have gone through although its answer was lost (a race against
+        # ourselves is not a lost lease). Someone else holding the record is one.
+        fresh = self.vault.read_rotation(c.name)
+        if fresh.owner != self.owner:
+            raise LeaseLost(f"{c.name}: the rotation lease was taken over before the rollback")
+        journal = fresh
         pending = state.pending
-        journal = self.vault.renew_lease(c.name, journal, self.lease_ttl, step="rolling_back")
+        state = self.vault.read_key_state(c.name)
+        if state.pending is None or state.pending.rotation_id != pending.rotation_id:
+            raise VaultError(f"{c.name}: the pending key of rotation {pending.rotation_id} changed before the "
+                             "rollback; the next run looks again")
+        pending = state.pending
+        journal = self._fence(c, journal)
+        journal = self._renew(c.name, journal, step="rolling_back")
         restored, not_restored = [], []
         if state.current is not None:
             # Every target, even one whose push failed for us: another runner's concurrent push
             # (after a lease takeover) may still have handed it the new key.
             cur = state.current
             for target in self.targets_for(c):
-                journal = self.vault.renew_lease(c.name, journal, self.lease_ttl)
+                journal = self._fence(c, journal)
                 r = safe_push(target, Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "",
                                                      cur.value, cur.fingerprint))
                 (restored if r.ok else not_restored).append(target.target_id)
@@ -452,10 +611,12 @@ class Engine:
         key_ids |= {k["id"] for k in self.apigw.find_keys_by_name(self.apigw.key_name(c.name, pending.serial))}
         plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
         for kid in key_ids:
+            journal = self._guard(c, journal)
             if self.apigw.get_key(kid) is not None:
                 self.apigw.set_enabled(kid, False)
             self.apigw.detach(plan_id, kid)
             self.apigw.delete_key(kid)
+        journal = self._fence(c, journal)
         state = self.vault.write_key_state(c.name, state.evolve(pending=None))
         journal = self._journal(c, journal, Step.ROLLED_BACK, acks={})
         self.audit.emit("rollback", "rolled_back", consumer=c.name, rotation_id=pending.rotation_id,
@@ -481,6 +642,7 @@ class Engine:
             if rec is None:
                 continue
             if rec.key_id:
+                journal = self._guard(c, journal)
                 if self.apigw.get_key(rec.key_id) is not None:
                     self.apigw.set_enabled(rec.key_id, False)
                 self.apigw.detach(plan_id, rec.key_id)
@@ -497,12 +659,14 @@ class Engine:
             if rec is None:
                 continue
             if rec.key_id:
+                journal = self._guard(c, journal)
                 self.apigw.delete_key(rec.key_id)
             retired = [r for r in retired if r.serial != serial]
             self.audit.emit("delete", "ok", consumer=c.name, serial=serial, key_id=rec.key_id,
                             fingerprint=rec.fingerprint)
+        journal = self._guard(c, journal)
         state = self.vault.write_key_state(c.name, state.evolve(previous=previous, retired=tuple(retired)))
-        journal = self.vault.renew_lease(c.name, journal, self.lease_ttl)
+        journal = self._renew(c.name, journal)
         return state, journal
 
     def _orphans(self, c: Consumer, state: KeyState) -> list[dict]:
@@ -526,6 +690,7 @@ class Engine:
                              f"has no record at {self.vault.mount}/{self.vault.path('keys', c.name)}; restore it, "
                              "or delete those keys by hand")
         for k in orphans:
+            journal = self._guard(c, journal)
             if k.get("enabled"):
                 self.apigw.set_enabled(k["id"], False)
             self.apigw.delete_key(k["id"])

@@ -34,7 +34,8 @@ def consumers_file(tmp: Path, names=("billing", "crm", "newsletter"), **defaults
 
 
 class FakeClock:
-    """A settable UTC clock for the engine (grace and retention without sleeping)."""
+    """A settable UTC clock shared by every engine of a test: it stands for the clock all runners
+    share (Vault's), so it drives grace, retention *and* lease expiry without sleeping."""
 
     def __init__(self):
         self.now = datetime.now(UTC)
@@ -57,6 +58,7 @@ class Env:
     audits: list[AuditLog] = field(default_factory=list)
 
     def engine(self, **kw) -> Engine:
+        """An engine on this test's stack; ``clock=None`` gives it its production clock (Vault's)."""
         settings = kw.pop("settings", self.settings)
         vault = VaultStore(settings)
         apigw = ApiGatewayKeys(settings, limiter=ControlPlaneLimiter(1e6, 10**6, 1e6))
@@ -64,8 +66,14 @@ class Env:
         self.audits.append(audit)
         kw.setdefault("targets_for", lambda c: make_targets(c, vault, settings))
         kw.setdefault("clock", self.clock)
+        if kw["clock"] is None:
+            del kw["clock"]
         kw.setdefault("verify_timeout_seconds", 3)
         return Engine(kw.pop("consumers", self.consumers), vault, apigw, audit, **kw)
+
+    def expire_leases(self) -> None:
+        """Let every lease run out on the shared clock (instead of sleeping past it)."""
+        self.clock.advance(seconds=301)
 
     def root(self):
         return self.stack.root_client()

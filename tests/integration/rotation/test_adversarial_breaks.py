@@ -5,7 +5,6 @@ out to break the engine, and is now a regression test of its fix."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -26,10 +25,12 @@ def _enabled_values(env) -> set[str]:
 class Holder:
     """A push target that remembers the key it holds (like a sidecar file)."""
 
-    def __init__(self, target_id, *, required=True, fail_serials=(), slow_first=0.0):
+    def __init__(self, target_id, *, required=True, fail_serials=(), hold_first=False):
         self.target_id, self.required = target_id, required
         self.fail_serials = set(fail_serials)
-        self.slow_first = slow_first
+        self.hold_first = hold_first
+        self.entered = threading.Event()     # the held first push has started
+        self.release = threading.Event()     # the test lets it finish
         self.value = None
         self.serial = None
         self.calls = 0
@@ -41,9 +42,10 @@ class Holder:
             return PushResult(self.target_id, False, "409 another delivery in progress")
         if d.serial in self.fail_serials:
             return PushResult(self.target_id, False, "HTTP 503")
-        if self.slow_first and self.calls == 1:
+        if self.hold_first and self.calls == 1:
             self._busy = True
-            time.sleep(self.slow_first)
+            self.entered.set()
+            assert self.release.wait(60), "the test never released the held push"
             self._busy = False
         self.value, self.serial = d.value, d.serial
         return PushResult(self.target_id, True, "ok")
@@ -63,7 +65,7 @@ def test_emergency_request_is_silently_downgraded_when_a_normal_rotation_is_pend
 
     with pytest.raises(Crash):
         env.engine(after_step=crash, lease_ttl_seconds=1).run(only=["billing"], force=["billing"])
-    time.sleep(1.2)
+    env.expire_leases()
     out = env.engine().run(only=["billing"], emergency=["billing"]).outcomes[0]
     assert out.outcome == "ok", out
     assert env.state("billing").current.serial == 2
@@ -132,15 +134,18 @@ def test_lease_lost_during_slow_push_then_takeover_rollback_strands_target(env):
     restoring the target. A's push then completes: the target holds a deleted key.
     Breaks: every consumer can always read a key the API accepts."""
     env.engine().run()
-    t = Holder("sidecar", slow_first=2.5)
-    a = env.engine(targets_for=lambda c: [t], lease_ttl_seconds=1)
+    t = Holder("sidecar", hold_first=True)
+    a = env.engine(targets_for=lambda c: [t], lease_ttl_seconds=60)
     res = {}
     th = threading.Thread(target=lambda: res.setdefault("a", a.run(only=["crm"], force=["crm"])))
     th.start()
-    time.sleep(1.5)  # A is inside the slow push, its lease expired
+    assert t.entered.wait(60), "runner A never reached its push"
+    env.expire_leases()              # A is inside the slow push and its lease ran out (shared clock)
     b = env.engine(targets_for=lambda c: [t])
     outb = b.run(only=["crm"]).outcomes[0]
-    th.join(30)
+    t.release.set()
+    th.join(60)
+    assert not th.is_alive()
     assert outb.outcome in ("failed", "rolled_back"), outb
     assert res["a"].outcomes[0].outcome == "lost_lease", res["a"].outcomes[0]
     held_ok = t.value in _enabled_values(env)
@@ -196,7 +201,7 @@ def test_emergency_flag_lost_when_crash_between_pending_write_and_journal(env, m
     monkeypatch.setattr(e.vault, "renew_lease", die)
     with pytest.raises(Crash):
         e.run(only=["newsletter"], emergency=["newsletter"])
-    time.sleep(1.2)
+    env.expire_leases()
     out = env.engine().run(only=["newsletter"]).outcomes[0]
     assert out.outcome == "ok" and env.state("newsletter").current.serial == 2
     assert env.apigw().get_api_key(apiKey=leaked.key_id)["enabled"] is False, \

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -18,20 +17,25 @@ class Crash(BaseException):
 
 def test_slow_verifier_longer_than_lease_never_double_promotes(env):
     env.engine().run()
-    slow_once = {"n": 0}
+    calls = {"n": 0}
+    entered, release = threading.Event(), threading.Event()
 
     def slow(c, k):
-        slow_once["n"] += 1
-        if slow_once["n"] == 1:
-            time.sleep(2.5)
+        calls["n"] += 1
+        if calls["n"] == 1:                  # runner A's test step stalls until the test says so
+            entered.set()
+            assert release.wait(60), "the test never released the verifier"
 
-    a = env.engine(verifiers=[slow], lease_ttl_seconds=1)
+    a = env.engine(verifiers=[slow], lease_ttl_seconds=60)
     res = {}
     th = threading.Thread(target=lambda: res.setdefault("a", a.run(only=["billing"], force=["billing"])))
     th.start()
-    time.sleep(1.5)
+    assert entered.wait(60), "runner A never reached its test step"
+    env.expire_leases()                      # A's lease runs out on the shared clock
     outb = env.engine().run(only=["billing"]).outcomes[0]
-    th.join(30)
+    release.set()
+    th.join(60)
+    assert not th.is_alive()
     assert outb.outcome == "ok" and res["a"].outcomes[0].outcome == "lost_lease"
     st = env.state("billing")
     assert st.current.serial == 2 and st.previous.serial == 1 and st.pending is None
@@ -55,7 +59,7 @@ def test_crash_during_rollback_then_resume(env, monkeypatch):
     out = e.run(only=["crm"], force=["crm"]).outcomes[0]
     assert out.outcome == "failed"
     assert_invariants(env)
-    time.sleep(1.2)
+    env.expire_leases()
     out = env.engine().run(only=["crm"]).outcomes[0]
     assert out.outcome == "rolled_back", out
     st = env.state("crm")
@@ -76,11 +80,11 @@ def test_double_crash_resume(env, first, second):
     with pytest.raises(Crash):
         env.engine(after_step=crash_at(first), lease_ttl_seconds=1).run(only=["billing"], force=["billing"])
     assert_invariants(env)
-    time.sleep(1.1)
+    env.expire_leases()
     with pytest.raises(Crash):
         env.engine(after_step=crash_at(second), lease_ttl_seconds=1).run(only=["billing"])
     assert_invariants(env)
-    time.sleep(1.1)
+    env.expire_leases()
     env.engine().run(only=["billing"])
     st = env.state("billing")
     assert st.current.serial == 2 and st.pending is None and st.previous.serial == 1
