@@ -66,8 +66,8 @@ def handler(event: dict[str, Any] | None, context: Any = None) -> dict[str, Any]
     settings = load_settings(**_vault_secret_id())
     consumers = load_consumers_file(os.environ.get("ROTATION_CONSUMERS_FILE", "consumers.yaml"))
     only = _names(event, "only") or None
-    engine = build_engine(settings, consumers)
-    summary = engine.run(only=only, force=_names(event, "force"), emergency=_names(event, "emergency"))
+    with build_engine(settings, consumers) as engine:   # revokes its Vault login token at the end
+        summary = engine.run(only=only, force=_names(event, "force"), emergency=_names(event, "emergency"))
     publish_run_metrics(settings, consumers, summary)
     result = {
         "consumers": len(summary.outcomes),
