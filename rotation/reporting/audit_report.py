@@ -271,11 +271,14 @@ def build_report(observed: Observed, now: datetime) -> dict[str, Any]:
     consumers = [_consumer(o, now, findings) for o in observed.consumers]
     inventory = _inventory(observed, findings)
     drift = observed.policy_drift
+    unreadable = [i for i in (drift or {}).get("items", []) if i["state"] == "unreadable"]
     for item in (drift or {}).get("items", []):
-        if item["state"] != "match":
-            sev = "medium" if item["state"] == "unreadable" else "high"
-            _finding(findings, sev, "policy_drift" if item["state"] != "unreadable" else "policy_unreadable",
-                     f"{item['kind']} {item['name']}: {item['state']} - {item['detail']}")
+        if item["state"] not in ("match", "unreadable"):
+            _finding(findings, "high", "policy_drift", f"{item['kind']} {item['name']}: {item['state']} - {item['detail']}")
+    if unreadable:   # one finding: the cause (a token's missing capability) is usually shared
+        _finding(findings, "medium", "policy_unreadable",
+                 f"{len(unreadable)} policies not compared ({', '.join(i['name'] for i in unreadable[:4])}"
+                 f"{', ...' if len(unreadable) > 4 else ''}): {unreadable[0]['detail']}")
     sec = observed.security_policy
     for v in (sec or {}).get("violations", []):
         _finding(findings, "high" if v["level"] == "mandatory" else "low", "security_policy",

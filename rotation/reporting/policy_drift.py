@@ -125,8 +125,8 @@ def read_vault_policies(client: Any, names: list[str]) -> tuple[dict[str, str | 
             raise VaultError(f"read sys/policies/acl/{name}: HTTP {r.status_code}")
     error = None
     if denied:
-        error = ("permission denied: " + ", ".join(denied[:3]) + (" ..." if len(denied) > 3 else "")
-                 + "; the token needs read on sys/policies/acl/mail-api-* and list on sys/policies/acl")
+        error = (f"permission denied ({len(denied)} call(s), e.g. {denied[0]}): the token needs read on "
+                 "sys/policies/acl/mail-api-* and list on sys/policies/acl")
     return texts, listed, error
 
 
