@@ -107,6 +107,8 @@ def audit(obj, output: str, html_path: str | None, expected_policies: str | None
     if iam_doc is not None and not isinstance(iam_doc, dict):
         raise _usage(f"--iam-policy {iam_policy}: expected an IAM policy document (a JSON object)")
     security = _security_findings(policy_findings)
+    if html_path and not Path(html_path).resolve().parent.is_dir():
+        raise _usage(f"--html {html_path}: its directory does not exist; create it or pick another path")
     if vault_audit_log and not Path(vault_audit_log).is_file():
         raise _usage(f"--vault-audit-log {vault_audit_log}: no such file")
     settings, consumers = obj.load()

@@ -163,3 +163,5 @@ def test_audit_usage_errors_exit_2_before_reading_anything(env, world):
     assert r.returncode == 2 and "--expected-policies" in r.stderr
     r = audit_cli(env, "--vault-audit-log", str(env.tmp / "nope.log"))
     assert r.returncode == 2 and "no such file" in r.stderr
+    r = audit_cli(env, "--html", str(env.tmp / "no-dir" / "r.html"))
+    assert r.returncode == 2 and "--html" in r.stderr and not (env.tmp / "no-dir").exists()
