@@ -19,20 +19,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Any
 
 from rotation.records import KeyRecord, KeyState, RotationRecord, from_iso
 
-__all__ = ["SCHEMA_VERSION", "ConsumerObservation", "Observed", "build_report", "load_schema", "observe",
-           "rfc3339"]
+__all__ = ["SCHEMA_VERSION", "TRAFFIC_WINDOW_DAYS", "ConsumerObservation", "Observed", "build_report",
+           "last_seen_day", "load_schema", "observe", "rfc3339"]
 
 #: bumped on any incompatible change of the JSON output (major) or an added field (minor)
 SCHEMA_VERSION = "1.0"
 
 LAST_OUTCOMES = ("ok", "failed", "rolled_back", "skipped", "locked", "waiting", "lost_lease", "none", "unknown")
 SEVERITIES = ("high", "medium", "low")
+TRAFFIC_WINDOW_DAYS = 14   # how far back "last traffic" looks (GetUsage, one row per UTC day)
 
 
 def rfc3339(dt: datetime | None) -> str | None:
@@ -70,6 +71,9 @@ class ConsumerObservation:
     decision_reason: str = ""
     app_ack: dict[str, Any] | None = None
     requests_today: dict[str, int | None] = field(default_factory=dict)
+    #: key id -> last UTC day with requests in the window ("YYYY-MM-DD"), "" = none in the window,
+    #: absent = unknown (GetUsage did not answer)
+    last_seen_day: dict[str, str] = field(default_factory=dict)
     read_error: str | None = None
 
 
@@ -92,6 +96,27 @@ class Observed:
 
 
 # -- reading ------------------------------------------------------------------------------------
+def last_seen_day(apigw_client: Any, usage_plan_id: str, key_id: str, today: date,
+                  days: int = TRAFFIC_WINDOW_DAYS) -> str | None:
+    """The last UTC day (``YYYY-MM-DD``) in the ``days`` up to ``today`` with requests made with
+    ``key_id`` in ``usage_plan_id``, ``""`` when there were none, ``None`` when API Gateway does not
+    answer (unknown). API Gateway ``GetUsage`` returns one ``[used, remaining]`` row per day from
+    ``startDate`` (https://docs.aws.amazon.com/apigateway/latest/api/API_GetUsage.html)."""
+    from rotation.backends.aws_errors import aws_errors
+    from rotation.errors import AwsError
+
+    start = today - timedelta(days=days - 1)
+    try:
+        with aws_errors("GetUsage", key_id):
+            resp = apigw_client.get_usage(usagePlanId=usage_plan_id, keyId=key_id, startDate=start.isoformat(),
+                                          endDate=today.isoformat())
+    except AwsError:
+        return None
+    rows = (resp.get("items") or {}).get(key_id) or []
+    used = [i for i, row in enumerate(rows) if row and int(row[0]) > 0]
+    return (start + timedelta(days=used[-1])).isoformat() if used else ""
+
+
 def observe(engine: Any, *, stack: str) -> Observed:
     """Read Vault and API Gateway through ``engine`` (built by :func:`rotation.wiring.build_engine`).
 
@@ -125,6 +150,9 @@ def observe(engine: Any, *, stack: str) -> Observed:
                 if rec and rec.key_id:
                     obs.requests_today[rec.key_id] = (engine.traffic.request_count(rec.key_id, plan)
                                                       if plan else None)
+                    seen = last_seen_day(apigw.client, plan, rec.key_id, engine.clock().date()) if plan else None
+                    if seen is not None:
+                        obs.last_seen_day[rec.key_id] = seen
         consumers.append(obs)
     out = Observed(stack=stack, vault_mount=vault.mount, vault_prefix=vault.prefix, consumers=consumers)
     try:
@@ -185,7 +213,10 @@ def _consumer(obs: ConsumerObservation, now: datetime, findings: list) -> dict[s
         if rec is None or not rec.key_id:
             return None
         snap = j.traffic.get(rec.key_id) or {}
+        seen = obs.last_seen_day.get(rec.key_id)
         return {"key_id": rec.key_id, "requests_today": obs.requests_today.get(rec.key_id),
+                "last_seen_day": seen or None, "seen_in_window": None if seen is None else bool(seen),
+                "window_days": TRAFFIC_WINDOW_DAYS,
                 "snapshot_count": snap.get("count"), "snapshot_since": _ts(snap.get("since"))}
 
     history = sorted(({"serial": r.serial, "promoted_at": _ts(r.promoted_at), "emergency": bool(r.emergency)}

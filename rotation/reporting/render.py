@@ -48,7 +48,8 @@ def _rows(report: dict[str, Any]) -> list[dict[str, str]]:
         def reqs(t: dict | None) -> str:
             if not t:
                 return "-"
-            return "?" if t["requests_today"] is None else str(t["requests_today"])
+            today = "?" if t["requests_today"] is None else str(t["requests_today"])
+            return today + (f" (last {t['last_seen_day']})" if t["last_seen_day"] else "")
 
         rows.append({
             "consumer": c["name"], "tier": c["tier"],

@@ -41,7 +41,7 @@ def observed(**kw) -> Observed:
             acks={"file:/x": {"ok": True, "serial": 3, "at": to_iso(NOW - timedelta(days=2)), "required": True}},
             traffic={"k2": {"count": 5, "since": to_iso(NOW - timedelta(days=1))}}, version=9),
         app_ack={"serial": 3, "key_id": "k3", "at": to_iso(NOW - timedelta(days=1)), "host": "app-1"},
-        requests_today={"k3": 120, "k2": 0})
+        requests_today={"k3": 120, "k2": 0}, last_seen_day={"k3": "2026-03-01", "k2": ""})
     stale = ConsumerObservation(
         name="crm", tier="standard", max_age_seconds=30 * DAY, grace_period_seconds=3600,
         state=KeyState(current=rec(1, 45, "c1"), version=1),
@@ -79,6 +79,9 @@ def test_report_states_age_version_acks_traffic_per_consumer_and_validates_again
     assert billing["acknowledgements"]["app"]["on_current"] is True
     assert billing["traffic"]["current"]["requests_today"] == 120
     assert billing["traffic"]["previous"]["snapshot_count"] == 5
+    assert billing["traffic"]["current"]["last_seen_day"] == "2026-03-01"
+    assert billing["traffic"]["previous"]["seen_in_window"] is False        # no request in the window
+    assert report["consumers"][1]["traffic"]["current"]["seen_in_window"] is None   # GetUsage did not answer
     assert [h["serial"] for h in billing["history"]] == [1, 2, 3]
     assert report["summary"]["status"] == "findings" and report["schema_version"] == "1.0"
 
@@ -137,7 +140,7 @@ def test_rfc3339_is_utc_with_z():
 def test_table_lists_each_consumer_and_the_findings():
     text = render_table(build_report(observed(), NOW))
     assert "billing" in text and "OVERDUE" in text and "[high] key_overdue" in text
-    assert "120/0" in text                                   # requests today, current/previous
+    assert "120 (last 2026-03-01)/0" in text                 # requests today, current/previous
 
 
 def test_html_is_self_contained_escapes_names_and_holds_two_svg_charts():
@@ -264,3 +267,29 @@ def test_drift_and_audit_log_findings_reach_the_report_and_validate():
     assert {"policy_drift", "vault_denied", "security_policy"} <= found
     html = render_html(report)
     assert "Policy drift" in html and "Vault audit log" in html and "Security policy check" in html
+
+
+# -- last traffic (GetUsage: moto does not answer it, so botocore's Stubber does) -------------------
+def _apigw_stub():
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("apigateway", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    return client, Stubber(client)
+
+
+def test_last_seen_day_is_the_last_day_with_requests_empty_when_idle_and_none_when_unanswered():
+    from rotation.reporting.audit_report import last_seen_day
+
+    client, stub = _apigw_stub()
+    today = NOW.date()
+    args = {"usagePlanId": "p1", "keyId": "k1", "startDate": "2026-02-27", "endDate": "2026-03-01"}
+    stub.add_response("get_usage", {"items": {"k1": [[4, 96], [7, 93], [0, 100]]}}, args)
+    stub.add_response("get_usage", {"items": {"k1": [[0, 100], [0, 100], [0, 100]]}}, args)
+    stub.add_response("get_usage", {"items": {}}, args)
+    stub.add_client_error("get_usage", "TooManyRequestsException", http_status_code=429)
+    with stub:
+        assert last_seen_day(client, "p1", "k1", today, days=3) == "2026-02-28"
+        assert last_seen_day(client, "p1", "k1", today, days=3) == ""
+        assert last_seen_day(client, "p1", "k1", today, days=3) == ""
+        assert last_seen_day(client, "p1", "k1", today, days=3) is None
