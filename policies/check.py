@@ -1,6 +1,6 @@
 """Offline policy check: run the Pulumi program under mocks and apply every rule of the pack.
 
-    python -m policies.check [--config FILE] [--program MODULE:FUNCTION] [--stack-config FILE] [--list]
+    python -m policies.check [--config FILE] [--program MODULE:FUNCTION] [--stack-config FILE] [--list] [--json]
 
 No Pulumi CLI, cloud or credentials. It records the program with ``infra.mocks`` (every resource
 awaited), applies every resource rule (``policy.validate(ResourceValidationArgs, report)``) and every
@@ -16,6 +16,8 @@ control id, and exits
 ``--program`` names any ``record_program``-shaped function (``() -> list`` of objects with ``typ``,
 ``name``, ``inputs``); by default the infra program is recorded through ``infra.mocks.run_program``
 with mocks that also keep each resource's outputs (id, ARN, URL), so companions link to their targets.
+``--json`` prints one JSON object instead of the text report (:func:`report_json`; read by
+``rotation audit --policy-findings FILE``); the exit codes are the same.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from policies.pack.evaluate import Violation, enforcement_levels, evaluate
 from policies.pack.rules import RULES
 
-__all__ = ["RecordedWithOutputs", "format_report", "main", "record_infra_program", "run_check"]
+__all__ = ["RecordedWithOutputs", "format_report", "main", "record_infra_program", "report_json", "run_check"]
 
 
 @dataclass(frozen=True)
@@ -114,11 +116,28 @@ def format_report(resources: Sequence[Any], violations: Sequence[Violation]) -> 
     return "\n".join(lines)
 
 
+def report_json(resources: Sequence[Any], violations: Sequence[Violation]) -> dict[str, Any]:
+    """The check's result as JSON-ready data, version 1::
+
+        {"format": "policies.check/v1", "resources": int, "rules": int, "mandatory": int, "advisory": int,
+         "violations": [{"rule", "controls": [str], "resource", "urn", "level", "message"}]}
+    """
+    return {
+        "format": "policies.check/v1",
+        "resources": len(resources), "rules": len(RULES),
+        "mandatory": sum(1 for v in violations if v.level == "mandatory"),
+        "advisory": sum(1 for v in violations if v.level != "mandatory"),
+        "violations": [{"rule": v.rule, "controls": list(v.controls), "resource": v.resource, "urn": v.urn,
+                        "level": v.level, "message": v.message} for v in violations],
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m policies.check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="policy-config JSON (pulumi --policy-pack-config format)")
     parser.add_argument("--program", help="MODULE:FUNCTION returning recorded resources (default: infra program)")
     parser.add_argument("--list", action="store_true", help="list the rules and their control ids, then exit")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object (report_json)")
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as exc:
@@ -143,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - any failure to record the program is a usage error (exit 2)
         print(f"policy-check: could not record the program: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    print(format_report(resources, violations))
+    print(json.dumps(report_json(resources, violations), indent=2) if args.json
+          else format_report(resources, violations))
     return 1 if any(v.level == "mandatory" for v in violations) else 0
 
 

@@ -236,5 +236,9 @@ def schedule_cmd(obj: _Ctx, every_seconds: int, jitter_seconds: int, heartbeat_f
     click.echo(f"stopped after {stats.runs} runs, {stats.failures} failed")
 
 
+from rotation.reporting.command import audit as _audit  # `rotation audit` lives in rotation/reporting
+
+main.add_command(_audit)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

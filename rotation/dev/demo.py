@@ -4,8 +4,9 @@ Starts OpenBao and the AWS emulator, sets them up like production, serves the re
 handler behind the dev gateway (API-key checks as API Gateway does them), and keeps a sample
 consuming app sending mail through it. Then runs the real ``rotation`` CLI as a separate process
 for each scenario, printing ``rotation status`` and the keys the app switched to after each: first
-rotation, a normal rotation, an emergency rotation, and a revoke pass once the (shortened) grace
-period has passed. The test step of every rotation makes a canary call through the gateway.
+rotation, a normal rotation, an emergency rotation, a revoke pass once the (shortened) grace
+period has passed, and a ``rotation audit`` (HTML report in ``.dev-stack/audit-report.html``).
+The test step of every rotation makes a canary call through the gateway.
 Finally the zero-downtime proof runs traffic at 50 requests/s while keys rotate and a rotator is
 killed, and prints its figures. Stops every server and process it started.
 """
@@ -24,6 +25,9 @@ from rotation.config import load_consumers_file
 from rotation.dev.stack import EmbeddedStack
 
 REPO = Path(__file__).resolve().parents[2]
+# what `rotation audit --expected-policies` needs to read the ACL policies in place
+POLICY_READER = ('path "sys/policies/acl" { capabilities = ["list"] }\n'
+                 'path "sys/policies/acl/mail-api-*" { capabilities = ["read"] }\n')
 
 DEMO_CONSUMERS = """\
 version: 1
@@ -152,6 +156,16 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                 cli("run")
                 cli("status")
                 follow.report()
+                report = Path(".dev-stack") / "audit-report.html"
+                report.parent.mkdir(exist_ok=True)
+                root = stack.root_client()   # a token that may read the ACL policies in place (drift check)
+                root.sys.create_or_update_acl_policy("audit-policy-reader", POLICY_READER)
+                env["AUDIT_VAULT_TOKEN"] = root.auth.token.create(
+                    policies=["audit-policy-reader"], ttl="10m")["auth"]["client_token"]
+                _banner(f"regular audit: key ages, last rotations, acks, key inventory, policy drift, the Vault "
+                        f"audit log; HTML report with charts in {report}")
+                cli("audit", "--html", str(report), "--expected-policies", str(REPO / "policies" / "vault"),
+                    "--policy-token-env", "AUDIT_VAULT_TOKEN", "--vault-audit-log", str(stack.audit_log))
             finally:
                 if app is not None:
                     app.terminate()

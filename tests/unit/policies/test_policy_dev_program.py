@@ -104,3 +104,14 @@ def test_policy_check_on_the_dev_program_as_a_subprocess(recorded):
     assert proc.returncode == (1 if violations else 0), proc.stdout + proc.stderr
     for v in violations:
         assert v.message in proc.stdout
+
+
+def test_policy_check_json_output_lists_each_violation_with_its_controls_and_keeps_the_exit_code(capsys):
+    """``--json`` (read by ``rotation audit --policy-findings``): one object, format policies.check/v1."""
+    assert main(["--program", f"{__name__}:synthetic_violating", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["format"] == "policies.check/v1" and data["mandatory"] >= 1 and data["resources"] > 0
+    hit = [v for v in data["violations"] if "APIGateway.11" in v["controls"]]
+    assert hit and hit[0]["level"] == "mandatory" and "TLS_1_2" in hit[0]["message"]
+    assert main(["--program", f"{__name__}:synthetic_compliant", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mandatory"] == 0

@@ -1,0 +1,131 @@
+"""Render an audit report (:func:`rotation.reporting.audit_report.build_report`) as a terminal
+table, JSON, or a self-contained HTML page with SVG charts.
+
+HTML: a Jinja2 template (``templates/report.html.j2``, autoescaped) with two pygal charts
+rendered to inline SVG (key age per consumer against its max age; rotations over time, one line
+per consumer). pygal's optional tooltip script is left out (``js=[]``), so the page loads nothing
+from the network: it is one file that opens offline.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+__all__ = ["render_html", "render_json", "render_table"]
+
+_DAY = 86400.0
+
+
+def render_json(report: dict[str, Any]) -> str:
+    """The report as indented JSON (schema ``schemas/audit.schema.json``)."""
+    return json.dumps(report, indent=2, sort_keys=False)
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    sign, s = ("-" if s < 0 else ""), abs(s)
+    if s >= 86400:
+        return f"{sign}{s // 86400}d{(s % 86400) // 3600}h"
+    if s >= 3600:
+        return f"{sign}{s // 3600}h{(s % 3600) // 60}m"
+    return f"{sign}{s // 60}m{s % 60}s"
+
+
+def _rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    rows = []
+    for c in report["consumers"]:
+        cur, prev = c["current"] or {}, c["previous"] or {}
+        last = c["last_rotation"] or {}
+        acks = c["acknowledgements"]
+        ok = sum(1 for t in acks["targets"] if t["ok"])
+        app = acks["app"]
+        tr = c["traffic"]
+
+        def reqs(t: dict | None) -> str:
+            if not t:
+                return "-"
+            today = "?" if t["requests_today"] is None else str(t["requests_today"])
+            return today + (f" (last {t['last_seen_day']})" if t["last_seen_day"] else "")
+
+        rows.append({
+            "consumer": c["name"], "tier": c["tier"],
+            "serial": str(cur.get("serial", "-")), "kv": str(c["kv_version"]),
+            "age": _dur(cur.get("age_seconds")) + (" OVERDUE" if c["overdue"] else ""),
+            "last": f"{last.get('outcome', '-')} {last.get('at') or ''}".strip(),
+            "acks": f"{ok}/{len(acks['targets'])}" + (f" app={app['serial']}" if app else ""),
+            "traffic cur/prev": f"{reqs(tr['current'])}/{reqs(tr['previous'])}",
+            "previous": str(prev.get("serial", "-")),
+        })
+    return rows
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """A plain-text report: one row per consumer, then the findings (most severe first)."""
+    rows = _rows(report)
+    cols = ["consumer", "tier", "serial", "kv", "age", "previous", "last", "acks", "traffic cur/prev"]
+    lines = []
+    if rows:
+        widths = [max(len(c), *(len(r[c]) for r in rows)) for c in cols]
+        lines.append("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)).rstrip())
+        lines += ["  ".join(r[c].ljust(w) for c, w in zip(cols, widths)).rstrip() for r in rows]
+    inv = report["key_inventory"]
+    lines.append("")
+    lines.append(f"key inventory: {inv['managed_keys']} managed API keys, "
+                 f"{len(inv['unknown_to_vault'])} unknown to Vault, "
+                 f"{len(inv['missing_in_api_gateway'])} missing in API Gateway"
+                 + ("" if inv["checked"] else f" (not checked: {inv['error']})"))
+    drift = report["policy_drift"]
+    if drift is not None:
+        states: dict[str, int] = {}
+        for i in drift["items"]:
+            states[i["state"]] = states.get(i["state"], 0) + 1
+        lines.append("policy drift: " + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "nothing compared"))
+    sec = report["security_policy"]
+    if sec is not None:
+        lines.append(f"security policy check: {sec['mandatory']} mandatory, {sec['advisory']} advisory violation(s)")
+    va = report["vault_audit"]
+    if va is not None:
+        lines.append(f"vault audit log: {va['responses']} responses, {len(va['denied'])} denied on rotation paths, "
+                     f"{len(va['unexpected_logins'])} unexpected logins, {len(va['failed_logins'])} failed logins")
+    f = report["summary"]["findings"]
+    lines.append(f"findings: {f['high']} high, {f['medium']} medium, {f['low']} low")
+    lines += [f"  [{x['severity']}] {x['kind']}: {x['message']}" for x in report["findings"]]
+    return "\n".join(lines)
+
+
+def _charts(report: dict[str, Any]) -> dict[str, str]:
+    import pygal
+    from pygal.style import Style
+
+    style = Style(background="white", plot_background="white", font_family="sans-serif",
+                  colors=("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"))
+    common = {"js": [], "disable_xml_declaration": True, "style": style, "width": 800, "height": 360,
+              "no_data_text": "no data"}
+    consumers = report["consumers"]
+    age = pygal.HorizontalBar(title="Current key age vs. max age (days)", **common)
+    age.x_labels = [c["name"] for c in consumers]
+    age.add("key age", [round((c["current"] or {}).get("age_seconds") or 0) / _DAY for c in consumers])
+    age.add("max age", [c["max_age_seconds"] / _DAY for c in consumers])
+    over = pygal.DateTimeLine(title="Rotations over time (serial promoted)", x_label_rotation=20,
+                              x_value_formatter=lambda dt: dt.strftime("%Y-%m-%d %H:%M"), **common)
+    for c in consumers:
+        pts = [(datetime.fromisoformat(h["promoted_at"]), h["serial"]) for h in c["history"] if h["promoted_at"]]
+        if pts:
+            over.add(c["name"], pts)
+    return {"key_age": age.render(is_unicode=True), "rotations": over.render(is_unicode=True)}
+
+
+def render_html(report: dict[str, Any]) -> str:
+    """A self-contained HTML page (inline CSS and SVG, no external resource)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+    from markupsafe import Markup
+
+    env = Environment(loader=PackageLoader("rotation.reporting", "templates"),
+                      autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    env.filters["dur"] = _dur
+    charts = {k: Markup(v) for k, v in _charts(report).items()}  # pygal's own SVG (its texts escaped)
+    return env.get_template("report.html.j2").render(report=report, charts=charts, rows=_rows(report))
