@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policies.vault import consumer_policy_name, render_vault_policy
+from rotation.vault_policies import consumer_policy_name, render_vault_policy
 from rotation.client.keys import AppRoleAuth, KeyClient
 from rotation.config import ConsumersFile
 from rotation.dev.stack import EmbeddedStack

@@ -211,5 +211,9 @@ def schedule_cmd(obj: _Ctx, every_seconds: int, jitter_seconds: int, heartbeat_f
     click.echo(f"stopped after {stats.runs} runs, {stats.failures} failed")
 
 
+from rotation.vault_cli import vault_group  # the `vault` command group (rotation vault setup)
+
+main.add_command(vault_group)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

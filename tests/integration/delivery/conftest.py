@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import hvac
 import pytest
 
-from policies.vault import consumer_policy_name, render_vault_policy
+from rotation.vault_policies import consumer_policy_name, render_vault_policy
 from rotation.client.keys import AppRoleAuth, KeyClient
 from rotation.config import ConsumersFile
 from rotation.dev.stack import EmbeddedStack
