@@ -135,11 +135,26 @@ def status(obj: _Ctx, as_json: bool) -> None:
 @main.command()
 @click.option("--emergency", multiple=True, metavar="CONSUMER", help="Plan an emergency rotation for CONSUMER.")
 @click.option("--force", multiple=True, metavar="CONSUMER", help="Plan a rotation for CONSUMER even if not due.")
+@click.option("--iam-policy", type=click.Path(dir_okay=False), help="Also check that this IAM policy (JSON) "
+              "lets the rotator write every AWS push target; exit 1 if not.")
+@click.option("--account-id", envvar="AWS_ACCOUNT_ID", help="AWS account of targets given by name (--iam-policy).")
 @click.pass_obj
-def plan(obj: _Ctx, emergency: tuple[str, ...], force: tuple[str, ...]) -> None:
+def plan(obj: _Ctx, emergency: tuple[str, ...], force: tuple[str, ...], iam_policy: str | None,
+         account_id: str | None) -> None:
     """Show what `run` would do, call by call. Changes nothing."""
     settings, consumers = obj.load()
     _check_names(consumers, emergency + force)
+    if iam_policy:  # before any call to Vault or AWS: rotation/permissions.py
+        from rotation.permissions import policy_file_report
+        try:
+            unwritable = policy_file_report(iam_policy, consumers, settings.aws_region, account_id)
+        except UsageError as exc:
+            raise _fail(f"error: {exc}", EXIT_USAGE) from None
+        for line in unwritable:
+            click.echo(f"iam: cannot write: {line}", err=True)
+        if unwritable:
+            raise _fail(f"error: {len(unwritable)} permission(s) missing from {iam_policy}", EXIT_FAILED)
+        click.echo(f"iam: {iam_policy} lets the rotator write every push target")
     engine = obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO()))
     for c, _state, _journal, d in engine.decisions(force=force, emergency=emergency):
         click.echo(f"{c.name}: {d.rotate if d.rotate != 'none' else 'nothing to rotate'} - {d.reason}")
