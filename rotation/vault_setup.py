@@ -410,7 +410,7 @@ class Step:
     name: str
     method: str
     path: str
-    body: dict[str, Any]
+    body: dict[str, Any] = field(repr=False)  # may hold the token reviewer JWT: describe() redacts it
     read: str | None = None
     same: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None
     exists: Callable[[Any], bool | None] | None = None

@@ -71,3 +71,15 @@ def test_kubernetes_roles_require_the_auth_config():
 
 def test_the_policy_templates_ship_inside_the_rotation_package():
     assert template_path("rotator").read_text().startswith("# mail-api-rotator")
+
+
+def test_the_token_reviewer_jwt_is_read_from_its_file_and_never_printed_or_in_a_repr(tmp_path):
+    (tmp_path / "reviewer.jwt").write_text("reviewer-credential-value\n")
+    setup = VaultSetup.model_validate({
+        "rotator": {"kubernetes": {"namespace": "mail-api-rotation", "service_account": "rotator"}},
+        "kubernetes": {"kubernetes_host": "https://kubernetes.default.svc",
+                       "token_reviewer_jwt_file": str(tmp_path / "reviewer.jwt")}})
+    config = next(s for s in plan_steps(setup, CONSUMERS) if s.path == "auth/kubernetes/config")
+    assert config.body["token_reviewer_jwt"] == "reviewer-credential-value"
+    assert "reviewer-credential-value" not in config.describe() + repr(config)
+    assert '"token_reviewer_jwt": "<redacted>"' in config.describe()
