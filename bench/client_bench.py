@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policies.vault import consumer_policy_name, render_vault_policy
 from rotation.client.keys import AppRoleAuth, KeyClient
 from rotation.config import ConsumersFile
 from rotation.dev.stack import EmbeddedStack
 from rotation.records import KeyRecord, to_iso, utcnow
+from rotation.vault_policies import consumer_policy_name, render_vault_policy
 
 CONSUMER = "bench"
 

@@ -31,7 +31,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -60,6 +60,7 @@ __all__ = [
     "CodeSigningConfig",
     "CognitoConfig",
     "ConfigError",
+    "RotationAccessConfig",
     "RotationScheduleConfig",
     "StackConfig",
     "UsagePlanTier",
@@ -312,6 +313,68 @@ class RotationScheduleConfig(_Model):
         return self
 
 
+_OIDC_PROVIDER_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:oidc-provider/[A-Za-z0-9.-]+(/[A-Za-z0-9._-]+)*$")
+_K8S_NAME_RE = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+
+
+class LambdaTrust(_Model):
+    """Trust the Lambda service (for this account only: ``aws:SourceAccount``)."""
+
+    type: Literal["lambda"]
+
+
+class IrsaTrust(_Model):
+    """Trust one Kubernetes service account through the cluster's IAM OIDC provider (IRSA):
+    ``sts:AssumeRoleWithWebIdentity`` with ``<issuer>:sub`` = ``system:serviceaccount:<ns>:<sa>``
+    and ``<issuer>:aud`` = ``sts.amazonaws.com``
+    (https://docs.aws.amazon.com/eks/latest/userguide/associate-service-account-role.html)."""
+
+    type: Literal["irsa"]
+    oidc_provider_arn: str
+    namespace: str = Field(pattern=_K8S_NAME_RE)
+    service_account: str = Field(pattern=_K8S_NAME_RE)
+
+    @field_validator("oidc_provider_arn")
+    @classmethod
+    def _provider(cls, value: str) -> str:
+        if not _OIDC_PROVIDER_ARN_RE.match(value):
+            raise ValueError("must be the cluster's IAM OIDC provider ARN, e.g. arn:aws:iam::123456789012:"
+                             "oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE "
+                             "(aws eks describe-cluster --query cluster.identity.oidc.issuer)")
+        return value
+
+
+class PodIdentityTrust(_Model):
+    """Trust EKS Pod Identity: ``pods.eks.amazonaws.com`` with ``sts:AssumeRole`` and ``sts:TagSession``
+    (https://docs.aws.amazon.com/eks/latest/userguide/pod-id-role.html); the association names the
+    service account."""
+
+    type: Literal["podIdentity"]
+
+
+class RoleTrust(_Model):
+    """Trust one IAM role (a CI runner, an operator role)."""
+
+    type: Literal["role"]
+    arn: str
+
+    @field_validator("arn")
+    @classmethod
+    def _arn(cls, value: str) -> str:
+        if not _IAM_PRINCIPAL_RE.match(value) or ":role/" not in value:
+            raise ValueError("must be an IAM role ARN, e.g. arn:aws:iam::123456789012:role/ci-rotation")
+        return value
+
+
+TrustEntry = Annotated[LambdaTrust | IrsaTrust | PodIdentityTrust | RoleTrust, Field(discriminator="type")]
+
+
+class RotationAccessConfig(_Model):
+    """Who may assume the rotation role (``rotationAccess.trust``), as explicit principals."""
+
+    trust: list[TrustEntry] = Field(default_factory=list, max_length=20)
+
+
 class StackConfig(_Model):
     """The whole validated stack config. Field aliases are the camelCase config keys."""
 
@@ -346,6 +409,9 @@ class StackConfig(_Model):
     lambda_layers: list[str] = Field(default_factory=list, max_length=5)
     #: IAM principals allowed to assume the rotation role; empty = this account's root.
     rotator_trusted_principals: list[str] = []
+    #: Explicit principals trusted by the rotation role (Lambda, IRSA, EKS Pod Identity, roles);
+    #: replaces ``rotatorTrustedPrincipals`` when set.
+    rotation_access: RotationAccessConfig = RotationAccessConfig()
     #: Optional scheduled rotator (Lambda + EventBridge Scheduler), off by default.
     rotation_schedule: RotationScheduleConfig = RotationScheduleConfig()
     #: Optional Lambda code signing (Signer profile + enforcing code-signing config), off by default.
@@ -419,7 +485,7 @@ class StackConfig(_Model):
 
 
 _STRUCTURED = {"waf", "usagePlans", "cognito", "rotatorTrustedPrincipals", "lambdaLayers", "rotationSchedule",
-               "codeSigning", "tags"}
+               "codeSigning", "tags", "rotationAccess"}
 
 
 def _key_for(loc: tuple[Any, ...]) -> str:

@@ -119,7 +119,8 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         tags=tags))
     rotator = RotatorAccess("rotator", RotatorAccessArgs(
         prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id,
-        kms_key_arn=encryption.data_key.arn, trusted_principals=cfg.rotator_trusted_principals, tags=tags))
+        kms_key_arn=encryption.data_key.arn, trusted_principals=cfg.rotator_trusted_principals,
+        trust=cfg.rotation_access.trust, consumers_file=cfg.rotation_schedule.consumers_file, tags=tags))
     scheduled_rotator = None
     if cfg.rotation_schedule.enabled:
         # The AppRole secret id is read only as a secret Output (P4), whether or not it was stored

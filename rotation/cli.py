@@ -157,11 +157,26 @@ def status(obj: _Ctx, as_json: bool) -> None:
 @main.command()
 @click.option("--emergency", multiple=True, metavar="CONSUMER", help="Plan an emergency rotation for CONSUMER.")
 @click.option("--force", multiple=True, metavar="CONSUMER", help="Plan a rotation for CONSUMER even if not due.")
+@click.option("--iam-policy", type=click.Path(dir_okay=False), help="Also check that this IAM policy (JSON) "
+              "lets the rotator write every AWS push target; exit 1 if not.")
+@click.option("--account-id", envvar="AWS_ACCOUNT_ID", help="AWS account of targets given by name (--iam-policy).")
 @click.pass_obj
-def plan(obj: _Ctx, emergency: tuple[str, ...], force: tuple[str, ...]) -> None:
+def plan(obj: _Ctx, emergency: tuple[str, ...], force: tuple[str, ...], iam_policy: str | None,
+         account_id: str | None) -> None:
     """Show what `run` would do, call by call. Changes nothing."""
     settings, consumers = obj.load()
     _check_names(consumers, emergency + force)
+    if iam_policy:  # before any call to Vault or AWS: rotation/permissions.py
+        from rotation.permissions import policy_file_report
+        try:
+            unwritable = policy_file_report(iam_policy, consumers, settings.aws_region, account_id)
+        except UsageError as exc:
+            raise _fail(f"error: {exc}", EXIT_USAGE) from None
+        for line in unwritable:
+            click.echo(f"iam: cannot write: {line}", err=True)
+        if unwritable:
+            raise _fail(f"error: {len(unwritable)} permission(s) missing from {iam_policy}", EXIT_FAILED)
+        click.echo(f"iam: {iam_policy} lets the rotator write every push target")
     with obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO())) as engine:
         decisions = engine.decisions(force=force, emergency=emergency)
     for c, _state, _journal, d in decisions:
@@ -237,8 +252,10 @@ def schedule_cmd(obj: _Ctx, every_seconds: int, jitter_seconds: int, heartbeat_f
 
 
 from rotation.reporting.command import audit as _audit  # `rotation audit` lives in rotation/reporting
+from rotation.vault_cli import vault_group  # the `vault` command group (rotation vault setup)
 
 main.add_command(_audit)
+main.add_command(vault_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -4,9 +4,11 @@
 a CronJob). Its permission policy is ``policies/iam/rotator.json`` rendered for this stack: read
 API keys and usage plans, create keys only with the tag ``secure-mail-api:stack=<stack>``,
 change/delete only keys and usage-plan keys carrying that tag, publish metrics only in
-``SecureMailApi/Rotation``, and use the data key for push targets. The trust policy admits only
-the configured principals (default: this account's root, i.e. IAM principals of the account that
-are allowed ``sts:AssumeRole`` on it).
+``SecureMailApi/Rotation``, use the data key for push targets, and write exactly the push targets
+of the consumers file (``rotationSchedule.consumersFile``; :mod:`rotation.permissions`: named
+secret and parameter ARNs, their KMS keys). The trust policy admits only the principals of
+``rotationAccess.trust`` (Lambda, IRSA with ``sub``/``aud`` conditions, EKS Pod Identity, IAM
+roles); without them, the legacy ``rotatorTrustedPrincipals`` (default: this account's root).
 
 :class:`ScheduledRotator` (stack config ``rotationSchedule.enabled``) -- docs/architecture.md "At
 scale": ``rotation.aws_lambda.handler`` as a Lambda function that EventBridge Scheduler invokes,
@@ -44,6 +46,8 @@ from infra.components._common import encrypted_log_group, json_doc, lambda_runti
 from infra.components.signing import CodeSigning
 from infra.config import RotationScheduleConfig
 from policies.iam import render_policy
+from rotation.config import load_consumers_file
+from rotation.permissions import required_statements
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Directories bundled (recursively, without ``__pycache__``) into the scheduled rotator's package.
@@ -68,18 +72,54 @@ SCHEDULE_GROUP = "default"
 SECRET_ARN_VARIABLE = "ROTATION_VAULT_LOGIN_ARN"
 
 
-def rotator_policy(region: str, stack: str, kms_key_arn: pulumi.Input[str]) -> pulumi.Output[str]:
+def rotator_policy(region: str, stack: str, kms_key_arn: pulumi.Input[str], account_id: pulumi.Input[str] = "",
+                   consumers_file: str | None = None) -> pulumi.Output[str]:
     """The rotation jobs' least-privilege policy, ``policies/iam/rotator.json`` rendered for this
-    stack: every runner of the rotation jobs (people, CI, the scheduled Lambda) gets exactly this."""
-    return pulumi.Output.from_input(kms_key_arn).apply(
-        lambda arn: json.dumps(render_policy("rotator", region=region, stack=stack, kms_key_arn=arn)))
+    stack, plus the push statements the consumers file's targets need (named secret and parameter
+    ARNs and their KMS keys; :func:`rotation.permissions.required_statements`): every runner of the
+    rotation jobs (people, CI, the scheduled Lambda) gets exactly this."""
+    def render(values: list[str]) -> str:
+        arn, account = values
+        doc = render_policy("rotator", region=region, stack=stack, kms_key_arn=arn)
+        if consumers_file:
+            consumers = load_consumers_file(REPO_ROOT / consumers_file)
+            doc["Statement"] += required_statements(consumers, region, account)
+        return json.dumps(doc)
+
+    return pulumi.Output.all(kms_key_arn, account_id).apply(render)
 
 
-def rotator_trust_policy(account_id: str, principals: Sequence[str]) -> dict:
-    """Trust policy for the rotation role: the given principals (or the account root).
-
-    The scheduled Lambda has its own role (:class:`ScheduledRotator`), so Lambda is not trusted here.
-    """
+def rotator_trust_policy(account_id: str, principals: Sequence[str], trust: Sequence[object] = ()) -> dict:
+    """Trust policy for the rotation role: explicit principals from ``rotationAccess.trust``
+    (Lambda for this account, IRSA with ``sub``/``aud`` conditions, EKS Pod Identity, IAM roles);
+    without them the legacy ``rotatorTrustedPrincipals`` (or this account's root)."""
+    statements: list[dict] = []
+    for n, entry in enumerate(trust):
+        kind = getattr(entry, "type", None)
+        if kind == "lambda":
+            statements.append({"Sid": f"LambdaService{n}", "Effect": "Allow",
+                               "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole",
+                               "Condition": {"StringEquals": {"aws:SourceAccount": account_id}}})
+        elif kind == "irsa":
+            issuer = entry.oidc_provider_arn.split(":oidc-provider/", 1)[1]
+            statements.append({"Sid": f"KubernetesServiceAccount{n}", "Effect": "Allow",
+                               "Principal": {"Federated": entry.oidc_provider_arn},
+                               "Action": "sts:AssumeRoleWithWebIdentity",
+                               "Condition": {"StringEquals": {
+                                   f"{issuer}:sub": f"system:serviceaccount:{entry.namespace}:{entry.service_account}",
+                                   f"{issuer}:aud": "sts.amazonaws.com"}}})
+        elif kind == "podIdentity":
+            statements.append({"Sid": f"EksPodIdentity{n}", "Effect": "Allow",
+                               "Principal": {"Service": "pods.eks.amazonaws.com"},
+                               "Action": ["sts:AssumeRole", "sts:TagSession"],
+                               "Condition": {"StringEquals": {"aws:SourceAccount": account_id}}})
+        elif kind == "role":
+            statements.append({"Sid": f"IamRole{n}", "Effect": "Allow", "Principal": {"AWS": entry.arn},
+                               "Action": "sts:AssumeRole"})
+        else:
+            raise ValueError(f"rotationAccess.trust.{n}.type: unknown trust type {kind!r}")
+    if statements:
+        return {"Version": "2012-10-17", "Statement": statements}
     aws_principals = list(principals) or [f"arn:aws:iam::{account_id}:root"]
     return {"Version": "2012-10-17", "Statement": [
         {"Sid": "RotationRunners", "Effect": "Allow", "Principal": {"AWS": aws_principals},
@@ -121,6 +161,10 @@ class RotatorAccessArgs:
     account_id: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
     trusted_principals: Sequence[str] = ()
+    #: ``rotationAccess.trust`` entries (infra.config TrustEntry); replace ``trusted_principals`` when set.
+    trust: Sequence[object] = ()
+    #: Consumers file (repository-relative) whose push targets the policy must cover.
+    consumers_file: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -134,11 +178,12 @@ class RotatorAccess(pulumi.ComponentResource):
             f"{name}-role", name=f"{args.prefix}-rotator",
             description="secure-mail-api API-key rotation jobs",
             assume_role_policy=pulumi.Output.from_input(args.account_id).apply(
-                lambda a: json.dumps(rotator_trust_policy(a, args.trusted_principals))),
+                lambda a: json.dumps(rotator_trust_policy(a, args.trusted_principals, args.trust))),
             max_session_duration=3600, tags=dict(args.tags), opts=child)
         self.policy = aws.iam.RolePolicy(
             f"{name}-policy", role=self.role.id,
-            policy=rotator_policy(args.region, args.stack, args.kms_key_arn), opts=child)
+            policy=rotator_policy(args.region, args.stack, args.kms_key_arn, args.account_id, args.consumers_file),
+            opts=child)
         self.register_outputs({"role_arn": self.role.arn})
 
 
@@ -199,7 +244,8 @@ class ScheduledRotator(pulumi.ComponentResource):
             max_session_duration=3600, tags=dict(args.tags), opts=child)
         self.rotation_policy = aws.iam.RolePolicy(
             f"{name}-rotation-policy", role=self.role.id,
-            policy=rotator_policy(args.region, args.stack, args.data_key_arn), opts=child)
+            policy=rotator_policy(args.region, args.stack, args.data_key_arn, args.account_id, cfg.consumers_file),
+            opts=child)
         self.runtime_policy = aws.iam.RolePolicy(
             f"{name}-runtime-policy", role=self.role.id,
             policy=json_doc({"Version": "2012-10-17", "Statement": [

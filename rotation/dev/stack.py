@@ -1,6 +1,6 @@
 """The embedded stack: an OpenBao dev server and a moto server on free loopback ports, set up the
-way production is (KV v2 with ``cas_required``, the ACL policies of ``policies/vault``, one AppRole
-per consumer and one for the rotator; a REST API, a stage and usage plans by tier).
+way production is (the definition of :mod:`rotation.vault_setup`: KV v2 with ``cas_required``, the
+ACL policies, one AppRole per consumer and one for the rotator; a REST API, a stage and usage plans by tier).
 
 For the demo, the tests and local exploration only. Every process it starts is stopped by
 :meth:`EmbeddedStack.stop` (also at interpreter exit), in its own process group, so nothing is
@@ -28,13 +28,13 @@ import boto3
 import hvac
 import requests
 
-from policies.vault import consumer_policy_name, render_vault_policy
 from rotation.config import ConsumersFile
+from rotation.vault_policies import consumer_policy_name
+from rotation.vault_setup import ROTATOR_ROLE, VaultSetup, apply_setup
 
-__all__ = ["DevCredentials", "EmbeddedStack", "bootstrap_aws", "bootstrap_vault", "free_port"]
+__all__ = ["DevCredentials", "EmbeddedStack", "bootstrap_aws", "bootstrap_vault", "dev_setup", "free_port"]
 
 DEV_REGION = "us-east-1"
-ROTATOR_ROLE = "mail-api-rotator"
 
 
 def free_port() -> int:
@@ -76,38 +76,41 @@ class DevCredentials:
     stage: str = "v1"
 
 
+def dev_setup(mount: str = "secret", prefix: str = "mail-api", *, rotator_token_ttl: str = "1h",
+              consumer_token_ttl: str = "1h") -> VaultSetup:
+    """The dev stack's Vault definition: production's (:mod:`rotation.vault_setup`) with AppRole
+    logins for the rotator and every consumer, secret ids that do not expire, tokens up to 24 h.
+    The audit device is declared in the dev server's configuration (:meth:`EmbeddedStack.start`)."""
+    approle = {"secret_id_ttl": 0, "token_max_ttl": "24h"}
+    return VaultSetup.model_validate({
+        "mount": mount, "prefix": prefix, "max_versions": 10,
+        "rotator": {"approle": {**approle, "token_ttl": rotator_token_ttl}},
+        "apps": {"approle": {**approle, "token_ttl": consumer_token_ttl}},
+    })
+
+
 def bootstrap_vault(client: hvac.Client, consumers: ConsumersFile, mount: str = "secret",
                     prefix: str = "mail-api", *, rotator_token_ttl: str = "1h",
                     consumer_token_ttl: str = "1h") -> DevCredentials:
-    """Configure a fresh OpenBao like production: KV v2 with ``cas_required``, the ACL policies,
-    AppRoles for the rotator and each consumer, and each webhook consumer's signing secret.
+    """Configure a fresh OpenBao like production by applying the same definition
+    (:func:`rotation.vault_setup.apply_setup` with :func:`dev_setup`): KV v2 with ``cas_required``,
+    the ACL policies, AppRoles for the rotator and each consumer; then issue their secret ids and
+    each webhook consumer's signing secret.
 
     ``client`` must hold a token allowed to do all that (the dev root token). Idempotent.
     """
-    mounts = client.sys.list_mounted_secrets_engines()["data"]
-    if f"{mount}/" not in mounts:
-        client.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
-    client.secrets.kv.v2.configure(cas_required=True, max_versions=10, mount_point=mount)
+    apply_setup(client, dev_setup(mount, prefix, rotator_token_ttl=rotator_token_ttl,
+                                  consumer_token_ttl=consumer_token_ttl), consumers)
 
-    client.sys.create_or_update_policy("mail-api-rotator", render_vault_policy("rotator", mount=mount, prefix=prefix))
-    client.sys.create_or_update_policy("mail-api-auditor", render_vault_policy("auditor", mount=mount, prefix=prefix))
-    if "approle/" not in client.sys.list_auth_methods()["data"]:
-        client.sys.enable_auth_method("approle")
-
-    def role(name: str, policies: list[str], ttl: str) -> tuple[str, str]:
-        client.auth.approle.create_or_update_approle(
-            name, token_policies=policies, token_ttl=ttl, token_max_ttl="24h", secret_id_ttl="0")
+    def role(name: str) -> tuple[str, str]:
         role_id = client.auth.approle.read_role_id(name)["data"]["role_id"]
         secret_id = client.auth.approle.generate_secret_id(name)["data"]["secret_id"]
         return role_id, secret_id
 
-    rid, sid = role(ROTATOR_ROLE, ["mail-api-rotator"], rotator_token_ttl)
+    rid, sid = role(ROTATOR_ROLE)
     creds = DevCredentials(rotator_role_id=rid, rotator_secret_id=sid)
     for c in consumers.consumers:
-        pname = consumer_policy_name(c.name)
-        client.sys.create_or_update_policy(pname, render_vault_policy("consumer", mount=mount, prefix=prefix,
-                                                                      consumer=c.name))
-        creds.consumer_roles[c.name] = role(pname, [pname], consumer_token_ttl)
+        creds.consumer_roles[c.name] = role(consumer_policy_name(c.name))
         if any(t.type == "webhook" for t in c.targets):
             path = f"{prefix}/webhooks/{c.name}"
             with contextlib.suppress(hvac.exceptions.InvalidRequest):  # exists already (cas=0)

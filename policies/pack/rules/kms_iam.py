@@ -7,6 +7,9 @@ checkov 3.3.30, cdk-nag AwsSolutions (KMS5, IAM4, IAM5), AWSGuard ``cmk-backing-
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from ._base import Finding, as_list, is_true, parse_doc, public_allows, resource_rule, statements
 
 KEY = "aws:kms/key:Key"
@@ -19,6 +22,7 @@ IAM_DOC_TYPES = {
 }
 ROLE_POLICY_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 ROLE = "aws:iam/role:Role"
+_REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @resource_rule("kms-key-rotation",
@@ -147,3 +151,42 @@ def iam_no_aws_managed(props, cfg, typ):
     bad = [a for a in arns if isinstance(a, str) and a.startswith("arn:aws:iam::aws:policy/")
            and a not in cfg["allowedManagedPolicies"]]
     return [Finding("policyArn", a, "an inline aws.iam.RolePolicy with only the needed actions") for a in bad]
+
+
+_ROTATOR_MARKER = "CreateTaggedApiKeys"  # a Sid of policies/iam/rotator.json: this document is the rotator's
+_ACCOUNT_IN_ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12}):")
+_APIGW_REGION = re.compile(r"^arn:aws[a-z-]*:apigateway:([a-z0-9-]+)::")
+
+
+@resource_rule("rotator-policy-covers-push-targets", ["BASELINE-ROTATOR-IAM"], ["aws:iam/rolePolicy:RolePolicy"],
+               "The rotator's role policy lets it write every push target of the consumers file",
+               {"consumersFile": ({"type": "string"}, "examples/consumers.lambda.yaml"),
+                "accountId": ({"type": "string"}, "")})
+def rotator_covers_push_targets(props, cfg, typ):
+    """Issue 11 item 4 ("a target the rotator could not write is reported before a run"): for a role
+    policy rendered from ``policies/iam/rotator.json`` (recognized by its ``CreateTaggedApiKeys``
+    statement), every grant :func:`rotation.permissions.required_grants` derives from the consumers
+    file (``consumersFile``, repository-relative) must be allowed: the named secret and parameter
+    ARNs and their KMS keys. Region: from the policy's API Gateway ARNs; account: ``accountId`` or
+    the first account-scoped ARN in the policy."""
+    from rotation.config import load_consumers_file
+    from rotation.errors import ConfigError as ConsumersError
+    from rotation.permissions import missing_grants, required_grants
+
+    doc = _iam_doc(props, typ)
+    sts = statements(doc)
+    if not any(s.get("Sid") == _ROTATOR_MARKER for s in sts):
+        return []
+    resources = [str(r) for s in sts for r in as_list(s.get("Resource"))]
+    region = next((m.group(1) for r in resources if (m := _APIGW_REGION.match(r))), None)
+    account = cfg["accountId"] or next((m.group(1) for r in resources if (m := _ACCOUNT_IN_ARN.match(r))), None)
+    if region is None:
+        return [Finding("policy", "a rotator policy without API Gateway ARNs", "the rendered policies/iam/rotator.json")]
+    try:
+        consumers = load_consumers_file(_REPO_ROOT / cfg["consumersFile"])
+    except ConsumersError as exc:
+        return [Finding("consumersFile", f"unreadable ({len(exc.problems)} problem(s))", "a valid consumers file")]
+    missing = missing_grants(doc, required_grants(consumers, region, account or "000000000000"))
+    return [Finding("policy", f"missing {g.action} on {g.resource} for {g.target_id} ({g.consumer})",
+                    "the statements of rotation.permissions.required_statements (infra renders them)")
+            for g in missing]

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import hvac
 import pytest
 
-from policies.vault import consumer_policy_name, render_vault_policy
 from rotation.client.keys import AppRoleAuth, KeyClient
 from rotation.config import ConsumersFile
 from rotation.dev.stack import EmbeddedStack
 from rotation.records import KeyRecord, to_iso, utcnow
+from rotation.vault_policies import consumer_policy_name, render_vault_policy
 
 MOUNT, PREFIX = "secret", "mail-api"
 _names = itertools.count(1)

@@ -48,6 +48,23 @@ def _waf_rules(fn):
 
 
 PUBLIC = {"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}
+LAMBDA_CONSUMERS = {"rotator-policy-covers-push-targets": {"consumersFile": "examples/consumers.lambda.yaml"}}  # the default
+
+
+def _rotator_policy(with_push: bool):
+    """A rotator role policy (policies/iam/rotator.json) with or without the statements the Lambda
+    example consumers file's targets need (rotation/permissions.py)."""
+    from policies.iam import render_policy
+    from rotation.config import load_consumers_file
+    from rotation.permissions import required_statements
+
+    doc = render_policy("rotator", region="eu-west-1", stack="prod",
+                        kms_key_arn="arn:aws:kms:eu-west-1:123456789012:key/k")
+    if with_push:
+        doc["Statement"] += required_statements(load_consumers_file("examples/consumers.lambda.yaml"),
+                                                "eu-west-1", "123456789012")
+    return lambda res: res + [("aws:iam/rolePolicy:RolePolicy", "rotator-policy",
+                               {"role": "r", "policy": json.dumps(doc)})]
 STAR_DECRYPT = {"Statement": [{"Sid": "K", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"}]}
 
 #: (rule, id, mutation) -> that rule, and only it, reports
@@ -123,6 +140,7 @@ VIOLATIONS = [
     ("iam-scoped-resources", "decrypt-any-key", _policy("fn-policy", STAR_DECRYPT)),
     ("iam-no-wildcard-actions", "ses-star", _policy("fn-policy", {"Statement": [
         {"Sid": "S", "Effect": "Allow", "Action": "ses:*", "Resource": "arn:aws:ses:x:identity/d"}]})),
+    ("rotator-policy-covers-push-targets", "no-push-statements", _rotator_policy(False)),
     ("iam-no-aws-managed-policies", "managed-policy", lambda res: res + [(
         "aws:iam/rolePolicyAttachment:RolePolicyAttachment", "attach",
         {"role": "r", "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"})]),
@@ -176,6 +194,15 @@ VIOLATIONS = [
 @pytest.mark.parametrize("rule,mutate", [(r, m) for r, _, m in VIOLATIONS], ids=[f"{r}--{i}" for r, i, _ in VIOLATIONS])
 def test_each_violating_variant_is_caught_by_its_rule_only(rule, mutate):
     assert ids(mutate(golden())) == {rule}
+
+
+def test_a_rotator_policy_lacking_a_push_target_is_flagged_naming_the_target_and_a_full_one_passes():
+    lacking = evaluate(_rotator_policy(False)(golden()), LAMBDA_CONSUMERS)
+    assert {v.rule for v in lacking} == {"rotator-policy-covers-push-targets"}
+    text = " ".join(str(v) for v in lacking)
+    assert "secretsmanager:PutSecretValue" in text and "secure-mail-api-prod/consumers/billing" in text
+    assert "ssm:PutParameter" in text
+    assert evaluate(_rotator_policy(True)(golden()), LAMBDA_CONSUMERS) == []
 
 
 def test_every_rule_has_a_violating_variant():

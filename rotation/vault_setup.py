@@ -1,0 +1,708 @@
+"""Vault/OpenBao set-up as code: one declarative definition of everything the rotation jobs and
+their consumers need in Vault, applied idempotently (``rotation vault setup``) and by the dev
+bootstrap (``rotation.dev.stack.bootstrap_vault``), so production and the tests run the same plan.
+
+What the definition holds (the *setup file*, YAML, validated by :class:`VaultSetup`)::
+
+    version: 1
+    mount: secret              # KV v2 mount (created if missing; cas_required=true, max_versions)
+    prefix: mail-api           # path prefix inside the mount (docs/vault-layout.md)
+    max_versions: 10           # 1..100 versions kept per secret
+    rotator:                   # how the rotation jobs log in (any combination)
+      jwt:                     # JWT auth (e.g. a CI / workload identity token), role mail-api-rotator
+        bound_audiences: [vault.example.com]
+        bound_subject: system:serviceaccount:mail-api:rotator   # optional
+        bound_claims: {repository: org/mail-api}                # optional
+        user_claim: sub
+        jwt_validation_pubkeys: [...]   # or oidc_discovery_url / jwks_url (exactly one source)
+        bound_issuer: https://issuer.example.com                # optional
+      kubernetes: {namespace: mail-api, service_account: mail-api-rotator}
+      approle: {token_ttl: 1h, secret_id_ttl: 30d}             # e.g. the scheduled Lambda
+      aws: {bound_iam_principal_arn: [arn:aws:iam::123456789012:role/x-rotator-lambda]}
+    apps:                      # how consumer applications log in: one role per consumer
+      approle: {secret_id_ttl: 24h, token_ttl: 1h, secret_id_num_uses: 0, token_bound_cidrs: [10.0.0.0/8]}
+      kubernetes: {namespace: apps, service_account: "{consumer}"}   # {consumer} = consumer name
+    kubernetes:                # the Kubernetes auth method's config (when any kubernetes role)
+      kubernetes_host: https://kubernetes.default.svc
+      kubernetes_ca_cert_file: /path/ca.crt        # optional
+      token_reviewer_jwt_file: /path/reviewer.jwt  # optional; read at apply time, never printed
+    audit: {path: mail-api, file_path: /var/log/openbao/audit.log}   # a file audit device
+
+Names: policies ``mail-api-rotator``, ``mail-api-auditor``, ``mail-api-consumer-<name>``
+(:mod:`rotation.vault_policies`); every auth role of the rotator is ``mail-api-rotator``, every
+role of a consumer ``mail-api-consumer-<name>``, on the auth mounts ``jwt``, ``kubernetes``,
+``approle``, ``aws`` (configurable per section with ``mount``).
+
+How it applies (:func:`apply_setup`): the desired state becomes a list of :class:`Step` (an HTTP
+call against the Vault API plus how to read the current value); each step reads the current state
+first and writes only when it differs, so a re-run changes nothing (``unchanged``) and
+``dry_run=True`` performs only the reads. Existing objects of a different kind are never replaced
+(a KV v1 mount, an auth method of another type at the path, an audit device with other options):
+that is an error naming the path. Secrets never appear in a step's printed form: the token
+reviewer JWT is redacted, AppRole secret ids are not part of the setup (issue them with
+``bao write -f auth/approle/role/<role>/secret-id``, or ``-wrap-ttl``), and
+policies are shown by name, size and digest.
+
+The AWS auth method (``rotator.aws``) exists in HashiCorp Vault only (OpenBao dropped it), so its
+steps are planned only when asked for (``aws_auth=True`` / ``--aws-auth``).
+
+Audit devices: HashiCorp Vault enables them through ``sys/audit``; OpenBao 2.4+ refuses
+API-created audit devices (CVE-2025-54997; https://openbao.org/docs/rfcs/config-audit-devices)
+and expects an ``audit "file" "<path>"`` stanza in the server configuration, which
+:func:`audit_config_stanza` renders. An already declared device with the same options is
+``unchanged``; a refused creation raises :class:`VaultSetupError` with the stanza to add.
+
+API references: https://openbao.org/api-docs/ (``sys/mounts``, ``sys/auth``, ``sys/audit``,
+``sys/policies/acl``, ``auth/jwt``, ``auth/kubernetes``, ``auth/approle``) and
+https://developer.hashicorp.com/vault/api-docs/auth/aws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rotation.backends.vault_errors import vault_errors
+from rotation.config import ConsumersFile, Duration
+from rotation.errors import ConfigError, VaultError, VaultPermissionDenied
+from rotation.vault_policies import consumer_policy_name, render_vault_policy
+
+__all__ = [
+    "ROTATOR_ROLE",
+    "Change",
+    "Step",
+    "VaultSetup",
+    "VaultSetupError",
+    "apply_setup",
+    "audit_config_stanza",
+    "load_setup_file",
+    "plan_steps",
+    "summarize",
+]
+
+ROTATOR_POLICY = "mail-api-rotator"
+AUDITOR_POLICY = "mail-api-auditor"
+#: The rotator's role name on every auth method.
+ROTATOR_ROLE = "mail-api-rotator"
+_MOUNT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_IAM_ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/*-]+$")
+#: Fields whose value is a credential: never printed.
+_REDACTED = frozenset({"token_reviewer_jwt"})
+
+
+class VaultSetupError(VaultError):
+    """The setup cannot be applied as defined (an object of another kind is in the way, or the
+    server refuses a kind of object); the message names the path and the fix."""
+
+
+def _seconds(d: timedelta) -> int:
+    return int(d.total_seconds())
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+def _mount_name(v: str) -> str:
+    if not _MOUNT.match(v):
+        raise ValueError("must be a plain path segment (a-z, 0-9, '-'), e.g. approle")
+    return v
+
+
+class _TokenSettings(_Strict):
+    """Token parameters shared by every auth role (Vault docs "Token parameters")."""
+
+    token_ttl: Duration = Field(default=timedelta(hours=1))
+    token_max_ttl: Duration = Field(default=timedelta(hours=4))
+    token_bound_cidrs: list[str] = Field(default_factory=list)
+
+    @field_validator("token_bound_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for c in v:
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError:
+                raise ValueError(f"{c!r} is not a CIDR block such as 10.0.0.0/8") from None
+        return v
+
+    @model_validator(mode="after")
+    def _ttls(self):
+        if self.token_ttl > self.token_max_ttl:
+            raise ValueError("token_ttl must not exceed token_max_ttl")
+        return self
+
+    def token_body(self, policies: list[str]) -> dict[str, Any]:
+        return {"token_policies": policies, "token_ttl": _seconds(self.token_ttl),
+                "token_max_ttl": _seconds(self.token_max_ttl), "token_bound_cidrs": list(self.token_bound_cidrs)}
+
+
+class AppRoleSpec(_TokenSettings):
+    """AppRole roles (https://openbao.org/api-docs/auth/approle/): ``secret_id_ttl`` 0 = no expiry,
+    ``secret_id_num_uses`` 0 = unlimited."""
+
+    mount: str = "approle"
+    secret_id_ttl: Duration = Field(default=timedelta(hours=24))
+    secret_id_num_uses: int = Field(default=0, ge=0)
+    secret_id_bound_cidrs: list[str] = Field(default_factory=list)
+
+    @field_validator("mount")
+    @classmethod
+    def _plain_mount(cls, v: str) -> str:
+        return _mount_name(v)
+
+    def role_body(self, policies: list[str]) -> dict[str, Any]:
+        return {**self.token_body(policies), "bind_secret_id": True, "secret_id_ttl": _seconds(self.secret_id_ttl),
+                "secret_id_num_uses": self.secret_id_num_uses,
+                "secret_id_bound_cidrs": list(self.secret_id_bound_cidrs)}
+
+
+class JwtRotatorSpec(_TokenSettings):
+    """JWT auth for the rotator (https://openbao.org/api-docs/auth/jwt/): exactly one key source
+    (``jwt_validation_pubkeys``, ``oidc_discovery_url`` or ``jwks_url``), and at least one binding:
+    ``bound_audiences`` is required so a token minted for another audience never logs in."""
+
+    mount: str = "jwt"
+    bound_audiences: list[str] = Field(min_length=1)
+    bound_subject: str | None = None
+    bound_claims: dict[str, str | list[str]] = Field(default_factory=dict)
+    user_claim: str = "sub"
+    bound_issuer: str | None = None
+    jwt_validation_pubkeys: list[str] = Field(default_factory=list)
+    oidc_discovery_url: str | None = None
+    jwks_url: str | None = None
+
+    @field_validator("mount")
+    @classmethod
+    def _plain_mount(cls, v: str) -> str:
+        return _mount_name(v)
+
+    @field_validator("jwt_validation_pubkeys")
+    @classmethod
+    def _pem(cls, v: list[str]) -> list[str]:
+        for key in v:
+            if "-----BEGIN PUBLIC KEY-----" not in key:
+                raise ValueError("each entry must be a PEM public key (-----BEGIN PUBLIC KEY-----)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        sources = [bool(self.jwt_validation_pubkeys), bool(self.oidc_discovery_url), bool(self.jwks_url)]
+        if sum(sources) != 1:
+            raise ValueError("set exactly one of jwt_validation_pubkeys, oidc_discovery_url, jwks_url")
+        return self
+
+    def config_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if self.jwt_validation_pubkeys:
+            body["jwt_validation_pubkeys"] = list(self.jwt_validation_pubkeys)
+        if self.oidc_discovery_url:
+            body["oidc_discovery_url"] = self.oidc_discovery_url
+        if self.jwks_url:
+            body["jwks_url"] = self.jwks_url
+        if self.bound_issuer:
+            body["bound_issuer"] = self.bound_issuer
+        return body
+
+    def role_body(self, policies: list[str]) -> dict[str, Any]:
+        body = {**self.token_body(policies), "role_type": "jwt", "bound_audiences": list(self.bound_audiences),
+                "user_claim": self.user_claim, "bound_claims_type": "string"}
+        if self.bound_subject:
+            body["bound_subject"] = self.bound_subject
+        if self.bound_claims:
+            body["bound_claims"] = dict(self.bound_claims)
+        return body
+
+
+class KubernetesRoleSpec(_TokenSettings):
+    """A Kubernetes auth role bound to one namespace and service account
+    (https://openbao.org/api-docs/auth/kubernetes/). For apps, ``service_account`` may contain
+    ``{consumer}`` (replaced by each consumer's name)."""
+
+    namespace: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    service_account: str = Field(min_length=1, max_length=253)
+    audience: str | None = None
+
+    @field_validator("service_account")
+    @classmethod
+    def _sa(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9{}]([-a-z0-9.{}]*[a-z0-9{}])?", v) or v.replace("{consumer}", "x").count("{"):
+            raise ValueError("must be a service account name (a-z, 0-9, '-', '.'), optionally with {consumer}")
+        return v
+
+    def role_body(self, policies: list[str], consumer: str | None = None) -> dict[str, Any]:
+        sa = self.service_account.replace("{consumer}", consumer or "")
+        body = {**self.token_body(policies), "bound_service_account_names": [sa],
+                "bound_service_account_namespaces": [self.namespace]}
+        if self.audience:
+            body["audience"] = self.audience
+        return body
+
+
+class AwsRotatorSpec(_TokenSettings):
+    """AWS IAM auth for the rotator (HashiCorp Vault only;
+    https://developer.hashicorp.com/vault/api-docs/auth/aws): ``auth_type=iam`` bound to IAM
+    principal ARNs (the Lambda's role)."""
+
+    mount: str = "aws"
+    bound_iam_principal_arn: list[str] = Field(min_length=1)
+
+    @field_validator("mount")
+    @classmethod
+    def _plain_mount(cls, v: str) -> str:
+        return _mount_name(v)
+
+    @field_validator("bound_iam_principal_arn")
+    @classmethod
+    def _arns(cls, v: list[str]) -> list[str]:
+        for arn in v:
+            if not _IAM_ARN.match(arn):
+                raise ValueError(f"{arn!r} is not an IAM principal ARN such as "
+                                 "arn:aws:iam::123456789012:role/secure-mail-api-dev-rotator-lambda")
+        return v
+
+    def role_body(self, policies: list[str]) -> dict[str, Any]:
+        return {**self.token_body(policies), "auth_type": "iam",
+                "bound_iam_principal_arn": list(self.bound_iam_principal_arn)}
+
+
+class RotatorAuth(_Strict):
+    jwt: JwtRotatorSpec | None = None
+    kubernetes: KubernetesRoleSpec | None = None
+    approle: AppRoleSpec | None = None
+    aws: AwsRotatorSpec | None = None
+
+
+class AppsAuth(_Strict):
+    approle: AppRoleSpec | None = None
+    kubernetes: KubernetesRoleSpec | None = None
+
+
+class KubernetesConfig(_Strict):
+    """The Kubernetes auth method's config. The token reviewer JWT and CA certificate are read from
+    files at apply time (so the setup file holds no credential)."""
+
+    mount: str = "kubernetes"
+    kubernetes_host: str
+    kubernetes_ca_cert_file: Path | None = None
+    token_reviewer_jwt_file: Path | None = None
+    disable_local_ca_jwt: bool = False
+
+    @field_validator("mount")
+    @classmethod
+    def _plain_mount(cls, v: str) -> str:
+        return _mount_name(v)
+
+    @field_validator("kubernetes_host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be the API server URL, e.g. https://kubernetes.default.svc")
+        return v
+
+
+class FileAudit(_Strict):
+    """A file audit device (https://openbao.org/docs/audit/file/)."""
+
+    path: str = "mail-api"
+    file_path: Path
+
+    @field_validator("path")
+    @classmethod
+    def _plain_path(cls, v: str) -> str:
+        return _mount_name(v)
+
+    @field_validator("file_path")
+    @classmethod
+    def _abs(cls, v: Path) -> Path:
+        if not v.is_absolute() or ".." in v.parts:
+            raise ValueError("must be an absolute path without '..', e.g. /var/log/openbao/audit.log")
+        return v
+
+
+class VaultSetup(_Strict):
+    """The whole Vault set-up (see the module docstring for the file shape)."""
+
+    version: Literal[1] = 1
+    mount: str = "secret"
+    prefix: str = "mail-api"
+    max_versions: int = Field(default=10, ge=1, le=100)
+    rotator: RotatorAuth = Field(default_factory=RotatorAuth)
+    apps: AppsAuth = Field(default_factory=AppsAuth)
+    kubernetes: KubernetesConfig | None = None
+    audit: FileAudit | None = None
+
+    @field_validator("mount")
+    @classmethod
+    def _plain_mount(cls, v: str) -> str:
+        return _mount_name(v)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not all(_MOUNT.match(p) for p in v.split("/")):
+            raise ValueError("must be path segments of a-z, 0-9, '-' separated by '/', e.g. mail-api")
+        return v
+
+    @model_validator(mode="after")
+    def _k8s_config(self):
+        if (self.rotator.kubernetes or self.apps.kubernetes) and self.kubernetes is None:
+            raise ValueError("kubernetes: required when rotator.kubernetes or apps.kubernetes is set "
+                             "(kubernetes_host at least)")
+        if self.apps.kubernetes and "{consumer}" not in self.apps.kubernetes.service_account:
+            raise ValueError("apps.kubernetes.service_account: must contain {consumer}, so each app's role "
+                             "binds only its own service account")
+        return self
+
+
+def load_setup_file(path: str | Path) -> VaultSetup:
+    """Read and validate a setup file. Raises :class:`~rotation.errors.ConfigError` (exit code 2)
+    naming every bad field (``rotator.jwt.bound_audiences``); rejected values are never echoed."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(p), [("(file)", "does not exist; pass --setup PATH")]) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(str(p), [("(file)", f"cannot be read as YAML ({type(exc).__name__})")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(p), [("(file)", "must be a YAML mapping (version, mount, prefix, rotator, apps ...)")])
+    try:
+        return VaultSetup.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "is not a known field (check the spelling)"
+            elif err["type"] == "missing":
+                msg = "is required"
+            problems.append((".".join(str(p) for p in err["loc"]) or "(file)", msg))
+        raise ConfigError(str(p), problems) from None
+
+
+def audit_config_stanza(audit: FileAudit) -> str:
+    """The server-configuration stanza declaring ``audit`` (OpenBao declarative audit devices)."""
+    return f'audit "file" "{audit.path}" {{\n  options {{\n    file_path = "{audit.file_path}"\n  }}\n}}\n'
+
+
+# --- steps ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    """One object of the setup: ``method path body`` creates/updates it; ``read`` (a Vault API path)
+    returns its current state, compared by ``same(current_response_data, body)``; ``exists`` is an
+    alternative existence check for objects that are only ever created (mounts, auth methods,
+    audit devices). ``after_mount`` names the auth mount the path lives under (no read when that
+    mount is only about to be created)."""
+
+    kind: str
+    name: str
+    method: str
+    path: str
+    body: dict[str, Any] = field(repr=False)  # may hold the token reviewer JWT: describe() redacts it
+    read: str | None = None
+    same: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None
+    exists: Callable[[Any], bool | None] | None = None
+    after_mount: str | None = None
+    secret_fields: frozenset[str] = field(default=_REDACTED)
+
+    def describe(self) -> str:
+        """``POST sys/mounts/secret {...}`` with credentials redacted and policies abbreviated."""
+        shown: dict[str, Any] = {}
+        for k, v in self.body.items():
+            if k in self.secret_fields:
+                shown[k] = "<redacted>"
+            elif k == "policy":
+                digest = hashlib.sha256(v.encode()).hexdigest()[:12]
+                shown[k] = f"<{v.count(chr(10)) + 1} lines of HCL, sha256 {digest}>"
+            elif k == "jwt_validation_pubkeys":
+                shown[k] = [f"<PEM public key, sha256 {hashlib.sha256(p.encode()).hexdigest()[:12]}>" for p in v]
+            else:
+                shown[k] = v
+        return f"{self.method} {self.path} {json.dumps(shown, sort_keys=True)}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What :func:`apply_setup` did (or would do) for one step: ``create``, ``update`` or ``unchanged``."""
+
+    action: Literal["create", "update", "unchanged"]
+    step: Step
+
+    def __str__(self) -> str:
+        return f"{self.action:9} {self.step.kind:8} {self.step.name}: {self.step.describe()}"
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, list):
+        return sorted(_norm(x) for x in v) if all(isinstance(x, str) for x in v) else [_norm(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in v.items()}
+    return v.strip() if isinstance(v, str) else v  # Vault trims PEM keys and certificates
+
+
+def _subset_same(current: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """Every desired field equals the current one (lists order-insensitive; a scalar matches a
+    one-element list and an empty list matches a missing/None value, as Vault normalizes)."""
+    for k, want in desired.items():
+        if k in _REDACTED:
+            continue
+        have = current.get(k)
+        if isinstance(want, list) and not want and have in (None, "", [], {}):
+            continue
+        if isinstance(want, dict) and not want and have in (None, {}):
+            continue
+        if isinstance(want, str) and isinstance(have, list) and have == [want]:
+            continue
+        if isinstance(want, dict) and isinstance(have, dict):
+            if {a: _norm(b if isinstance(b, list) else [b]) for a, b in want.items()} != \
+               {a: _norm(b if isinstance(b, list) else [b]) for a, b in have.items()}:
+                return False
+            continue
+        if _norm(want) != _norm(have):
+            return False
+    return True
+
+
+def _policy_same(current: dict[str, Any], desired: dict[str, Any]) -> bool:
+    return (current.get("policy") or "").strip() == desired["policy"].strip()
+
+
+def _kv_same(current: dict[str, Any], desired: dict[str, Any]) -> bool:
+    return bool(current.get("cas_required")) and current.get("max_versions") == desired["max_versions"]
+
+
+def _mounted(table_path: str, name: str, type_: str, kind: str) -> Callable[[Any], bool | None]:
+    def check(table: dict[str, Any]) -> bool:
+        entry = table.get(f"{name}/")
+        if entry is None:
+            return False
+        if entry.get("type") != type_:
+            raise VaultSetupError(f"{table_path}: {name}/ is a {entry.get('type')!r} {kind}, not {type_!r}; "
+                                  f"choose another mount in the setup file or remove it (nothing was replaced)")
+        return True
+    return check
+
+
+def _kv_mount_exists(mount: str) -> Callable[[Any], bool | None]:
+    def check(table: dict[str, Any]) -> bool:
+        entry = table.get(f"{mount}/")
+        if entry is None:
+            return False
+        version = str((entry.get("options") or {}).get("version", "1"))
+        if entry.get("type") != "kv" or version != "2":
+            raise VaultSetupError(f"sys/mounts: {mount}/ is not a KV version 2 mount (type {entry.get('type')!r}, "
+                                  f"version {version}); check-and-set needs KV v2: choose another mount "
+                                  "(failure case V3; nothing was replaced)")
+        return True
+    return check
+
+
+def _audit_exists(audit: FileAudit) -> Callable[[Any], bool | None]:
+    def check(table: dict[str, Any]) -> bool:
+        entry = table.get(f"{audit.path}/")
+        if entry is None:
+            return False
+        if entry.get("type") != "file" or (entry.get("options") or {}).get("file_path") != str(audit.file_path):
+            raise VaultSetupError(f"sys/audit: {audit.path}/ exists with other options; audit devices cannot be "
+                                  "changed in place: choose another audit.path (nothing was replaced)")
+        return True
+    return check
+
+
+def plan_steps(setup: VaultSetup, consumers: ConsumersFile, *, aws_auth: bool = False) -> list[Step]:
+    """The desired state as ordered steps (mounts and auth methods before their config and roles).
+
+    ``aws_auth``: plan the AWS auth method and role (``rotator.aws``); HashiCorp Vault only.
+    Reads no file but the Kubernetes CA certificate / reviewer token files (raising
+    :class:`~rotation.errors.ConfigError` when one cannot be read).
+    """
+    m, prefix = setup.mount, setup.prefix
+    steps: list[Step] = []
+    if setup.audit:  # first, so every later call of the setup is audited
+        a = setup.audit
+        steps.append(Step("audit", f"{a.path}/ (file)", "PUT", f"sys/audit/{a.path}",
+                          {"type": "file", "options": {"file_path": str(a.file_path)}},
+                          read="sys/audit", exists=_audit_exists(a)))
+    steps += [
+        Step("mount", f"{m}/ (kv v2)", "POST", f"sys/mounts/{m}", {"type": "kv", "options": {"version": "2"}},
+             read="sys/mounts", exists=_kv_mount_exists(m)),
+        Step("kv", f"{m}/config", "POST", f"{m}/config", {"cas_required": True, "max_versions": setup.max_versions},
+             read=f"{m}/config", same=_kv_same, after_mount=f"kv:{m}"),
+    ]
+    policies = [(ROTATOR_POLICY, render_vault_policy("rotator", mount=m, prefix=prefix)),
+                (AUDITOR_POLICY, render_vault_policy("auditor", mount=m, prefix=prefix))]
+    policies += [(consumer_policy_name(c.name), render_vault_policy("consumer", mount=m, prefix=prefix,
+                                                                    consumer=c.name)) for c in consumers.consumers]
+    steps += [Step("policy", name, "PUT", f"sys/policies/acl/{name}", {"policy": text},
+                   read=f"sys/policies/acl/{name}", same=_policy_same) for name, text in policies]
+
+    def auth_method(mount: str, type_: str) -> None:
+        if not any(s.kind == "auth" and s.path == f"sys/auth/{mount}" for s in steps):
+            steps.append(Step("auth", f"{mount}/ ({type_})", "POST", f"sys/auth/{mount}", {"type": type_},
+                              read="sys/auth", exists=_mounted("sys/auth", mount, type_, "auth method")))
+
+    def role(mount: str, name: str, body: dict[str, Any]) -> None:
+        steps.append(Step("role", f"{mount}/{name}", "POST", f"auth/{mount}/role/{name}", body,
+                          read=f"auth/{mount}/role/{name}", same=_subset_same, after_mount=f"auth:{mount}"))
+
+    rot, apps = setup.rotator, setup.apps
+    if rot.approle or apps.approle:
+        for spec in (rot.approle, apps.approle):
+            if spec:
+                auth_method(spec.mount, "approle")
+        if rot.approle:
+            role(rot.approle.mount, ROTATOR_ROLE, rot.approle.role_body([ROTATOR_POLICY]))
+        if apps.approle:
+            for c in consumers.consumers:
+                name = consumer_policy_name(c.name)
+                role(apps.approle.mount, name, apps.approle.role_body([name]))
+    if rot.jwt:
+        auth_method(rot.jwt.mount, "jwt")
+        steps.append(Step("config", f"{rot.jwt.mount}/config", "POST", f"auth/{rot.jwt.mount}/config",
+                          rot.jwt.config_body(), read=f"auth/{rot.jwt.mount}/config", same=_subset_same,
+                          after_mount=f"auth:{rot.jwt.mount}"))
+        role(rot.jwt.mount, ROTATOR_ROLE, rot.jwt.role_body([ROTATOR_POLICY]))
+    if setup.kubernetes and (rot.kubernetes or apps.kubernetes):
+        k = setup.kubernetes
+        auth_method(k.mount, "kubernetes")
+        body: dict[str, Any] = {"kubernetes_host": k.kubernetes_host, "disable_local_ca_jwt": k.disable_local_ca_jwt}
+        for fname, key in ((k.kubernetes_ca_cert_file, "kubernetes_ca_cert"),
+                           (k.token_reviewer_jwt_file, "token_reviewer_jwt")):
+            if fname is not None:
+                try:
+                    body[key] = Path(fname).read_text(encoding="utf-8").strip()
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ConfigError("setup", [(f"kubernetes.{key}_file", f"cannot be read ({type(exc).__name__})")]
+                                      ) from None
+        steps.append(Step("config", f"{k.mount}/config", "POST", f"auth/{k.mount}/config", body,
+                          read=f"auth/{k.mount}/config", same=_subset_same, after_mount=f"auth:{k.mount}"))
+        if rot.kubernetes:
+            role(k.mount, ROTATOR_ROLE, rot.kubernetes.role_body([ROTATOR_POLICY]))
+        if apps.kubernetes:
+            for c in consumers.consumers:
+                name = consumer_policy_name(c.name)
+                role(k.mount, name, apps.kubernetes.role_body([name], c.name))
+    if aws_auth and rot.aws:
+        auth_method(rot.aws.mount, "aws")
+        role(rot.aws.mount, ROTATOR_ROLE, rot.aws.role_body([ROTATOR_POLICY]))
+    return steps
+
+
+# --- applying -------------------------------------------------------------------------------------
+
+class _Http:
+    """Raw Vault API calls through the hvac client's adapter (its session, token, namespace, TLS
+    settings), deciding by HTTP status code; transport errors become ours in ``vault_errors``."""
+
+    def __init__(self, client):
+        self.adapter = client.adapter
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+        with vault_errors(method.lower(), path):
+            resp = self.adapter.request(method, f"/v1/{path}", json=body, raise_exception=False)
+        if isinstance(resp, dict):
+            return 200, resp
+        status = resp.status_code
+        try:
+            data = resp.json() if resp.content else {}
+        except ValueError:
+            data = {}
+        return status, data if isinstance(data, dict) else {}
+
+    def read(self, path: str) -> dict[str, Any] | None:
+        """The response's ``data`` (or the body, for the ``sys/`` tables), ``None`` on 404."""
+        status, data = self.call("GET", path)
+        if status == 404:
+            return None
+        _raise_for(status, "read", path, data)
+        return data.get("data", data) if isinstance(data.get("data"), dict) else data
+
+    def write(self, method: str, path: str, body: dict[str, Any]) -> None:
+        status, data = self.call(method, path, body)
+        _raise_for(status, "write", path, data)
+
+
+def _raise_for(status: int, op: str, path: str, data: dict[str, Any]) -> None:
+    if status < 400:
+        return
+    if status == 403:
+        raise VaultPermissionDenied(f"{op} {path}: permission denied (HTTP 403): the setup needs an "
+                                    "administrator token (VAULT_TOKEN) allowed on sys/ and auth/")
+    errors = data.get("errors") if isinstance(data.get("errors"), list) else []
+    detail = "; ".join(str(e) for e in errors)[:300]  # Vault's own explanation (it never echoes a credential)
+    raise VaultError(f"{op} {path}: HTTP {status}" + (f": {detail}" if detail else ""))
+
+
+def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run: bool = False,
+                aws_auth: bool = False, steps: Iterable[Step] | None = None) -> list[Change]:
+    """Bring Vault to the state ``setup`` defines; return one :class:`Change` per step, in order.
+
+    ``client``: an ``hvac.Client`` holding an administrator token. ``dry_run``: read only (GET);
+    the changes returned are those a real run would make. Idempotent: a second run returns only
+    ``unchanged``.
+
+    :raises VaultSetupError: an object of another kind is in the way, or the server refused an
+        audit device created through the API (the message carries the configuration stanza).
+    :raises VaultPermissionDenied: the token may not read or write a path (HTTP 403).
+    :raises VaultError: any other refusal or an unreachable server.
+    """
+    http = _Http(client)
+    tables: dict[str, dict[str, Any]] = {}
+    pending_mounts: set[str] = set()
+    changes: list[Change] = []
+    # 1. read everything first: a conflict is reported before the first write
+    for step in (plan_steps(setup, consumers, aws_auth=aws_auth) if steps is None else steps):
+        if step.exists is not None:
+            if step.read not in tables:
+                tables[step.read] = http.read(step.read) or {}
+            present = step.exists(tables[step.read])
+            action = "unchanged" if present else "create"
+            if not present:
+                pending_mounts.add(("kv:" if step.kind == "mount" else "auth:") + step.path.rsplit("/", 1)[1])
+        elif step.after_mount in pending_mounts:
+            action = "create"
+        else:
+            current = http.read(step.read) if step.read else None
+            if current is None:
+                action = "create"
+            else:
+                action = "unchanged" if step.same and step.same(current, step.body) else "update"
+        changes.append(Change(action, step))
+    if dry_run:
+        return changes
+    # 2. write what differs, in order (the audit device first)
+    for change in changes:
+        if change.action == "unchanged":
+            continue
+        try:
+            http.write(change.step.method, change.step.path, change.step.body)
+        except VaultError as exc:
+            if change.step.kind == "audit" and not isinstance(exc, VaultPermissionDenied):
+                raise VaultSetupError(
+                    f"{change.step.path}: the server refused to enable the audit device through the API "
+                    "(OpenBao 2.4+ allows audit devices only in its configuration file; nothing was changed); "
+                    "add this stanza to the server configuration and restart it:\n"
+                    + audit_config_stanza(setup.audit)) from exc
+            raise
+    return changes
+
+
+def summarize(changes: list[Change]) -> dict[str, int]:
+    """Counts per action: ``{"create": 3, "update": 0, "unchanged": 12}``."""
+    out = {"create": 0, "update": 0, "unchanged": 0}
+    for c in changes:
+        out[c.action] += 1
+    return out
+
