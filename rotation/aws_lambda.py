@@ -65,9 +65,10 @@ def handler(event: dict[str, Any] | None, context: Any = None) -> dict[str, Any]
     install_log_redaction()   # before any AWS/Vault call: Lambda's root level may be DEBUG
     event = event or {}
     settings = load_settings(**_vault_secret_id())
-    consumers = load_consumers_file(os.environ.get("ROTATION_CONSUMERS_FILE", "consumers.yaml"))
+    consumers = load_consumers_file(os.environ.get("ROTATION_CONSUMERS_FILE", "consumers.yaml"), settings=settings)
     only = _names(event, "only") or None
     engine = build_engine(settings, consumers)
+    engine.apigw.resolve_usage_plans(consumers.usage_plans)   # a misspelt plan: ConfigError, nothing changed
     summary = engine.run(only=only, force=_names(event, "force"), emergency=_names(event, "emergency"))
     publish_run_metrics(settings, consumers, summary)
     result = {
