@@ -274,9 +274,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _prefix_not_mount(self) -> Settings:
         if self.vault_kv_prefix.split("/")[0] == self.vault_kv_mount:
-            raise ValueError(f"VAULT_KV_PREFIX must not repeat the mount {self.vault_kv_mount!r}: the path is "
-                             f"inside VAULT_KV_MOUNT already (use e.g. 'mail-api', not "
-                             f"'{self.vault_kv_mount}/mail-api')")
+            raise ValueError("VAULT_KV_PREFIX must not start with the mount (VAULT_KV_MOUNT): it is the path "
+                             "inside the mount, e.g. 'mail-api'")
         return self
 
     @model_validator(mode="after")
