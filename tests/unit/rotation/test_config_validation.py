@@ -301,3 +301,21 @@ def test_secret_files_are_created_owner_only_without_a_later_chmod(tmp_path, mon
     for f in (tmp_path / "env", tmp_path / "keys" / "crm.key"):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("resolved", ["169.254.169.254", "fd00:ec2::254", "0.0.0.0"])
+def test_a_webhook_host_that_resolves_to_a_metadata_address_is_not_sent_to(monkeypatch, resolved):
+    """The consumers file names a host; DNS (here: a stand-in resolver) points it at the metadata
+    service. The push is refused before Vault is even asked for the secret or a wrapping token."""
+    import socket
+
+    from rotation.config import WebhookTarget
+
+    family = socket.AF_INET6 if ":" in resolved else socket.AF_INET
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [
+        (family, socket.SOCK_STREAM, 6, "", (resolved, port))])
+    vault = _ShortSecretVault()
+    vault.read_webhook_secret = lambda consumer: pytest.fail("must not read the signing secret")
+    spec = WebhookTarget(type="webhook", url="https://hooks.example.com/mail-api-key")
+    result = SignedWebhookTarget(spec, vault).push(Delivery("crm", 2, "rot-2", "kid2", "v" * 40))
+    assert result.ok is False and "resolves to a" in result.detail
