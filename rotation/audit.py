@@ -19,7 +19,8 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["REDACTED", "AuditLog", "Redactor"]
+__all__ = ["REDACTED", "REDACTOR", "THIRD_PARTY_LOGGERS", "AuditLog", "Redactor", "install_log_redaction",
+           "is_third_party"]
 
 REDACTED = "[REDACTED]"
 _SECRET_FIELD = re.compile(r"(^|_)(value|secret|token|password|api_key|secret_id|signing_secret)$", re.IGNORECASE)
@@ -56,15 +57,39 @@ class Redactor:
         return self.scrub_obj(event_dict)
 
 
+#: Libraries that log request and response bodies (key values, Vault tokens) below WARNING:
+#: botocore logs every request body and response at DEBUG, urllib3/requests log URLs (a wrapping
+#: token may ride in one), hvac logs requests. Their records below WARNING never reach a log.
+THIRD_PARTY_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "requests", "hvac", "httpx", "httpcore",
+                       "charset_normalizer", "tenacity", "aws_lambda_powertools")
+_SUPPRESSED = "(third-party record below WARNING suppressed: it may carry secrets)"
+
+
+def is_third_party(logger_name: str) -> bool:
+    """True for a logger of :data:`THIRD_PARTY_LOGGERS` or any of its children."""
+    return any(logger_name == n or logger_name.startswith(n + ".") for n in THIRD_PARTY_LOGGERS)
+
+
+def _redact_record(record: logging.LogRecord, redactor: Redactor) -> bool:
+    """Scrub ``record`` in place; False when it is a third-party record below WARNING."""
+    if is_third_party(record.name) and record.levelno < logging.WARNING:
+        record.msg, record.args, record.exc_info, record.exc_text = _SUPPRESSED, (), None, None
+        return False
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed record must not break logging
+        message = str(record.msg)
+    record.msg, record.args = redactor.scrub(message), ()
+    return True
+
+
 class _LoggingFilter(logging.Filter):
     def __init__(self, redactor: Redactor):
         super().__init__()
         self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redactor.scrub(record.getMessage())
-        record.args = ()
-        return True
+        return _redact_record(record, self.redactor)
 
 
 #: the process-wide redactor: every key value the engine handles is registered here.
@@ -108,8 +133,38 @@ class AuditLog:
 
 
 def install_log_redaction(redactor: Redactor = REDACTOR) -> None:
-    """Scrub registered secrets from every record of Python's logging (root handlers)."""
-    root = logging.getLogger()
-    for h in root.handlers:
+    """Make sure no secret reaches a log, whatever the root level (DEBUG in a Lambda included).
+
+    Idempotent; call it after the handlers are set up (the CLI after ``basicConfig``, the Lambda
+    handler at every invocation). Three layers:
+
+    1. every logger of :data:`THIRD_PARTY_LOGGERS` (and any child with a lower level of its own)
+       is pinned at WARNING, so botocore's request/response bodies are never even formatted;
+    2. a log-record factory scrubs every record at creation, for any handler anywhere: registered
+       secret values become ``[REDACTED]``, and a third-party record below WARNING (a logger
+       someone set back to DEBUG) loses its message, arguments and traceback;
+    3. every handler of the root logger and of the pinned loggers drops such records and scrubs
+       the rest.
+    """
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if (isinstance(logger, logging.Logger) and is_third_party(name)
+                and logger.level != logging.NOTSET and logger.level < logging.WARNING):
+            logger.setLevel(logging.WARNING)
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_redactor", None) is not redactor:
+        base = getattr(previous, "_wrapped", previous)
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = base(*args, **kwargs)
+            _redact_record(record, redactor)
+            return record
+
+        factory._redactor = redactor  # type: ignore[attr-defined]
+        factory._wrapped = base  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(factory)
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in THIRD_PARTY_LOGGERS)]
+    for h in (h for lg in loggers for h in lg.handlers):
         if not any(isinstance(f, _LoggingFilter) for f in h.filters):
             h.addFilter(_LoggingFilter(redactor))

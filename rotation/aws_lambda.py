@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from rotation.audit import REDACTOR
+from rotation.audit import REDACTOR, install_log_redaction
 from rotation.config import load_consumers_file
 from rotation.errors import RotationError
 from rotation.settings import load_settings
@@ -62,11 +62,13 @@ def _vault_secret_id() -> dict[str, str]:
 
 def handler(event: dict[str, Any] | None, context: Any = None) -> dict[str, Any]:
     """One rotation run; see the module docstring for the event and the result."""
+    install_log_redaction()   # before any AWS/Vault call: Lambda's root level may be DEBUG
     event = event or {}
     settings = load_settings(**_vault_secret_id())
-    consumers = load_consumers_file(os.environ.get("ROTATION_CONSUMERS_FILE", "consumers.yaml"))
+    consumers = load_consumers_file(os.environ.get("ROTATION_CONSUMERS_FILE", "consumers.yaml"), settings=settings)
     only = _names(event, "only") or None
     with build_engine(settings, consumers) as engine:   # revokes its Vault login token at the end
+        engine.apigw.resolve_usage_plans(consumers.usage_plans)   # a misspelt plan: ConfigError, nothing changed
         summary = engine.run(only=only, force=_names(event, "force"), emergency=_names(event, "emergency"))
     publish_run_metrics(settings, consumers, summary)
     result = {

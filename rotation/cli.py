@@ -51,8 +51,8 @@ class _Ctx:
         if not self.consumers_path:
             raise _fail("error: no consumers file: pass --consumers PATH or set ROTATION_CONSUMERS_FILE", EXIT_USAGE)
         try:
-            consumers = load_consumers_file(self.consumers_path)
             settings = load_settings()
+            consumers = load_consumers_file(self.consumers_path, settings=settings)
         except UsageError as exc:
             raise _fail(f"error: {exc}", EXIT_USAGE) from None
         return settings, consumers
@@ -60,8 +60,10 @@ class _Ctx:
     def engine(self, settings: Settings, consumers: ConsumersFile, **kw):
         from rotation.wiring import build_engine
         try:
-            return build_engine(settings, consumers, **kw)
-        except UnsupportedMount as exc:
+            engine = build_engine(settings, consumers, **kw)
+            engine.apigw.resolve_usage_plans(consumers.usage_plans, self.consumers_path)  # before any side effect
+            return engine
+        except (UnsupportedMount, UsageError) as exc:
             raise _fail(f"error: {exc}", EXIT_USAGE) from None
         except RotationError as exc:
             raise _fail(f"error: {exc}", EXIT_FAILED) from None

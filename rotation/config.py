@@ -34,12 +34,24 @@ The old key is revoked at the end of the grace period at the latest, earlier onc
 acknowledged the new key *and* the old key saw no traffic for ``quiet_period``, and at once for an
 emergency rotation.
 
-Durations are seconds (an integer) or a number with a unit: ``s``, ``m``, ``h``, ``d``, ``w``.
-Unknown keys are refused, so a typo never silently falls back to a default.
+Durations are seconds (an integer) or a number with a unit: ``s``, ``m``, ``h``, ``d``, ``w``
+(at most 3650d). Unknown keys are refused, so a typo never silently falls back to a default, and
+so are duplicate keys at any depth (plain YAML keeps the last one: a consumer would vanish), files
+over 1 MiB, and values that decode to something else than they look like (every pattern is matched
+whole, with ``fullmatch``: ``$`` would accept a trailing newline).
+
+Checks that depend on the runtime settings (:func:`check_against_settings`, run by
+:func:`load_consumers_file` when given the settings): a ``file`` target must lie inside
+``ROTATION_FILE_TARGET_DIRS``; a ``webhook`` URL may name a loopback host only with
+``ROTATION_WEBHOOK_ALLOW_LOOPBACK=true`` (the dev stack) and a private address literally only with
+``ROTATION_WEBHOOK_ALLOW_PRIVATE=true``. A link-local or cloud metadata address (169.254.0.0/16,
+fe80::/10, fd00:ec2::254) is never a webhook target.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -47,10 +59,10 @@ from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.functional_validators import BeforeValidator
+from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from rotation.errors import ConfigError
-from rotation.settings import check_service_url
+from rotation.settings import Settings, check_service_url, classify_host
 
 __all__ = [
     "Consumer",
@@ -58,34 +70,79 @@ __all__ = [
     "FileTarget",
     "Target",
     "WebhookTarget",
+    "check_against_settings",
     "load_consumers_file",
     "parse_duration",
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+# Every pattern here is used with fullmatch (``$`` would accept a trailing newline), on ASCII classes
+# only (``\d`` would accept any Unicode digit, which float() then reads).
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_NAME = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
+_NAME = re.compile(r"[a-z][a-z0-9-]{1,39}")
+#: Secrets Manager secret name: ASCII letters, digits and /_+=.@- (CreateSecret, ``Name``).
+_SM_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+_SM_ARN = re.compile(r"arn:aws(-[a-z]+)*:secretsmanager:[a-z]{2}(-[a-z]+)+-[0-9]:[0-9]{12}:secret:"
+                     r"[A-Za-z0-9/_+=.@-]{1,512}")
+#: SSM parameter name: a-zA-Z0-9_.- and '/' between levels (PutParameter, ``Name``).
+_SSM_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
+MAX_DURATION = timedelta(days=3650)
+MAX_FILE_BYTES = 1024 * 1024
+MAX_YAML_NODES = 100_000
 
 
 def parse_duration(value: object) -> timedelta:
     """Parse ``30d`` / ``12h`` / ``90m`` / ``45s`` / ``3600`` (seconds) into a timedelta.
 
-    Raises ``ValueError`` for anything else, including negative numbers and booleans.
+    Raises ``ValueError`` for anything else, including negative numbers, booleans, non-finite
+    numbers, non-ASCII digits and anything longer than ``MAX_DURATION`` (3650 days).
     """
     if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):
         raise ValueError(  # noqa: TRY004 - pydantic turns ValueError into a field error
-"must be a duration such as 30d, 12h, 90m or a number of seconds")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("must not be negative")
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    raise ValueError("must be a duration such as 30d, 12h, 90m, 45s or a number of seconds")
+            "must be a duration such as 30d, 12h, 90m or a number of seconds")
+    elif isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError("must be a duration such as 30d, 12h, 90m, 45s or a number of seconds")
+    if math.isnan(seconds):
+        raise ValueError("must be a duration such as 30d, 12h, 90m, 45s or a number of seconds")
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"is too long: at most {MAX_DURATION.days}d")
+    return timedelta(seconds=seconds)
+
+
+def check_secrets_manager_id(v: str) -> str:
+    """A Secrets Manager secret name (1-512 of ``A-Za-z0-9/_+=.@-``) or secret ARN, else ``ValueError``.
+    Source: CreateSecret ``Name``, https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html"""
+    if v.startswith("arn:"):
+        if len(v) > 2048 or not _SM_ARN.fullmatch(v):
+            raise ValueError("must be a secret ARN such as arn:aws:secretsmanager:eu-west-1:123456789012:secret:"
+                             "mail-api/billing-AbCdEf, or a secret name")
+        return v
+    if not _SM_NAME.fullmatch(v):
+        raise ValueError("must be a secret name of 1-512 ASCII letters, digits and /_+=.@- (e.g. mail-api/billing)")
+    return v
+
+
+def check_ssm_parameter_name(v: str) -> str:
+    """An SSM parameter path: ``/`` then levels of ``a-zA-Z0-9_.-`` separated by ``/``, at most 1011
+    characters and 15 levels, not starting with ``aws`` or ``ssm`` (any case), else ``ValueError``.
+    Source: PutParameter ``Name``, https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_PutParameter.html"""
+    segments = v[1:].split("/") if v.startswith("/") else []
+    if not segments or len(v) > 1011 or not all(_SSM_SEGMENT.fullmatch(x) for x in segments):
+        raise ValueError("must be a parameter path such as /mail-api/billing/api-key: '/' then levels of "
+                         "a-z, A-Z, 0-9, '_', '.', '-' (at most 1011 characters)")
+    if len(segments) > 15:
+        raise ValueError("must have at most 15 levels (an SSM limit)")
+    if segments[0].lower().startswith(("aws", "ssm")):
+        raise ValueError("must not start with 'aws' or 'ssm' (reserved by AWS, any case)")
+    return v
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -105,6 +162,8 @@ class FileTarget(_Strict):
     @field_validator("path")
     @classmethod
     def _absolute(cls, v: Path) -> Path:
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in str(v)):
+            raise ValueError("must not contain control characters (a newline, a tab ...)")
         if not v.is_absolute():
             raise ValueError("must be an absolute path, e.g. /run/mail-api/billing.key")
         if ".." in v.parts:
@@ -133,6 +192,12 @@ class WebhookTarget(_Strict):
         parts = urlsplit(v)
         if parts.username or parts.password:
             raise ValueError("must not carry credentials in the URL; the signing secret lives in Vault")
+        kind = classify_host(v)
+        if kind == "metadata":
+            raise ValueError("must not name a link-local or cloud metadata address (169.254.0.0/16, fe80::/10, "
+                             "fd00:ec2::254): the key would go to the instance metadata service")
+        if kind == "unroutable":
+            raise ValueError("must name a routable host (not 0.0.0.0, ::, multicast or reserved addresses)")
         return v
 
     @field_validator("wrap_ttl")
@@ -151,7 +216,7 @@ class SecretsManagerTargetSpec(_Strict):
     """Put the key as a new AWS Secrets Manager secret version (AWSCURRENT), for apps that read there."""
 
     type: Literal["secretsmanager"]
-    secret_id: str = Field(min_length=1, max_length=2048)
+    secret_id: Annotated[str, AfterValidator(check_secrets_manager_id)]
     kms_key_id: str | None = None   # the stack's KMS key (output kmsKeyArn); used when creating the secret
     required: bool = True
 
@@ -164,7 +229,7 @@ class SsmParameterTargetSpec(_Strict):
     """Put the key in an SSM Parameter Store SecureString encrypted with ``kms_key_id``."""
 
     type: Literal["ssm"]
-    name: str = Field(pattern=r"^/[A-Za-z0-9_.\-/]{1,1010}$")
+    name: Annotated[str, AfterValidator(check_ssm_parameter_name)]
     kms_key_id: str | None = None
     required: bool = True
 
@@ -203,7 +268,7 @@ class Consumer(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
+        if not _NAME.fullmatch(v):
             raise ValueError("must be 2-40 characters of a-z, 0-9 and '-', starting with a letter")
         return v
 
@@ -231,10 +296,10 @@ class ConsumersFile(_Strict):
         if not v:
             raise ValueError("must map at least one tier to a usage plan name")
         for tier, plan in v.items():
-            if not _NAME.match(tier):
+            if not _NAME.fullmatch(tier):
                 raise ValueError(f"tier {tier!r}: must be 2-40 characters of a-z, 0-9 and '-'")
-            if not isinstance(plan, str) or not plan.strip():
-                raise ValueError(f"tier {tier!r}: must name a usage plan")
+            if not isinstance(plan, str) or not plan.strip() or any(ord(ch) < 0x20 for ch in plan):
+                raise ValueError(f"tier {tier!r}: must name a usage plan (no control characters)")
         return v
 
     @field_validator("consumers")
@@ -286,29 +351,121 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if not (isinstance(p, str) and p in tags)) or "(file)"
 
 
-def load_consumers_file(path: str | Path) -> ConsumersFile:
-    """Read and validate a consumers file.
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (after YAML's own
+    resolution of the key, so ``1`` and ``0x1`` are the same key). Merge keys (``<<``) may still be
+    overridden by an explicit key, as YAML specifies."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:   # an unhashable key: SafeLoader refuses it below
+                continue
+            if duplicate:
+                raise _DuplicateKey(
+                    "while constructing a mapping", node.start_mark, "found a duplicate key", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _structure_problems(root: yaml.Node | None) -> list[tuple[str, str]]:
+    """Duplicate keys (as dotted paths) and alias bombs, found on the composed node tree."""
+    problems: list[tuple[str, str]] = []
+    count = 0
+    stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())] if root is not None else []
+    while stack:
+        node, path = stack.pop()
+        count += 1
+        if count > MAX_YAML_NODES:
+            return [("(file)", f"expands to more than {MAX_YAML_NODES} values (YAML aliases?)")]
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is not None and key_node.tag != "tag:yaml.org,2002:merge":
+                    if key in lines:
+                        problems.append((".".join((*path, key)),
+                                         (f"appears twice in the same mapping (lines {lines[key]} and "
+                                         f"{key_node.start_mark.line + 1}); remove one (YAML would keep only the last)")))
+                    lines.setdefault(key, key_node.start_mark.line + 1)
+                stack.append((value_node, (*path, key if key is not None else "?")))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, str(i))) for i, item in enumerate(node.value))
+    return sorted(set(problems))
+
+
+def check_against_settings(consumers: ConsumersFile, settings: Settings) -> list[tuple[str, str]]:
+    """Problems ``(field, message)`` of a valid consumers file under ``settings``: ``file`` targets
+    outside ``ROTATION_FILE_TARGET_DIRS`` (symbolic links resolved), ``webhook`` URLs naming a
+    loopback host without ``ROTATION_WEBHOOK_ALLOW_LOOPBACK`` or a private address without
+    ``ROTATION_WEBHOOK_ALLOW_PRIVATE``. Empty when all is well."""
+    problems = []
+    dirs = [os.path.realpath(d) for d in settings.file_target_dirs]
+    for i, c in enumerate(consumers.consumers):
+        for j, t in enumerate(c.targets):
+            where = f"consumers.{i}.targets.{j}"
+            if isinstance(t, FileTarget):
+                real = os.path.realpath(t.path)
+                if not any(os.path.commonpath([real, d]) == d and real != d for d in dirs):
+                    allowed = ":".join(str(d) for d in settings.file_target_dirs) or "none"
+                    problems.append((f"{where}.path", (f"must be inside ROTATION_FILE_TARGET_DIRS ({allowed}); "
+                                                      "set it to the directories your sidecars read")))
+            elif isinstance(t, WebhookTarget):
+                kind = classify_host(t.url)
+                if kind == "loopback" and not settings.webhook_allow_loopback:
+                    problems.append((f"{where}.url", ("names a loopback host; allowed only with "
+                                                     "ROTATION_WEBHOOK_ALLOW_LOOPBACK=true (the dev stack)")))
+                elif kind == "private" and not settings.webhook_allow_private:
+                    problems.append((f"{where}.url", ("names a private address; allowed only with "
+                                                     "ROTATION_WEBHOOK_ALLOW_PRIVATE=true")))
+    return problems
+
+
+def load_consumers_file(path: str | Path, *, settings: Settings | None = None) -> ConsumersFile:
+    """Read and validate a consumers file: at most 1 MiB of UTF-8 YAML, no duplicate keys at any
+    depth, then the models above; with ``settings``, also :func:`check_against_settings`.
 
     Raises :class:`~rotation.errors.ConfigError` (a usage error, exit code 2) naming every bad
     field as a dotted path such as ``consumers.1.targets.0.url``. Rejected values are never echoed.
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(str(p), [("(file)", "does not exist; pass --consumers PATH or set ROTATION_CONSUMERS_FILE")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(str(p), [("(file)", f"cannot be read: {type(exc).__name__}")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(str(p), [("(file)", (f"is larger than {MAX_FILE_BYTES // 1024} KiB; a consumers file "
+                                              "is a few kilobytes"))])
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), [("(file)", "is not UTF-8 text")]) from None
+    try:
+        problems = _structure_problems(yaml.compose(text, Loader=yaml.SafeLoader))
+        if problems:
+            raise ConfigError(str(p), problems)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(str(p), [("(file)", f"is not valid YAML{where}")]) from None
+        what = "has a duplicate key" if isinstance(exc, _DuplicateKey) else "is not valid YAML"
+        raise ConfigError(str(p), [("(file)", f"{what}{where}")]) from None
     if not isinstance(data, dict):
         raise ConfigError(str(p), [("(file)", "must be a YAML mapping with version, usage_plans and consumers")])
     try:
-        return ConsumersFile.model_validate(data)
+        consumers = ConsumersFile.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_input=False, include_url=False):
@@ -324,3 +481,8 @@ def load_consumers_file(path: str | Path) -> ConsumersFile:
             else:
                 problems.append((_loc(err["loc"]), msg))
         raise ConfigError(str(p), problems) from None
+    if settings is not None:
+        problems = check_against_settings(consumers, settings)
+        if problems:
+            raise ConfigError(str(p), problems)
+    return consumers

@@ -39,6 +39,12 @@ canary_url                     ROTATION_CANARY_URL         the mail API's ``.../
                                                            POSTs an invalid body with the new key there
 traffic_url                    ROTATION_TRAFFIC_URL        per-key counters endpoint (JSON ``{key id: count}``),
                                                            e.g. the dev gateway's ``/_dev/usage`` (default: API Gateway usage)
+file_target_dirs               ROTATION_FILE_TARGET_DIRS   directories ``file`` targets may write under, separated by
+                                                           ``:`` (default ``/run/mail-api``)
+webhook_allow_private          ROTATION_WEBHOOK_ALLOW_PRIVATE   ``true``: webhook URLs may name a private address
+                                                           (RFC 1918, fc00::/7) literally (default ``false``)
+webhook_allow_loopback         ROTATION_WEBHOOK_ALLOW_LOOPBACK  ``true``: webhook URLs may name loopback /
+                                                           ``localhost`` (the dev stack only; default ``false``)
 =============================  ==========================  =========================================
 
 Validation errors never echo the rejected input (``hide_input_in_errors``; failure case C1),
@@ -48,28 +54,90 @@ and secrets are ``SecretStr`` so a repr prints ``**********``.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.functional_validators import BeforeValidator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rotation.errors import ConfigError
 
-__all__ = ["Settings", "is_loopback_url", "load_settings"]
+__all__ = ["Settings", "check_service_url", "classify_host", "classify_ip", "decode_host", "is_loopback_url",
+           "load_settings"]
 
-_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_SEGMENT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")   # always fullmatch: never ``$``, which allows a trailing "\n"
+
+#: Cloud metadata endpoints and their names; never a push target, whatever the settings.
+_METADATA_NETS = tuple(ipaddress.ip_network(n) for n in (
+    "169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32"))
+_METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data",
+                             "instance-data.ec2.internal"})
+
+_LEGACY_IPV4 = re.compile(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}")   # what inet_aton accepts
+
+HostKind = Literal["public", "private", "loopback", "metadata", "unroutable"]
+
+
+def decode_host(url: str) -> tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address | None]:
+    """The host of ``url`` decoded before any check: percent-decoding, IDNA/Unicode normalisation
+    (``ｌｏｃａｌｈｏｓｔ`` is ``localhost``), lower case, no trailing dot, an IPv6 zone id dropped,
+    legacy IPv4 forms (``2130706433``, ``0x7f.1``, ``127.1``) and IPv4-mapped IPv6 resolved to the
+    address they denote. Returns ``(name, ip or None)``; ``ValueError`` for a host that does not decode."""
+    import socket
+    from urllib.parse import unquote
+
+    raw = unquote(urlsplit(url).hostname or "")
+    try:
+        name = raw.encode("idna").decode("ascii").lower().rstrip(".") if raw else ""
+    except UnicodeError as exc:
+        raise ValueError("has a host name that is not a valid (IDNA) domain name") from exc
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    try:
+        ip = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        if _LEGACY_IPV4.fullmatch(name):
+            try:
+                ip = ipaddress.IPv4Address(socket.inet_aton(name))
+            except OSError:
+                ip = None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return name, ip
+
+
+def classify_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> HostKind:
+    """``metadata`` (link-local, cloud metadata), ``unroutable`` (unspecified, multicast, reserved),
+    ``loopback``, ``private`` (any other non-global address) or ``public``."""
+    if any(ip in net for net in _METADATA_NETS if net.version == ip.version) or ip.is_link_local:
+        return "metadata"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return "unroutable"
+    return "public" if ip.is_global else "private"
+
+
+def classify_host(url: str) -> HostKind:
+    """The kind of ``url``'s host after :func:`decode_host` (names other than ``localhost`` and
+    the metadata names are ``public`` here: resolve them to check further)."""
+    name, ip = decode_host(url)
+    if ip is not None:
+        return classify_ip(ip)
+    if name in _METADATA_NAMES:
+        return "metadata"
+    if name == "localhost" or name.endswith(".localhost"):
+        return "loopback"
+    return "public"
 
 
 def is_loopback_url(url: str) -> bool:
-    """True when ``url``'s host is ``localhost`` or a loopback IP address."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
+    """True when ``url``'s host is ``localhost`` or a loopback IP address (after decoding)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return classify_host(url) == "loopback"
     except ValueError:
         return False
 
@@ -80,12 +148,30 @@ def check_service_url(url: str, example: str) -> str:
     Raises ``ValueError`` naming the fix, with ``example`` as a well-formed value (pydantic turns
     it into a field error). TLS on every channel: docs/security-policy.md, "Encryption in transit".
     """
-    parts = urlsplit(url)
+    if not isinstance(url, str) or any(ch.isspace() or ord(ch) < 0x20 for ch in url):
+        raise ValueError(f"must be a URL such as {example} (no spaces or control characters)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValueError(f"must be a URL such as {example}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError(f"must be a URL such as {example}")
     if parts.scheme == "http" and not is_loopback_url(url):
         raise ValueError("must use https:// (plain http is allowed only on loopback, for the dev stack)")
     return url
+
+
+def _split_dirs(value: object) -> tuple[Path, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.split(":") if v.strip()]
+    out = []
+    for v in value or ():
+        p = Path(str(v).strip())
+        if not p.is_absolute() or ".." in p.parts:
+            raise ValueError("must be absolute directories without '..', separated by ':', e.g. /run/mail-api")
+        out.append(Path(os.path.normpath(p)))
+    return tuple(out)
 
 
 class Settings(BaseSettings):
@@ -133,6 +219,12 @@ class Settings(BaseSettings):
     audit_log: Path | None = Field(None, validation_alias=AliasChoices("ROTATION_AUDIT_LOG", "audit_log"))
     canary_url: str | None = Field(None, validation_alias=AliasChoices("ROTATION_CANARY_URL", "canary_url"))
     traffic_url: str | None = Field(None, validation_alias=AliasChoices("ROTATION_TRAFFIC_URL", "traffic_url"))
+    file_target_dirs: Annotated[tuple[Path, ...], NoDecode, BeforeValidator(_split_dirs)] = Field(
+        (Path("/run/mail-api"),), validation_alias=AliasChoices("ROTATION_FILE_TARGET_DIRS", "file_target_dirs"))
+    webhook_allow_private: bool = Field(
+        False, validation_alias=AliasChoices("ROTATION_WEBHOOK_ALLOW_PRIVATE", "webhook_allow_private"))
+    webhook_allow_loopback: bool = Field(
+        False, validation_alias=AliasChoices("ROTATION_WEBHOOK_ALLOW_LOOPBACK", "webhook_allow_loopback"))
 
     @field_validator("vault_addr")
     @classmethod
@@ -152,7 +244,7 @@ class Settings(BaseSettings):
     @field_validator("vault_kv_mount")
     @classmethod
     def _mount(cls, v: str) -> str:
-        if not _SEGMENT.match(v):
+        if not _SEGMENT.fullmatch(v):
             raise ValueError("must be one path segment without slashes, e.g. 'secret' (the path goes in VAULT_KV_PREFIX)")
         return v
 
@@ -162,14 +254,14 @@ class Settings(BaseSettings):
         parts = v.strip("/").split("/")
         if parts and parts[0] in ("data", "metadata"):
             raise ValueError("must not start with 'data/' or 'metadata/': the KV v2 client inserts those itself")
-        if not all(_SEGMENT.match(p) for p in parts):
+        if not all(_SEGMENT.fullmatch(p) for p in parts):
             raise ValueError("must be slash-separated segments of a-z, 0-9 and '-', e.g. 'mail-api'")
         return "/".join(parts)
 
     @field_validator("stack")
     @classmethod
     def _stack(cls, v: str) -> str:
-        if not _SEGMENT.match(v):
+        if not _SEGMENT.fullmatch(v):
             raise ValueError("must be a-z, 0-9 and '-' (it becomes part of API key and usage plan names)")
         return v
 
@@ -179,6 +271,13 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", v):
             raise ValueError("must be an AWS region code such as eu-west-1")
         return v
+
+    @model_validator(mode="after")
+    def _prefix_not_mount(self) -> Settings:
+        if self.vault_kv_prefix.split("/")[0] == self.vault_kv_mount:
+            raise ValueError("VAULT_KV_PREFIX must not start with the mount (VAULT_KV_MOUNT): it is the path "
+                             "inside the mount, e.g. 'mail-api'")
+        return self
 
     @model_validator(mode="after")
     def _auth_complete(self) -> Settings:

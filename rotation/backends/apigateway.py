@@ -18,6 +18,7 @@ AWS facts this module relies on (API Gateway developer guide and API reference):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -25,7 +26,7 @@ from botocore.config import Config
 
 from rotation.backends.aws_errors import aws_errors
 from rotation.backends.ratelimit import ControlPlaneLimiter
-from rotation.errors import AwsError, EmptyKeyValue
+from rotation.errors import AwsError, ConfigError, EmptyKeyValue
 from rotation.settings import Settings
 
 __all__ = ["TAG_CONSUMER", "TAG_MANAGED_BY", "TAG_ROTATION", "TAG_SERIAL", "TAG_STACK", "ApiGatewayKeys"]
@@ -44,6 +45,7 @@ class ApiGatewayKeys:
     def __init__(self, settings: Settings, *, session: boto3.Session | None = None,
                  limiter: ControlPlaneLimiter | None = None, client: Any = None):
         self.stack = settings.stack
+        self.region = settings.aws_region
         self.limiter = limiter or ControlPlaneLimiter(
             settings.apigw_rate_per_second, settings.apigw_burst, settings.apigw_key_writes_per_second)
         session = session or boto3.Session(region_name=settings.aws_region)
@@ -81,6 +83,35 @@ class ApiGatewayKeys:
         self._plan_ids[name] = found[0]
         return found[0]
 
+    def resolve_usage_plans(self, usage_plans: Mapping[str, str], source: str = "consumers file") -> dict[str, str]:
+        """Resolve every ``tier -> usage plan name`` of the consumers file up front (one paginated
+        GetUsagePlans), before any side effect, so a misspelt plan stops ``plan``/``run`` with a usage
+        error instead of failing half-way through a rotation (the key created, the attach failing).
+
+        Returns ``{tier: plan id}`` and caches the ids for :meth:`resolve_usage_plan`.
+        Raises :class:`~rotation.errors.ConfigError` (exit code 2) naming ``usage_plans.<tier>`` for
+        each name that matches no plan, or more than one; :class:`AwsError` when GetUsagePlans fails.
+        """
+        by_name: dict[str, list[str]] = {}
+        with aws_errors("GetUsagePlans"):
+            for page in self.client.get_paginator("get_usage_plans").paginate():
+                for p in page.get("items", []):
+                    by_name.setdefault(p.get("name", ""), []).append(p["id"])
+        out, problems = {}, []
+        for tier, name in usage_plans.items():
+            ids = by_name.get(name, [])
+            if len(ids) == 1:
+                out[tier] = self._plan_ids[name] = ids[0]
+            elif not ids:
+                problems.append((f"usage_plans.{tier}", (f"no usage plan named {name!r} exists in {self.region} "
+                                                         "(use the names of the stack output usagePlanIds)")))
+            else:
+                problems.append((f"usage_plans.{tier}", (f"{len(ids)} usage plans are named {name!r}; "
+                                                         "the name must identify one plan")))
+        if problems:
+            raise ConfigError(source, problems)
+        return out
+
     def plans_of_key(self, key_id: str) -> set[str]:
         """Ids of the usage plans ``key_id`` belongs to (GetUsagePlans with keyId)."""
         with aws_errors("GetUsagePlans", key_id):
@@ -98,13 +129,30 @@ class ApiGatewayKeys:
             if exc.code != "ConflictException":
                 raise
 
+    def plan_key_ids(self, plan_id: str) -> set[str]:
+        """Ids of the API keys in usage plan ``plan_id`` (GetUsagePlanKeys, paginated)."""
+        with aws_errors("GetUsagePlanKeys", plan_id):
+            out: set[str] = set()
+            for page in self.client.get_paginator("get_usage_plan_keys").paginate(usagePlanId=plan_id):
+                out |= {k["id"] for k in page.get("items", [])}
+            return out
+
     def detach(self, plan_id: str, key_id: str) -> None:
-        """Remove the key from the usage plan (DeleteUsagePlanKey); already gone is fine."""
+        """Remove the key from the usage plan (DeleteUsagePlanKey). Idempotent: a key that is
+        already out of the plan counts as done *whatever the service answered*, so on any error the
+        plan's keys are read back (GetUsagePlanKeys) instead of trusting one error code (AWS answers
+        404 ``NotFoundException``, moto HTTP 500). Raises the original :class:`AwsError` when the
+        key is still in the plan or the read-back fails too.
+        """
         try:
             with aws_errors("DeleteUsagePlanKey", f"{plan_id}/{key_id}"):
                 self.client.delete_usage_plan_key(usagePlanId=plan_id, keyId=key_id)
         except AwsError as exc:
-            if exc.code != "NotFoundException":
+            try:
+                still_there = key_id in self.plan_key_ids(plan_id)
+            except AwsError:
+                raise exc from exc.__cause__
+            if still_there:
                 raise
 
     # -- keys -----------------------------------------------------------------------------------

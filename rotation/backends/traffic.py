@@ -8,9 +8,13 @@ alone decides.
 
 Implementations:
 
-* :class:`ApiGatewayUsage`: API Gateway ``GetUsage`` for the key in its usage plan (requests per
-  day, UTC; https://docs.aws.amazon.com/apigateway/latest/api/API_GetUsage.html). Not answered
-  by moto (tested with botocore's Stubber).
+* :class:`ApiGatewayUsage`: API Gateway ``GetUsage`` for the key in its usage plan
+  (https://docs.aws.amazon.com/apigateway/latest/api/API_GetUsage.html). GetUsage counts per UTC
+  day, so one day's figure drops to zero at midnight: a quiet-period check spanning midnight would
+  compare yesterday's snapshot with today's zero. The signal therefore sums *every* day from a
+  fixed start (the UTC day the key was created, from GetApiKey ``createdDate``) to today, a counter
+  that only grows, whatever the days between two looks. Not answered by moto (tested with
+  botocore's Stubber).
 * :class:`NoTrafficSignal`: always ``None``.
 * :class:`UsageEndpointTraffic`: per-key counters served as JSON ``{"<key id>": <count>}`` by an
   HTTP endpoint (the local dev gateway's ``/_dev/usage``, for the zero-downtime proof).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -58,8 +63,12 @@ class UsageEndpointTraffic:
             return None
 
 
-def _today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _day(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d")
 
 
 def _used_and_remaining(resp: dict, key_id: str) -> tuple[int, int] | None:
@@ -71,19 +80,47 @@ def _used_and_remaining(resp: dict, key_id: str) -> tuple[int, int] | None:
 
 
 class ApiGatewayUsage:
-    """Requests made today (UTC) with ``key_id`` in ``usage_plan_id``, from GetUsage."""
+    """Requests made with ``key_id`` in ``usage_plan_id`` since the UTC day the key was created,
+    summed over every day up to today (GetApiKey for ``createdDate``, then GetUsage from that day
+    to today, every page). A counter that never resets at midnight, so "unchanged" means "idle".
 
-    def __init__(self, apigw_client):
+    :param apigw_client: a boto3 ``apigateway`` client (the rate-limited one).
+    :param clock: returns the current time (aware datetime); injected by tests.
+    Returns ``None`` (unknown, never idle) when either call fails or ``createdDate`` is missing.
+    """
+
+    def __init__(self, apigw_client, *, clock: Callable[[], datetime] = _utcnow):
         self.client = apigw_client
+        self.clock = clock
+        self._created: dict[str, str] = {}
+
+    def _start_day(self, key_id: str) -> str | None:
+        if key_id not in self._created:
+            created = self.client.get_api_key(apiKey=key_id, includeValue=False).get("createdDate")
+            if not isinstance(created, datetime):
+                return None
+            self._created[key_id] = _day(created if created.tzinfo else created.replace(tzinfo=UTC))
+        return self._created[key_id]
 
     def request_count(self, key_id: str, usage_plan_id: str) -> int | None:
         try:
-            resp = self.client.get_usage(usagePlanId=usage_plan_id, keyId=key_id, startDate=_today(),
-                                         endDate=_today())
+            start = self._start_day(key_id)
+            if start is None:
+                return None
+            today = _day(self.clock())
+            total, position = 0, None
+            while True:
+                kwargs = {"usagePlanId": usage_plan_id, "keyId": key_id, "startDate": min(start, today),
+                          "endDate": today}
+                if position:
+                    kwargs["position"] = position
+                resp = self.client.get_usage(**kwargs)
+                total += sum(int(day[0]) for day in (resp.get("items") or {}).get(key_id) or [] if day)
+                position = resp.get("position")
+                if not position:
+                    return total
         except Exception:  # noqa: BLE001 - unknown traffic is "not idle", never an error
             return None
-        found = _used_and_remaining(resp, key_id)
-        return found[0] if found else 0
 
 
 class QuotaCarrier:
@@ -96,13 +133,15 @@ class QuotaCarrier:
     https://docs.aws.amazon.com/apigateway/latest/api/API_UpdateUsage.html
     """
 
-    def __init__(self, apigw_client):
+    def __init__(self, apigw_client, *, clock: Callable[[], datetime] = _utcnow):
         self.client = apigw_client
+        self.clock = clock
 
     def carry(self, usage_plan_id: str, old_key_id: str, new_key_id: str) -> int | None:
         try:
-            resp = self.client.get_usage(usagePlanId=usage_plan_id, keyId=old_key_id, startDate=_today(),
-                                         endDate=_today())
+            today = _day(self.clock())
+            resp = self.client.get_usage(usagePlanId=usage_plan_id, keyId=old_key_id, startDate=today,
+                                         endDate=today)
         except Exception:  # noqa: BLE001
             return None
         found = _used_and_remaining(resp, old_key_id)

@@ -38,12 +38,25 @@ from typing import Any
 from rotation.client.keys import ApiKey, KeyClient, KeyClientError, TamperSuspected, VaultUnavailable
 from rotation.client.signing import IDEMPOTENCY_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 
-__all__ = ["ReceiveResult", "TamperSuspected", "WebhookReceiver", "serve_webhook"]
+__all__ = ["MIN_SIGNING_SECRET_BYTES", "ReceiveResult", "TamperSuspected", "WebhookReceiver", "check_signing_secret",
+           "serve_webhook"]
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_REMEMBERED = 10_000
+#: shortest HMAC-SHA256 signing secret accepted, in bytes (UTF-8): the hash's output size, as
+#: RFC 2104 section 3 recommends ("less than L bytes is strongly discouraged", L = 32 for SHA-256).
+MIN_SIGNING_SECRET_BYTES = 32
+
+
+def check_signing_secret(secret: object) -> str:
+    """Return ``secret`` if it is a string of at least :data:`MIN_SIGNING_SECRET_BYTES` bytes (UTF-8);
+    ``ValueError`` otherwise (the message never contains the secret)."""
+    if not isinstance(secret, str) or len(secret.encode("utf-8")) < MIN_SIGNING_SECRET_BYTES:
+        raise ValueError(f"signing_secret must be at least {MIN_SIGNING_SECRET_BYTES} bytes "
+                         "(e.g. secrets.token_urlsafe(32)); rotate the consumer's webhook secret in Vault")
+    return secret
 
 #: outcome -> HTTP status used by :func:`serve_webhook`
 STATUS = {"accepted": 204, "duplicate": 200, "bad_request": 400, "bad_signature": 401, "replay": 409,
@@ -69,7 +82,8 @@ class ReceiveResult:
 class WebhookReceiver:
     """Verify and apply key webhooks for one consumer.
 
-    :param signing_secret: the consumer's HMAC secret (``KeyClient.webhook_signing_secret()``).
+    :param signing_secret: the consumer's HMAC secret (``KeyClient.webhook_signing_secret()``), at
+        least :data:`MIN_SIGNING_SECRET_BYTES` bytes, else ``ValueError``.
     :param target: a :class:`KeyClient` (unwraps with its Vault address, then ``notify_push``) or a
         function ``unwrap(wrap_token) -> {"api_key", "serial", "key_id"}`` that raises
         :class:`TamperSuspected` for a used/expired token.
@@ -81,9 +95,7 @@ class WebhookReceiver:
     def __init__(self, signing_secret: str, target: KeyClient | Callable[[str], Mapping[str, Any]], *,
                  window_seconds: int = 300, on_key: Callable[[ApiKey], None] | None = None,
                  consumer: str | None = None, clock: Callable[[], float] = time.time):
-        if not signing_secret:
-            raise ValueError("signing_secret must not be empty")
-        self._secret = signing_secret
+        self._secret = check_signing_secret(signing_secret)
         if isinstance(target, KeyClient):
             self._unwrap = target.unwrap
             self._client: KeyClient | None = target

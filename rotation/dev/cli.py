@@ -58,6 +58,7 @@ def dev_up(path: str, env_file: str) -> None:
     import threading
 
     from rotation.dev.stack import EmbeddedStack
+    from rotation.targets.file import write_private_file
     try:
         consumers = load_consumers_file(path)
     except UsageError as exc:
@@ -65,9 +66,7 @@ def dev_up(path: str, env_file: str) -> None:
     with EmbeddedStack() as stack:
         creds = stack.bootstrap(consumers)
         env = stack.env(creds)
-        Path(env_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(env_file).write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
-        Path(env_file).chmod(0o600)
+        write_private_file(env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
         click.echo(f"OpenBao {stack.vault_addr}, AWS emulator {stack.aws_endpoint}")
         click.echo(f"environment written to {env_file} (mode 0600): source it, then run `rotation --consumers {path} status`")
         stop = threading.Event()

@@ -99,7 +99,7 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
             base = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "AWS_", "ROTATION_"))}
             env = {**base, **stack.env(creds), "ROTATION_CONSUMERS_FILE": str(cfile),
                    "ROTATION_AUDIT_LOG": str(stack.workdir / "audit.jsonl"), "ROTATION_VERIFY_TIMEOUT": "15",
-                   "ROTATION_CANARY_URL": gw.url}
+                   "ROTATION_CANARY_URL": gw.url, "ROTATION_FILE_TARGET_DIRS": str(workdir)}
             role_id, secret_id = creds.consumer_roles["billing"]
             app_env = {**base, "VAULT_ADDR": stack.vault_addr, "VAULT_AUTH_METHOD": "approle",
                        "VAULT_ROLE_ID": role_id, "VAULT_SECRET_ID": secret_id, "MAIL_API_CONSUMER": "billing"}

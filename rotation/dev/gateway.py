@@ -691,19 +691,19 @@ def _write_env_files(args: argparse.Namespace, stack, creds, consumers_path, gw:
     Mode 0600: they hold AppRole secret ids of the local stack."""
     from pathlib import Path
 
+    from rotation.targets.file import write_private_file
+
     env_file = Path(args.env_file)
     env = {**stack.env(creds, stack=args.stack), "ROTATION_CONSUMERS_FILE": str(consumers_path),
            "ROTATION_CANARY_URL": gw.url}
-    env_file.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
-    env_file.chmod(0o600)
+    write_private_file(env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
     print(f"embedded stack: OpenBao {stack.vault_addr}, AWS emulator {stack.aws_endpoint}; rotator environment "
           f"in {env_file} (mode 0600), consumers file {consumers_path}", flush=True)
     for name, (role_id, secret_id) in creds.consumer_roles.items():
         app_env = env_file.parent / f"{name}.env"
-        app_env.write_text(f"export VAULT_ADDR={stack.vault_addr}\nexport VAULT_AUTH_METHOD=approle\n"
-                           f"export VAULT_ROLE_ID={role_id}\nexport VAULT_SECRET_ID={secret_id}\n"
-                           f"export MAIL_API_CONSUMER={name}\nexport MAIL_API_URL={gw.url}\n")
-        app_env.chmod(0o600)
+        write_private_file(app_env, f"export VAULT_ADDR={stack.vault_addr}\nexport VAULT_AUTH_METHOD=approle\n"
+                                    f"export VAULT_ROLE_ID={role_id}\nexport VAULT_SECRET_ID={secret_id}\n"
+                                    f"export MAIL_API_CONSUMER={name}\nexport MAIL_API_URL={gw.url}\n")
         print(f"  consumer {name}: app environment in {app_env} (mode 0600)", flush=True)
 
 

@@ -7,12 +7,23 @@ was current, so an app reading ``AWSCURRENT`` gets the new key and the old one s
 
 ``ClientRequestToken`` (the version id) is a UUID derived from ``rotation_id:serial``: a retry of the
 same delivery is idempotent (same token + same secret string = no new version), and a different
-value under the same token is refused by AWS (``ResourceExistsException``). A missing secret is
-created with ``KmsKeyId`` (a customer managed key; AWS's default ``aws/secretsmanager`` key when
-``kms_key_id`` is ``None``).
+value under the same token is refused by AWS (``ResourceExistsException``).
 
-AWS API: https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_PutSecretValue.html and
-https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html.
+A push means "serve this key", not "store this version": PutSecretValue with a token equal to an
+existing version id is ignored and does *not* move ``AWSCURRENT``, so a rollback (which re-delivers
+the current key under its original token) would otherwise leave the target serving the new key the
+rollback just deleted. After every put the target reads the staging labels back (DescribeSecret);
+when ``AWSCURRENT`` is on another version it puts the key again as a new version whose token is
+:func:`restore_token` of (the delivery's token, the version it replaces), which becomes
+``AWSCURRENT`` (and the replaced one ``AWSPREVIOUS``). That token is deterministic, so a retry
+recognises its own restore (``AWSCURRENT`` = restore token of the ``AWSPREVIOUS`` version) and
+writes nothing. (A new version rather than UpdateSecretVersionStage: it needs no further IAM action,
+and GetSecretValue without ``VersionStage`` follows it on the emulator too.)
+IAM: ``secretsmanager:PutSecretValue``, ``CreateSecret``, ``DescribeSecret``.
+
+AWS API: https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_PutSecretValue.html,
+https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html and
+https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_DescribeSecret.html.
 The target never raises for an AWS failure: it reports ``ok=False`` with the AWS error code only.
 """
 
@@ -25,7 +36,7 @@ from typing import Any
 from rotation.backends.aws_errors import error_code
 from rotation.targets import Delivery, PushResult
 
-__all__ = ["SecretsManagerTarget", "request_token"]
+__all__ = ["SecretsManagerTarget", "request_token", "restore_token"]
 
 #: namespace for the deterministic ClientRequestToken (uuid5 of "<rotation_id>:<serial>")
 TOKEN_NAMESPACE = uuid.UUID("5b0f1f7e-8d4e-4d61-9a57-6a3a1f0c2b11")
@@ -34,6 +45,12 @@ TOKEN_NAMESPACE = uuid.UUID("5b0f1f7e-8d4e-4d61-9a57-6a3a1f0c2b11")
 def request_token(rotation_id: str, serial: int) -> str:
     """The ``ClientRequestToken`` for one delivery: ``uuid5(TOKEN_NAMESPACE, "<rotation_id>:<serial>")``."""
     return str(uuid.uuid5(TOKEN_NAMESPACE, f"{rotation_id}:{serial}"))
+
+
+def restore_token(token: str, replaced_version_id: str | None) -> str:
+    """The token of a version that makes delivery ``token``'s key current again over version
+    ``replaced_version_id``: ``uuid5(TOKEN_NAMESPACE, "<token>:restore:<replaced>")``."""
+    return str(uuid.uuid5(TOKEN_NAMESPACE, f"{token}:restore:{replaced_version_id or '-'}"))
 
 
 class SecretsManagerTarget:
@@ -70,10 +87,31 @@ class SecretsManagerTarget:
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
                 r = self._create(token, secret)
+            version_id, restored = self._make_current(token, secret, r.get("VersionId") or token)
         except Exception as exc:  # noqa: BLE001 - a target never raises (targets/__init__.py)
             return PushResult(self.target_id, False, f"aws: {error_code(exc)}")
-        return PushResult(self.target_id, True, "version put as AWSCURRENT",
-                          {"version_id": r.get("VersionId", token)})
+        if version_id is None:
+            return PushResult(self.target_id, False, "AWSCURRENT could not be moved to the delivered key")
+        detail = "key put again as a new AWSCURRENT version" if restored else "version put as AWSCURRENT"
+        return PushResult(self.target_id, True, detail, {"version_id": version_id})
+
+    def _make_current(self, token: str, secret: str, version_id: str) -> tuple[str | None, bool]:
+        """Make the delivered key the ``AWSCURRENT`` one. Returns ``(version id serving it, restored)``
+        where ``restored`` says a restore version was put now; ``(None, True)`` when AWS did not make
+        the restore version current."""
+        stages = self.client.describe_secret(SecretId=self.secret_id).get("VersionIdsToStages") or {}
+        holder = {label: v for v, labels in stages.items() for label in labels}
+        current, previous = holder.get("AWSCURRENT"), holder.get("AWSPREVIOUS")
+        if current == version_id:
+            return version_id, False
+        if current is not None and current == restore_token(token, previous):
+            return current, False                       # a retry: our restore is already current
+        again = restore_token(token, current)
+        r = self.client.put_secret_value(SecretId=self.secret_id, ClientRequestToken=again,
+                                         SecretString=secret, VersionStages=["AWSCURRENT"])
+        if "AWSCURRENT" not in (r.get("VersionStages") or ["AWSCURRENT"]):
+            return None, True
+        return r.get("VersionId") or again, True
 
     def _create(self, token: str, secret: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"Name": self.secret_id, "ClientRequestToken": token, "SecretString": secret,

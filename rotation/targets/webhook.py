@@ -11,9 +11,12 @@ errors, with the same ``Idempotency-Key`` so a consumer that already processed o
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import time
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import requests
 from tenacity import (
@@ -26,8 +29,10 @@ from tenacity import (
 )
 
 from rotation.audit import REDACTOR
+from rotation.client.receiver import check_signing_secret
 from rotation.client.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from rotation.config import WebhookTarget
+from rotation.settings import classify_ip
 from rotation.targets import Delivery, PushResult
 
 __all__ = ["SignedWebhookTarget"]
@@ -53,8 +58,19 @@ class SignedWebhookTarget:
         self.session = session or requests.Session()
 
     def push(self, delivery: Delivery) -> PushResult:
+        refused = _refused_destination(self.url)
+        if refused:
+            return PushResult(self.target_id, False, refused)
         try:
             secret = self.vault.read_webhook_secret(delivery.consumer)
+        except Exception as exc:  # noqa: BLE001 - reported as this target's failure
+            return PushResult(self.target_id, False, f"vault: {REDACTOR.scrub(str(exc))}")
+        REDACTOR.register(secret)
+        try:
+            check_signing_secret(secret)
+        except ValueError as exc:
+            return PushResult(self.target_id, False, f"not sent: {exc}")
+        try:
             wrap = self.vault.wrap({"api_key": delivery.value, "serial": delivery.serial,
                                     "key_id": delivery.key_id}, self.wrap_ttl)
         except Exception as exc:  # noqa: BLE001 - reported as this target's failure
@@ -111,6 +127,26 @@ class SignedWebhookTarget:
                                                      "(tamper suspected)",
                               {"wrap_token_hash": _h(wrap["token"]), "wrap_expires_at": expires_at})
         return PushResult(self.target_id, False, f"HTTP {resp.status_code}", {"wrap_accessor": wrap.get("accessor")})
+
+
+def _refused_destination(url: str) -> str | None:
+    """Why ``url`` must not be sent to *after DNS resolution*, or ``None``: a host that resolves to
+    a link-local / cloud metadata, unspecified or multicast address is refused whatever the
+    settings (the consumers file was checked for literal addresses already; this catches a name
+    that resolves there). A name that does not resolve is left to the HTTP client's error."""
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, urlsplit(url).port or 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return None
+    for info in infos:
+        try:
+            kind = classify_ip(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
+        except ValueError:
+            continue
+        if kind in ("metadata", "unroutable"):
+            return f"not sent: the host resolves to a {kind} address"
+    return None
 
 
 def _h(token: str) -> str:

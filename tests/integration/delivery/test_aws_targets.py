@@ -67,6 +67,31 @@ def test_secrets_manager_retry_is_idempotent_and_conflict_reported(aws):
     assert (clash.ok, clash.detail) == (False, "aws: ResourceExistsException")
 
 
+def test_secrets_manager_redelivering_an_older_key_makes_it_awscurrent_again(aws):
+    """A rollback re-delivers the current key under its original ClientRequestToken: AWS ignores a
+    put with an existing version id (AWSCURRENT stays put), so the target must move the label back.
+    Read back with GetSecretValue AWSCURRENT, as an app does."""
+    sm, _, kms_key = aws
+    sid = "mail-api/billing/sm-rollback"
+    target = SecretsManagerTarget(sm, sid, kms_key_id=kms_key)
+    assert target.push(d(1)).ok
+    assert target.push(d(2)).ok                       # the rotation's new key
+    back = target.push(d(1))                          # the rollback gives serial 1 back
+    assert back.ok, back.detail
+    for read in ({}, {"VersionStage": "AWSCURRENT"}):   # as apps read it: default stage, or named
+        current = json.loads(sm.get_secret_value(SecretId=sid, **read)["SecretString"])
+        assert current == {"api_key": f"{CANARY}-1", "serial": 1, "key_id": "kid1"}
+    stages = {v["VersionId"]: v["VersionStages"] for v in sm.list_secret_version_ids(SecretId=sid)["Versions"]}
+    assert stages[back.extra["version_id"]] == ["AWSCURRENT"]
+    assert stages[request_token("rot-2", 2)] == ["AWSPREVIOUS"]
+    again = target.push(d(1))                         # a retry of the rollback writes nothing
+    assert again.ok and again.extra["version_id"] == back.extra["version_id"]
+    assert len(sm.list_secret_version_ids(SecretId=sid)["Versions"]) == len(stages)
+    assert json.loads(sm.get_secret_value(SecretId=sid)["SecretString"])["serial"] == 1
+    assert target.push(d(3)).ok                       # the next rotation proceeds as usual
+    assert json.loads(sm.get_secret_value(SecretId=sid)["SecretString"])["serial"] == 3
+
+
 def test_secrets_manager_unreachable_reports_error_code_only(aws):
     sm = boto3.Session(aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1").client(
         "secretsmanager", endpoint_url=f"http://127.0.0.1:{free_port()}",

@@ -65,6 +65,29 @@ BAD_FILES = [
     ("not-yaml", "version: 1\nconsumers: [unclosed\n", "(file)"),
     ("yaml-list", "- a\n- b\n", "(file)"),
     ("bool-as-duration", variant("consumers.0.retention", True), "consumers.0.retention"),
+    # issue 12, item 17: one representative per class (the variants are in tests/unit/rotation/test_config_validation.py)
+    ("name-trailing-newline", variant("consumers.0.name", "billing\n"), "consumers.0.name"),
+    ("duplicate-key-hides-a-consumer",
+     ("version: 1\nusage_plans: {standard: secure-mail-api-dev-standard}\nconsumers:\n"
+     "  - name: billing\n    tier: standard\n    name: crm\n"), "consumers.0.name"),
+    ("duration-too-large", variant("consumers.0.max_age", "99999999999d"), "consumers.0.max_age"),
+    ("secrets-manager-name-aws-refuses", variant("consumers.0.targets.0",
+                                                 {"type": "secretsmanager", "secret_id": "mail api/billing"}),
+     "consumers.0.targets.0.secret_id"),
+    ("ssm-name-reserved-prefix", variant("consumers.0.targets.0", {"type": "ssm", "name": "/aws/mail-api"}),
+     "consumers.0.targets.0.name"),
+    ("usage-plan-does-not-exist", variant("usage_plans.standard", "secure-mail-api-dev-standrd"),
+     "usage_plans.standard"),
+    ("file-target-outside-allowed-dirs", variant("consumers.0.targets.0.path", "/etc/cron.d/mail-api"),
+     "consumers.0.targets.0.path"),
+    ("webhook-to-metadata", variant("consumers.0.targets.0",
+                                    {"type": "webhook", "url": "https://[::ffff:169.254.169.254]/latest"}),
+     "consumers.0.targets.0.url"),
+    ("webhook-to-private-address", variant("consumers.0.targets.0", {"type": "webhook", "url": "https://10.1.2.3/h"}),
+     "consumers.0.targets.0.url"),
+    ("webhook-to-localhost", variant("consumers.0.targets.0", {"type": "webhook", "url": "https://localhost./h"}),
+     "consumers.0.targets.0.url"),
+    ("file-too-large", yaml.safe_dump(GOOD) + "#" + "x" * (1024 * 1024) + "\n", "(file)"),
 ]
 
 BAD_SETTINGS = [
@@ -78,6 +101,9 @@ BAD_SETTINGS = [
     ("lease-ttl-too-short", {"ROTATION_LEASE_TTL": "1"}, "ROTATION_LEASE_TTL"),
     ("rate-above-aws-limit", {"ROTATION_APIGW_RATE": "50"}, "ROTATION_APIGW_RATE"),
     ("stack-with-spaces", {"ROTATION_STACK": "my stack"}, "ROTATION_STACK"),
+    ("mount-trailing-newline", {"VAULT_KV_MOUNT": "secret\n"}, "VAULT_KV_MOUNT"),
+    ("prefix-repeats-the-mount", {"VAULT_KV_PREFIX": "secret/mail-api"}, "VAULT_KV_PREFIX"),
+    ("file-target-dirs-relative", {"ROTATION_FILE_TARGET_DIRS": "keys"}, "ROTATION_FILE_TARGET_DIRS"),
 ]
 
 
@@ -86,7 +112,7 @@ def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad-input")
     with EmbeddedStack(tmp / "stack") as stack:
         creds = stack.bootstrap(consumers_file(tmp, names=("billing",)))
-        yield stack, stack.env(creds), tmp
+        yield stack, {**stack.env(creds), "ROTATION_FILE_TARGET_DIRS": "/tmp"}, tmp
 
 
 def _assert_nothing_changed(stack):
@@ -114,6 +140,23 @@ def test_bad_consumers_file_exits_2_names_the_field_changes_nothing(live, text, 
     assert r.returncode == 2, r.stdout + r.stderr
     assert f"  {field}:" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+    _assert_nothing_changed(stack)
+
+
+@pytest.mark.parametrize("command", ["plan", "status"])
+def test_unknown_usage_plan_stops_plan_and_status_with_exit_2(live, command):
+    stack, env_vars, tmp = live
+    r = _run(env_vars, tmp, variant("usage_plans.standard", "no-such-plan"), command)
+    assert r.returncode == 2 and "  usage_plans.standard:" in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    _assert_nothing_changed(stack)
+
+
+def test_the_good_file_runs_under_the_same_settings(live):
+    """The control for the cases above: GOOD itself is accepted by `plan`."""
+    stack, env_vars, tmp = live
+    r = _run(env_vars, tmp, yaml.safe_dump(GOOD), "plan")
+    assert r.returncode == 0, r.stdout + r.stderr
     _assert_nothing_changed(stack)
 
 

@@ -28,8 +28,9 @@ def cli(env, *args, extra_env=None, timeout=120):
 
 
 @pytest.fixture
-def cfile(env):
+def cfile(env, monkeypatch):
     import yaml
+    monkeypatch.setenv("ROTATION_FILE_TARGET_DIRS", str(env.tmp))   # the file targets below live there
     data = {"version": 1,
             "usage_plans": {"standard": "secure-mail-api-dev-standard", "premium": "secure-mail-api-dev-premium"},
             "defaults": {"max_age": "30d", "grace_period": "1h", "retention": "1d"},
@@ -52,11 +53,14 @@ def test_run_status_plan_and_exit_codes(env, cfile):
     assert r.returncode == 0 and "billing" in r.stdout and "29d" in r.stdout
     r = cli(env, "rotate", "nobody")
     assert r.returncode == 2 and "unknown consumer" in r.stderr
-    # a consumer whose usage plan does not exist fails alone; the run exits 1
+    # a usage plan that does not exist is a configuration error: exit 2 before any side effect
     bad = cfile.read_text().replace("secure-mail-api-dev-premium", "no-such-plan")
     cfile.write_text(bad)
-    r = cli(env, "rotate", "billing")
-    assert r.returncode == 1 and "no-such-plan" in r.stdout
+    before = env.state("billing")
+    for args in (("plan",), ("run",), ("rotate", "billing")):
+        r = cli(env, *args)
+        assert r.returncode == 2 and "usage_plans.premium:" in r.stderr, (args, r.stderr)
+    assert env.state("billing") == before
 
 
 def test_sigkill_mid_rotation_then_run_again_completes(env, cfile):
@@ -173,13 +177,20 @@ def test_run_publishes_rotation_metrics_to_cloudwatch(env, cfile):
 
 def test_lambda_handler_runs_one_rotation_and_fails_the_invocation_on_a_failed_consumer(env, cfile, monkeypatch):
     from rotation.aws_lambda import RotationFailed, handler
+    from rotation.errors import ConfigError
     monkeypatch.setenv("ROTATION_CONSUMERS_FILE", str(cfile))
     result = handler({}, None)
     assert result["consumers"] == 3 and result["failed"] == 0
     assert {o["outcome"] for o in result["outcomes"]} == {"ok"}
     result = handler({"force": ["crm"], "only": ["crm"]}, None)
     assert result["outcomes"] == [{"consumer": "crm", "action": "rotate", "outcome": "ok", "serial": 2}]
-    cfile.write_text(cfile.read_text().replace("secure-mail-api-dev-premium", "no-such-plan"))
+    good = cfile.read_text()
+    cfile.write_text(good.replace("secure-mail-api-dev-premium", "no-such-plan"))
+    with pytest.raises(ConfigError, match="usage_plans.premium"):       # before any side effect
+        handler({"force": ["billing"], "only": ["billing"]}, None)
+    assert env.state("billing").current.serial == 1 and env.state("billing").pending is None
+    (env.tmp / "blocked").write_text("a file where the target wants a directory")
+    cfile.write_text(good.replace(str(env.tmp / "billing.key"), str(env.tmp / "blocked" / "billing.key")))
     with pytest.raises(RotationFailed, match="billing"):
         handler({"force": ["billing"], "only": ["billing"]}, None)
     with pytest.raises(ValueError, match="event.force"):

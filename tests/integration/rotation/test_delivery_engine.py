@@ -130,8 +130,9 @@ def test_quota_carry_over_skips_when_usage_is_unavailable_and_raises_when_update
         QuotaCarrier(client).carry("plan1", "old", "new")
 
 
-def test_api_gateway_usage_signal_reads_todays_count():
+def test_api_gateway_usage_signal_reads_the_count_since_the_key_was_created():
     client, stub = _stubbed_apigw()
+    stub.add_response("get_api_key", {"id": "k1", "createdDate": dt.datetime.now(dt.UTC)})
     stub.add_response("get_usage", {"items": {"k1": [[42, 958]]}})
     stub.add_response("get_usage", {"items": {}})
     stub.add_client_error("get_usage", "TooManyRequestsException", http_status_code=429)
