@@ -4,16 +4,18 @@ Starts the embedded stack (OpenBao dev + moto on loopback) and the dev gateway
 (:mod:`rotation.dev.gateway`: API-key checks from the emulator with a 2 s cache, usage-plan
 throttle, the real Lambda handler behind it), bootstraps ``--consumers`` consumers, gives each its
 first key with the real engine and the canary (:class:`rotation.verifiers.canary.CanaryVerifier`) in its
-test step, then for ``--seconds``:
+test step, then runs a fixed scenario while traffic flows (for at least ``--seconds``, and until
+the scenario is done, however long a busy machine takes):
 
 * **the app**: one sample consuming app per consumer (two sender threads sharing one
   :class:`rotation.client.keys.KeyClient`, AppRole login, ``refresh_interval`` 1 s, forced re-read
   on 403 at most every 0.5 s) sends valid ``POST /v1/messages`` at a steady total ``--rate``
   (requests/s), recording every answer (status, ``x-amzn-ErrorType``, key serial, time);
-* **the rotator**: the real ``rotation`` CLI as **subprocesses**: ``rotate <consumer>`` (normal),
-  ``rotate <consumer> --emergency`` (every third rotation) and ``run`` (revokes after the grace
-  period); ``--kills`` of the rotations are SIGKILLed at a random moment, then ``rotation run``
-  resumes them once the lease (``ROTATION_LEASE_TTL=5`` s) has gone stale.
+* **the rotator**: the real ``rotation`` CLI as **subprocesses**: ``rotate <consumer>`` (normal) for
+  every consumer, then ``rotate <last consumer> --emergency``, then ``run`` past the grace period
+  (revokes the old keys); ``--kills`` of these rotations are SIGKILLed a random moment (0-1 s)
+  after the rotation is journaled in Vault, then ``rotation run`` resumes them once the lease
+  (``ROTATION_LEASE_TTL=5`` s) has gone stale.
 
 Consumers have ``grace_period`` = ``retention`` = ``--grace`` seconds (default 6) and no push
 targets: the apps pull. The dev usage plans' throttle is raised to twice the per-consumer rate,
@@ -246,8 +248,9 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
             raise RuntimeError(f"first keys failed: {[(o.consumer, o.outcome, o.detail) for o in bad]}")
         say(f"first keys for {', '.join(names)} (canary-verified through the gateway)")
 
-        # the apps
-        t_end = time.time() + seconds
+        # the apps: they send until the scenario below is done and at least ``seconds`` have passed
+        t_start = time.time()
+        t_end = float("inf")
         for name in names:
             role_id, secret_id = creds.consumer_roles[name]
             client = KeyClient(stack.vault_addr, name, auth=AppRoleAuth(role_id, secret_id), refresh_interval=1.0,
@@ -258,7 +261,8 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
                                                          i / 2 + rnd.random() / 4), daemon=True)
                 threads.append(th)
                 th.start()
-        say(f"apps sending {rate:g} requests/s in total ({per_consumer:.1f}/s per consumer) for {seconds:g}s")
+        say(f"apps sending {rate:g} requests/s in total ({per_consumer:.1f}/s per consumer) for at least "
+            f"{seconds:g}s, until every rotation below is done")
 
         # progress: each promotion and when the app first used the new key
         reported: set[tuple[str, int]] = set()
@@ -266,7 +270,7 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
         def report_promotions() -> None:
             for ev in _promotions(audit_path):
                 k = (ev["consumer"], int(ev["serial"]))
-                if k in reported or ev["at"] < t_end - seconds:
+                if k in reported or ev["at"] < t_start:
                     continue
                 with proof.lock:
                     uses = [t for (c, s), t in proof.first_use.items() if c == k[0] and s >= k[1]]
@@ -317,39 +321,25 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
             proof.rotations.append(rot)
             return rot
 
-        kills_left = kills
-        n_rot = 0
-        last_normal: dict[str, float] = {}
-        i = 0
-        stop_rotating = t_end - max(3.0, min(8.0, seconds / 4))
-        while time.time() < stop_rotating:
-            name = names[i % len(names)]
-            i += 1
-            emergency = n_rot % 3 == 2
-            if not emergency and time.time() - last_normal.get(name, 0) < grace + 0.5:
-                cli("run", None, ["run"])     # revokes what is past its grace
-                if time.time() >= stop_rotating:
-                    break
-                continue
-            # kill once every consumer had a rotation (at random), or when time for the kills runs out
-            # (a kill costs about 9 s: the rotation so far, the lease going stale, the resume)
-            must = stop_rotating - time.time() < kills_left * 9
-            kill = kills_left > 0 and (must or (n_rot >= len(names) and rnd.random() < 0.5))
-            kind = "emergency" if emergency else "normal"
-            args = ["rotate", name] + (["--emergency"] if emergency else [])
-            rot = cli(kind, name, args, kill_after=rnd.uniform(0.0, 1.0) if kill else None)
-            n_rot += 1
+        # A fixed scenario, whatever the machine's speed: a normal rotation of every consumer, then an
+        # emergency rotation, ``kills`` of them SIGKILLed mid-rotation (after the rotation is
+        # journaled) and resumed; then a run past the grace period revokes the old keys.
+        scenario = [("normal", n) for n in names] + [("emergency", names[-1])]
+        killed_steps = set(rnd.sample(range(len(scenario)), min(kills, len(scenario))))
+        for step, (kind, name) in enumerate(scenario):
+            args = ["rotate", name] + (["--emergency"] if kind == "emergency" else [])
+            rot = cli(kind, name, args, kill_after=rnd.uniform(0.0, 1.0) if step in killed_steps else None)
             if rot.killed:
-                kills_left -= 1
                 say(f"SIGKILL rotator ({kind} rotation of {name}) after {rot.ended - rot.started:.2f}s")
                 time.sleep(5.2)       # ROTATION_LEASE_TTL: let the lease go stale
                 res = cli("resume", name, ["run"])
                 say(f"rotation run (resume) -> exit {res.code}: {_summary(res.output)}")
             else:
                 say(f"rotation {' '.join(args)} -> exit {rot.code}: {_summary(rot.output)}")
-            if not emergency:
-                last_normal[name] = time.time()
-        while time.time() < t_end:                # let the apps run to the end
+        time.sleep(grace + 0.5)
+        res = cli("run", None, ["run"])     # revokes what is past its grace
+        say(f"rotation run -> exit {res.code}: {_summary(res.output)}")
+        while time.time() < t_start + seconds:    # let the apps run for at least ``seconds``
             time.sleep(0.1)
         stop.set()
         for th in threads:
@@ -360,7 +350,7 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
         end_state = _end_state(settings, cf, apigw, proof, printed)
 
         # figures
-        promos = [p for p in _promotions(audit_path) if p["at"] >= t_end - seconds]
+        promos = [p for p in _promotions(audit_path) if p["at"] >= t_start]
         emergency_starts = [(r.consumer, r.started) for r in proof.rotations if r.kind == "emergency"]
         emergency_serials: dict[str, list[tuple[int, float]]] = {}
         for p in promos:
