@@ -1,11 +1,15 @@
 """Sender: the mail API's Lambda function (code in ``infra/functions/``) and its IAM role.
 
-Realizes docs/security-baseline.md §1.7: python3.13 runtime (Lambda.2), X-Ray (CKV_AWS_50), reserved
+Realizes docs/security-baseline.md §1.7: python3.11 runtime (Lambda.2), X-Ray (CKV_AWS_50), reserved
 concurrency (CKV_AWS_115), DLQ (CKV_AWS_116), environment encrypted with the data CMK and holding
 no secrets (CKV_AWS_173/45), JSON logging to a CMK-encrypted log group with retention, and a
 least-privilege role: ``policies/iam/sender.json`` (SES send on the identity and configuration
 set, the table, the archive prefix, the data key) plus a runtime statement set for logs,
 X-Ray and the DLQ (which sender.json does not carry).
+
+Code: ``dist/mail-handler.zip`` (``make package``: ``infra/functions/*.py`` at the root with every
+dependency from ``requirements/mail-handler.lock``, built for :data:`infra.artifacts.LAMBDA_RUNTIME`
+on :data:`infra.artifacts.LAMBDA_ARCHITECTURE`), deployed byte for byte; no layer is needed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from infra.artifacts import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, MAIL_HANDLER, code_archive
 from infra.components._common import (
     assume_role_policy,
     encrypted_log_group,
@@ -26,6 +31,7 @@ from infra.components._common import (
 )
 from policies.iam import render_policy
 
+#: Sources of the handler; ``make package`` puts them at the root of dist/mail-handler.zip.
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
 HANDLER = "send_message.handler"
 
@@ -86,9 +92,10 @@ class Sender(pulumi.ComponentResource):
             f"{name}-function",
             name=self.function_name,
             description="secure-mail-api: POST /v1/messages -> SES v2",
-            runtime=aws.lambda_.Runtime.PYTHON3D13,
+            runtime=LAMBDA_RUNTIME,
+            architectures=[LAMBDA_ARCHITECTURE],
             handler=HANDLER,
-            code=pulumi.FileArchive(str(FUNCTIONS_DIR)),
+            code=code_archive(MAIL_HANDLER),
             layers=args.layers or None,
             role=self.role.arn,
             timeout=args.timeout_seconds,
