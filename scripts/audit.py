@@ -34,11 +34,12 @@ EXIT_VULNERABLE = 1
 EXIT_UNREACHABLE = 3
 
 
-def probe(service: str, timeout: float) -> str | None:
+def probe(service: str, timeout: float, osv_url: str | None = None) -> str | None:
     """None when the service answers HTTP at all, else why it cannot be reached."""
     import requests
 
     method, url, body = PROBES[service]
+    url = osv_url if service == "osv" and osv_url else url
     try:
         requests.request(method, url, json=body, timeout=timeout)
     except requests.RequestException as exc:
@@ -46,27 +47,28 @@ def probe(service: str, timeout: float) -> str | None:
     return None
 
 
-def audit_lock(lock: str, service: str, timeout: float) -> tuple[list[dict], list[dict], str | None]:
-    """(vulnerable deps, unaudited deps, failure) for one lock file, from pip-audit's JSON report."""
+def audit_lock(lock: str, service: str, timeout: float, osv_url: str | None = None) -> tuple[list[dict], str | None]:
+    """(dependencies of pip-audit's JSON report, failure) for one lock file; failure is set (and the
+    list empty) when pip-audit wrote no report."""
     with tempfile.TemporaryDirectory(prefix="pip-audit-") as tmp:
         report = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "pip_audit", "--disable-pip", "--no-deps", "--require-hashes",
                "--progress-spinner", "off", "--vulnerability-service", service, "--timeout", str(int(timeout)),
                "--format", "json", "--output", str(report), "-r", str(REPO_ROOT / lock)]
+        if service == "osv" and osv_url:
+            cmd += ["--osv-url", osv_url]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if not report.exists() or not report.read_text().strip():
             tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-            return [], [], f"pip-audit exited {done.returncode} without a report: {tail}"
+            return [], f"pip-audit exited {done.returncode} without a report: {tail}"
         data = json.loads(report.read_text())
-    deps = data.get("dependencies", [])
-    vulnerable = [d for d in deps if d.get("vulns")]
-    unaudited = [d for d in deps if d.get("skip_reason")]
-    return vulnerable, unaudited, None
+    return data.get("dependencies", []), None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.audit", description=__doc__.splitlines()[0])
     parser.add_argument("--service", choices=sorted(PROBES), default="pypi", help="vulnerability service (pypi)")
+    parser.add_argument("--osv-url", default=None, help="OSV query endpoint (default https://api.osv.dev/v1/query)")
     parser.add_argument("--timeout", type=float, default=15.0, help="network timeout in seconds (15)")
     parser.add_argument("locks", nargs="*", default=list(LOCKS), help="lock files (default: all three)")
     args = parser.parse_args(argv)
@@ -74,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         if not (REPO_ROOT / lock).is_file():
             parser.error(f"lock file {lock} does not exist (expected one of {', '.join(LOCKS)})")
 
-    why = probe(args.service, args.timeout)
+    if args.osv_url and args.service != "osv":
+        parser.error("--osv-url needs --service osv")
+    why = probe(args.service, args.timeout, args.osv_url)
     if why:
         print(f"make audit: the {args.service} vulnerability database could not be reached ({why}).\n"
               "NOTHING WAS AUDITED: no conclusion about vulnerabilities. Run `make audit` with network access.",
@@ -83,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
     found = unreachable = False
     for lock in args.locks:
-        vulnerable, unaudited, failure = audit_lock(lock, args.service, args.timeout)
+        deps, failure = audit_lock(lock, args.service, args.timeout, args.osv_url)
+        vulnerable = [d for d in deps if d.get("vulns")]
+        unaudited = [d for d in deps if d.get("skip_reason")]
         if failure:
             unreachable = True
             print(f"{lock}: NOT AUDITED: {failure}", file=sys.stderr)
@@ -95,9 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{lock}: {dep['name']} {dep.get('version', '?')}: {v['id']} (fixed in {fixes})")
         if unaudited:
             unreachable = True
-            names = ", ".join(f"{d['name']}" for d in unaudited)
-            print(f"{lock}: NOT AUDITED ({len(unaudited)} pins): the {args.service} vulnerability database gave "
-                  f"no answer for {names}", file=sys.stderr)
+            names = ", ".join(d["name"] for d in unaudited[:6]) + (", ..." if len(unaudited) > 6 else "")
+            print(f"{lock}: NOT AUDITED: {len(unaudited)} of {len(deps)} pins got no "
+                  f"answer from the {args.service} vulnerability database ({names}); pip-audit says: "
+                  f"{unaudited[0]['skip_reason']}", file=sys.stderr)
         elif not vulnerable:
             print(f"{lock}: no known vulnerabilities")
     if found:

@@ -43,13 +43,24 @@ LOCKS: dict[str, tuple[str, list[str]]] = {
 def compile_lock(lock: str, out: Path, upgrade: bool) -> None:
     source, extra = LOCKS[lock]
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    # Relative paths and no --custom-compile-command: the header records the real, repeatable command,
+    # which the update bot (renovate.json, pip-compile manager) reads to recompile the lock.
+    target = out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out
     cmd = [uv, "pip", "compile", "--quiet", "--generate-hashes", "--python-version", PYTHON_VERSION,
-           "--custom-compile-command", "make lock", *extra, "-o", str(out), source]
+           *extra, "-o", str(target), source]
     if upgrade:
         cmd.append("--upgrade")
     done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"make lock: {lock}: uv pip compile failed (exit {done.returncode}):\n{done.stderr}")
+
+
+def _body(text: str) -> list[str]:
+    """The lock without its header comment (which names the output path)."""
+    lines = text.splitlines()
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             fresh = Path(tmp) / Path(lock).name
             shutil.copy2(REPO_ROOT / lock, fresh)  # keep its pins: only a changed input may move them
             compile_lock(lock, fresh, upgrade=False)
-            if fresh.read_text() != (REPO_ROOT / lock).read_text():
+            if _body(fresh.read_text()) != _body((REPO_ROOT / lock).read_text()):
                 stale.append(lock)
     for lock in stale:
         print(f"{lock} is out of date with {LOCKS[lock][0]}: run `make lock` and commit it", file=sys.stderr)
