@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo dev test test-fast lint bench proof policy-check clean
+.PHONY: install browser demo dev test test-fast lint bench proof policy-check clean package lock lock-upgrade lock-check audit
 
-$(STAMP): pyproject.toml
+# The dev environment is installed from requirements/dev.lock (exact versions, hashes checked), then
+# the project itself in editable mode with the build backend pinned in that lock.
+$(STAMP): pyproject.toml requirements/dev.lock
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)            ## create .venv and install the project with its dev tools (OpenBao, moto)
@@ -20,6 +22,21 @@ browser:                     ## Debian's chromium for the HTML report's browser 
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	else echo "browser: chromium not installed and not root; the browser test will skip" >&2; fi
 
+package: $(STAMP)            ## reproducible Lambda zips + CycloneDX SBOMs in dist/ (prints sha256 and sizes)
+	$(BIN)/python -m scripts.build_lambda
+
+lock: $(STAMP)               ## recompile requirements/*.lock (hashes) after a dependency change
+	$(BIN)/python -m scripts.lock
+
+lock-upgrade: $(STAMP)       ## move every pin in requirements/*.lock to the newest allowed version
+	$(BIN)/python -m scripts.lock --upgrade
+
+lock-check: $(STAMP)         ## fail if a lock file is out of date with pyproject.toml / mail-handler.in
+	$(BIN)/python -m scripts.lock --check
+
+audit: $(STAMP)              ## pip-audit every lock file (needs the network; exit 3 when the database is unreachable)
+	$(BIN)/python -m scripts.audit
+
 demo: $(STAMP)               ## the main job on the embedded stack (local OpenBao + AWS emulator)
 	$(BIN)/python -m rotation.dev demo
 
@@ -27,14 +44,14 @@ dev: $(STAMP)                ## local mail API on loopback (dev gateway + embedd
 	env -u AWS_ENDPOINT_URL $(BIN)/python -m rotation.dev gateway
 
 test: $(STAMP) browser       ## lint, then the whole suite
-	$(BIN)/ruff check rotation infra policies tests bench examples
+	$(BIN)/ruff check rotation infra policies tests bench examples scripts
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile
 
 test-fast: $(STAMP) browser  ## skip the slow-marked tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check rotation infra policies tests bench examples
+	$(BIN)/ruff check rotation infra policies tests bench examples scripts
 
 bench: $(STAMP)              ## rotation throughput vs. the bare call sequence and AWS's rate limits
 	$(BIN)/python bench/rotation_bench.py
@@ -46,4 +63,4 @@ policy-check: $(STAMP)       ## the CrossGuard pack over the infra program, offl
 	$(BIN)/python -m policies.check --config policies/pack/config/dev.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .dev-stack
+	rm -rf $(VENV) .pytest_cache .dev-stack build dist

@@ -269,11 +269,12 @@ class RotationScheduleConfig(_Model):
     #: KV v2 mount and path prefix (``VAULT_KV_MOUNT`` / ``VAULT_KV_PREFIX``).
     vault_kv_mount: str = Field("secret", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     vault_kv_prefix: str = Field("mail-api", pattern=r"^[a-z0-9][a-z0-9-]{0,62}(/[a-z0-9][a-z0-9-]{0,62})*$")
-    #: Consumers file bundled into the function package, relative to the repository root.
+    #: Consumers file, relative to the repository root; deployed as a small layer of its own (the
+    #: function's code is dist/rotator.zip as built, which already carries every dependency).
     consumers_file: str = "examples/consumers.yaml"
-    #: Lambda layer ARNs providing the rotation code's third-party imports (hvac, pydantic,
-    #: pydantic-settings, PyYAML, requests...).
-    layers: Annotated[list[str], AfterValidator(_layer_arns)] = Field(default_factory=list, max_length=5)
+    #: Extra Lambda layer ARNs (optional, e.g. an extension). At most 4: Lambda allows 5 layers per
+    #: function and the consumers-file layer is one of them.
+    layers: Annotated[list[str], AfterValidator(_layer_arns)] = Field(default_factory=list, max_length=4)
 
     @field_validator("schedule_expression")
     @classmethod

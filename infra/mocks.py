@@ -11,7 +11,8 @@ Public API::
         floats, e.g. ``limit == 300.0``); ``urn`` is the full URN from the mock monitor.
     RecordingMocks()                                  pulumi.runtime.Mocks subclass; ``.resources``
     ProgramRun(resources, stack, mocks, exports, secret_exports)   result of :func:`run_program`
-    run_program(config=None, secret_keys=None, *, stack="dev", preview=False, mocks=None) -> ProgramRun
+    run_program(config=None, secret_keys=None, *, stack="dev", preview=False, mocks=None,
+                require_artifacts=False) -> ProgramRun
     record_program(config=None, secret_keys=None) -> list[RecordedResource]
     ACCOUNT_ID                                        "123456789012", the mocked account
 
@@ -133,13 +134,15 @@ def run_program(
     stack: str = "dev",
     preview: bool = False,
     mocks: RecordingMocks | None = None,
+    require_artifacts: bool = False,
 ) -> ProgramRun:
     """Run ``infra.program.main`` under fresh mocks and wait for every resource to register.
 
     Returns a :class:`ProgramRun` whose ``exports`` holds the resolved stack outputs as plain
     values and ``secret_exports`` the names of outputs Pulumi marks secret. Raises
     ``ConfigError`` on bad config. Pass ``mocks`` to keep a handle on the recorder even when the
-    run raises.
+    run raises. ``require_artifacts`` runs the program as ``pulumi up`` does (``infra/__main__.py``):
+    a Lambda package missing from ``dist/`` raises ``infra.artifacts.ArtifactMissing``.
     """
     from infra.program import main
 
@@ -154,7 +157,7 @@ def run_program(
 
         @pulumi.runtime.test
         def _run():
-            holder["stack"] = program = main()
+            holder["stack"] = program = main(require_artifacts=require_artifacts)
 
             names = list(program.exports)
 

@@ -12,6 +12,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import outputs as out
+from infra.artifacts import MAIL_HANDLER, ROTATOR, check_artifacts
 from infra.components._common import TAG_STACK
 from infra.components.api import Api, ApiArgs
 from infra.components.audit import Audit, AuditArgs
@@ -55,9 +56,16 @@ def _dkim_tokens(attrs) -> list[str]:
     return list(tokens or [])
 
 
-def main(config: StackConfig | None = None) -> MailApiStack:
-    """Declare the whole stack. Raises ``infra.config.ConfigError`` before any resource on bad config."""
+def main(config: StackConfig | None = None, *, require_artifacts: bool = False) -> MailApiStack:
+    """Declare the whole stack. Raises ``infra.config.ConfigError`` before any resource on bad config.
+
+    ``require_artifacts`` (``pulumi up``/``preview`` through ``infra/__main__.py``): raise
+    ``infra.artifacts.ArtifactMissing``, naming ``make package``, before any resource when a Lambda
+    package the stack deploys is not in ``dist/``. The mock runs leave it off and never read the files.
+    """
     cfg = config if config is not None else load_stack_config()
+    if require_artifacts:
+        check_artifacts([MAIL_HANDLER, *([ROTATOR] if cfg.rotation_schedule.enabled else [])])
     tags = {**cfg.tags, "project": "secure-mail-api", TAG_STACK: cfg.stack}
     account_id = aws.get_caller_identity_output().account_id
 

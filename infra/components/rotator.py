@@ -13,7 +13,7 @@ roles); without them, the legacy ``rotatorTrustedPrincipals`` (default: this acc
 :class:`ScheduledRotator` (stack config ``rotationSchedule.enabled``) -- docs/architecture.md "At
 scale": ``rotation.aws_lambda.handler`` as a Lambda function that EventBridge Scheduler invokes,
 one stateless run per invocation, coordinated with any other runner only by the CAS leases in
-Vault. Realizes docs/security-baseline.md §1.7 like the sender: python3.13, X-Ray active, reserved concurrency
+Vault. Realizes docs/security-baseline.md §1.7 like the sender: python3.11, X-Ray active, reserved concurrency
 1, DLQ, environment encrypted with the data CMK and holding no secret, JSON logs to a
 CMK-encrypted log group with retention, code signing enforced when stack config
 ``codeSigning.enabled`` (otherwise suppressed with a justification in
@@ -23,6 +23,13 @@ https://docs.aws.amazon.com/scheduler/latest/UserGuide/encryption-rest.html), an
 execution role may decrypt with that key only for this schedule
 (``kms:EncryptionContext:aws:scheduler:schedule-arn``). Its own role (Lambda-only trust) carries the same
 ``rotator.json`` policy plus logs, X-Ray, the DLQ and read access to exactly one secret.
+
+Code: ``dist/rotator.zip`` as ``make package`` built it (the ``rotation`` package without
+``rotation.dev``, every dependency from ``requirements/rotator.lock``, for
+:data:`infra.artifacts.LAMBDA_RUNTIME` on :data:`infra.artifacts.LAMBDA_ARCHITECTURE`); no layer
+with dependencies is needed. The consumers file is stack config, not code, so it travels in a layer
+of its own (``<prefix>-rotator-consumers``, the file at its repository-relative path under ``/opt``)
+and the code stays byte-identical to the artifact whose sha256 and SBOM ``make package`` wrote.
 
 The Vault AppRole secret id (secret config ``rotationVaultSecretId``) never leaves Pulumi's secret
 handling: it is written only to a Secrets Manager secret encrypted with the data CMK (so the
@@ -42,6 +49,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from infra.artifacts import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, ROTATOR, code_archive
 from infra.components._common import encrypted_log_group, json_doc, lambda_runtime_statements
 from infra.components.signing import CodeSigning
 from infra.config import RotationScheduleConfig
@@ -50,12 +58,10 @@ from rotation.config import load_consumers_file
 from rotation.permissions import required_statements
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: Directories bundled (recursively, without ``__pycache__``) into the scheduled rotator's package.
-PACKAGED_DIRS = ("rotation", "policies")
 #: The engine's Lambda handler (it reads the AppRole secret id from Secrets Manager itself).
 HANDLER = "rotation.aws_lambda.handler"
-#: Where Lambda unpacks the package (``LAMBDA_TASK_ROOT``).
-TASK_ROOT = "/var/task"
+#: Where Lambda extracts layers; the consumers-file layer puts the file at ``/opt/<consumersFile>``.
+LAYER_ROOT = "/opt"
 TIMEOUT_SECONDS = 300
 MEMORY_MB = 512
 #: One runner per schedule is enough; the Vault leases make overlapping runs safe anyway.
@@ -135,20 +141,9 @@ def service_trust_policy(service: str, account_id: str) -> dict:
     ]}
 
 
-def package_assets(consumers_file: str, root: Path = REPO_ROOT) -> dict[str, pulumi.asset.Asset]:
-    """Files of the scheduled rotator's package, archive path -> asset (sorted, deterministic).
-
-    ``rotation/`` and ``policies/`` (no ``__pycache__``/``*.pyc``) and the consumers file at its
-    repository-relative path.
-    """
-    assets: dict[str, pulumi.asset.Asset] = {}
-    for top in PACKAGED_DIRS:
-        for path in sorted((root / top).rglob("*")):
-            rel = path.relative_to(root)
-            if path.is_file() and "__pycache__" not in rel.parts and path.suffix != ".pyc":
-                assets[rel.as_posix()] = pulumi.FileAsset(str(path))
-    assets[consumers_file] = pulumi.FileAsset(str(root / consumers_file))
-    return assets
+def consumers_layer_assets(consumers_file: str, root: Path = REPO_ROOT) -> dict[str, pulumi.asset.Asset]:
+    """Content of the consumers-file layer: the file at its repository-relative path (archive path -> asset)."""
+    return {consumers_file: pulumi.FileAsset(str(root / consumers_file))}
 
 
 @dataclass
@@ -212,8 +207,8 @@ class ScheduledRotator(pulumi.ComponentResource):
     """``<prefix>-rotator`` Lambda + EventBridge Scheduler schedule + Errors alarm.
 
     Attributes: ``function``, ``function_name`` (str), ``role``, ``rotation_policy``,
-    ``runtime_policy``, ``log_group``, ``vault_secret``, ``vault_secret_version``, ``invoke_config``,
-    ``schedule``, ``scheduler_role``, ``scheduler_policy``, ``errors_alarm``.
+    ``runtime_policy``, ``log_group``, ``vault_secret``, ``vault_secret_version``, ``consumers_layer``,
+    ``invoke_config``, ``schedule``, ``scheduler_role``, ``scheduler_policy``, ``errors_alarm``.
     """
 
     def __init__(self, name: str, args: ScheduledRotatorArgs, opts: pulumi.ResourceOptions | None = None):
@@ -260,6 +255,11 @@ class ScheduledRotator(pulumi.ComponentResource):
             opts=child)
 
         # --- the function -------------------------------------------------------------------------
+        self.consumers_layer = aws.lambda_.LayerVersion(
+            f"{name}-consumers", layer_name=f"{args.prefix}-rotator-consumers",
+            description=f"secure-mail-api: the scheduled rotator's consumers file ({cfg.consumers_file})",
+            code=pulumi.AssetArchive(consumers_layer_assets(cfg.consumers_file)),
+            compatible_runtimes=[LAMBDA_RUNTIME], compatible_architectures=[LAMBDA_ARCHITECTURE], opts=child)
         environment = {
             "VAULT_ADDR": cfg.vault_addr,
             "VAULT_AUTH_METHOD": "approle",
@@ -267,13 +267,13 @@ class ScheduledRotator(pulumi.ComponentResource):
             "VAULT_KV_MOUNT": cfg.vault_kv_mount,
             "VAULT_KV_PREFIX": cfg.vault_kv_prefix,
             "ROTATION_STACK": args.stack,
-            "ROTATION_CONSUMERS_FILE": f"{TASK_ROOT}/{cfg.consumers_file}",
+            "ROTATION_CONSUMERS_FILE": f"{LAYER_ROOT}/{cfg.consumers_file}",
             SECRET_ARN_VARIABLE: self.vault_secret.arn,
             # AWS_REGION is set by Lambda itself (a reserved variable).
         }
         if args.canary_url is not None:
             environment["ROTATION_CANARY_URL"] = args.canary_url
-        archive = pulumi.AssetArchive(package_assets(cfg.consumers_file))
+        archive = code_archive(ROTATOR)
         if args.code_signing is not None:
             s3_bucket, s3_key = args.code_signing.signed_package(f"{name}-function", archive, parent=self)
             code = {"s3_bucket": s3_bucket, "s3_key": s3_key,
@@ -284,10 +284,11 @@ class ScheduledRotator(pulumi.ComponentResource):
             f"{name}-function",
             name=self.function_name,
             description=f"secure-mail-api: scheduled API-key rotation ({HANDLER})",
-            runtime=aws.lambda_.Runtime.PYTHON3D13,
+            runtime=LAMBDA_RUNTIME,
+            architectures=[LAMBDA_ARCHITECTURE],
             handler=HANDLER,
             **code,
-            layers=list(cfg.layers) or None,
+            layers=[self.consumers_layer.arn, *cfg.layers],
             role=self.role.arn,
             timeout=TIMEOUT_SECONDS,
             memory_size=MEMORY_MB,

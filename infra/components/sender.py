@@ -1,6 +1,6 @@
 """Sender: the mail API's Lambda function (code in ``infra/functions/``) and its IAM role.
 
-Realizes docs/security-baseline.md §1.7: python3.13 runtime (Lambda.2), X-Ray (CKV_AWS_50), reserved
+Realizes docs/security-baseline.md §1.7: python3.11 runtime (Lambda.2), X-Ray (CKV_AWS_50), reserved
 concurrency (CKV_AWS_115), DLQ (CKV_AWS_116), environment encrypted with the data CMK and holding
 no secrets (CKV_AWS_173/45), JSON logging to a CMK-encrypted log group with retention, and a
 least-privilege role: ``policies/iam/sender.json`` (SES send on the identity and configuration
@@ -9,6 +9,10 @@ ARN is the function's ``AUDIT_MAC_KEY_ID``) plus a runtime statement set for log
 X-Ray and the DLQ (which sender.json does not carry). With stack config ``codeSigning.enabled``
 the package is signed by AWS Signer and the function enforces the code-signing config
 (CKV_AWS_272, ``infra/components/signing.py``).
+
+Code: ``dist/mail-handler.zip`` (``make package``: ``infra/functions/*.py`` at the root with every
+dependency from ``requirements/mail-handler.lock``, built for :data:`infra.artifacts.LAMBDA_RUNTIME`
+on :data:`infra.artifacts.LAMBDA_ARCHITECTURE`), deployed byte for byte; no layer is needed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from infra.artifacts import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, MAIL_HANDLER, code_archive
 from infra.components._common import (
     assume_role_policy,
     encrypted_log_group,
@@ -30,6 +35,7 @@ from infra.components._common import (
 from infra.components.signing import CodeSigning
 from policies.iam import render_policy
 
+#: Sources of the handler; ``make package`` puts them at the root of dist/mail-handler.zip.
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
 HANDLER = "send_message.handler"
 
@@ -89,7 +95,7 @@ class Sender(pulumi.ComponentResource):
             policy=json_doc({"Version": "2012-10-17",
                              "Statement": lambda_runtime_statements(self.log_group.arn, args.dlq_arn)}),
             opts=child)
-        archive = pulumi.FileArchive(str(FUNCTIONS_DIR))
+        archive = code_archive(MAIL_HANDLER)
         if args.code_signing is not None:
             s3_bucket, s3_key = args.code_signing.signed_package(f"{name}-function", archive, parent=self)
             code = {"s3_bucket": s3_bucket, "s3_key": s3_key,
@@ -100,7 +106,8 @@ class Sender(pulumi.ComponentResource):
             f"{name}-function",
             name=self.function_name,
             description="secure-mail-api: POST /v1/messages -> SES v2",
-            runtime=aws.lambda_.Runtime.PYTHON3D13,
+            runtime=LAMBDA_RUNTIME,
+            architectures=[LAMBDA_ARCHITECTURE],
             handler=HANDLER,
             **code,
             layers=args.layers or None,

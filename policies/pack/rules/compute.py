@@ -16,7 +16,9 @@ FUNCTION = "aws:lambda/function:Function"
 PERMISSION = "aws:lambda/permission:Permission"
 CODE_SIGNING_CONFIG = "aws:lambda/codeSigningConfig:CodeSigningConfig"
 SCHEDULE = "aws:scheduler/schedule:Schedule"
-SUPPORTED_RUNTIMES = ["python3.13", "python3.14"]
+#: Python runtimes Lambda supports (not deprecated) per https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html;
+#: the first is the project's (infra.artifacts.LAMBDA_RUNTIME), suggested as the fix.
+SUPPORTED_RUNTIMES = ["python3.11", "python3.12", "python3.13", "python3.14"]
 _SECRETISH = re.compile(r"(secret|password|passwd|token|private[_-]?key|api[_-]?key|credential)", re.IGNORECASE)
 
 
@@ -38,7 +40,7 @@ def permission_restricted(props, cfg, typ):
                "Functions use a supported, current runtime",
                {"allowedRuntimes": ({"type": "array", "items": {"type": "string"}}, SUPPORTED_RUNTIMES)})
 def supported_runtime(props, cfg, typ):
-    """Lambda.2 / CKV_AWS_363 / AwsSolutions-L1: ``runtime`` in ``allowedRuntimes`` (python3.13/3.14)."""
+    """Lambda.2 / CKV_AWS_363 / AwsSolutions-L1: ``runtime`` in ``allowedRuntimes`` (python3.11 to 3.14)."""
     if props.get("runtime") not in cfg["allowedRuntimes"]:
         return [Finding("runtime", repr(props.get("runtime")), f"runtime={cfg['allowedRuntimes'][0]!r}")]
     return []

@@ -229,7 +229,8 @@ def test_program_runs_in_preview_mode_without_mock_only_shortcuts():
 
 
 def test_main_module_is_thin():
-    """infra/__main__.py only imports infra.program.main and calls it (Pulumi.yaml main: infra/)."""
+    """infra/__main__.py only imports infra.program.main and calls it (Pulumi.yaml main: infra/),
+    requiring the built Lambda packages as `pulumi up` must."""
     import ast
     from pathlib import Path
 
@@ -237,7 +238,7 @@ def test_main_module_is_thin():
     body = [n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
     assert len(body) == 2
     assert isinstance(body[0], ast.ImportFrom) and body[0].module == "infra.program"
-    assert isinstance(body[1], ast.Expr) and ast.unparse(body[1]) == "main()"
+    assert isinstance(body[1], ast.Expr) and ast.unparse(body[1]) == "main(require_artifacts=True)"
 
 
 def test_every_resource_is_parented_by_a_component(dev_run):

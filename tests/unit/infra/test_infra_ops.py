@@ -7,6 +7,7 @@ import json
 
 import pulumi
 
+from infra.artifacts import LAMBDA_RUNTIME
 from infra.components.waf import MANAGED_GROUPS, REDACTED_HEADERS
 from infra.config import LOG_RETENTION_DAYS
 from policies.iam import render_policy
@@ -14,12 +15,13 @@ from policies.iam import render_policy
 
 @pulumi.runtime.test
 def test_lambda_runtime_tracing_concurrency_dlq(dev_run):
-    """Lambda.2 (python3.13), CKV_AWS_50 (X-Ray), CKV_AWS_115 (reserved concurrency), CKV_AWS_116 (DLQ)."""
+    """Lambda.2 (python3.11, the runtime the artifact is built for), CKV_AWS_50 (X-Ray), CKV_AWS_115
+    (reserved concurrency), CKV_AWS_116 (DLQ)."""
     fn = dev_run.stack.sender.function
 
     def check(v):
         runtime, handler, tracing, reserved, dlq, dlq_arn = v
-        assert runtime == "python3.13" and handler == "send_message.handler"
+        assert runtime == "python3.11" == LAMBDA_RUNTIME and handler == "send_message.handler"
         assert tracing["mode"] == "Active"
         assert reserved == dev_run.stack.config.lambda_reserved_concurrency > 0
         assert dlq["target_arn"] == dlq_arn

@@ -10,12 +10,14 @@ Output it checks (P5).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pulumi
 import pytest
 from pulumi.runtime.rpc import is_rpc_secret
 
 from infra import outputs as out
+from infra.artifacts import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, REPO_ROOT, ROTATOR, artifact_path
 from infra.components import rotator as rot
 from infra.config import (
     DEV_SECRET_STANDINS,
@@ -90,24 +92,25 @@ def test_explicitly_disabled_needs_no_vault_settings():
 
 @pulumi.runtime.test
 def test_function_meets_the_lambda_baseline(dev_run, h):
-    """python3.13, X-Ray active, reserved concurrency 1, DLQ, env encrypted with the data CMK,
-    JSON logs to a CMK-encrypted log group with retention, timeout 300 s, the configured layers,
+    """python3.11, X-Ray active, reserved concurrency 1, DLQ, env encrypted with the data CMK,
+    JSON logs to a CMK-encrypted log group with retention, timeout 300 s, the consumers-file layer,
     the dedicated role; the entry module that calls rotation.aws_lambda.handler."""
     sr = dev_run.stack.scheduled_rotator
     assert sr is not None
 
     def check(v):
-        role_arn, lg_name = v[:2]
+        role_arn, lg_name, layer_arn = v[:3]
         fn = _one(dev_run.resources, "aws:lambda/function:Function", "scheduled-rotator-function")
         i = fn.inputs
         assert i["name"] == "secure-mail-api-dev-rotator"
-        assert i["runtime"] == "python3.13" and i["handler"] == rot.HANDLER == "rotation.aws_lambda.handler"
+        assert i["runtime"] == "python3.11" and i["handler"] == rot.HANDLER == "rotation.aws_lambda.handler"
+        assert i["architectures"] == ["x86_64"]
         assert i["tracingConfig"] == {"mode": "Active"}
         assert i["reservedConcurrentExecutions"] == 1
         assert i["deadLetterConfig"] == {"targetArn": DLQ}
         assert i["kmsKeyArn"] == DATA_KEY
         assert i["timeout"] == 300
-        assert i["layers"] == ["arn:aws:lambda:eu-west-1:123456789012:layer:secure-mail-api-rotation-deps:1"]
+        assert i["layers"] == [layer_arn]
         assert i["role"] == role_arn
         assert i["loggingConfig"] == {"logFormat": "JSON", "logGroup": lg_name, "applicationLogLevel": "INFO",
                                       "systemLogLevel": "WARN"}
@@ -119,7 +122,8 @@ def test_function_meets_the_lambda_baseline(dev_run, h):
         assert cfg.inputs["maximumRetryAttempts"] == 0 and cfg.inputs["maximumEventAgeInSeconds"] == 3600
         assert dev_run.exports[out.ROTATOR_FUNCTION_NAME] == "secure-mail-api-dev-rotator"
 
-    return pulumi.Output.all(sr.role.arn, sr.log_group.name, *h.component_urns(dev_run)).apply(check)
+    return pulumi.Output.all(sr.role.arn, sr.log_group.name, sr.consumers_layer.arn,
+                             *h.component_urns(dev_run)).apply(check)
 
 
 @pulumi.runtime.test
@@ -139,7 +143,7 @@ def test_function_environment_holds_settings_and_no_secret(dev_run, h):
             "VAULT_KV_MOUNT": "secret",
             "VAULT_KV_PREFIX": "mail-api",
             "ROTATION_STACK": "dev",
-            "ROTATION_CONSUMERS_FILE": "/var/task/examples/consumers.yaml",
+            "ROTATION_CONSUMERS_FILE": "/opt/examples/consumers.yaml",
             "ROTATION_CANARY_URL": "https://mail-api.dev.example.com/v1/messages",
             rot.SECRET_ARN_VARIABLE: secret_arn,
         }
@@ -149,19 +153,32 @@ def test_function_environment_holds_settings_and_no_secret(dev_run, h):
 
 
 @pulumi.runtime.test
-def test_package_bundles_rotation_policies_and_consumers(dev_run, h):
+def test_code_is_the_built_rotator_artifact_and_consumers_file_is_its_own_layer(dev_run, h):
+    """The code is dist/rotator.zip exactly as `make package` built it (a FileArchive on the .zip, so it
+    is uploaded unchanged); the consumers file, stack config rather than code, is the only file of a
+    layer for the same runtime and architecture, and the environment points at it under /opt."""
     def check(resources):
         fn = _one(resources, "aws:lambda/function:Function", "scheduled-rotator-function")
-        assets = fn.inputs["code"].assets
-        names = set(assets)
-        assert {"rotation/aws_lambda.py", "rotation/settings.py", "policies/iam/rotator.json",
-                "examples/consumers.yaml"} <= names
-        assert all(n.split("/")[0] in ("rotation", "policies", "examples") for n in names)
-        assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-        assert "/var/task/" + "examples/consumers.yaml" == \
-            fn.inputs["environment"]["variables"]["ROTATION_CONSUMERS_FILE"]
+        code = fn.inputs["code"]
+        assert isinstance(code, pulumi.FileArchive)
+        assert Path(code.path) == artifact_path(ROTATOR) == REPO_ROOT / "dist" / "rotator.zip"
+        layer = _one(resources, "aws:lambda/layerVersion:LayerVersion", "scheduled-rotator-consumers")
+        assert layer.inputs["layerName"] == "secure-mail-api-dev-rotator-consumers"
+        assert set(layer.inputs["code"].assets) == {"examples/consumers.yaml"}
+        assert layer.inputs["compatibleRuntimes"] == [LAMBDA_RUNTIME] == [fn.inputs["runtime"]]
+        assert layer.inputs["compatibleArchitectures"] == [LAMBDA_ARCHITECTURE] == fn.inputs["architectures"]
+        assert fn.inputs["environment"]["variables"]["ROTATION_CONSUMERS_FILE"] == "/opt/examples/consumers.yaml"
 
     return h.check_recorded(dev_run, check)
+
+
+def test_extra_layers_leave_room_for_the_consumers_layer():
+    """Lambda allows 5 layers per function; one is the consumers file, so at most 4 extra."""
+    arn = "arn:aws:lambda:eu-west-1:123456789012:layer:extra:1"
+    parse_stack_config(_cfg(_schedule(layers=[arn] * 4)))
+    with pytest.raises(ConfigError) as err:
+        parse_stack_config(_cfg(_schedule(layers=[arn] * 5)))
+    assert any(e.startswith(f"{SCHEDULE_KEY}.layers") for e in err.value.errors)
 
 
 @pulumi.runtime.test
