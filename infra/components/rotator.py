@@ -255,10 +255,14 @@ class ScheduledRotator(pulumi.ComponentResource):
             opts=child)
 
         # --- the function -------------------------------------------------------------------------
+        # an enforcing code-signing config applies to layers too: the consumers layer is signed as well
+        layer_archive = pulumi.AssetArchive(consumers_layer_assets(cfg.consumers_file))
+        layer_code = ({"code": layer_archive} if args.code_signing is None else dict(zip(
+            ("s3_bucket", "s3_key"), args.code_signing.signed_package(f"{name}-consumers", layer_archive, parent=self))))
         self.consumers_layer = aws.lambda_.LayerVersion(
             f"{name}-consumers", layer_name=f"{args.prefix}-rotator-consumers",
             description=f"secure-mail-api: the scheduled rotator's consumers file ({cfg.consumers_file})",
-            code=pulumi.AssetArchive(consumers_layer_assets(cfg.consumers_file)),
+            **layer_code,
             compatible_runtimes=[LAMBDA_RUNTIME], compatible_architectures=[LAMBDA_ARCHITECTURE], opts=child)
         environment = {
             "VAULT_ADDR": cfg.vault_addr,
@@ -274,12 +278,8 @@ class ScheduledRotator(pulumi.ComponentResource):
         if args.canary_url is not None:
             environment["ROTATION_CANARY_URL"] = args.canary_url
         archive = code_archive(ROTATOR)
-        if args.code_signing is not None:
-            s3_bucket, s3_key = args.code_signing.signed_package(f"{name}-function", archive, parent=self)
-            code = {"s3_bucket": s3_bucket, "s3_key": s3_key,
-                    "code_signing_config_arn": args.code_signing.config.arn}
-        else:
-            code = {"code": archive}
+        code = ({"code": archive} if args.code_signing is None
+                else args.code_signing.function_code(f"{name}-function", archive, parent=self))
         self.function = aws.lambda_.Function(
             f"{name}-function",
             name=self.function_name,

@@ -96,12 +96,8 @@ class Sender(pulumi.ComponentResource):
                              "Statement": lambda_runtime_statements(self.log_group.arn, args.dlq_arn)}),
             opts=child)
         archive = code_archive(MAIL_HANDLER)
-        if args.code_signing is not None:
-            s3_bucket, s3_key = args.code_signing.signed_package(f"{name}-function", archive, parent=self)
-            code = {"s3_bucket": s3_bucket, "s3_key": s3_key,
-                    "code_signing_config_arn": args.code_signing.config.arn}
-        else:
-            code = {"code": archive}
+        code = ({"code": archive} if args.code_signing is None
+                else args.code_signing.function_code(f"{name}-function", archive, parent=self))
         self.function = aws.lambda_.Function(
             f"{name}-function",
             name=self.function_name,

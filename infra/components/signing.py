@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -89,6 +90,12 @@ class CodeSigning(pulumi.ComponentResource):
             opts=child)
         self.register_outputs({"code_signing_config_arn": self.config.arn,
                                "profile_version_arn": self.profile.version_arn})
+
+    def function_code(self, name: str, archive: pulumi.Archive, parent: pulumi.Resource) -> dict[str, Any]:
+        """The ``aws.lambda_.Function`` code arguments for ``archive`` signed by this profile:
+        ``s3_bucket``/``s3_key`` of the signed object and the enforcing ``code_signing_config_arn``."""
+        s3_bucket, s3_key = self.signed_package(name, archive, parent=parent)
+        return {"s3_bucket": s3_bucket, "s3_key": s3_key, "code_signing_config_arn": self.config.arn}
 
     def signed_package(self, name: str, archive: pulumi.Archive,
                        parent: pulumi.Resource) -> tuple[pulumi.Output[str], pulumi.Output[str]]:

@@ -179,11 +179,16 @@ def test_both_functions_enforce_the_config_and_deploy_signed_objects(signed, h):
 
 
 @pulumi.runtime.test
-def test_rotator_package_still_bundles_the_consumers_file_when_signed(signed, h):
+def test_signed_rotator_deploys_the_built_artifact_and_a_signed_consumers_layer(signed, h):
+    """Enforce applies to layers too: with signing on, the function's package is dist/rotator.zip
+    and the consumers-file layer is uploaded and signed as well, never deployed unsigned."""
     def check(resources):
         package = _one(resources, "aws:s3/bucketObjectv2:BucketObjectv2", "scheduled-rotator-function-package")
-        names = set(package.inputs["source"].assets)
-        assert {"rotation/aws_lambda.py", "examples/consumers.yaml", "policies/iam/rotator.json"} <= names
+        assert package.inputs["source"].path.endswith("dist/rotator.zip")
+        layer_package = _one(resources, "aws:s3/bucketObjectv2:BucketObjectv2", "scheduled-rotator-consumers-package")
+        assert "examples/consumers.yaml" in set(layer_package.inputs["source"].assets)
+        layer = _one(resources, "aws:lambda/layerVersion:LayerVersion", "scheduled-rotator-consumers")
+        assert "code" not in layer.inputs and layer.inputs["s3Key"]
 
     return h.check_recorded(signed, check)
 
