@@ -24,7 +24,7 @@ from infra.components.sender import Sender, SenderArgs
 from infra.components.signing import CodeSigning, CodeSigningArgs
 from infra.components.storage import Storage, StorageArgs
 from infra.components.waf import Waf, WafArgs
-from infra.config import StackConfig, load_stack_config
+from infra.config import StackConfig, access_environment, load_stack_config
 
 
 @dataclass
@@ -89,12 +89,14 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         configuration_set_arn=email.configuration_set.arn, reserved_concurrency=cfg.lambda_reserved_concurrency,
         timeout_seconds=cfg.lambda_timeout_seconds, memory_mb=cfg.lambda_memory_mb,
         log_retention_days=cfg.log_retention_days, layers=list(cfg.lambda_layers), code_signing=code_signing,
-        tags=tags))
+        tags=tags, access_environment=access_environment(cfg), stack=cfg.stack, region=cfg.region,
+        from_addresses=cfg.allowed_from_addresses, from_display_names=cfg.allowed_display_names))
     oauth = None
     if cfg.cognito.enabled:
         oauth = OAuth("oauth", OAuthArgs(prefix=cfg.prefix, region=cfg.region,
                                          domain_prefix=cfg.cognito.domain_prefix or "",
-                                         access_token_minutes=cfg.cognito.access_token_minutes, tags=tags))
+                                         access_token_minutes=cfg.cognito.access_token_minutes,
+                                         scopes=sorted(cfg.oauth_scopes), tags=tags))
     api = Api("api", ApiArgs(
         prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id, api_domain=cfg.api_domain,
         certificate_arn=cfg.certificate_arn, tls_policy=cfg.tls_policy, stage_name=cfg.stage_name,

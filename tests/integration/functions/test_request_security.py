@@ -466,7 +466,7 @@ def test_readme_names_exactly_the_nullable_fields_of_the_model():
             nullable.add(key)
     address = model["properties"]["from"]["oneOf"][1]["properties"]
     nullable |= {"name"} if "null" in address["name"]["type"] else set()
-    readme = (Path(__file__).parents[2] / "infra" / "functions" / "README.md").read_text()
+    readme = (Path(__file__).parents[3] / "infra" / "functions" / "README.md").read_text()
     line = next(ln for ln in readme.splitlines() if "Explicit `null` is accepted for exactly" in ln)
     assert nullable == {"reply_to", "text", "html", "name"}
     for name in nullable:
