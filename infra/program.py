@@ -14,7 +14,7 @@ import pulumi_aws as aws
 from infra import outputs as out
 from infra.components._common import TAG_STACK
 from infra.components.api import Api, ApiArgs
-from infra.components.audit import Audit, AuditArgs
+from infra.components.audit import REQUEST_RECORD_FILTER, Audit, AuditArgs, RequestArchive, RequestArchiveArgs
 from infra.components.email import Email, EmailArgs
 from infra.components.encryption import Encryption, EncryptionArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
@@ -41,6 +41,7 @@ class MailApiStack:
     waf: Waf
     monitoring: Monitoring
     rotator: RotatorAccess
+    request_archive: RequestArchive | None = None
     oauth: OAuth | None = None
     code_signing: CodeSigning | None = None
     scheduled_rotator: ScheduledRotator | None = None
@@ -105,6 +106,13 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         usage_plans=cfg.usage_plans, integration_timeout_ms=cfg.integration_timeout_ms,
         user_pool_arn=oauth.user_pool.arn if oauth else None,
         authorization_scopes=oauth.scopes if oauth else (), tags=tags))
+    request_archive = RequestArchive("request-archive", RequestArchiveArgs(
+        prefix=cfg.prefix, region=cfg.region, account_id=account_id, audit_key_arn=encryption.audit_key.arn,
+        access_log_bucket=storage.access_logs.bucket.id,
+        log_groups={"api-access": (api.access_log_group.name, ""),
+                    "request-records": (sender.log_group.name, REQUEST_RECORD_FILTER)},
+        retention_days=cfg.log_archive.retention_days,
+        buffer_interval_seconds=cfg.log_archive.buffer_interval_seconds, tags=tags))
     waf = Waf("waf", WafArgs(prefix=cfg.prefix, stage_arn=api.stage.arn, waf=cfg.waf,
                              audit_key_arn=encryption.audit_key.arn, log_retention_days=cfg.log_retention_days,
                              tags=tags))
@@ -141,6 +149,7 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         out.AUDIT_KMS_KEY_ARN: encryption.audit_key.arn,
         out.ALARM_TOPIC_ARN: monitoring.topic.arn,
         out.ARCHIVE_BUCKET: storage.archive.bucket.bucket,
+        out.REQUEST_ARCHIVE_BUCKET: request_archive.bucket.bucket.bucket,
         out.TABLE_NAME: storage.table.name,
         out.ROTATOR_ROLE_ARN: rotator.role.arn,
         out.REST_API_ID: api.rest_api.id,
@@ -157,4 +166,5 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         pulumi.export(key, value)
     return MailApiStack(config=cfg, encryption=encryption, storage=storage, audit=audit, email=email,
                         sender=sender, api=api, waf=waf, monitoring=monitoring, rotator=rotator, oauth=oauth,
+                        request_archive=request_archive,
                         code_signing=code_signing, scheduled_rotator=scheduled_rotator, exports=exports)

@@ -188,3 +188,22 @@ def recommended_alarms(resources, cfg):
                 for a in mine):
             yield Finding("threshold", f"{[a.props.get('threshold') for a in mine]} for {metric}",
                           f"an alarm at threshold <= {SES_CRITICAL[metric]} (SES review level)", mine[0])
+
+
+FIREHOSE = "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream"
+
+
+@resource_rule("firehose-encrypted-cmk", ["Firehose.1", "CKV_AWS_240", "CKV_AWS_241"], FIREHOSE,
+               "Firehose delivery streams encrypt at rest with a customer-managed key")
+def firehose_encrypted(props, cfg, typ):
+    """Firehose.1 / CKV_AWS_240 / CKV_AWS_241: ``serverSideEncryption`` enabled with
+    ``keyType=CUSTOMER_MANAGED_CMK`` and a ``keyArn``; an S3 destination also sets ``kmsKeyArn``
+    (the delivered objects are SSE-KMS with that key)."""
+    if not is_true(get(props, "serverSideEncryption.enabled")):
+        yield Finding("serverSideEncryption.enabled", repr(get(props, "serverSideEncryption.enabled")), "true")
+    if get(props, "serverSideEncryption.keyType") != "CUSTOMER_MANAGED_CMK" or not get(
+            props, "serverSideEncryption.keyArn"):
+        yield Finding("serverSideEncryption.keyType", repr(get(props, "serverSideEncryption.keyType")),
+                      "'CUSTOMER_MANAGED_CMK' with keyArn")
+    if props.get("destination") == "extended_s3" and not get(props, "extendedS3Configuration.kmsKeyArn"):
+        yield Finding("extendedS3Configuration.kmsKeyArn", "missing", "the CMK ARN")

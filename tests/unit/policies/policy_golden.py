@@ -69,9 +69,24 @@ def _bucket(name, kms=True, log_to="access-logs"):
     return items
 
 
+def _request_archive() -> list[tuple[str, str, dict]]:
+    """The locked request-record archive and the Firehose stream that fills it."""
+    items = _bucket("records")
+    items[0][2]["objectLockEnabled"] = True
+    items.append(("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration", "records-lock",
+                  {"bucket": "records_id", "objectLockEnabled": "Enabled",
+                   "rule": {"defaultRetention": {"mode": "GOVERNANCE", "days": 400.0}}}))
+    items.append(("aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream", "records-stream",
+                  {"destination": "extended_s3",
+                   "serverSideEncryption": {"enabled": True, "keyType": "CUSTOMER_MANAGED_CMK", "keyArn": AUDIT_KEY},
+                   "extendedS3Configuration": {"bucketArn": "arn:aws:s3:::records_id", "kmsKeyArn": AUDIT_KEY,
+                                               "roleArn": f"arn:aws:iam::{ACCT}:role/firehose"}}))
+    return items
+
+
 def golden() -> list[tuple[str, str, dict]]:
     """A fresh, fully compliant resource list."""
-    res: list[tuple[str, str, dict]] = []
+    res: list[tuple[str, str, dict]] = _request_archive()
     res += [("aws:kms/key:Key", k, {"arn": arn, "description": "d", "enableKeyRotation": True,
                                     "rotationPeriodInDays": 365.0, "deletionWindowInDays": 30.0, "isEnabled": True,
                                     "bypassPolicyLockoutSafetyCheck": False, "policy": KEY_POLICY})
