@@ -126,7 +126,8 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         queue_age_sla_seconds=cfg.queue_age_sla_seconds, feedback_topic_name=email.feedback_topic.name,
         configuration_set_name=cfg.configuration_set_name, trail_log_group_name=audit.log_group.name,
         rotation_max_key_age_days=cfg.rotation_max_key_age_days, rotation_silence_hours=cfg.rotation_silence_hours,
-        tags=tags))
+        tags=tags, access_log_group_name=api.access_log_group.name, sender_log_group_name=sender.log_group.name,
+        consumers=cfg.consumers, alerting=cfg.alerting))
     rotator = RotatorAccess("rotator", RotatorAccessArgs(
         prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id,
         kms_key_arn=encryption.data_key.arn, trusted_principals=cfg.rotator_trusted_principals, tags=tags))

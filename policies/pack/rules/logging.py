@@ -8,6 +8,8 @@ terraform-aws-modules/terraform-aws-cloudwatch ``modules/cis-alarms``, and the C
 
 from __future__ import annotations
 
+import re
+
 from ._base import Finding, as_list, get, is_true, of_type, resource_rule, stack_rule
 
 TRAIL = "aws:cloudtrail/trail:Trail"
@@ -101,6 +103,20 @@ def alarm_actions(props, cfg, typ):
     if props.get("actionsEnabled") is False:
         out.append(Finding("actionsEnabled", "false", "actionsEnabled=true"))
     return out
+
+
+_RUNBOOK_RE = re.compile(r"Runbook: docs/operations\.md#alarm-[a-z0-9-]+")
+
+
+@resource_rule("cloudwatch-alarm-runbook", ["BASELINE-RUNBOOKS"], ALARM,
+               "Every alarm's description names its runbook section")
+def alarm_runbook(props, cfg, typ):
+    """Issue 13 part 3: an alarm someone can act on names its runbook, ``Runbook:
+    docs/operations.md#alarm-<key>`` in ``alarmDescription`` (tests/unit/infra checks that the anchor
+    exists in docs/operations.md)."""
+    if not _RUNBOOK_RE.search(props.get("alarmDescription") or ""):
+        return [Finding("alarmDescription", "no runbook", "end it with 'Runbook: docs/operations.md#alarm-<key>'")]
+    return []
 
 
 #: CloudWatch.1-9 -> tokens the CIS filter pattern must contain (exact patterns in docs/security-baseline.md §3.1)

@@ -203,10 +203,12 @@ def golden() -> list[tuple[str, str, dict]]:
                      "metricTransformation": {"name": f"cis-{key}", "namespace": "CIS", "value": "1", "defaultValue": "0"}}))
         res.append(("aws:cloudwatch/metricAlarm:MetricAlarm", f"cis-{key}-alarm",
                     {"namespace": "CIS", "metricName": f"cis-{key}", "threshold": 1.0,
+                     "alarmDescription": f"CIS {key} Runbook: docs/operations.md#alarm-cis-{key}",
                      "alarmActions": ["arn:aws:sns:eu-west-1:1:alarms"], "actionsEnabled": True}))
     for ns, metric, threshold in ALARMS:
         res.append(("aws:cloudwatch/metricAlarm:MetricAlarm", f"alarm-{metric}",
                     {"namespace": ns, "metricName": metric, "threshold": threshold,
+                     "alarmDescription": "Runbook: docs/operations.md#alarm-x",
                      "alarmActions": ["arn:aws:sns:eu-west-1:1:alarms"], "actionsEnabled": True}))
     res += [("aws:cognito/userPool:UserPool", "pool",
              {"deletionProtection": "ACTIVE", "adminCreateUserConfig": {"allowAdminCreateUserOnly": True},

@@ -159,6 +159,7 @@ VIOLATIONS = [
     ("s3-archive-object-lock", "archive-no-retention", _del("records-lock")),
     ("s3-archive-object-lock", "archive-short-retention", _set("records-lock", "rule.defaultRetention.days", 30.0)),
     ("s3-archive-object-lock", "archive-no-mode", _set("records-lock", "rule.defaultRetention.mode", "NONE")),
+    ("cloudwatch-alarm-runbook", "alarm-without-runbook", _set("alarm-5XXError", "alarmDescription", "API 5XX")),
     ("firehose-encrypted-cmk", "firehose-unencrypted", _set("records-stream", "serverSideEncryption.enabled", False)),
     ("firehose-encrypted-cmk", "firehose-aws-owned-key",
      _set("records-stream", "serverSideEncryption.keyType", "AWS_OWNED_CMK")),
