@@ -17,7 +17,8 @@ Public API::
     DEV_STACK_FILE               pathlib.Path of Pulumi.dev.yaml
     ConfigError(ValueError)      .errors: list[str], one "<key>: <reason>" per problem
     StackConfig, WafConfig, UsagePlanTier, CognitoConfig, RotationScheduleConfig,
-    CodeSigningConfig                                                               pydantic models
+    CodeSigningConfig, AccessLevel, LogArchiveConfig, AlertingConfig                pydantic models
+    OAUTH_RESOURCE_SERVER        "mail-api", the Cognito resource server whose scopes map to access levels
     SECRET_KEYS                  the only config keys that may (and should) be stored as secrets
     DEV_SECRET_STANDINS          planted stand-ins for the ``secure:`` values of Pulumi.dev.yaml
     dev_stack_config() -> dict[str, str]
@@ -52,19 +53,25 @@ __all__ = [
     "DEV_SECRET_STANDINS",
     "DEV_STACK_FILE",
     "LOG_RETENTION_DAYS",
+    "MAX_ACCESS_ENVIRONMENT_BYTES",
+    "OAUTH_RESOURCE_SERVER",
     "PROJECT",
     "QUOTA_PERIODS",
     "SECRET_KEYS",
     "TLS_POLICIES",
     "WAF_EVALUATION_WINDOWS",
+    "AccessLevel",
+    "AlertingConfig",
     "CodeSigningConfig",
     "CognitoConfig",
     "ConfigError",
+    "LogArchiveConfig",
     "RotationAccessConfig",
     "RotationScheduleConfig",
     "StackConfig",
     "UsagePlanTier",
     "WafConfig",
+    "access_environment",
     "dev_stack_config",
     "load_stack_config",
     "parse_stack_config",
@@ -110,6 +117,17 @@ WAF_EVALUATION_WINDOWS = (60, 120, 300, 600)
 #: API Gateway usage plan quota periods.
 QUOTA_PERIODS = ("DAY", "WEEK", "MONTH")
 
+#: The Cognito resource server identifier; OAuth scopes are ``mail-api/<scope>``.
+OAUTH_RESOURCE_SERVER = "mail-api"
+
+#: Lambda caps a function's whole environment at 4 KB (AWS docs "Lambda quotas"); the access
+#: environment (ACCESS_LEVELS, ACCESS_CONSUMERS, ACCESS_SCOPES) must leave room for the rest.
+MAX_ACCESS_ENVIRONMENT_BYTES = 3000
+
+_LOCAL_PART_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?$")
+_CONSUMER_RE = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_LEVEL_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_SCOPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}(?::[a-z][a-z0-9_-]{0,30})?$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?!-)([a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,63}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 _ACM_ARN_RE = re.compile(
@@ -375,6 +393,72 @@ class RotationAccessConfig(_Model):
 
     trust: list[TrustEntry] = Field(default_factory=list, max_length=20)
 
+class AccessLevel(_Model):
+    """What one caller may send (issue 13 part 1; docs/architecture.md "Access levels").
+
+    ``senders``: addresses at ``senderDomain`` or bare local parts (``billing`` means
+    ``billing@<senderDomain>``), lower case; the handler compares the whole address exactly and the
+    sender role's IAM policy allows only these ``ses:FromAddress`` values. ``displayName``: the only
+    display name allowed on ``from`` (absent = no display name may be set). ``maxRecipients``:
+    to + cc + bcc (1..50, the SES quota). ``attachments``: whether attachments are allowed.
+    ``maxMessageBytes``: the encoded message size cap (1 KiB..40 MB, the SES v2 quota).
+    ``recipientDomains``: when set, every recipient's domain must be one of these.
+    """
+
+    senders: list[str] = Field(min_length=1, max_length=20)
+    display_name: str | None = Field(None, min_length=1, max_length=64)
+    max_recipients: int = Field(10, ge=1, le=50)
+    attachments: bool = False
+    max_message_bytes: int = Field(10_000_000, ge=1024, le=40_000_000)
+    recipient_domains: list[DomainName] | None = Field(None, min_length=1, max_length=20)
+
+    @field_validator("senders")
+    @classmethod
+    def _senders(cls, value: list[str]) -> list[str]:
+        out = []
+        for sender in value:
+            local, at, domain = sender.strip().rpartition("@") if "@" in sender else (sender.strip(), "", "")
+            if not _LOCAL_PART_RE.match(local):
+                raise ValueError(f"{sender!r} must be a lower-case local part (letters, digits, . _ + -) "
+                                 "or such an address at senderDomain")
+            out.append(f"{local}@{_domain(domain)}" if at else local)
+        return out
+
+    @field_validator("display_name")
+    @classmethod
+    def _display_name(cls, value: str | None) -> str | None:
+        # IAM compares ses:FromDisplayName with StringLike: wildcards would widen it.
+        if value is not None and (not value.isprintable() or any(c in value for c in '*?"\\<>')
+                                  or value != value.strip()):
+            raise ValueError("must be printable text without * ? \" \\ < > or outer spaces")
+        return value
+
+
+class LogArchiveConfig(_Model):
+    """The locked archive of the API's request records (issue 13 part 2, docs/operations.md
+    "Request records and their archive"): an S3 bucket with versioning and Object Lock in
+    GOVERNANCE mode; ``retentionDays`` is the default retention of every archived object
+    (S3 Object Lock, https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock.html)."""
+
+    retention_days: int = Field(400, ge=1, le=3650)
+    #: Firehose buffering before an object is written (seconds, 60..900).
+    buffer_interval_seconds: int = Field(300, ge=60, le=900)
+
+
+class AlertingConfig(_Model):
+    """Thresholds of the anomaly alarms (issue 13 part 3; runbooks in docs/operations.md "Alarms")."""
+
+    #: 403 responses per stage in 5 minutes at or above which ``api-auth-failures`` fires.
+    auth_failures_per_stage: int = Field(50, ge=1)
+    #: 403 responses from one source IP in 5 minutes (Contributor Insights top contributor).
+    auth_failures_per_source: int = Field(20, ge=1)
+    #: Width of the anomaly-detection band, in standard deviations (per-consumer traffic, WAF blocks).
+    anomaly_band_width: float = Field(3.0, ge=1.0, le=10.0)
+    #: Hours a promoted key may stay unacknowledged by its consumer before alarming.
+    ack_deadline_hours: int = Field(48, ge=1, le=720)
+    #: Minutes a rotation may stay in ``rolling_back`` before alarming.
+    rolling_back_minutes: int = Field(30, ge=5, le=1440)
+
 
 class StackConfig(_Model):
     """The whole validated stack config. Field aliases are the camelCase config keys."""
@@ -417,6 +501,17 @@ class StackConfig(_Model):
     rotation_schedule: RotationScheduleConfig = RotationScheduleConfig()
     #: Optional Lambda code signing (Signer profile + enforcing code-signing config), off by default.
     code_signing: CodeSigningConfig = CodeSigningConfig()
+    #: Access levels by name (issue 13 part 1); each consumer and OAuth scope maps to one.
+    access_levels: dict[str, AccessLevel]
+    #: Consumer (the ``secure-mail-api:consumer`` tag of its API keys) -> access level name.
+    consumer_access_levels: dict[str, str]
+    #: OAuth scope (``send``, ``send:attachments``, ``send:bulk``; full name ``mail-api/<scope>``) ->
+    #: access level name. Required when ``cognito.enabled``.
+    oauth_scopes: dict[str, str] = {}
+    #: The locked request-record archive (issue 13 part 2).
+    log_archive: LogArchiveConfig = LogArchiveConfig()
+    #: Anomaly alarm thresholds (issue 13 part 3).
+    alerting: AlertingConfig = AlertingConfig()
     #: Vault AppRole secret id of the scheduled rotator: secret config only (see SECRET_KEYS).
     rotation_vault_secret_id: SecretStr | None = None
     #: DynamoDB message-record retention via TTL attribute ``expires_at`` is enforced by the app.
@@ -446,6 +541,34 @@ class StackConfig(_Model):
                 raise ValueError(f"tier name {tier!r} must match ^[a-z][a-z0-9-]{{0,31}}$")
         return value
 
+    @field_validator("access_levels")
+    @classmethod
+    def _level_names(cls, value: dict[str, AccessLevel]) -> dict[str, AccessLevel]:
+        if not value:
+            raise ValueError("at least one access level is required")
+        for name in value:
+            if not _LEVEL_RE.match(name):
+                raise ValueError(f"level name {name!r} must match {_LEVEL_RE.pattern}")
+        return value
+
+    @field_validator("consumer_access_levels")
+    @classmethod
+    def _consumer_names(cls, value: dict[str, str]) -> dict[str, str]:
+        if not value:
+            raise ValueError("at least one consumer is required (consumer name -> access level)")
+        for name in value:
+            if not _CONSUMER_RE.match(name):
+                raise ValueError(f"consumer name {name!r} must match {_CONSUMER_RE.pattern}")
+        return value
+
+    @field_validator("oauth_scopes")
+    @classmethod
+    def _scope_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _SCOPE_RE.match(name):
+                raise ValueError(f"scope {name!r} must match {_SCOPE_RE.pattern} (e.g. send, send:attachments)")
+        return value
+
     @field_validator("lambda_layers")
     @classmethod
     def _layers(cls, value: list[str]) -> list[str]:
@@ -469,6 +592,23 @@ class StackConfig(_Model):
             )
         if self.integration_timeout_ms < self.lambda_timeout_seconds * 1000 and self.integration_timeout_ms < 29000:
             raise ValueError("integrationTimeoutMs must cover lambdaTimeoutSeconds (or be 29000)")
+        for field_name, mapping in (("consumerAccessLevels", self.consumer_access_levels),
+                                    ("oauthScopes", self.oauth_scopes)):
+            for name, level in mapping.items():
+                if level not in self.access_levels:
+                    raise ValueError(f"{field_name}.{name} names access level {level!r}, which accessLevels "
+                                     f"does not define (defined: {', '.join(sorted(self.access_levels))})")
+        for name, level in self.access_levels.items():
+            for sender in level.senders:
+                if "@" in sender and sender.rpartition("@")[2] != self.sender_domain:
+                    raise ValueError(f"accessLevels.{name}.senders holds {sender!r}, which is not at senderDomain "
+                                     f"{self.sender_domain}")
+        if self.cognito.enabled and not self.oauth_scopes:
+            raise ValueError("oauthScopes is required when cognito.enabled is true (scope -> access level)")
+        size = sum(len(k) + len(v) for k, v in access_environment(self).items())
+        if size > MAX_ACCESS_ENVIRONMENT_BYTES:
+            raise ValueError(f"accessLevels (with consumerAccessLevels and oauthScopes) render to {size} bytes of "
+                             f"Lambda environment; at most {MAX_ACCESS_ENVIRONMENT_BYTES} fit (Lambda's 4 KB cap)")
         secret_id = self.rotation_vault_secret_id
         if self.rotation_schedule.enabled and (secret_id is None or not secret_id.get_secret_value().strip()):
             raise ValueError("rotationVaultSecretId is required when rotationSchedule.enabled is true "
@@ -484,9 +624,51 @@ class StackConfig(_Model):
     def mail_from_domain(self) -> str:
         return f"{self.mail_from_subdomain}.{self.sender_domain}"
 
+    def sender_addresses(self, level: AccessLevel) -> list[str]:
+        """The level's senders as full lower-case addresses at ``sender_domain``."""
+        return [s if "@" in s else f"{s}@{self.sender_domain}" for s in level.senders]
+
+    @property
+    def allowed_from_addresses(self) -> list[str]:
+        """Every sender address some access level allows, sorted (the IAM ``ses:FromAddress`` list)."""
+        return sorted({a for level in self.access_levels.values() for a in self.sender_addresses(level)})
+
+    @property
+    def allowed_display_names(self) -> list[str]:
+        """Every display name some access level allows, sorted (the IAM ``ses:FromDisplayName`` list)."""
+        return sorted({level.display_name for level in self.access_levels.values() if level.display_name})
+
+    @property
+    def consumers(self) -> list[str]:
+        """The consumers this stack serves (keys of ``consumerAccessLevels``), sorted."""
+        return sorted(self.consumer_access_levels)
+
+
+def access_environment(cfg: StackConfig) -> dict[str, str]:
+    """The sender function's access environment (compact JSON), read once per cold start.
+
+    ``ACCESS_LEVELS``: ``{level: {"senders": [address...], "displayName": str|null,
+    "maxRecipients": int, "attachments": bool, "maxMessageBytes": int, "recipientDomains": [..]|null}}``;
+    ``ACCESS_CONSUMERS``: ``{consumer: level}``; ``ACCESS_SCOPES``: ``{"mail-api/<scope>": level}``.
+    """
+    levels = {
+        name: {"senders": cfg.sender_addresses(level), "displayName": level.display_name,
+               "maxRecipients": level.max_recipients, "attachments": level.attachments,
+               "maxMessageBytes": level.max_message_bytes, "recipientDomains": level.recipient_domains}
+        for name, level in sorted(cfg.access_levels.items())
+    }
+    compact = {"separators": (",", ":"), "sort_keys": True}
+    return {
+        "ACCESS_LEVELS": json.dumps(levels, **compact),
+        "ACCESS_CONSUMERS": json.dumps(dict(cfg.consumer_access_levels), **compact),
+        "ACCESS_SCOPES": json.dumps({f"{OAUTH_RESOURCE_SERVER}/{k}": v for k, v in cfg.oauth_scopes.items()},
+                                    **compact),
+    }
+
 
 _STRUCTURED = {"waf", "usagePlans", "cognito", "rotatorTrustedPrincipals", "lambdaLayers", "rotationSchedule",
-               "codeSigning", "tags", "rotationAccess"}
+               "codeSigning", "tags", "rotationAccess", "accessLevels", "consumerAccessLevels", "oauthScopes",
+               "logArchive", "alerting"}
 
 
 def _key_for(loc: tuple[Any, ...]) -> str:

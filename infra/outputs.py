@@ -10,6 +10,7 @@ KMS_KEY_ARN = "kmsKeyArn"                 #: data CMK ARN (push targets encrypt 
 AUDIT_KMS_KEY_ARN = "auditKmsKeyArn"      #: audit CMK ARN (logs, CloudTrail, alarm topic)
 ALARM_TOPIC_ARN = "alarmTopicArn"         #: CMK-encrypted SNS topic every alarm notifies
 ARCHIVE_BUCKET = "archiveBucketName"      #: S3 bucket for message archives (prefix messages/)
+REQUEST_ARCHIVE_BUCKET = "requestArchiveBucketName"  #: Object-Locked archive of the request records
 TABLE_NAME = "tableName"                  #: DynamoDB message table
 ROTATOR_ROLE_ARN = "rotatorRoleArn"       #: IAM role the rotation jobs assume
 REST_API_ID = "restApiId"                 #: API Gateway REST API id
@@ -20,6 +21,7 @@ TOKEN_URL = "oauthTokenUrl"               #: Cognito token endpoint (only when c
 OAUTH_CLIENT_ID = "oauthClientId"         #: Cognito app client id (only when cognito.enabled)
 ROTATOR_FUNCTION_NAME = "rotatorFunctionName"  #: scheduled rotator Lambda (only when rotationSchedule.enabled)
 
-ALL = (API_URL, USAGE_PLAN_IDS, KMS_KEY_ARN, AUDIT_KMS_KEY_ARN, ALARM_TOPIC_ARN, ARCHIVE_BUCKET, TABLE_NAME,
+ALL = (API_URL, USAGE_PLAN_IDS, KMS_KEY_ARN, AUDIT_KMS_KEY_ARN, ALARM_TOPIC_ARN, ARCHIVE_BUCKET,
+       REQUEST_ARCHIVE_BUCKET, TABLE_NAME,
        ROTATOR_ROLE_ARN, REST_API_ID, STAGE_NAME, DOMAIN_TARGET, DKIM_TOKENS, TOKEN_URL, OAUTH_CLIENT_ID,
        ROTATOR_FUNCTION_NAME)

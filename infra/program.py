@@ -15,7 +15,7 @@ from infra import outputs as out
 from infra.artifacts import MAIL_HANDLER, ROTATOR, check_artifacts
 from infra.components._common import TAG_STACK
 from infra.components.api import Api, ApiArgs
-from infra.components.audit import Audit, AuditArgs
+from infra.components.audit import REQUEST_RECORD_FILTER, Audit, AuditArgs, RequestArchive, RequestArchiveArgs
 from infra.components.email import Email, EmailArgs
 from infra.components.encryption import Encryption, EncryptionArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
@@ -25,7 +25,7 @@ from infra.components.sender import Sender, SenderArgs
 from infra.components.signing import CodeSigning, CodeSigningArgs
 from infra.components.storage import Storage, StorageArgs
 from infra.components.waf import Waf, WafArgs
-from infra.config import StackConfig, load_stack_config
+from infra.config import StackConfig, access_environment, load_stack_config
 
 
 @dataclass
@@ -42,6 +42,7 @@ class MailApiStack:
     waf: Waf
     monitoring: Monitoring
     rotator: RotatorAccess
+    request_archive: RequestArchive | None = None
     oauth: OAuth | None = None
     code_signing: CodeSigning | None = None
     scheduled_rotator: ScheduledRotator | None = None
@@ -97,12 +98,14 @@ def main(config: StackConfig | None = None, *, require_artifacts: bool = False) 
         configuration_set_arn=email.configuration_set.arn, reserved_concurrency=cfg.lambda_reserved_concurrency,
         timeout_seconds=cfg.lambda_timeout_seconds, memory_mb=cfg.lambda_memory_mb,
         log_retention_days=cfg.log_retention_days, layers=list(cfg.lambda_layers), code_signing=code_signing,
-        tags=tags))
+        tags=tags, access_environment=access_environment(cfg), stack=cfg.stack, region=cfg.region,
+        from_addresses=cfg.allowed_from_addresses, from_display_names=cfg.allowed_display_names))
     oauth = None
     if cfg.cognito.enabled:
         oauth = OAuth("oauth", OAuthArgs(prefix=cfg.prefix, region=cfg.region,
                                          domain_prefix=cfg.cognito.domain_prefix or "",
-                                         access_token_minutes=cfg.cognito.access_token_minutes, tags=tags))
+                                         access_token_minutes=cfg.cognito.access_token_minutes,
+                                         scopes=sorted(cfg.oauth_scopes), tags=tags))
     api = Api("api", ApiArgs(
         prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id, api_domain=cfg.api_domain,
         certificate_arn=cfg.certificate_arn, tls_policy=cfg.tls_policy, stage_name=cfg.stage_name,
@@ -111,6 +114,13 @@ def main(config: StackConfig | None = None, *, require_artifacts: bool = False) 
         usage_plans=cfg.usage_plans, integration_timeout_ms=cfg.integration_timeout_ms,
         user_pool_arn=oauth.user_pool.arn if oauth else None,
         authorization_scopes=oauth.scopes if oauth else (), tags=tags))
+    request_archive = RequestArchive("request-archive", RequestArchiveArgs(
+        prefix=cfg.prefix, region=cfg.region, account_id=account_id, audit_key_arn=encryption.audit_key.arn,
+        access_log_bucket=storage.access_logs.bucket.id,
+        log_groups={"api-access": (api.access_log_group.name, ""),
+                    "request-records": (sender.log_group.name, REQUEST_RECORD_FILTER)},
+        retention_days=cfg.log_archive.retention_days,
+        buffer_interval_seconds=cfg.log_archive.buffer_interval_seconds, tags=tags))
     waf = Waf("waf", WafArgs(prefix=cfg.prefix, stage_arn=api.stage.arn, waf=cfg.waf,
                              audit_key_arn=encryption.audit_key.arn, log_retention_days=cfg.log_retention_days,
                              tags=tags))
@@ -124,7 +134,8 @@ def main(config: StackConfig | None = None, *, require_artifacts: bool = False) 
         queue_age_sla_seconds=cfg.queue_age_sla_seconds, feedback_topic_name=email.feedback_topic.name,
         configuration_set_name=cfg.configuration_set_name, trail_log_group_name=audit.log_group.name,
         rotation_max_key_age_days=cfg.rotation_max_key_age_days, rotation_silence_hours=cfg.rotation_silence_hours,
-        tags=tags))
+        tags=tags, access_log_group_name=api.access_log_group.name, sender_log_group_name=sender.log_group.name,
+        consumers=cfg.consumers, alerting=cfg.alerting))
     rotator = RotatorAccess("rotator", RotatorAccessArgs(
         prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id,
         kms_key_arn=encryption.data_key.arn, trusted_principals=cfg.rotator_trusted_principals,
@@ -148,6 +159,7 @@ def main(config: StackConfig | None = None, *, require_artifacts: bool = False) 
         out.AUDIT_KMS_KEY_ARN: encryption.audit_key.arn,
         out.ALARM_TOPIC_ARN: monitoring.topic.arn,
         out.ARCHIVE_BUCKET: storage.archive.bucket.bucket,
+        out.REQUEST_ARCHIVE_BUCKET: request_archive.bucket.bucket.bucket,
         out.TABLE_NAME: storage.table.name,
         out.ROTATOR_ROLE_ARN: rotator.role.arn,
         out.REST_API_ID: api.rest_api.id,
@@ -164,4 +176,5 @@ def main(config: StackConfig | None = None, *, require_artifacts: bool = False) 
         pulumi.export(key, value)
     return MailApiStack(config=cfg, encryption=encryption, storage=storage, audit=audit, email=email,
                         sender=sender, api=api, waf=waf, monitoring=monitoring, rotator=rotator, oauth=oauth,
+                        request_archive=request_archive,
                         code_signing=code_signing, scheduled_rotator=scheduled_rotator, exports=exports)

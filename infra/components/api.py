@@ -57,11 +57,25 @@ GATEWAY_RESPONSE_SPECS: dict[str, dict[str, Any]] = {
     for response_type, error in GATEWAY_RESPONSES.items()
 }
 
-#: Access-log record (JSON). ``$context.identity.apiKeyId`` is the key *id*; the key value
-#: (``$context.identity.apiKey``) is never logged.
+#: Access-log record (JSON), one per request, joined with the handler's request record by
+#: ``requestId`` (issue 13 part 2): source (``sourceIp``, ``userAgent``), time, operation
+#: (``httpMethod`` + ``resourcePath``, ``stage``), caller (``apiKeyId``, OAuth ``clientId``), outcome
+#: (``status``, ``errorResponseType``, ``authorizeStatus``, ``wafResponseCode``, ``integrationStatus``)
+#: and size (``responseLength``). ``$context.identity.apiKeyId`` is the key *id*; the key value
+#: (``$context.identity.apiKey``), the Authorization header and the body are never logged.
+#: Variables: https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-variables-for-access-logging.html
 ACCESS_LOG_FORMAT: dict[str, str] = {
     "requestId": "$context.requestId",
+    "extendedRequestId": "$context.extendedRequestId",
     "requestTime": "$context.requestTime",
+    "requestTimeEpoch": "$context.requestTimeEpoch",
+    "stage": "$context.stage",
+    "domainName": "$context.domainName",
+    "authorizeStatus": "$context.authorize.status",
+    "errorResponseType": "$context.error.responseType",
+    "integrationStatus": "$context.integration.status",
+    "integrationLatency": "$context.integration.latency",
+    "responseLatency": "$context.responseLatency",
     "sourceIp": "$context.identity.sourceIp",
     "userAgent": "$context.identity.userAgent",
     "httpMethod": "$context.httpMethod",

@@ -111,3 +111,121 @@ class Audit(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.bucket.policy, role_policy,
                                                                 notifications_policy]))
         self.register_outputs({"trail_arn": self.trail.arn, "log_group_name": self.log_group.name})
+
+
+#: Filter of the sender's log group that selects the handler's request records (one per request).
+REQUEST_RECORD_FILTER = '{ $.message = "request record" }'
+#: S3 prefixes of the archive: records by delivery date, and Firehose's failed deliveries.
+ARCHIVE_PREFIX = "records/!{timestamp:yyyy/MM/dd}/"
+ARCHIVE_ERROR_PREFIX = "delivery-errors/!{firehose:error-output-type}/!{timestamp:yyyy/MM/dd}/"
+
+
+@dataclass
+class RequestArchiveArgs:
+    """Inputs of :class:`RequestArchive`: the log groups to archive (name -> filter pattern), the
+    audit CMK, Object Lock retention (days, GOVERNANCE mode) and Firehose buffering (seconds)."""
+
+    prefix: str
+    region: str
+    account_id: pulumi.Input[str]
+    audit_key_arn: pulumi.Input[str]
+    access_log_bucket: pulumi.Input[str]
+    log_groups: Mapping[str, tuple[pulumi.Input[str], str]]
+    retention_days: int
+    buffer_interval_seconds: int = 300
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class RequestArchive(pulumi.ComponentResource):
+    """Every request on the record, kept complete (issue 13 part 2; docs/operations.md "Request
+    records and their archive").
+
+    CloudWatch Logs subscription filters send the API access log and the handler's request records
+    to a Firehose delivery stream (server-side encrypted with the audit CMK), which decompresses the
+    CloudWatch Logs envelopes, extracts the log events and writes them, GZIP-compressed and
+    SSE-KMS-encrypted, to a :class:`SecureBucket` with versioning and S3 Object Lock in GOVERNANCE
+    mode (default retention ``retention_days``): no object version can be deleted or overwritten
+    before its retention ends, except by a principal granted ``s3:BypassGovernanceRetention``.
+
+    Attributes: ``bucket`` (:class:`SecureBucket`), ``stream``, ``firehose_role``, ``logs_role``,
+    ``subscriptions`` (dict key -> ``aws.cloudwatch.LogSubscriptionFilter``).
+    """
+
+    def __init__(self, name: str, args: RequestArchiveArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("secure-mail-api:audit:RequestArchive", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+        self.bucket = SecureBucket(
+            f"{name}-bucket",
+            SecureBucketArgs(kms_key_arn=args.audit_key_arn, access_log_bucket=args.access_log_bucket,
+                             access_log_prefix="s3/request-archive/", object_lock_days=args.retention_days,
+                             object_lock_mode="GOVERNANCE", noncurrent_days=args.retention_days + 1,
+                             tags={**tags, "secure-mail-api:purpose": "request-archive"}),
+            opts=child)
+        stream_name = f"{args.prefix}-request-records"
+        stream_arn = pulumi.Output.from_input(args.account_id).apply(
+            lambda a: f"arn:aws:firehose:{args.region}:{a}:deliverystream/{stream_name}")
+        self.firehose_role = aws.iam.Role(
+            f"{name}-firehose-role", assume_role_policy=json_doc({
+                "Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": {"Service": "firehose.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"StringEquals": {"sts:ExternalId": args.account_id}}}]}),
+            description="Firehose -> request archive bucket", tags=tags, opts=child)
+        firehose_policy = aws.iam.RolePolicy(
+            f"{name}-firehose-policy", role=self.firehose_role.id,
+            policy=json_doc({"Version": "2012-10-17", "Statement": [
+                {"Sid": "WriteArchive", "Effect": "Allow",
+                 "Action": ["s3:AbortMultipartUpload", "s3:GetBucketLocation", "s3:ListBucket",
+                            "s3:ListBucketMultipartUploads", "s3:PutObject"],
+                 "Resource": [self.bucket.bucket.arn, self.bucket.bucket.arn.apply(lambda a: f"{a}/*")]},
+                {"Sid": "EncryptArchive", "Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                 "Resource": [args.audit_key_arn],
+                 "Condition": {"StringEquals": {"kms:ViaService": f"s3.{args.region}.amazonaws.com"}}},
+            ]}),
+            opts=child)
+        self.stream = aws.kinesis.FirehoseDeliveryStream(
+            f"{name}-stream",
+            name=stream_name,
+            destination="extended_s3",
+            server_side_encryption={"enabled": True, "key_type": "CUSTOMER_MANAGED_CMK",
+                                    "key_arn": args.audit_key_arn},
+            extended_s3_configuration={
+                "role_arn": self.firehose_role.arn,
+                "bucket_arn": self.bucket.bucket.arn,
+                "prefix": ARCHIVE_PREFIX,
+                "error_output_prefix": ARCHIVE_ERROR_PREFIX,
+                "buffering_interval": args.buffer_interval_seconds,
+                "buffering_size": 5,
+                "compression_format": "GZIP",
+                "kms_key_arn": args.audit_key_arn,
+                "processing_configuration": {"enabled": True, "processors": [
+                    {"type": "Decompression",
+                     "parameters": [{"parameter_name": "CompressionFormat", "parameter_value": "GZIP"}]},
+                    {"type": "CloudWatchLogProcessing",
+                     "parameters": [{"parameter_name": "DataMessageExtraction", "parameter_value": "true"}]},
+                ]},
+            },
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[firehose_policy]))
+        self.logs_role = aws.iam.Role(
+            f"{name}-logs-role", assume_role_policy=json_doc({
+                "Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": {"Service": "logs.amazonaws.com"}, "Action": "sts:AssumeRole",
+                    "Condition": {"StringLike": {"aws:SourceArn": pulumi.Output.from_input(args.account_id).apply(
+                        lambda a: f"arn:aws:logs:{args.region}:{a}:*")}}}]}),
+            description="CloudWatch Logs subscription -> request records stream", tags=tags, opts=child)
+        logs_policy = aws.iam.RolePolicy(
+            f"{name}-logs-policy", role=self.logs_role.id,
+            policy=json_doc({"Version": "2012-10-17", "Statement": [
+                {"Sid": "PutRecords", "Effect": "Allow", "Action": ["firehose:PutRecord", "firehose:PutRecordBatch"],
+                 "Resource": [stream_arn]}]}),
+            opts=child)
+        self.subscriptions: dict[str, aws.cloudwatch.LogSubscriptionFilter] = {}
+        for key, (log_group_name, pattern) in args.log_groups.items():
+            self.subscriptions[key] = aws.cloudwatch.LogSubscriptionFilter(
+                f"{name}-{key}", name=f"{args.prefix}-archive-{key}", log_group=log_group_name,
+                filter_pattern=pattern, destination_arn=self.stream.arn, role_arn=self.logs_role.arn,
+                distribution="ByLogStream",
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[logs_policy]))
+        self.register_outputs({"bucket": self.bucket.bucket.bucket, "stream_arn": self.stream.arn})

@@ -13,20 +13,56 @@ configured max age, and "no rotation metric for N hours" (missing data = breachi
 CIS metric filters (Security Hub CloudWatch.1-14) sit on the CloudTrail log group, value 1 /
 default 0, each with a Sum/300 s/>= 1 alarm (§3.1), plus three workload filters (API Gateway
 stage/domain changes, WAF changes, SES configuration-set changes).
+
+Anomaly alarms (issue 13 part 3): bursts of 403s per stage (a metric filter on the access log) and
+per source IP (a Contributor Insights rule, alarmed through ``INSIGHT_RULE_METRIC``), unusual
+traffic per consumer (an anomaly-detection band over the request records' per-consumer count: each
+consumer holds one API key at a time, resolved by the handler from the key's tags), WAF block surges
+(an anomaly band beside the static threshold), and per-consumer rotation health on the metrics of
+:data:`ROTATION_CONSUMER_METRICS` (namespace ``SecureMailApi/Rotation``, dimensions ``Stack`` and
+``Consumer``; the rotation jobs publish them).
+
+Every alarm's description ends with ``Runbook: docs/operations.md#alarm-<key>`` (:func:`runbook`);
+tests/unit/infra checks that each anchor exists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
 from infra.components._common import service_publish_topic_policy
+from infra.config import AlertingConfig
 from rotation import metrics as rotation_metrics
 
 CIS_NAMESPACE = "CISBenchmark"
+#: Namespace of the API metrics derived from the access log and the request records.
+API_NAMESPACE = "SecureMailApi/Api"
+AUTH_FAILURES_METRIC = "AuthFailures"
+CONSUMER_REQUESTS_METRIC = "Requests"
+DIMENSION_CONSUMER = "Consumer"
+#: Where runbooks live; an alarm's description names ``RUNBOOK_DOC#alarm-<key>``.
+RUNBOOK_DOC = "docs/operations.md"
+
+#: Per-consumer rotation metrics the alarms expect in ``SecureMailApi/Rotation``, each published with
+#: the dimensions ``Stack`` and ``Consumer`` (the consumer's name in the consumers file), at least
+#: hourly by every rotation run:
+#:   KeyOverMaxAge (Count, 0/1): 1 while the consumer's current key is older than its max_age (or it
+#:       has none);
+#:   UnacknowledgedKeyAgeSeconds (Seconds): seconds since the consumer's current key was promoted
+#:       while the consumer has not acknowledged it; 0 once acknowledged;
+#:   RollingBackAgeSeconds (Seconds): seconds the consumer's rotation has been in ``rolling_back``;
+#:       0 when no rotation of it is rolling back.
+ROTATION_CONSUMER_METRICS = ("KeyOverMaxAge", "UnacknowledgedKeyAgeSeconds", "RollingBackAgeSeconds")
+
+
+def runbook(key: str) -> str:
+    """``Runbook: docs/operations.md#alarm-<key>`` (the section every alarm description names)."""
+    return f"Runbook: {RUNBOOK_DOC}#alarm-{key}"
 MISSING_DATA_VALUES = ("breaching", "notBreaching", "ignore", "missing")
 
 #: (alarm key, Security Hub id, filter pattern). Patterns follow terraform-aws-modules
@@ -138,6 +174,12 @@ class MonitoringArgs:
     rotation_max_key_age_days: int
     rotation_silence_hours: int
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: Issue 13 part 3: the API access log group, the sender's log group (request records), the
+    #: consumers (one traffic and three rotation alarms each) and the anomaly thresholds.
+    access_log_group_name: pulumi.Input[str] | None = None
+    sender_log_group_name: pulumi.Input[str] | None = None
+    consumers: Sequence[str] = ()
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
 
 
 def alarm_specs(args: MonitoringArgs, alarm_topic_name: pulumi.Input[str]) -> list[AlarmSpec]:
@@ -233,7 +275,8 @@ class Monitoring(pulumi.ComponentResource):
                 name, spec.key, namespace=spec.namespace, metric_name=spec.metric, dimensions=dict(spec.dimensions),
                 period=spec.period, evaluation_periods=spec.evaluation_periods, datapoints_to_alarm=spec.evaluation_periods,
                 comparison_operator=spec.comparison, threshold=spec.threshold,
-                treat_missing_data=spec.treat_missing_data, alarm_description=f"{spec.description} [{spec.basis}]",
+                treat_missing_data=spec.treat_missing_data,
+                alarm_description=f"{spec.description} [{spec.basis}] {runbook(spec.key)}",
                 prefix=args.prefix, **stat)
 
         self.metric_filters: dict[str, aws.cloudwatch.LogMetricFilter] = {}
@@ -246,9 +289,111 @@ class Monitoring(pulumi.ComponentResource):
             self.alarms[f"cis-{key}"] = self._alarm(
                 name, f"cis-{key}", namespace=CIS_NAMESPACE, metric_name=metric, statistic="Sum", period=300,
                 evaluation_periods=1, comparison_operator="GreaterThanOrEqualToThreshold", threshold=1,
-                treat_missing_data="notBreaching", alarm_description=f"CloudTrail: {key} [{control}]",
+                treat_missing_data="notBreaching",
+                alarm_description=f"CloudTrail: {key} [{control}] {runbook(f'cis-{key}')}",
                 prefix=args.prefix, depends_on=[self.metric_filters[key]])
+        self.insight_rules: dict[str, aws.cloudwatch.ContributorInsightRule] = {}
+        self._anomaly_alarms(name, args)
         self.register_outputs({"alarm_topic_arn": self.topic.arn})
+
+    def _anomaly_alarms(self, name: str, args: MonitoringArgs) -> None:
+        """Issue 13 part 3: auth-failure bursts, per-consumer traffic anomalies, WAF block surges,
+        per-consumer rotation health."""
+        child = pulumi.ResourceOptions(parent=self)
+        al = args.alerting
+        stage = {"Stage": args.stage_name}
+        if args.access_log_group_name is not None:
+            # 403s per stage: API Gateway's metrics have 4XXError but not 403 alone.
+            self.metric_filters["api-auth-failures"] = aws.cloudwatch.LogMetricFilter(
+                f"{name}-api-auth-failures", name=f"{args.prefix}-api-auth-failures",
+                log_group_name=args.access_log_group_name, pattern='{ $.status = "403" }',
+                metric_transformation={"name": AUTH_FAILURES_METRIC, "namespace": API_NAMESPACE, "value": "1",
+                                       "dimensions": {"Stage": "$.stage"}, "unit": "Count"},
+                opts=child)
+            self.alarms["api-auth-failures"] = self._alarm(
+                name, "api-auth-failures", namespace=API_NAMESPACE, metric_name=AUTH_FAILURES_METRIC,
+                dimensions=stage, statistic="Sum", period=300, evaluation_periods=1,
+                comparison_operator="GreaterThanOrEqualToThreshold", threshold=al.auth_failures_per_stage,
+                treat_missing_data="notBreaching",
+                alarm_description=(f"Burst of 403 (failed authentication) on stage {args.stage_name}: "
+                                   f">= {al.auth_failures_per_stage} in 5 min {runbook('api-auth-failures')}"),
+                prefix=args.prefix, depends_on=[self.metric_filters["api-auth-failures"]])
+            # 403s per source IP: the top contributor of a Contributor Insights rule.
+            rule_name = f"{args.prefix}-auth-failures-by-source"
+            self.insight_rules["auth-failures-by-source"] = aws.cloudwatch.ContributorInsightRule(
+                f"{name}-auth-failures-by-source", rule_name=rule_name, rule_state="ENABLED",
+                rule_definition=pulumi.Output.from_input(args.access_log_group_name).apply(lambda group: json.dumps({
+                    "Schema": {"Name": "CloudWatchLogRule", "Version": 1}, "LogGroupNames": [group],
+                    "LogFormat": "JSON",
+                    "Contribution": {"Keys": ["$.sourceIp"], "Filters": [{"Match": "$.status", "In": ["403"]}]},
+                    "AggregateOn": "Count"}, sort_keys=True)),
+                tags=dict(args.tags), opts=child)
+            self.alarms["api-auth-failures-per-source"] = self._alarm(
+                name, "api-auth-failures-per-source", evaluation_periods=1,
+                comparison_operator="GreaterThanOrEqualToThreshold", threshold=al.auth_failures_per_source,
+                treat_missing_data="notBreaching",
+                metric_queries=[{"id": "top", "return_data": True, "period": 300, "label": "403s of the top source",
+                                 "expression": f"INSIGHT_RULE_METRIC('{rule_name}', 'MaxContributorValue')"}],
+                alarm_description=(f"One source IP got >= {al.auth_failures_per_source} 403s in 5 min "
+                                   f"{runbook('api-auth-failures-per-source')}"),
+                prefix=args.prefix, depends_on=[self.insight_rules["auth-failures-by-source"]])
+        if args.sender_log_group_name is not None and args.consumers:
+            self.metric_filters["api-consumer-requests"] = aws.cloudwatch.LogMetricFilter(
+                f"{name}-api-consumer-requests", name=f"{args.prefix}-api-consumer-requests",
+                log_group_name=args.sender_log_group_name, pattern='{ $.message = "request record" }',
+                metric_transformation={"name": CONSUMER_REQUESTS_METRIC, "namespace": API_NAMESPACE, "value": "1",
+                                       "dimensions": {DIMENSION_CONSUMER: "$.audit.consumer"}, "unit": "Count"},
+                opts=child)
+            for consumer in args.consumers:
+                key = f"api-consumer-traffic-anomaly-{consumer}"
+                self.alarms[key] = self._anomaly_alarm(
+                    name, key, family="api-consumer-traffic-anomaly", band=al.anomaly_band_width,
+                    metric={"namespace": API_NAMESPACE, "metric_name": CONSUMER_REQUESTS_METRIC,
+                            "dimensions": {DIMENSION_CONSUMER: consumer}, "period": 300, "stat": "Sum"},
+                    description=f"Unusual request count for consumer {consumer} (its API key)",
+                    prefix=args.prefix, depends_on=[self.metric_filters["api-consumer-requests"]])
+        self.alarms["waf-blocked-requests-anomaly"] = self._anomaly_alarm(
+            name, "waf-blocked-requests-anomaly", family="waf-blocked-requests-anomaly", band=al.anomaly_band_width,
+            metric={"namespace": "AWS/WAFV2", "metric_name": "BlockedRequests", "period": 300, "stat": "Sum",
+                    "dimensions": {"WebACL": args.web_acl_name, "Region": args.region, "Rule": "ALL"}},
+            description="WAF blocked requests above their usual band (block surge)", prefix=args.prefix)
+        rotation = {
+            "rotation-consumer-key-over-max-age": (
+                "KeyOverMaxAge", "Maximum", 3600, 1, "{c}'s current API key is older than its max age"),
+            "rotation-consumer-unacknowledged": (
+                "UnacknowledgedKeyAgeSeconds", "Maximum", 3600, al.ack_deadline_hours * 3600,
+                f"{{c}} has not acknowledged its new API key within {al.ack_deadline_hours} h"),
+            "rotation-consumer-stuck-rolling-back": (
+                "RollingBackAgeSeconds", "Maximum", 300, al.rolling_back_minutes * 60,
+                f"{{c}}'s rotation has been rolling back for over {al.rolling_back_minutes} min"),
+        }
+        for consumer in args.consumers:
+            for family, (metric, stat, period, threshold, text) in rotation.items():
+                key = f"{family}-{consumer}"
+                self.alarms[key] = self._alarm(
+                    name, key, namespace=rotation_metrics.NAMESPACE, metric_name=metric,
+                    dimensions={rotation_metrics.DIMENSION_STACK: args.stack, DIMENSION_CONSUMER: consumer},
+                    statistic=stat, period=period, evaluation_periods=1,
+                    comparison_operator="GreaterThanOrEqualToThreshold" if metric == "KeyOverMaxAge"
+                    else "GreaterThanThreshold",
+                    threshold=threshold, treat_missing_data="notBreaching",
+                    alarm_description=f"{text.format(c=consumer)} [rotation] {runbook(family)}",
+                    prefix=args.prefix)
+
+    def _anomaly_alarm(self, name: str, key: str, *, family: str, band: float, metric: dict, description: str,
+                       prefix: str, depends_on=None) -> aws.cloudwatch.MetricAlarm:
+        """An anomaly-detection alarm: ALARM when the metric is above ``ANOMALY_DETECTION_BAND(m1, band)``
+        for 3 of 3 periods (CloudWatch "Using CloudWatch anomaly detection")."""
+        return self._alarm(
+            name, key, evaluation_periods=3, datapoints_to_alarm=3, comparison_operator="GreaterThanUpperThreshold",
+            threshold_metric_id="band", treat_missing_data="notBreaching",
+            metric_queries=[
+                {"id": "m1", "return_data": True, "metric": metric},
+                {"id": "band", "return_data": True, "label": "expected band",
+                 "expression": f"ANOMALY_DETECTION_BAND(m1, {band:g})"},
+            ],
+            alarm_description=f"{description} [anomaly band {band:g}] {runbook(family)}",
+            prefix=prefix, depends_on=depends_on)
 
     def _alarm(self, name: str, key: str, *, prefix: str, depends_on=None, **kwargs) -> aws.cloudwatch.MetricAlarm:
         if kwargs["treat_missing_data"] not in MISSING_DATA_VALUES:

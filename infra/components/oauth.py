@@ -1,7 +1,9 @@
 """OAuth (optional): a Cognito user pool for OAuth2 client-credentials (docs/security-baseline.md §1.11).
 
-Machine-to-machine only: a resource server ``mail-api`` with scope ``send``, an app client
-allowed only the ``client_credentials`` flow with that scope, a hosted domain for the token
+Machine-to-machine only: a resource server ``mail-api`` whose scopes mirror the access levels
+(stack config ``oauthScopes``: ``send``, ``send:attachments``, ``send:bulk``, each mapped to a level the
+handler enforces, issue 13 part 1), an app client allowed only the ``client_credentials`` flow with
+those scopes, a hosted domain for the token
 endpoint, deletion protection (Cognito.6), a strong password policy (Cognito.3, harmless here)
 and admin-only user creation. No identity pool is created (Cognito.2). The client secret is a
 provider output that Pulumi marks secret; it is never exported.
@@ -12,14 +14,23 @@ Left out on purpose: the Plus tier with threat protection ENFORCED (Cognito.1/4,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
-RESOURCE_SERVER = "mail-api"
+from infra.config import OAUTH_RESOURCE_SERVER
+
+RESOURCE_SERVER = OAUTH_RESOURCE_SERVER
 SEND_SCOPE = f"{RESOURCE_SERVER}/send"
+
+#: What each scope lets a client do (the level it maps to is stack config ``oauthScopes``).
+SCOPE_DESCRIPTIONS = {
+    "send": "Send e-mail within the send level",
+    "send:attachments": "Send e-mail with attachments",
+    "send:bulk": "Send e-mail to many recipients",
+}
 
 
 @dataclass
@@ -30,13 +41,16 @@ class OAuthArgs:
     region: str
     domain_prefix: str
     access_token_minutes: int = 60
+    #: Scope names (without the resource server), e.g. ``send``, ``send:attachments``, ``send:bulk``.
+    scopes: Sequence[str] = ("send",)
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class OAuth(pulumi.ComponentResource):
     """User pool + resource server + client-credentials client + domain.
 
-    Attributes: ``user_pool``, ``client``, ``scopes`` (list[str]), ``token_url`` (Output[str]).
+    Attributes: ``user_pool``, ``client``, ``scopes`` (list[str], full ``mail-api/<scope>`` names, the
+    method's authorization scopes), ``token_url`` (Output[str]).
     """
 
     def __init__(self, name: str, args: OAuthArgs, opts: pulumi.ResourceOptions | None = None):
@@ -55,9 +69,11 @@ class OAuth(pulumi.ComponentResource):
             opts=child)
         resource_server = aws.cognito.ResourceServer(
             f"{name}-resource-server", user_pool_id=self.user_pool.id, identifier=RESOURCE_SERVER,
-            name="secure-mail-api", scopes=[{"scope_name": "send", "scope_description": "Send e-mail"}],
+            name="secure-mail-api",
+            scopes=[{"scope_name": scope, "scope_description": SCOPE_DESCRIPTIONS.get(scope, f"Send e-mail ({scope})")}
+                    for scope in args.scopes],
             opts=child)
-        self.scopes = [SEND_SCOPE]
+        self.scopes = [f"{RESOURCE_SERVER}/{scope}" for scope in args.scopes]
         self.client = aws.cognito.UserPoolClient(
             f"{name}-client",
             name=f"{args.prefix}-m2m",

@@ -347,7 +347,8 @@ class ScheduledRotator(pulumi.ComponentResource):
         self.errors_alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-errors", name=f"{args.prefix}-rotator-errors",
             alarm_description="Scheduled rotation run failed (a consumer's rotation failed or the run crashed); "
-                              "see the rotator log group and the audit events",
+                              "see the rotator log group and the audit events. "
+                              "Runbook: docs/operations.md#alarm-rotator-errors",
             namespace="AWS/Lambda", metric_name="Errors", dimensions={"FunctionName": self.function.name},
             statistic="Sum", period=300, evaluation_periods=1, threshold=0,
             comparison_operator="GreaterThanThreshold", treat_missing_data="notBreaching",

@@ -18,7 +18,7 @@ on :data:`infra.artifacts.LAMBDA_ARCHITECTURE`), deployed byte for byte; no laye
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +64,14 @@ class SenderArgs:
     #: When set, the package is signed and the function enforces ``code_signing.config`` (CKV_AWS_272).
     code_signing: CodeSigning | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: Access levels (issue 13 part 1): the ACCESS_* environment (``infra.config.access_environment``),
+    #: the stack name whose keys count (ACCESS_STACK), the region of the API keys the function reads
+    #: (GetApiKey), and the From addresses / display names the role may send with (SES condition keys).
+    access_environment: Mapping[str, str] = field(default_factory=dict)
+    stack: str = ""
+    region: str = ""
+    from_addresses: Sequence[str] = ()
+    from_display_names: Sequence[str] = ()
 
 
 class Sender(pulumi.ComponentResource):
@@ -82,13 +90,19 @@ class Sender(pulumi.ComponentResource):
         self.role = aws.iam.Role(
             f"{name}-role", assume_role_policy=assume_role_policy("lambda.amazonaws.com"),
             description="secure-mail-api sender Lambda (least privilege)", tags=dict(args.tags), opts=child)
+        if not args.from_addresses or not args.region or not args.stack:
+            raise ValueError("SenderArgs needs from_addresses, region and stack (the access levels' senders)")
+        # No allowed display name: only the empty one matches (the handler refuses any name too).
+        display_names = json.dumps(sorted(args.from_display_names) or [""])
         self.send_policy = aws.iam.RolePolicy(
             f"{name}-send-policy", role=self.role.id,
             policy=pulumi.Output.all(args.identity_arn, args.configuration_set_arn, args.table_arn,
                                      args.archive_bucket_arn, args.data_key_arn, args.audit_mac_key_arn).apply(
                 lambda v: json.dumps(render_policy(
                     "sender", ses_identity_arn=v[0], configuration_set_arn=v[1], table_arn=v[2],
-                    archive_bucket_arn=v[3], kms_key_arn=v[4], audit_mac_key_arn=v[5]))),
+                    archive_bucket_arn=v[3], kms_key_arn=v[4], audit_mac_key_arn=v[5],
+                    from_addresses=json.dumps(sorted(args.from_addresses)), from_display_names=display_names,
+                    region=args.region))),
             opts=child)
         self.runtime_policy = aws.iam.RolePolicy(
             f"{name}-runtime-policy", role=self.role.id,
@@ -120,6 +134,8 @@ class Sender(pulumi.ComponentResource):
                 "SENDER_IDENTITY": args.sender_identity,
                 # A key ARN, not key material: the MACs are computed by KMS (kms:GenerateMac).
                 "AUDIT_MAC_KEY_ID": args.audit_mac_key_arn,
+                **dict(args.access_environment),
+                "ACCESS_STACK": args.stack,
             }},
             logging_config={"log_format": "JSON", "log_group": self.log_group.name,
                             "application_log_level": "INFO", "system_log_level": "WARN"},

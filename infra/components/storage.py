@@ -37,16 +37,26 @@ class SecureBucketArgs:
     policy_statements: Callable[[pulumi.Output[str]], list[Any]] | None = None
     noncurrent_days: int = 90
     force_destroy: bool = False
+    #: S3 Object Lock default retention in days (None: no Object Lock). The bucket is created with
+    #: Object Lock enabled and a default retention rule in ``object_lock_mode``; noncurrent versions
+    #: expire no earlier than the retention (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock.html).
+    object_lock_days: int | None = None
+    object_lock_mode: str = "GOVERNANCE"
     tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class SecureBucket(pulumi.ComponentResource):
-    """One S3 bucket with every baseline §1.3 control attached. Attributes: ``bucket``, ``policy``."""
+    """One S3 bucket with every baseline §1.3 control attached. Attributes: ``bucket``, ``policy``,
+    ``object_lock`` (``aws.s3.BucketObjectLockConfiguration`` or None)."""
 
     def __init__(self, name: str, args: SecureBucketArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("secure-mail-api:storage:SecureBucket", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.bucket = aws.s3.Bucket(name, force_destroy=args.force_destroy, tags=dict(args.tags), opts=child)
+        locked = args.object_lock_days is not None
+        if locked and args.object_lock_mode not in ("GOVERNANCE", "COMPLIANCE"):
+            raise ValueError("object_lock_mode must be GOVERNANCE or COMPLIANCE")
+        self.bucket = aws.s3.Bucket(name, force_destroy=args.force_destroy, tags=dict(args.tags),
+                                    **({"object_lock_enabled": True} if locked else {}), opts=child)
         bpa = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access-block", bucket=self.bucket.id, block_public_acls=True,
             block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True, opts=child)
@@ -68,8 +78,15 @@ class SecureBucket(pulumi.ComponentResource):
             f"{name}-lifecycle", bucket=self.bucket.id,
             rules=[{"id": "abort-incomplete-uploads-and-expire-noncurrent", "status": "Enabled", "filter": {},
                     "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
-                    "noncurrent_version_expiration": {"noncurrent_days": args.noncurrent_days}}],
+                    "noncurrent_version_expiration": {"noncurrent_days": max(
+                        args.noncurrent_days, (args.object_lock_days or 0) + 1)}}],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]))
+        self.object_lock: aws.s3.BucketObjectLockConfiguration | None = None
+        if locked:
+            self.object_lock = aws.s3.BucketObjectLockConfiguration(
+                f"{name}-object-lock", bucket=self.bucket.id, object_lock_enabled="Enabled",
+                rule={"default_retention": {"mode": args.object_lock_mode, "days": args.object_lock_days}},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]))
         if args.access_log_bucket is not None:
             aws.s3.BucketLogging(
                 f"{name}-logging", bucket=self.bucket.id, target_bucket=args.access_log_bucket,

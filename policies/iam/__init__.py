@@ -4,6 +4,13 @@ Each ``<name>.json`` in this folder is an IAM policy document whose strings may 
 ``${placeholder}`` fields (``string.Template`` syntax), for example ``${region}``,
 ``${account_id}``, ``${rest_api_id}``. :func:`render_policy` fills every field and refuses a
 template with a field left unfilled, so a document never reaches AWS half-rendered.
+
+A placeholder written *without* quotes (``"ses:FromAddress": ${from_addresses}``) takes JSON text,
+for a list of condition values: pass ``json.dumps([...])``. ``sender.json`` uses two:
+``from_addresses`` (every sender address an access level allows; ``ses:FromAddress``) and
+``from_display_names`` (every allowed display name; ``ses:FromDisplayName``, compared only when
+the message has one), so that a handler bug cannot send as any other address or name
+(SES condition keys: https://docs.aws.amazon.com/ses/latest/dg/control-user-access.html).
 """
 
 from __future__ import annotations

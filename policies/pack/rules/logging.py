@@ -8,6 +8,8 @@ terraform-aws-modules/terraform-aws-cloudwatch ``modules/cis-alarms``, and the C
 
 from __future__ import annotations
 
+import re
+
 from ._base import Finding, as_list, get, is_true, of_type, resource_rule, stack_rule
 
 TRAIL = "aws:cloudtrail/trail:Trail"
@@ -103,6 +105,20 @@ def alarm_actions(props, cfg, typ):
     return out
 
 
+_RUNBOOK_RE = re.compile(r"Runbook: docs/operations\.md#alarm-[a-z0-9-]+")
+
+
+@resource_rule("cloudwatch-alarm-runbook", ["BASELINE-RUNBOOKS"], ALARM,
+               "Every alarm's description names its runbook section")
+def alarm_runbook(props, cfg, typ):
+    """Issue 13 part 3: an alarm someone can act on names its runbook, ``Runbook:
+    docs/operations.md#alarm-<key>`` in ``alarmDescription`` (tests/unit/infra checks that the anchor
+    exists in docs/operations.md)."""
+    if not _RUNBOOK_RE.search(props.get("alarmDescription") or ""):
+        return [Finding("alarmDescription", "no runbook", "end it with 'Runbook: docs/operations.md#alarm-<key>'")]
+    return []
+
+
 #: CloudWatch.1-9 -> tokens the CIS filter pattern must contain (exact patterns in docs/security-baseline.md §3.1)
 CIS_FILTERS = {
     "CloudWatch.1": ('$.userIdentity.type = "Root"', "$.userIdentity.invokedBy NOT EXISTS"),
@@ -188,3 +204,22 @@ def recommended_alarms(resources, cfg):
                 for a in mine):
             yield Finding("threshold", f"{[a.props.get('threshold') for a in mine]} for {metric}",
                           f"an alarm at threshold <= {SES_CRITICAL[metric]} (SES review level)", mine[0])
+
+
+FIREHOSE = "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream"
+
+
+@resource_rule("firehose-encrypted-cmk", ["Firehose.1", "CKV_AWS_240", "CKV_AWS_241"], FIREHOSE,
+               "Firehose delivery streams encrypt at rest with a customer-managed key")
+def firehose_encrypted(props, cfg, typ):
+    """Firehose.1 / CKV_AWS_240 / CKV_AWS_241: ``serverSideEncryption`` enabled with
+    ``keyType=CUSTOMER_MANAGED_CMK`` and a ``keyArn``; an S3 destination also sets ``kmsKeyArn``
+    (the delivered objects are SSE-KMS with that key)."""
+    if not is_true(get(props, "serverSideEncryption.enabled")):
+        yield Finding("serverSideEncryption.enabled", repr(get(props, "serverSideEncryption.enabled")), "true")
+    if get(props, "serverSideEncryption.keyType") != "CUSTOMER_MANAGED_CMK" or not get(
+            props, "serverSideEncryption.keyArn"):
+        yield Finding("serverSideEncryption.keyType", repr(get(props, "serverSideEncryption.keyType")),
+                      "'CUSTOMER_MANAGED_CMK' with keyArn")
+    if props.get("destination") == "extended_s3" and not get(props, "extendedS3Configuration.kmsKeyArn"):
+        yield Finding("extendedS3Configuration.kmsKeyArn", "missing", "the CMK ARN")

@@ -228,3 +228,52 @@ def bucket_versioning(resources, cfg):
         "aws.s3.BucketVersioning(bucket=b.id, versioning_configuration={'status': 'Enabled'})",
         lambda c: [] if get(c.props, "versioningConfiguration.status") == "Enabled" else
         [Finding("versioningConfiguration.status", repr(get(c.props, "versioningConfiguration.status")), "'Enabled'")])
+
+
+OBJECT_LOCK = "aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration"
+OBJECT_LOCK_V2 = "aws:s3/bucketObjectLockConfigurationV2:BucketObjectLockConfigurationV2"
+FIREHOSE = "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream"
+ARCHIVE_TAG = ("secure-mail-api:purpose", "request-archive")
+
+
+def archive_buckets(resources) -> list[PolicyResource]:
+    """Buckets that archive records: the S3 destination of a Firehose delivery stream, or tagged
+    ``secure-mail-api:purpose=request-archive``."""
+    streams = of_type(resources, FIREHOSE)
+    out = []
+    for b in buckets(resources):
+        tagged = (b.props.get("tags") or {}).get(ARCHIVE_TAG[0]) == ARCHIVE_TAG[1]
+        if tagged or any(links(s, "extendedS3Configuration.bucketArn", b) for s in streams):
+            out.append(b)
+    return out
+
+
+@stack_rule("s3-archive-object-lock", ["S3.15", "CKV_AWS_143"],
+            "Record archive buckets have Object Lock with a default retention",
+            options={"minRetentionDays": ({"type": "integer", "minimum": 1}, 365)},
+            types=[BUCKET, OBJECT_LOCK, FIREHOSE])
+def archive_object_lock(resources, cfg):
+    """S3.15 / CKV_AWS_143 for the buckets that hold the request records (issue 13 part 2): the bucket
+    is created with ``objectLockEnabled`` and a ``BucketObjectLockConfiguration`` sets a default
+    retention in GOVERNANCE or COMPLIANCE mode of at least ``minRetentionDays`` days (default 365),
+    so no record can be deleted or overwritten before then (S3 user guide, "Locking objects with
+    Object Lock")."""
+    locks = _companions(resources, (OBJECT_LOCK, OBJECT_LOCK_V2))
+    minimum = int(cfg.get("minRetentionDays", 365))
+    for b in archive_buckets(resources):
+        if not is_true(b.props.get("objectLockEnabled")):
+            yield Finding("objectLockEnabled", repr(b.props.get("objectLockEnabled")),
+                          "aws.s3.Bucket(object_lock_enabled=True) (set at creation)", b)
+        mine = [c for c in locks if links(c, "bucket", b)]
+        if not mine:
+            yield Finding("BucketObjectLockConfiguration", "missing",
+                          "aws.s3.BucketObjectLockConfiguration(bucket=b.id, rule={default_retention: "
+                          "{mode: 'GOVERNANCE', days: N}})", b)
+        for c in mine:
+            mode = get(c.props, "rule.defaultRetention.mode")
+            days = get(c.props, "rule.defaultRetention.days") or 0
+            years = get(c.props, "rule.defaultRetention.years") or 0
+            if mode not in ("GOVERNANCE", "COMPLIANCE"):
+                yield Finding("rule.defaultRetention.mode", repr(mode), "'GOVERNANCE' or 'COMPLIANCE'", c)
+            if max(float(days), float(years) * 365) < minimum:
+                yield Finding("rule.defaultRetention.days", repr(days), f">= {minimum}", c)

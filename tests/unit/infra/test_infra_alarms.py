@@ -80,7 +80,10 @@ def test_cloudwatch_15_17_every_alarm_notifies_encrypted_topic(dev_run, h):
         assert key == audit_key
         alarms = h.of_type(dev_run.resources, "aws:cloudwatch/metricAlarm:MetricAlarm")
         scheduled = 1 if dev_run.stack.scheduled_rotator is not None else 0  # its Errors alarm
-        assert len(alarms) == len(EXPECTED) + len(CIS_FILTERS) + scheduled
+        # issue 13 part 3: 403s per stage and per source, the WAF anomaly band, and per consumer one
+        # traffic anomaly alarm plus three rotation alarms (tests/unit/infra/test_infra_anomaly_alarms.py)
+        anomaly = 3 + 4 * len(dev_run.stack.config.consumers)
+        assert len(alarms) == len(EXPECTED) + len(CIS_FILTERS) + scheduled + anomaly
         for a in alarms:
             assert a.inputs["alarmActions"] == [topic_arn] and a.inputs["okActions"] == [topic_arn]
             assert a.inputs["actionsEnabled"] is True

@@ -39,7 +39,8 @@ def test_lambda_env_encrypted_with_cmk_and_holds_no_secret(dev_run):
     def check(v):
         kms_arn, env, data_key = v
         assert kms_arn == data_key
-        assert set(env["variables"]) == {"TABLE_NAME", "CONFIGURATION_SET", "SENDER_IDENTITY", "AUDIT_MAC_KEY_ID"}
+        assert set(env["variables"]) == {"TABLE_NAME", "CONFIGURATION_SET", "SENDER_IDENTITY", "AUDIT_MAC_KEY_ID",
+                                         "ACCESS_LEVELS", "ACCESS_CONSUMERS", "ACCESS_SCOPES", "ACCESS_STACK"}
         assert env["variables"]["AUDIT_MAC_KEY_ID"].startswith("arn:aws:kms:")
 
     return pulumi.Output.all(fn.kms_key_arn, fn.environment, dev_run.stack.encryption.data_key.arn).apply(check)
@@ -70,7 +71,8 @@ def test_sender_role_least_privilege_from_policy_template(dev_run, h):
         sids = {s["Sid"] for s in send["Statement"]}
         assert sids == {s["Sid"] for s in render_policy(
             "sender", ses_identity_arn="a", configuration_set_arn="b", table_arn="c", archive_bucket_arn="d",
-            kms_key_arn="e", audit_mac_key_arn="f")["Statement"]}
+            kms_key_arn="e", audit_mac_key_arn="f", from_addresses='["g"]', from_display_names='["h"]',
+            region="i")["Statement"]}
         assert "${" not in json.dumps(send)
         for name, inputs in roles.items():
             for s in h.statements(inputs["policy"]):
@@ -254,7 +256,7 @@ def test_cognito_client_credentials_only_with_scope(dev_run):
 
     def check(v):
         flows, scopes, gen, revoke, idps, protection, pw, admin_only = v
-        assert flows == ["client_credentials"] and scopes == ["mail-api/send"]
+        assert flows == ["client_credentials"] and sorted(scopes) == ["mail-api/send", "mail-api/send:attachments", "mail-api/send:bulk"]
         assert gen is True and revoke is True and idps == ["COGNITO"]
         assert protection == "ACTIVE"
         assert pw["minimum_length"] >= 8 and all(pw[k] for k in (

@@ -69,9 +69,24 @@ def _bucket(name, kms=True, log_to="access-logs"):
     return items
 
 
+def _request_archive() -> list[tuple[str, str, dict]]:
+    """The locked request-record archive and the Firehose stream that fills it."""
+    items = _bucket("records")
+    items[0][2]["objectLockEnabled"] = True
+    items.append(("aws:s3/bucketObjectLockConfiguration:BucketObjectLockConfiguration", "records-lock",
+                  {"bucket": "records_id", "objectLockEnabled": "Enabled",
+                   "rule": {"defaultRetention": {"mode": "GOVERNANCE", "days": 400.0}}}))
+    items.append(("aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream", "records-stream",
+                  {"destination": "extended_s3",
+                   "serverSideEncryption": {"enabled": True, "keyType": "CUSTOMER_MANAGED_CMK", "keyArn": AUDIT_KEY},
+                   "extendedS3Configuration": {"bucketArn": "arn:aws:s3:::records_id", "kmsKeyArn": AUDIT_KEY,
+                                               "roleArn": f"arn:aws:iam::{ACCT}:role/firehose"}}))
+    return items
+
+
 def golden() -> list[tuple[str, str, dict]]:
     """A fresh, fully compliant resource list."""
-    res: list[tuple[str, str, dict]] = []
+    res: list[tuple[str, str, dict]] = _request_archive()
     res += [("aws:kms/key:Key", k, {"arn": arn, "description": "d", "enableKeyRotation": True,
                                     "rotationPeriodInDays": 365.0, "deletionWindowInDays": 30.0, "isEnabled": True,
                                     "bypassPolicyLockoutSafetyCheck": False, "policy": KEY_POLICY})
@@ -188,10 +203,12 @@ def golden() -> list[tuple[str, str, dict]]:
                      "metricTransformation": {"name": f"cis-{key}", "namespace": "CIS", "value": "1", "defaultValue": "0"}}))
         res.append(("aws:cloudwatch/metricAlarm:MetricAlarm", f"cis-{key}-alarm",
                     {"namespace": "CIS", "metricName": f"cis-{key}", "threshold": 1.0,
+                     "alarmDescription": f"CIS {key} Runbook: docs/operations.md#alarm-cis-{key}",
                      "alarmActions": ["arn:aws:sns:eu-west-1:1:alarms"], "actionsEnabled": True}))
     for ns, metric, threshold in ALARMS:
         res.append(("aws:cloudwatch/metricAlarm:MetricAlarm", f"alarm-{metric}",
                     {"namespace": ns, "metricName": metric, "threshold": threshold,
+                     "alarmDescription": "Runbook: docs/operations.md#alarm-x",
                      "alarmActions": ["arn:aws:sns:eu-west-1:1:alarms"], "actionsEnabled": True}))
     res += [("aws:cognito/userPool:UserPool", "pool",
              {"deletionProtection": "ACTIVE", "adminCreateUserConfig": {"allowAdminCreateUserOnly": True},

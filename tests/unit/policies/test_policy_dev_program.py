@@ -52,9 +52,10 @@ def test_infra_attaches_the_rendered_iam_templates(recorded):
     docs = [json.loads(r.inputs["policy"]) for r in recorded if r.typ == "aws:iam/rolePolicy:RolePolicy"]
     sids = {tuple(s.get("Sid") for s in d["Statement"]) for d in docs}
     for name, values in (("rotator", {"region": "r", "stack": "s", "kms_key_arn": "k"}),
-                         ("sender", {k: "x" for k in ("ses_identity_arn", "configuration_set_arn", "table_arn",
-                                                      "archive_bucket_arn", "kms_key_arn",
-                                                      "audit_mac_key_arn")})):
+                         ("sender", {**{k: "x" for k in ("ses_identity_arn", "configuration_set_arn", "table_arn",
+                                                         "archive_bucket_arn", "kms_key_arn",
+                                                         "audit_mac_key_arn", "region")},
+                                     "from_addresses": '["x"]', "from_display_names": '["x"]'})):
         assert tuple(s["Sid"] for s in render_policy(name, **values)["Statement"]) in sids, name
 
 

@@ -19,7 +19,9 @@ VALUES = {
                "table_arn": f"arn:aws:dynamodb:eu-west-1:{ACCT}:table/secure-mail-api-dev-messages",
                "archive_bucket_arn": "arn:aws:s3:::secure-mail-api-dev-archive",
                "kms_key_arn": f"arn:aws:kms:eu-west-1:{ACCT}:key/1234abcd",
-               "audit_mac_key_arn": f"arn:aws:kms:eu-west-1:{ACCT}:key/5678efab"},
+               "audit_mac_key_arn": f"arn:aws:kms:eu-west-1:{ACCT}:key/5678efab",
+               "from_addresses": json.dumps(["billing@mail.example.com", "no-reply@mail.example.com"]),
+               "from_display_names": json.dumps(["Example Billing"]), "region": "eu-west-1"},
 }
 
 #: Documented, narrowly scoped parliament ignores: (document, finding id, action) -> reason.
@@ -66,7 +68,8 @@ def test_no_wildcard_actions_and_scoped_resources(name):
 def test_placeholder_contracts_used_by_infra():
     assert placeholders("rotator") == {"region", "stack", "kms_key_arn"}
     assert placeholders("sender") == {"ses_identity_arn", "configuration_set_arn", "table_arn",
-                                      "archive_bucket_arn", "kms_key_arn", "audit_mac_key_arn"}
+                                      "archive_bucket_arn", "kms_key_arn", "audit_mac_key_arn",
+                                      "from_addresses", "from_display_names", "region"}
 
 
 def test_sender_sends_only_from_the_identity_and_configuration_set():
@@ -74,6 +77,18 @@ def test_sender_sends_only_from_the_identity_and_configuration_set():
     ses = [s for s in doc["Statement"] if any(a.startswith("ses:") for a in s["Action"])]
     assert [s["Action"] for s in ses] == [["ses:SendEmail"]]
     assert set(ses[0]["Resource"]) == {VALUES["sender"]["ses_identity_arn"], VALUES["sender"]["configuration_set_arn"]}
+
+
+def test_sender_may_send_only_as_the_allowed_addresses_and_display_names():
+    """Issue 13 part 1, second line of defence: the SES condition keys ses:FromAddress (exact) and
+    ses:FromDisplayName (when the message has one) limit the role to the access levels' senders."""
+    doc = render_policy("sender", **VALUES["sender"])
+    (ses,) = [s for s in doc["Statement"] if s["Action"] == ["ses:SendEmail"]]
+    assert ses["Condition"]["StringEquals"]["ses:FromAddress"] == [
+        "billing@mail.example.com", "no-reply@mail.example.com"]
+    assert ses["Condition"]["StringLikeIfExists"]["ses:FromDisplayName"] == ["Example Billing"]
+    (read,) = [s for s in doc["Statement"] if s["Sid"] == "ReadCallerKeyTags"]
+    assert read["Action"] == ["apigateway:GET"] and read["Resource"] == ["arn:aws:apigateway:eu-west-1::/apikeys/*"]
 
 
 def test_rotator_mutations_are_tag_scoped_and_kms_only_via_push_target_services():
