@@ -81,8 +81,14 @@ ARTIFACTS = (
     Artifact(MAIL_HANDLER, "requirements/mail-handler.lock", "send_message.handler",
              "POST /v1/messages handler: infra/functions/*.py and their imports"),
 )
-#: Mail handler modules copied to the zip root (infra/functions/__init__.py and README.md stay out).
-MAIL_HANDLER_SOURCES = ("send_message.py", "validation.py", "ses_content.py", "audit_record.py")
+#: Mail handler files copied to the zip root: every module and JSON document of infra/functions
+#: (its __init__.py and README.md stay out), so a new module is never left behind.
+FUNCTIONS_DIR = REPO_ROOT / "infra" / "functions"
+
+
+def mail_handler_sources() -> list[str]:
+    return sorted(p.name for p in FUNCTIONS_DIR.iterdir()
+                  if p.suffix in (".py", ".json") and p.name != "__init__.py")
 
 
 class BuildError(RuntimeError):
@@ -154,8 +160,8 @@ def add_project_wheel(target: Path, work: Path, epoch: int) -> None:
 
 
 def add_mail_handler_sources(target: Path) -> None:
-    for name in MAIL_HANDLER_SOURCES:
-        shutil.copy2(REPO_ROOT / "infra" / "functions" / name, target / name)
+    for name in mail_handler_sources():
+        shutil.copy2(FUNCTIONS_DIR / name, target / name)
 
 
 def normalise(target: Path) -> None:

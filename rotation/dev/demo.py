@@ -164,7 +164,7 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                     policies=["audit-policy-reader"], ttl="10m")["auth"]["client_token"]
                 _banner(f"regular audit: key ages, last rotations, acks, key inventory, policy drift, the Vault "
                         f"audit log; HTML report with charts in {report}")
-                cli("audit", "--html", str(report), "--expected-policies", str(REPO / "policies" / "vault"),
+                cli("audit", "--html", str(report), "--expected-policies", "pkg:rotation.vault_policies",
                     "--policy-token-env", "AUDIT_VAULT_TOKEN", "--vault-audit-log", str(stack.audit_log))
             finally:
                 if app is not None:

@@ -179,7 +179,8 @@ def test_every_record_lists_exactly_the_shipped_files_with_their_hashes(unzipped
             expected = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
             assert digest == f"sha256={expected}" and int(size) == len(data), path
             listed.add(path)
-    own_code = {"send_message.py", "validation.py", "ses_content.py", "audit_record.py"}
+    from scripts.build_lambda import mail_handler_sources
+    own_code = set(mail_handler_sources())
     files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     unlisted = {f for f in files - listed if not f.endswith("/RECORD")} - own_code
     assert unlisted == set()

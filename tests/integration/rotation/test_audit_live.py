@@ -24,7 +24,8 @@ IAM_DOC = {"Version": "2012-10-17", "Statement": [
 
 
 def audit_cli(env, *args, extra_env=None):
-    e = {**os.environ, "ROTATION_CONSUMERS_FILE": str(env.tmp / "consumers.yaml"), **(extra_env or {})}
+    e = {**os.environ, "ROTATION_CONSUMERS_FILE": str(env.tmp / "consumers.yaml"),
+         "ROTATION_FILE_TARGET_DIRS": str(env.tmp), **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "rotation.cli", "audit", *args], env=e, text=True, cwd=ROOT,
                           capture_output=True, timeout=180, check=False)
 
@@ -97,7 +98,7 @@ def world(env):
 
 def test_audit_json_and_html_report_rotations_inventory_drift_findings_and_vault_anomalies(env, world):
     html = env.tmp / "report.html"
-    r = audit_cli(env, "--output", "json", "--html", str(html), "--expected-policies", str(ROOT / "policies/vault"),
+    r = audit_cli(env, "--output", "json", "--html", str(html), "--expected-policies", "pkg:rotation.vault_policies",
                   "--policy-token-env", "AUDIT_VAULT_TOKEN", "--iam-policy", str(env.tmp / "rotation.json"),
                   "--iam-role", ROLE, "--policy-findings", str(env.tmp / "findings.json"),
                   "--vault-audit-log", str(env.tmp / "vault-audit.log"),
@@ -144,7 +145,7 @@ def test_audit_json_and_html_report_rotations_inventory_drift_findings_and_vault
 
 
 def test_audit_with_the_rotation_token_reports_policies_unreadable_and_the_table_names_every_consumer(env, world):
-    r = audit_cli(env, "--expected-policies", str(ROOT / "policies/vault"))
+    r = audit_cli(env, "--expected-policies", "pkg:rotation.vault_policies")
     assert r.returncode == 0, r.stderr
     assert "billing" in r.stdout and "crm" in r.stdout and "newsletter" in r.stdout
     assert "unreadable" in r.stdout and "sys/policies/acl" in r.stdout
