@@ -39,6 +39,7 @@ canary_url                     ROTATION_CANARY_URL         the mail API's ``.../
                                                            POSTs an invalid body with the new key there
 traffic_url                    ROTATION_TRAFFIC_URL        per-key counters endpoint (JSON ``{key id: count}``),
                                                            e.g. the dev gateway's ``/_dev/usage`` (default: API Gateway usage)
+traffic_token                  ROTATION_TRAFFIC_TOKEN      bearer token for ``traffic_url`` (secret)
 file_target_dirs               ROTATION_FILE_TARGET_DIRS   directories ``file`` targets may write under, separated by
                                                            ``:`` (default ``/run/mail-api``)
 webhook_allow_private          ROTATION_WEBHOOK_ALLOW_PRIVATE   ``true``: webhook URLs may name a private address
@@ -219,6 +220,8 @@ class Settings(BaseSettings):
     audit_log: Path | None = Field(None, validation_alias=AliasChoices("ROTATION_AUDIT_LOG", "audit_log"))
     canary_url: str | None = Field(None, validation_alias=AliasChoices("ROTATION_CANARY_URL", "canary_url"))
     traffic_url: str | None = Field(None, validation_alias=AliasChoices("ROTATION_TRAFFIC_URL", "traffic_url"))
+    traffic_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ROTATION_TRAFFIC_TOKEN", "traffic_token"))
     file_target_dirs: Annotated[tuple[Path, ...], NoDecode, BeforeValidator(_split_dirs)] = Field(
         (Path("/run/mail-api"),), validation_alias=AliasChoices("ROTATION_FILE_TARGET_DIRS", "file_target_dirs"))
     webhook_allow_private: bool = Field(

@@ -83,7 +83,8 @@ def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLo
     audit = audit or AuditLog(settings.audit_log)
     engine_kwargs.setdefault("targets_for", lambda c: make_targets(c, vault, settings))
     if settings.traffic_url:
-        engine_kwargs.setdefault("traffic", UsageEndpointTraffic(settings.traffic_url))
+        token = settings.traffic_token.get_secret_value() if settings.traffic_token else None
+        engine_kwargs.setdefault("traffic", UsageEndpointTraffic(settings.traffic_url, token=token))
     engine_kwargs.setdefault("traffic", ApiGatewayUsage(apigw.client))   # through the rate limiter
     engine_kwargs.setdefault("quota", QuotaCarrier(apigw.client))
     if settings.canary_url:

@@ -47,16 +47,23 @@ class UsageEndpointTraffic:
 
     Returns the count for the key (0 for a key the endpoint never saw), or ``None`` when the
     endpoint cannot be reached or answers something else (unknown traffic never counts as idle).
-    ``usage_plan_id`` is ignored. ``timeout_seconds`` bounds each read.
+    ``usage_plan_id`` is ignored. ``timeout_seconds`` bounds each read; ``token`` is sent as
+    ``Authorization: Bearer <token>`` (hidden from ``repr``).
     """
 
-    def __init__(self, url: str, *, timeout_seconds: float = 2.0):
+    def __init__(self, url: str, *, token: str | None = None, timeout_seconds: float = 2.0):
         self.url = url
+        self._token = token
         self.timeout = timeout_seconds
 
+    def __repr__(self) -> str:
+        return f"UsageEndpointTraffic({self.url!r})"
+
     def request_count(self, key_id: str, usage_plan_id: str) -> int | None:
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(urllib.request.Request(self.url, headers=headers),
+                                        timeout=self.timeout) as resp:
                 counts = json.load(resp)
             return int(counts.get(key_id, 0))
         except (OSError, ValueError, AttributeError, TypeError):

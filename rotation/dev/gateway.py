@@ -56,12 +56,14 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hmac
 import importlib
 import importlib.util
 import json
 import logging
 import os
 import queue
+import secrets
 import signal
 import sys
 import threading
@@ -95,6 +97,12 @@ log = logging.getLogger(__name__)
 
 ROUTE = "/v1/messages"
 USAGE_PATH = "/_dev/usage"
+#: API Gateway's payload limit (10 MB, "API Gateway quotas"): a larger body is refused with 413
+#: before a byte of it is read.
+MAX_BODY_BYTES = 10 * 1024 * 1024
+#: Seconds a client may take to send its headers and body (a Content-Length larger than the body
+#: sent ends in 408, never a hung worker).
+READ_TIMEOUT_SECONDS = 10.0
 DEFAULT_SENDER_IDENTITY = "example.com"
 DEFAULT_CONFIGURATION_SET = "mail-api-dev"
 DEFAULT_TABLE_NAME = "mail-api-dev-messages"
@@ -323,6 +331,8 @@ class DevGateway:
     :param stage: the stage name (default ``v1``): usage plans must list ``(rest_api_id, stage)``.
     :param host, port: where to listen (loopback only; port 0 picks a free port).
     :param key_cache_seconds: how long the key/usage-plan snapshot is reused (default 2 s).
+    :param read_timeout_seconds: how long one read of a request may wait (default 10 s): a
+        Content-Length larger than the body sent ends in 408, never a hung worker.
     :param clock: monotonic seconds for the key cache and the throttle buckets (default
         ``time.monotonic``); tests pass a fake clock to step through the cache window.
     :param sender_identity, configuration_set, table_name: the handler's environment; created in
@@ -341,7 +351,8 @@ class DevGateway:
                  region: str = DEV_REGION, sender_identity: str = DEFAULT_SENDER_IDENTITY,
                  configuration_set: str = DEFAULT_CONFIGURATION_SET, table_name: str = DEFAULT_TABLE_NAME,
                  setup_backend: bool = True, quiet: bool = False, concurrency: int = 4,
-                 session: boto3.Session | None = None, clock: Callable[[], float] = time.monotonic):
+                 session: boto3.Session | None = None, clock: Callable[[], float] = time.monotonic,
+                 read_timeout_seconds: float = READ_TIMEOUT_SECONDS):
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the dev gateway listens on loopback only")
         if key_cache_seconds < 0:
@@ -354,6 +365,9 @@ class DevGateway:
         self._port = port
         self.key_cache_seconds = key_cache_seconds
         self._clock = clock
+        self.read_timeout_seconds = read_timeout_seconds
+        #: bearer token of the dev-only ``GET /_dev/usage`` (random per gateway)
+        self.usage_token = secrets.token_urlsafe(24)
         self.sender_identity = sender_identity
         self.configuration_set = configuration_set
         self.table_name = table_name
@@ -422,6 +436,7 @@ class DevGateway:
 
         class _Handler(_RequestHandler):
             gw = gateway
+            timeout = gateway.read_timeout_seconds
 
         self._server = ThreadingHTTPServer((self.host, self._port), _Handler)
         self._server.daemon_threads = True
@@ -486,11 +501,15 @@ class DevGateway:
             self._cache.invalidate()
 
     # -- the request path -----------------------------------------------------------------------
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes,
+    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes | Callable[[], bytes],
                source_ip: str) -> tuple[int, dict[str, str], bytes]:
-        """One request through route -> key -> throttle -> handler. Returns (status, headers, body)."""
+        """One request through route -> key -> throttle -> body -> model -> handler. Returns
+        ``(status, headers, body)``. ``body`` is the bytes or a callable that reads them: it is
+        called only once the route, the key and the throttle let the request through, so an
+        unauthenticated caller never gets its body read."""
         request_id = str(uuid.uuid4())
-        status, out_headers, out_body = self._handle(method, path, headers, body, source_ip, request_id)
+        read_body = body if callable(body) else (lambda: body)
+        status, out_headers, out_body = self._handle(method, path, headers, read_body, source_ip, request_id)
         out_headers["x-amzn-RequestId"] = request_id
         with self._lock:
             self._status_counts[status] = self._status_counts.get(status, 0) + 1
@@ -501,14 +520,18 @@ class DevGateway:
         return status, {"Content-Type": "application/json", "x-amzn-ErrorType": error_type}, \
             json.dumps(body, separators=(",", ":")).encode()
 
-    def _handle(self, method, path, headers, body, source_ip, request_id):
+    def _handle(self, method, path, headers, read_body, source_ip, request_id):
         route = path.split("?", 1)[0]
+        lower = {k.lower(): v for k, v in headers.items()}
         if method == "GET" and route == USAGE_PATH:
+            # the dev-only counters: authenticated too, with the gateway's own bearer token
+            supplied = lower.get("authorization", "")
+            if not hmac.compare_digest(supplied.encode(), f"Bearer {self.usage_token}".encode()):
+                return self._gateway_response(FORBIDDEN)
             return 200, {"Content-Type": "application/json", "Cache-Control": "no-store"}, \
                 json.dumps(self.usage()).encode()
         if method != "POST" or route != ROUTE:
             return self._gateway_response(MISSING_TOKEN)
-        lower = {k.lower(): v for k, v in headers.items()}
         value = lower.get("x-api-key")
         if not value:
             return self._gateway_response(FORBIDDEN)
@@ -525,6 +548,10 @@ class DevGateway:
             return self._gateway_response(FORBIDDEN)
         if entry.rate is not None and not self._bucket(entry).try_take():
             return self._gateway_response(THROTTLED)
+        try:
+            body = read_body()
+        except _BodyRefused as refused_body:
+            return refused_body.response
         refused = self._body_check(lower.get("content-type"), body)
         if refused is not None:
             return refused
@@ -583,6 +610,15 @@ class DevGateway:
         }
 
 
+class _BodyRefused(Exception):
+    """The request body was refused before the handler: ``response`` is the gateway's answer."""
+
+    def __init__(self, status: int, message: str, error_type: str):
+        super().__init__(message)
+        self.response = (status, {"Content-Type": "application/json", "x-amzn-ErrorType": error_type},
+                         json.dumps({"message": message}, separators=(",", ":")).encode())
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     gw: DevGateway
     protocol_version = "HTTP/1.1"
@@ -590,17 +626,41 @@ class _RequestHandler(BaseHTTPRequestHandler):
     wbufsize = 1 << 16  # headers and body in one write (flushed after each request)
     server_version = "mail-api-dev-gateway"
 
+    timeout = READ_TIMEOUT_SECONDS   # socket timeout for every read (StreamRequestHandler)
+
+    def _read_body(self) -> bytes:
+        """The body, bounded by size (:data:`MAX_BODY_BYTES`, checked on Content-Length before
+        reading) and time (:data:`READ_TIMEOUT_SECONDS` per read). Raises :class:`_BodyRefused`."""
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return b""
+        if not raw.strip().isdigit():
+            raise _BodyRefused(400, "Invalid Content-Length", "BadRequestException")
+        length = int(raw)
+        if length > MAX_BODY_BYTES:
+            raise _BodyRefused(413, "Request Too Long", "RequestTooLargeException")
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            body = b""
+        if len(body) != length:
+            self.close_connection = True
+            raise _BodyRefused(408, "Request Timeout", "RequestTimeoutException")
+        return body
+
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
         headers = {k: v for k, v in self.headers.items()}
-        status, out_headers, out_body = self.gw.handle(self.command, self.path, headers, body,
+        status, out_headers, out_body = self.gw.handle(self.command, self.path, headers, self._read_body,
                                                        self.client_address[0])
+        if status >= 400 and "Content-Length" in self.headers and not self.close_connection:
+            self.close_connection = True   # an unread body must not be parsed as the next request
         self.send_response(status)
         for k, v in out_headers.items():
             if k.lower() not in ("content-length", "connection"):
                 self.send_header(k, v)
         self.send_header("Content-Length", str(len(out_body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(out_body)
 
@@ -619,16 +679,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
 class DevGatewayTraffic:
     """A :class:`rotation.backends.traffic.TrafficSignal` reading the dev gateway's per-key counters.
 
-    ``DevGatewayTraffic(gateway)`` reads them in process; ``DevGatewayTraffic("http://127.0.0.1:PORT")``
-    reads ``GET /_dev/usage`` through :class:`~rotation.backends.traffic.UsageEndpointTraffic`.
+    ``DevGatewayTraffic(gateway)`` reads them in process; ``DevGatewayTraffic("http://127.0.0.1:PORT",
+    token=gateway.usage_token)`` reads ``GET /_dev/usage`` through
+    :class:`~rotation.backends.traffic.UsageEndpointTraffic`.
     Returns the number of requests the gateway saw with the key since it started (0 for a key it
     never saw), or ``None`` when the gateway cannot be reached.
     """
 
-    def __init__(self, source: DevGateway | str, *, timeout_seconds: float = 2.0):
+    def __init__(self, source: DevGateway | str, *, token: str | None = None, timeout_seconds: float = 2.0):
         self.source = source
         self._remote = None if isinstance(source, DevGateway) else UsageEndpointTraffic(
-            source.rstrip("/") + USAGE_PATH, timeout_seconds=timeout_seconds)
+            source.rstrip("/") + USAGE_PATH, token=token, timeout_seconds=timeout_seconds)
 
     def request_count(self, key_id: str, usage_plan_id: str) -> int | None:
         if self._remote is None:

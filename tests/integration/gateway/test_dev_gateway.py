@@ -166,10 +166,13 @@ def test_per_key_counters_in_process_over_http_and_as_traffic_signal(gateway, ke
     for _ in range(3):
         post(gateway, value, body={})
     assert gateway.request_count(key_id) == 3
-    assert requests.get(gateway.base_url + USAGE_PATH, timeout=60).json()[key_id] == 3
+    auth = {"Authorization": f"Bearer {gateway.usage_token}"}
+    assert requests.get(gateway.base_url + USAGE_PATH, headers=auth, timeout=60).json()[key_id] == 3
     assert DevGatewayTraffic(gateway).request_count(key_id, "plan") == 3
-    assert DevGatewayTraffic(gateway.base_url).request_count(key_id, "plan") == 3
-    assert DevGatewayTraffic(gateway.base_url).request_count("never-used", "plan") == 0
+    remote = DevGatewayTraffic(gateway.base_url, token=gateway.usage_token)
+    assert remote.request_count(key_id, "plan") == 3
+    assert remote.request_count("never-used", "plan") == 0
+    assert DevGatewayTraffic(gateway.base_url).request_count(key_id, "plan") is None   # no token: refused
     assert DevGatewayTraffic("http://127.0.0.1:9", timeout_seconds=0.5).request_count(key_id, "p") is None
 
 
@@ -277,3 +280,63 @@ def test_serve_main_embedded_stack_for_make_dev(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- every route authenticated, the key checked before the body is read, reads bounded ------------
+def raw_request(gateway, head: bytes, body: bytes = b"", *, deadline: float = 60) -> bytes:
+    """Send ``head`` + ``body`` on a raw socket; return everything the gateway answers before it
+    closes the connection (or ``deadline`` seconds pass: a generous bound, not a speed claim)."""
+    import socket
+
+    with socket.create_connection((gateway.host, gateway.port), timeout=deadline) as sock:
+        sock.sendall(head + body)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if b"\r\n\r\n" in b"".join(chunks) and b"Connection: close" not in b"".join(chunks):
+                break
+    return b"".join(chunks)
+
+
+def test_the_usage_counters_need_the_gateways_token(gateway):
+    assert requests.get(gateway.base_url + USAGE_PATH, timeout=60).status_code == 403
+    wrong = {"Authorization": "Bearer " + "x" * 32}
+    assert requests.get(gateway.base_url + USAGE_PATH, headers=wrong, timeout=60).status_code == 403
+
+
+@pytest.mark.parametrize("key", [None, "Z" * 40])
+def test_a_request_without_a_valid_key_is_answered_without_reading_its_body(gateway, key):
+    """A Content-Length of 1 MB and no body: answered 403 at once, the unread body never awaited."""
+    head = (b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + (f"x-api-key: {key}\r\n".encode() if key else b"") + b"Content-Length: 1000000\r\n\r\n")
+    answer = raw_request(gateway, head)
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+
+
+def test_a_body_larger_than_api_gateways_limit_is_refused_with_413_unread(gateway, keys):
+    from rotation.dev.gateway import MAX_BODY_BYTES
+
+    _, value = keys.make("premium")
+    wait_cache()
+    head = (b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"x-api-key: {value}\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode())
+    answer = raw_request(gateway, head)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+def test_a_content_length_larger_than_the_body_ends_in_408_not_a_hung_worker(stack, keys, monkeypatch):
+    with DevGateway(stack.aws_endpoint, key_cache_seconds=0, quiet=True, read_timeout_seconds=0.5) as gw:
+        for k, v in gw.handler_environment().items():
+            monkeypatch.setenv(k, v)
+        _, value = keys.make("premium")
+        head = (b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"x-api-key: {value}\r\nContent-Length: 500\r\n\r\n".encode())
+        answer = raw_request(gw, head, b'{"from": ')
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert post(gw, value, body={}).status_code == 400      # the gateway still serves
