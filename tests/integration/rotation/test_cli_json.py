@@ -67,6 +67,12 @@ def test_every_command_prints_one_schema_valid_document_and_run_changes_state(en
     assert [(o["consumer"], o["action"], o["outcome"]) for o in rot["outcomes"]] == [("crm", "rotate", "ok")]
     assert rot["outcomes"][0]["serial"] == env.state("crm").current.serial
 
+    r = cli(env, "audit", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    jsonschema.validate(report, load_schema("audit"), format_checker=jsonschema.FormatChecker())
+    assert report["summary"]["consumers"] == 3
+
     # the audit trail went to its own file, each event versioned
     events = [json.loads(line) for line in (env.tmp / "audit.jsonl").read_text().splitlines()]
     assert events and all(e["audit_schema"] == "1.0" for e in events)
