@@ -114,6 +114,9 @@ class AuditLog:
         self._file = open(path, "a", encoding="utf-8", buffering=1) if path else None  # noqa: SIM115 - open for the log's life, closed by close()
         out = self._file or stream or sys.stderr
         self.events: list[dict[str, Any]] = []
+        #: called with every event (scrubbed, with its ``ts``) as it is written: the metrics
+        #: collector (:class:`rotation.metrics.RunMetrics`) listens here. A listener must not raise.
+        self.listeners: list[Any] = []
         self._log = structlog.wrap_logger(
             structlog.PrintLogger(out),
             processors=[
@@ -127,6 +130,11 @@ class AuditLog:
     def _remember(self, _l: Any, _n: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         self.events.append(dict(event_dict))
         del self.events[:-1000]
+        for listener in self.listeners:
+            try:
+                listener(dict(event_dict))
+            except Exception:  # noqa: BLE001, S110 - metrics never break the audit trail
+                pass
         return event_dict
 
     def emit(self, event: str, outcome: str, **fields: Any) -> None:

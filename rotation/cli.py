@@ -63,6 +63,8 @@ class _Ctx:
         self.verbose = verbose
         self.quiet = quiet
         self.audit_to = audit_to
+        self.metrics_textfile: str | None = None
+        self.exporter = None   # rotation.metrics.PrometheusExporter of the schedule daemon
 
     def audit_log(self, settings: Settings, output: str) -> AuditLog:
         """The audit trail's sink: ``--audit-to PATH`` / ``ROTATION_AUDIT_LOG`` (appends), or stdout
@@ -114,12 +116,16 @@ class _Ctx:
 @click.option("--audit-to", "audit_to", envvar="ROTATION_AUDIT_LOG", metavar="PATH|-",
               help="Audit trail (JSON lines): append to PATH, or - for stdout (the default with the table "
                    "output). Env: ROTATION_AUDIT_LOG.")
+@click.option("--metrics-textfile", type=click.Path(dir_okay=False), envvar="ROTATION_METRICS_TEXTFILE",
+              help="After each run, write the Prometheus metrics to this file (node-exporter textfile "
+                   "collector). Env: ROTATION_METRICS_TEXTFILE.")
 @click.pass_context
 def main(ctx: click.Context, consumers_path: str | None, log_level: str | None, verbose: bool, quiet: bool,
-         audit_to: str | None) -> None:
+         audit_to: str | None, metrics_textfile: str | None) -> None:
     """Rotate the mail API's keys through Vault/OpenBao and API Gateway."""
     configure_logging((log_level or ("info" if verbose else "warning")).lower())
     ctx.obj = _Ctx(consumers_path, verbose, quiet, audit_to)
+    ctx.obj.metrics_textfile = metrics_textfile
 
 
 def _output_options(fn):
@@ -256,17 +262,25 @@ def _check_names(consumers: ConsumersFile, names) -> None:
 
 def _run(obj: _Ctx, *, only=None, force=(), emergency=(), output: str = "table", command: str = "run",
          progress: bool = True) -> int:
-    from rotation.wiring import publish_run_metrics
+    from rotation.metrics import RunMetrics, write_textfile
+    from rotation.wiring import collect_run_metrics, publish_run_metrics
     settings, consumers = obj.load()
     if only:
         _check_names(consumers, only)
     audit = obj.audit_log(settings, output)
+    run_metrics = RunMetrics()
+    audit.listeners.append(run_metrics.listen)
     with RunProgress(progress and wants_progress(obj.quiet)) as bar, \
             obj.engine(settings, consumers, audit=audit, progress=bar.hook) as engine:
         started = engine.clock()
         summary = engine.run(only=only, force=force, emergency=emergency)
         finished = engine.clock()
-    publish_run_metrics(settings, consumers, summary)
+        samples = collect_run_metrics(engine, summary, run_metrics)
+    publish_run_metrics(settings, consumers, summary, samples)
+    if obj.metrics_textfile:
+        write_textfile(samples, settings.stack, obj.metrics_textfile)
+    if obj.exporter is not None:
+        obj.exporter.update(samples, settings.stack)
     if output == "json":
         click.echo(dumps(run_document(summary, command=command, started_at=started, finished_at=finished,
                                       stack=settings.stack)))
@@ -308,11 +322,23 @@ def rotate(obj: _Ctx, consumer: str, emergency: bool, output: str, as_json: bool
 @click.option("--jitter", "jitter_seconds", type=click.IntRange(min=0), default=60, show_default=True,
               help="Up to this many extra seconds per interval.")
 @click.option("--heartbeat-file", type=click.Path(dir_okay=False), help="JSON heartbeat written every tick.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="ROTATION_METRICS_PORT",
+              help="Serve Prometheus metrics on http://ADDR:PORT/metrics. Env: ROTATION_METRICS_PORT.")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True, envvar="ROTATION_METRICS_ADDR",
+              help="Address of the metrics endpoint (0.0.0.0 in a pod Prometheus scrapes).")
 @click.pass_obj
-def schedule_cmd(obj: _Ctx, every_seconds: int, jitter_seconds: int, heartbeat_file: str | None) -> None:
+def schedule_cmd(obj: _Ctx, every_seconds: int, jitter_seconds: int, heartbeat_file: str | None,
+                 metrics_port: int | None, metrics_addr: str) -> None:
     """Daemon: run on a jittered interval until SIGTERM."""
     from rotation.scheduler import Daemon
     obj.load()  # fail fast (exit 2) on bad config before daemonizing
+    if metrics_port:
+        from rotation.metrics import PrometheusExporter
+        try:
+            obj.exporter = PrometheusExporter(metrics_port, metrics_addr)
+        except OSError as exc:
+            raise _fail(f"error: --metrics-port {metrics_port}: cannot listen on {metrics_addr}:{metrics_port} "
+                        f"({exc.strerror}); pick a free port", EXIT_USAGE) from None
 
     def job() -> int:
         try:

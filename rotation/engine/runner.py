@@ -307,11 +307,12 @@ class Engine:
                                    current_promoted_at=state.current.promoted_at if state.current else None)
         if d.locked_by:
             return self._deferred(c, d.rotate, journal, f"lease held by {d.locked_by}")
+        prior_owner = journal.owner if journal.owner != self.owner else None   # set: a stale lease taken over
         try:
             journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl, journal, now=self._now())
         except LockHeld as exc:
             return self._deferred(c, d.rotate, self.vault.read_rotation(c.name), str(exc))
-        self.audit.emit("lock", "ok", consumer=c.name, vault_version=journal.version)
+        self.audit.emit("lock", "ok", consumer=c.name, vault_version=journal.version, taken_over_from=prior_owner)
         try:
             return self._process_locked(c, journal, force=force, emergency=emergency)
         except CasConflict as exc:

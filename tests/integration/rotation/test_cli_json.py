@@ -113,3 +113,30 @@ def test_a_usage_error_prints_nothing_on_stdout_in_json_mode(env, cfile, command
     cfile.write_text(cfile.read_text().replace("secure-mail-api-dev-premium", "no-such-plan"))
     r = cli(env, *command, "--output", "json")
     assert r.returncode == 2 and r.stdout == "" and "usage_plans.premium" in r.stderr
+
+
+def test_run_writes_prometheus_metrics_with_key_age_confirm_time_and_a_lease_takeover(env, cfile):  # noqa: F811
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from rotation.backends.vault import VaultStore
+    # a runner that died holding billing's lease: it ran out an hour ago, so this run takes it over
+    VaultStore(env.settings).acquire_lease("billing", "dead-runner:1:0bad", 60, now=time.time() - 3600)
+    prom = env.tmp / "rotation.prom"
+    r = cli(env, "--metrics-textfile", str(prom), "run", "--json")
+    assert r.returncode == 0, r.stderr
+    v = {(s.name, tuple(sorted(s.labels.items()))): s.value
+         for fam in text_string_to_metric_families(prom.read_text()) for s in fam.samples}
+    assert v[("rotation_lease_takeovers_total", (("stack", "dev"),))] == 1
+    assert v[("rotation_rotations_total", (("outcome", "ok"), ("stack", "dev")))] == 3
+    for name in ("billing", "crm", "newsletter"):
+        assert 0 <= v[("rotation_key_age_seconds", (("consumer", name), ("stack", "dev")))] < 3600
+        assert v[("rotation_time_to_confirm_seconds", (("consumer", name), ("stack", "dev")))] >= 0
+    assert v[("rotation_acknowledgements_pending", (("stack", "dev"),))] == 0
+    r = cli(env, "--metrics-textfile", str(prom), "rotate", "crm", "--json")
+    assert r.returncode == 0, r.stderr
+    v = {(s.name, tuple(sorted(s.labels.items()))): s.value
+         for fam in text_string_to_metric_families(prom.read_text()) for s in fam.samples}
+    assert v[("rotation_rotations_total", (("outcome", "ok"), ("stack", "dev")))] == 4     # counters continue
+    assert v[("rotation_acknowledgements_pending", (("stack", "dev"),))] == 1             # crm's old key in grace
