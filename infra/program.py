@@ -15,6 +15,7 @@ from infra import outputs as out
 from infra.components._common import TAG_STACK
 from infra.components.api import Api, ApiArgs
 from infra.components.audit import Audit, AuditArgs
+from infra.components.dashboard import Dashboard, DashboardArgs
 from infra.components.email import Email, EmailArgs
 from infra.components.encryption import Encryption, EncryptionArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
@@ -44,6 +45,7 @@ class MailApiStack:
     oauth: OAuth | None = None
     code_signing: CodeSigning | None = None
     scheduled_rotator: ScheduledRotator | None = None
+    dashboard: Dashboard | None = None
     exports: dict[str, pulumi.Output] = field(default_factory=dict)
 
 
@@ -117,6 +119,9 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         configuration_set_name=cfg.configuration_set_name, trail_log_group_name=audit.log_group.name,
         rotation_max_key_age_days=cfg.rotation_max_key_age_days, rotation_silence_hours=cfg.rotation_silence_hours,
         tags=tags))
+    dashboard = Dashboard("dashboard", DashboardArgs(
+        prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, rest_api_name=api.rest_api.name,
+        stage_name=cfg.stage_name, web_acl_name=waf.acl_name, alarm_arns=[a.arn for a in monitoring.alarms.values()]))
     rotator = RotatorAccess("rotator", RotatorAccessArgs(
         prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id,
         kms_key_arn=encryption.data_key.arn, trusted_principals=cfg.rotator_trusted_principals,
@@ -156,4 +161,5 @@ def main(config: StackConfig | None = None) -> MailApiStack:
         pulumi.export(key, value)
     return MailApiStack(config=cfg, encryption=encryption, storage=storage, audit=audit, email=email,
                         sender=sender, api=api, waf=waf, monitoring=monitoring, rotator=rotator, oauth=oauth,
-                        code_signing=code_signing, scheduled_rotator=scheduled_rotator, exports=exports)
+                        code_signing=code_signing, scheduled_rotator=scheduled_rotator, dashboard=dashboard,
+                        exports=exports)
