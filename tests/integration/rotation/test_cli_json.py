@@ -140,3 +140,48 @@ def test_run_writes_prometheus_metrics_with_key_age_confirm_time_and_a_lease_tak
          for fam in text_string_to_metric_families(prom.read_text()) for s in fam.samples}
     assert v[("rotation_rotations_total", (("outcome", "ok"), ("stack", "dev")))] == 4     # counters continue
     assert v[("rotation_acknowledgements_pending", (("stack", "dev"),))] == 1             # crm's old key in grace
+
+
+def test_in_lambda_the_handler_emits_the_metrics_as_emf_instead_of_put_metric_data(env, cfile, monkeypatch, capsys):  # noqa: F811
+    from rotation import metrics
+    from rotation.aws_lambda import handler
+    monkeypatch.setenv("ROTATION_CONSUMERS_FILE", str(cfile))
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "secure-mail-api-dev-rotator")
+    capsys.readouterr()
+    assert handler({}, None)["failed"] == 0
+    emf = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith('{"_aws"')]
+    names = {m["Name"] for d in emf for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert {metrics.KEY_AGE_SECONDS, metrics.ROTATIONS, metrics.ROTATION_SUCCEEDED} <= names
+    assert {d["Consumer"] for d in emf if "Consumer" in d} == {"billing", "crm", "newsletter"}
+    cw = env.stack.aws_session().client("cloudwatch", endpoint_url=env.stack.aws_endpoint)
+    assert cw.list_metrics(Namespace=metrics.NAMESPACE)["Metrics"] == []     # no PutMetricData call
+
+
+def test_the_schedule_daemon_serves_prometheus_metrics_after_its_first_run(env, cfile):  # noqa: F811
+    import signal
+    import socket
+    import time
+
+    import requests
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    e = {**os.environ, "ROTATION_CONSUMERS_FILE": str(cfile), "ROTATION_AUDIT_LOG": str(env.tmp / "audit.jsonl")}
+    proc = subprocess.Popen([sys.executable, "-m", "rotation.cli", "schedule", "--every", "3600", "--jitter", "0",
+                             "--metrics-port", str(port)], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline, text = time.monotonic() + 120, ""
+        while time.monotonic() < deadline and "rotation_key_age_seconds{" not in text:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        assert 'rotation_rotations_total{outcome="ok",stack="dev"} 3.0' in text, text[-2000:]
+        assert 'rotation_key_age_seconds{consumer="billing",stack="dev"}' in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
