@@ -16,6 +16,7 @@ from infra.artifacts import MAIL_HANDLER, ROTATOR, check_artifacts
 from infra.components._common import TAG_STACK
 from infra.components.api import Api, ApiArgs
 from infra.components.audit import REQUEST_RECORD_FILTER, Audit, AuditArgs, RequestArchive, RequestArchiveArgs
+from infra.components.dashboard import Dashboard, DashboardArgs
 from infra.components.email import Email, EmailArgs
 from infra.components.encryption import Encryption, EncryptionArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
@@ -46,6 +47,7 @@ class MailApiStack:
     oauth: OAuth | None = None
     code_signing: CodeSigning | None = None
     scheduled_rotator: ScheduledRotator | None = None
+    dashboard: Dashboard | None = None
     exports: dict[str, pulumi.Output] = field(default_factory=dict)
 
 
@@ -136,6 +138,9 @@ def main(config: StackConfig | None = None, *, require_artifacts: bool = False) 
         rotation_max_key_age_days=cfg.rotation_max_key_age_days, rotation_silence_hours=cfg.rotation_silence_hours,
         tags=tags, access_log_group_name=api.access_log_group.name, sender_log_group_name=sender.log_group.name,
         consumers=cfg.consumers, alerting=cfg.alerting))
+    dashboard = Dashboard("dashboard", DashboardArgs(
+        prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, rest_api_name=api.rest_api.name,
+        stage_name=cfg.stage_name, web_acl_name=waf.acl_name, alarm_arns=[a.arn for a in monitoring.alarms.values()]))
     rotator = RotatorAccess("rotator", RotatorAccessArgs(
         prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id,
         kms_key_arn=encryption.data_key.arn, trusted_principals=cfg.rotator_trusted_principals,
@@ -176,5 +181,5 @@ def main(config: StackConfig | None = None, *, require_artifacts: bool = False) 
         pulumi.export(key, value)
     return MailApiStack(config=cfg, encryption=encryption, storage=storage, audit=audit, email=email,
                         sender=sender, api=api, waf=waf, monitoring=monitoring, rotator=rotator, oauth=oauth,
-                        request_archive=request_archive,
-                        code_signing=code_signing, scheduled_rotator=scheduled_rotator, exports=exports)
+                        request_archive=request_archive, code_signing=code_signing,
+                        scheduled_rotator=scheduled_rotator, dashboard=dashboard, exports=exports)

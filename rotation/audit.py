@@ -1,6 +1,7 @@
 """Structured audit events for every rotation step, with secret redaction.
 
-One JSON object per line: ``ts`` (RFC 3339, UTC), ``event`` (the step), ``outcome``
+One JSON object per line: ``audit_schema`` (:data:`AUDIT_SCHEMA_VERSION`, ``MAJOR.MINOR``: a MAJOR
+change breaks readers, a MINOR change only adds fields), ``ts`` (RFC 3339, UTC), ``event`` (the step), ``outcome``
 (``ok`` | ``failed`` | ``skipped`` | ``rolled_back`` | ...), ``consumer``, ``rotation_id``, and where
 they apply ``key_id``, ``serial``, ``vault_version`` and ``fingerprint`` (:func:`~rotation.records.fingerprint`).
 A key value never appears: fields named like secrets are dropped, and every registered secret
@@ -19,10 +20,11 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["REDACTED", "REDACTOR", "THIRD_PARTY_LOGGERS", "AuditLog", "Redactor", "install_log_redaction",
+__all__ = ["AUDIT_SCHEMA_VERSION", "REDACTED", "REDACTOR", "THIRD_PARTY_LOGGERS", "AuditLog", "Redactor", "install_log_redaction",
            "is_third_party"]
 
 REDACTED = "[REDACTED]"
+AUDIT_SCHEMA_VERSION = "1.0"
 _SECRET_FIELD = re.compile(r"(^|_)(value|secret|token|password|api_key|secret_id|signing_secret)$", re.IGNORECASE)
 
 
@@ -67,6 +69,7 @@ _SUPPRESSED = "(third-party record below WARNING suppressed: it may carry secret
 
 def is_third_party(logger_name: str) -> bool:
     """True for a logger of :data:`THIRD_PARTY_LOGGERS` or any of its children."""
+    logger_name = logger_name or ""   # logging.makeLogRecord builds a record with no name first
     return any(logger_name == n or logger_name.startswith(n + ".") for n in THIRD_PARTY_LOGGERS)
 
 
@@ -75,6 +78,9 @@ def _redact_record(record: logging.LogRecord, redactor: Redactor) -> bool:
     if is_third_party(record.name) and record.levelno < logging.WARNING:
         record.msg, record.args, record.exc_info, record.exc_text = _SUPPRESSED, (), None, None
         return False
+    if isinstance(record.msg, dict) and not record.args:   # structlog's event dict (rotation/logs.py)
+        record.msg = redactor.scrub_obj(record.msg)
+        return True
     try:
         message = record.getMessage()
     except Exception:  # noqa: BLE001 - a malformed record must not break logging
@@ -108,6 +114,9 @@ class AuditLog:
         self._file = open(path, "a", encoding="utf-8", buffering=1) if path else None  # noqa: SIM115 - open for the log's life, closed by close()
         out = self._file or stream or sys.stderr
         self.events: list[dict[str, Any]] = []
+        #: called with every event (scrubbed, with its ``ts``) as it is written: the metrics
+        #: collector (:class:`rotation.metrics.RunMetrics`) listens here. A listener must not raise.
+        self.listeners: list[Any] = []
         self._log = structlog.wrap_logger(
             structlog.PrintLogger(out),
             processors=[
@@ -121,11 +130,17 @@ class AuditLog:
     def _remember(self, _l: Any, _n: str, event_dict: dict[str, Any]) -> dict[str, Any]:
         self.events.append(dict(event_dict))
         del self.events[:-1000]
+        for listener in self.listeners:
+            try:
+                listener(dict(event_dict))
+            except Exception:  # noqa: BLE001, S110 - metrics never break the audit trail
+                pass
         return event_dict
 
     def emit(self, event: str, outcome: str, **fields: Any) -> None:
         """Record one event; ``fields`` must be identifiers and figures, never secrets."""
-        self._log.info(event, outcome=outcome, **{k: v for k, v in fields.items() if v is not None})
+        self._log.info(event, audit_schema=AUDIT_SCHEMA_VERSION, outcome=outcome,
+                       **{k: v for k, v in fields.items() if v is not None})
 
     def close(self) -> None:
         if self._file:

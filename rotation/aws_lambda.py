@@ -22,8 +22,9 @@ from typing import Any
 from rotation.audit import REDACTOR, install_log_redaction
 from rotation.config import load_consumers_file
 from rotation.errors import RotationError
+from rotation.metrics import RunMetrics, emit_emf
 from rotation.settings import load_settings
-from rotation.wiring import build_engine, publish_run_metrics
+from rotation.wiring import build_engine, collect_run_metrics, publish_run_metrics
 
 __all__ = ["SECRET_ARN_VARIABLE", "RotationFailed", "handler"]
 
@@ -67,10 +68,16 @@ def handler(event: dict[str, Any] | None, context: Any = None) -> dict[str, Any]
     settings = load_settings(**_vault_secret_id())
     consumers = load_consumers_file(os.environ.get("ROTATION_CONSUMERS_FILE", "consumers.yaml"), settings=settings)
     only = _names(event, "only") or None
+    run_metrics = RunMetrics()
     with build_engine(settings, consumers) as engine:   # revokes its Vault login token at the end
         engine.apigw.resolve_usage_plans(consumers.usage_plans)   # a misspelt plan: ConfigError, nothing changed
+        engine.audit.listeners.append(run_metrics.listen)
         summary = engine.run(only=only, force=_names(event, "force"), emergency=_names(event, "emergency"))
-    publish_run_metrics(settings, consumers, summary)
+        samples = collect_run_metrics(engine, summary, run_metrics)
+    # CloudWatch Embedded Metric Format on stdout (aws-lambda-powertools): no PutMetricData call;
+    # PutMetricData where powertools is not installed or not in Lambda (a local invocation).
+    if not (os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and emit_emf(samples, settings.stack)):
+        publish_run_metrics(settings, consumers, summary, samples)
     result = {
         "consumers": len(summary.outcomes),
         "failed": len(summary.failed),

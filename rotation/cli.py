@@ -1,23 +1,34 @@
 """The ``rotation`` command line.
 
-Exit codes (``run``, ``rotate``; ``status`` uses 0 and 1, ``plan`` 0):
+Exit codes, for every command (``status``, ``plan``, ``run``, ``rotate``, ``schedule``, ``audit``,
+``vault setup``); the same table is in docs/operations.md:
 
-* 0: success, every consumer done (or nothing was due);
-* 1: some consumer failed: rolled back, lost its lease mid-rotation, its Vault record is deleted
-  or destroyed, or Vault/AWS unreachable;
-* 2: usage or configuration error (nothing was changed);
-* 3: nothing failed, but some consumer was skipped because another runner holds its lease, or an
-  emergency rotation was recorded in Vault and is queued for the lease holder / the next run:
-  retry later (a scheduler should).
+====  ======================================================================================
+code  meaning
+====  ======================================================================================
+0     success: every consumer done, or nothing was due; ``status``: no consumer is blocked;
+      ``audit``: no finding at or above ``--fail-on``
+1     some consumer failed: rolled back, lost its lease mid-rotation, its Vault record is
+      deleted or destroyed, or Vault/AWS unreachable; ``plan --iam-policy``: a permission is
+      missing; ``audit``: a finding at or above ``--fail-on``
+2     usage or configuration error: bad option, consumers file, setting or audit sink
+      (nothing was changed; the message names the field and the fix)
+3     nothing failed, but some consumer was skipped because another runner holds its lease,
+      or an emergency rotation was recorded in Vault and is queued for the lease holder /
+      the next run: retry later (a scheduler should)
+====  ======================================================================================
 
-Output never contains a key value.
+Streams: ``--output json`` (or ``--json``) prints one JSON document on stdout (schemas in
+``rotation/reporting/schemas/``, :mod:`rotation.reporting.machine`); operational logs are JSON
+lines on stderr (:mod:`rotation.logs`; ``--log-level``); the audit trail goes to its own sink,
+``--audit-to PATH`` (appends; env ``ROTATION_AUDIT_LOG``) or ``--audit-to -`` (stdout; the default
+for the table output); a progress bar is drawn on stderr only when it is a terminal and
+``--quiet`` is not given. Output never contains a key value.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import logging
 import sys
 from datetime import timedelta
 
@@ -27,11 +38,14 @@ except ModuleNotFoundError as exc:  # the base install is the app-side client on
     sys.exit(f"rotation: the rotation jobs need the [rotator] extra ({exc.name} is not installed): "
              "pip install 'secure-mail-api[rotator]'")
 
-from rotation.audit import REDACTOR, AuditLog, install_log_redaction
+from rotation.audit import REDACTOR, AuditLog
 from rotation.config import ConsumersFile, load_consumers_file
 from rotation.engine.planner import calls_for
 from rotation.errors import RotationError, UnsupportedMount, UsageError
+from rotation.logs import LEVELS, configure_logging
+from rotation.progress import RunProgress, wants_progress
 from rotation.records import from_iso, utcnow
+from rotation.reporting.machine import dumps, plan_document, run_document, status_document
 from rotation.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED = 0, 1, 2, 3
@@ -43,9 +57,30 @@ def _fail(message: str, code: int) -> click.exceptions.Exit:
 
 
 class _Ctx:
-    def __init__(self, consumers_path: str | None, verbose: bool):
+    def __init__(self, consumers_path: str | None, verbose: bool, quiet: bool = False,
+                 audit_to: str | None = None):
         self.consumers_path = consumers_path
         self.verbose = verbose
+        self.quiet = quiet
+        self.audit_to = audit_to
+        self.metrics_textfile: str | None = None
+        self.exporter = None   # rotation.metrics.PrometheusExporter of the schedule daemon
+
+    def audit_log(self, settings: Settings, output: str) -> AuditLog:
+        """The audit trail's sink: ``--audit-to PATH`` / ``ROTATION_AUDIT_LOG`` (appends), or stdout
+        (``-``, the default for the table output). With ``--output json`` stdout carries the
+        document, so the trail needs a file: exit 2 (before any side effect) without one."""
+        dest = self.audit_to or (str(settings.audit_log) if settings.audit_log else None)
+        if dest in (None, "-"):
+            if output == "json":
+                raise _fail("error: --output json prints its document on stdout, so the audit trail cannot go "
+                            "there too: pass --audit-to PATH (or set ROTATION_AUDIT_LOG)", EXIT_USAGE)
+            return AuditLog(stream=sys.stdout)
+        try:
+            return AuditLog(dest)
+        except OSError as exc:
+            raise _fail(f"error: --audit-to {dest}: cannot open it for appending ({exc.strerror}); "
+                        "pass a writable file or - for stdout", EXIT_USAGE) from None
 
     def load(self) -> tuple[Settings, ConsumersFile]:
         if not self.consumers_path:
@@ -73,14 +108,32 @@ class _Ctx:
 @click.version_option(package_name="secure-mail-api", prog_name="rotation")
 @click.option("--consumers", "consumers_path", envvar="ROTATION_CONSUMERS_FILE", type=click.Path(dir_okay=False),
               help="Consumers file (YAML). Env: ROTATION_CONSUMERS_FILE.")
-@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+@click.option("--log-level", type=click.Choice(LEVELS, case_sensitive=False), envvar="ROTATION_LOG_LEVEL",
+              help="Operational logs (JSON lines on stderr) at this level and above [default: warning; "
+                   "info with -v]. Env: ROTATION_LOG_LEVEL.")
+@click.option("-v", "--verbose", is_flag=True, help="Same as --log-level info.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, even on a terminal.")
+@click.option("--audit-to", "audit_to", envvar="ROTATION_AUDIT_LOG", metavar="PATH|-",
+              help="Audit trail (JSON lines): append to PATH, or - for stdout (the default with the table "
+                   "output). Env: ROTATION_AUDIT_LOG.")
+@click.option("--metrics-textfile", type=click.Path(dir_okay=False), envvar="ROTATION_METRICS_TEXTFILE",
+              help="After each run, write the Prometheus metrics to this file (node-exporter textfile "
+                   "collector). Env: ROTATION_METRICS_TEXTFILE.")
 @click.pass_context
-def main(ctx: click.Context, consumers_path: str | None, verbose: bool) -> None:
+def main(ctx: click.Context, consumers_path: str | None, log_level: str | None, verbose: bool, quiet: bool,
+         audit_to: str | None, metrics_textfile: str | None) -> None:
     """Rotate the mail API's keys through Vault/OpenBao and API Gateway."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_redaction()
-    ctx.obj = _Ctx(consumers_path, verbose)
+    configure_logging((log_level or ("info" if verbose else "warning")).lower())
+    ctx.obj = _Ctx(consumers_path, verbose, quiet, audit_to)
+    ctx.obj.metrics_textfile = metrics_textfile
+
+
+def _output_options(fn):
+    """``--output table|json`` and its short form ``--json``."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Same as --output json.")(fn)
+    return click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
+                        help="A table for people, or one JSON document (schema in "
+                             "rotation/reporting/schemas/).")(fn)
 
 
 def _age(iso: str | None, now=None) -> str:
@@ -104,14 +157,18 @@ def _fmt(td: timedelta) -> str:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per consumer.")
+@_output_options
 @click.pass_obj
-def status(obj: _Ctx, as_json: bool) -> None:
+def status(obj: _Ctx, output: str, as_json: bool) -> None:
     """Table of consumers: current key, age, next due, any rotation in flight."""
     settings, consumers = obj.load()
     with obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO())) as engine:
         now = engine.clock()             # Vault's time, not this host's
         decisions = engine.decisions()
+    if as_json or output == "json":
+        doc = status_document(decisions, now, settings.stack)
+        click.echo(dumps(doc))
+        raise click.exceptions.Exit(EXIT_FAILED if doc["summary"]["blocked"] else EXIT_OK)
     rows = []
     blocked = False
     for c, state, journal, d in decisions:
@@ -140,12 +197,6 @@ def status(obj: _Ctx, as_json: bool) -> None:
             "last": (journal.last_outcome or {}).get("outcome", "-")
                     + (" (emergency queued)" if journal.emergency_request else ""),
         })
-    if as_json:
-        for r in rows:
-            click.echo(json.dumps(r))
-        if blocked:
-            raise click.exceptions.Exit(EXIT_FAILED)
-        return
     cols = ["consumer", "tier", "current", "key_id", "age", "next_due", "previous", "retired", "in_flight", "last"]
     table = [[str(r[k]) if r[k] is not None else "-" for k in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
@@ -162,12 +213,27 @@ def status(obj: _Ctx, as_json: bool) -> None:
 @click.option("--iam-policy", type=click.Path(dir_okay=False), help="Also check that this IAM policy (JSON) "
               "lets the rotator write every AWS push target; exit 1 if not.")
 @click.option("--account-id", envvar="AWS_ACCOUNT_ID", help="AWS account of targets given by name (--iam-policy).")
+@_output_options
 @click.pass_obj
 def plan(obj: _Ctx, emergency: tuple[str, ...], force: tuple[str, ...], iam_policy: str | None,
-         account_id: str | None) -> None:
+         account_id: str | None, output: str, as_json: bool) -> None:
     """Show what `run` would do, call by call. Changes nothing."""
     settings, consumers = obj.load()
     _check_names(consumers, emergency + force)
+    if as_json or output == "json":
+        iam = None
+        if iam_policy:
+            from rotation.permissions import policy_file_report
+            try:
+                unwritable = policy_file_report(iam_policy, consumers, settings.aws_region, account_id)
+            except UsageError as exc:
+                raise _fail(f"error: {exc}", EXIT_USAGE) from None
+            iam = {"policy": str(iam_policy), "ok": not unwritable, "unwritable": list(unwritable)}
+        with obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO())) as engine:
+            now = engine.clock()
+            decisions = engine.decisions(force=force, emergency=emergency)
+        click.echo(dumps(plan_document(decisions, now, settings.stack, iam)))
+        raise click.exceptions.Exit(EXIT_FAILED if iam and not iam["ok"] else EXIT_OK)
     if iam_policy:  # before any call to Vault or AWS: rotation/permissions.py
         from rotation.permissions import policy_file_report
         try:
@@ -194,14 +260,31 @@ def _check_names(consumers: ConsumersFile, names) -> None:
         raise _fail(f"error: unknown consumer(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}", EXIT_USAGE)
 
 
-def _run(obj: _Ctx, *, only=None, force=(), emergency=()) -> int:
-    from rotation.wiring import publish_run_metrics
+def _run(obj: _Ctx, *, only=None, force=(), emergency=(), output: str = "table", command: str = "run",
+         progress: bool = True) -> int:
+    from rotation.metrics import RunMetrics, write_textfile
+    from rotation.wiring import collect_run_metrics, publish_run_metrics
     settings, consumers = obj.load()
     if only:
         _check_names(consumers, only)
-    with obj.engine(settings, consumers) as engine:
+    audit = obj.audit_log(settings, output)
+    run_metrics = RunMetrics()
+    audit.listeners.append(run_metrics.listen)
+    with RunProgress(progress and wants_progress(obj.quiet)) as bar, \
+            obj.engine(settings, consumers, audit=audit, progress=bar.hook) as engine:
+        started = engine.clock()
         summary = engine.run(only=only, force=force, emergency=emergency)
-    publish_run_metrics(settings, consumers, summary)
+        finished = engine.clock()
+        samples = collect_run_metrics(engine, summary, run_metrics)
+    publish_run_metrics(settings, consumers, summary, samples)
+    if obj.metrics_textfile:
+        write_textfile(samples, settings.stack, obj.metrics_textfile)
+    if obj.exporter is not None:
+        obj.exporter.update(samples, settings.stack)
+    if output == "json":
+        click.echo(dumps(run_document(summary, command=command, started_at=started, finished_at=finished,
+                                      stack=settings.stack)))
+        return summary.exit_code
     for o in summary.outcomes:
         extra = f" serial={o.serial}" if o.serial is not None else ""
         click.echo(f"{o.consumer}: {o.action} {o.outcome}{extra} - {REDACTOR.scrub(o.detail)}")
@@ -213,20 +296,23 @@ def _run(obj: _Ctx, *, only=None, force=(), emergency=()) -> int:
 
 
 @main.command()
+@_output_options
 @click.pass_obj
-def run(obj: _Ctx) -> None:
+def run(obj: _Ctx, output: str, as_json: bool) -> None:
     """Rotate everything due, resume anything interrupted, revoke what is past its grace."""
-    raise click.exceptions.Exit(_run(obj))
+    raise click.exceptions.Exit(_run(obj, output="json" if as_json else output, command="run"))
 
 
 @main.command()
 @click.argument("consumer")
 @click.option("--emergency", is_flag=True, help="The key leaked: rotate now and revoke the old key at once.")
+@_output_options
 @click.pass_obj
-def rotate(obj: _Ctx, consumer: str, emergency: bool) -> None:
+def rotate(obj: _Ctx, consumer: str, emergency: bool, output: str, as_json: bool) -> None:
     """Rotate one CONSUMER now. With --emergency the request is recorded in Vault first; if
     another runner holds the lease it is queued for that runner (exit 3), never dropped."""
-    code = _run(obj, only=[consumer], force=[consumer], emergency=[consumer] if emergency else [])
+    code = _run(obj, only=[consumer], force=[consumer], emergency=[consumer] if emergency else [],
+                output="json" if as_json else output, command="rotate")
     raise click.exceptions.Exit(code)
 
 
@@ -236,15 +322,27 @@ def rotate(obj: _Ctx, consumer: str, emergency: bool) -> None:
 @click.option("--jitter", "jitter_seconds", type=click.IntRange(min=0), default=60, show_default=True,
               help="Up to this many extra seconds per interval.")
 @click.option("--heartbeat-file", type=click.Path(dir_okay=False), help="JSON heartbeat written every tick.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="ROTATION_METRICS_PORT",
+              help="Serve Prometheus metrics on http://ADDR:PORT/metrics. Env: ROTATION_METRICS_PORT.")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True, envvar="ROTATION_METRICS_ADDR",
+              help="Address of the metrics endpoint (0.0.0.0 in a pod Prometheus scrapes).")
 @click.pass_obj
-def schedule_cmd(obj: _Ctx, every_seconds: int, jitter_seconds: int, heartbeat_file: str | None) -> None:
+def schedule_cmd(obj: _Ctx, every_seconds: int, jitter_seconds: int, heartbeat_file: str | None,
+                 metrics_port: int | None, metrics_addr: str) -> None:
     """Daemon: run on a jittered interval until SIGTERM."""
     from rotation.scheduler import Daemon
     obj.load()  # fail fast (exit 2) on bad config before daemonizing
+    if metrics_port:
+        from rotation.metrics import PrometheusExporter
+        try:
+            obj.exporter = PrometheusExporter(metrics_port, metrics_addr)
+        except OSError as exc:
+            raise _fail(f"error: --metrics-port {metrics_port}: cannot listen on {metrics_addr}:{metrics_port} "
+                        f"({exc.strerror}); pick a free port", EXIT_USAGE) from None
 
     def job() -> int:
         try:
-            return _run(obj)
+            return _run(obj, progress=False)
         except click.exceptions.Exit as exc:
             return exc.exit_code
 

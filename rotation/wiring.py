@@ -23,14 +23,15 @@ from rotation.config import (
     WebhookTarget,
 )
 from rotation.engine.runner import Engine, RunSummary
-from rotation.metrics import key_age_figures, publish
-from rotation.records import from_iso, utcnow
+from rotation.errors import RotationError
+from rotation.metrics import RunMetrics, Sample, publish, snapshot
+from rotation.records import utcnow
 from rotation.settings import Settings
 from rotation.targets import PushTarget
 from rotation.targets.file import AtomicFileTarget
 from rotation.targets.webhook import SignedWebhookTarget
 
-__all__ = ["build_engine", "publish_run_metrics"]
+__all__ = ["build_engine", "collect_run_metrics", "publish_run_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +95,30 @@ def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLo
                   verify_timeout_seconds=settings.verify_timeout_seconds, **engine_kwargs)
 
 
-def publish_run_metrics(settings: Settings, consumers: ConsumersFile, summary: RunSummary) -> bool:
-    """Publish the run's rotation metrics to CloudWatch (:mod:`rotation.metrics`)."""
-    max_age = {c.name: c.max_age.total_seconds() for c in consumers.consumers}
-    rows = [(from_iso(o.current_promoted_at), max_age.get(o.consumer, 0)) for o in summary.outcomes]
-    oldest, over = key_age_figures(rows, utcnow())
+def collect_run_metrics(engine: Engine, summary: RunSummary, run: RunMetrics | None = None) -> list[Sample]:
+    """The run's metric samples (:mod:`rotation.metrics`), read while ``engine`` is still open:
+    acknowledgements pending needs one read of each consumer's keys (a failed read leaves that
+    figure out rather than failing the run)."""
+    pending: int | None = 0
+    try:
+        for o in summary.outcomes:
+            prev = engine.vault.read_key_state(o.consumer).previous
+            pending += prev is not None and prev.disabled_at is None
+    except RotationError as exc:
+        log.warning("acknowledgements pending not measured: %s", type(exc).__name__)
+        pending = None
+    max_age = {c.name: c.max_age.total_seconds() for c in engine.consumers.consumers}
+    return snapshot(outcomes=summary.outcomes, max_age_seconds=max_age, now=engine.clock(), run=run,
+                    acks_pending=pending)
+
+
+def publish_run_metrics(settings: Settings, consumers: ConsumersFile, summary: RunSummary,
+                        samples: list[Sample] | None = None) -> bool:
+    """Publish the run's rotation metrics to CloudWatch with PutMetricData (:mod:`rotation.metrics`);
+    ``samples`` from :func:`collect_run_metrics`, else the figures the summary alone gives."""
+    if samples is None:
+        max_age = {c.name: c.max_age.total_seconds() for c in consumers.consumers}
+        samples = snapshot(outcomes=summary.outcomes, max_age_seconds=max_age, now=utcnow())
     cw = boto3.session.Session(region_name=settings.aws_region).client(
         "cloudwatch", endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region)
-    ok = sum(1 for o in summary.outcomes if o.outcome == "ok" and o.action in ("bootstrap", "rotate", "emergency", "resume"))
-    return publish(cw, settings.stack, succeeded=ok, failed=len(summary.failed),
-                   oldest_age_seconds=oldest, over_max_age=over)
+    return publish(cw, settings.stack, samples)

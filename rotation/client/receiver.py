@@ -2,9 +2,12 @@
 
 :class:`WebhookReceiver` checks, in order:
 
-1. the HMAC signature and timestamp (:func:`rotation.client.signing.verify`; a timestamp outside
-   ``window_seconds`` is a replay);
-2. the ``Idempotency-Key`` (``<rotation id>:<serial>``): a key seen within the window is never
+1. the signature and timestamp: Standard Webhooks headers ``webhook-id``, ``webhook-timestamp``,
+   ``webhook-signature`` (:func:`rotation.client.signing.standard_verify`, through the
+   ``standardwebhooks`` package), or, deprecated and accepted for one release, ``X-Mail-Api-Timestamp``
+   / ``X-Mail-Api-Signature`` (:func:`rotation.client.signing.verify`). A timestamp outside
+   ``window_seconds`` is a replay;
+2. the idempotency key, ``webhook-id`` (deprecated: ``Idempotency-Key``), ``<rotation id>:<serial>``: a key seen within the window is never
    processed twice. A repeat of a delivery that was *accepted* answers ``200 duplicate`` (the
    sender's retry after a lost response must not look like a failure); a repeat of anything else
    with the same wrapping token answers ``409 replay``. A delivery that failed (e.g. 410) may be
@@ -36,7 +39,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from rotation.client.keys import ApiKey, KeyClient, KeyClientError, TamperSuspected, VaultUnavailable
-from rotation.client.signing import IDEMPOTENCY_HEADER, TIMESTAMP_HEADER, SignatureError, verify
+from rotation.client.signing import (
+    IDEMPOTENCY_HEADER,
+    TIMESTAMP_HEADER,
+    WEBHOOK_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER,
+    SignatureError,
+    standard_verify,
+    verify,
+    webhook_key,
+)
 
 __all__ = ["MIN_SIGNING_SECRET_BYTES", "ReceiveResult", "TamperSuspected", "WebhookReceiver", "check_signing_secret",
            "serve_webhook"]
@@ -51,12 +64,28 @@ MIN_SIGNING_SECRET_BYTES = 32
 
 
 def check_signing_secret(secret: object) -> str:
-    """Return ``secret`` if it is a string of at least :data:`MIN_SIGNING_SECRET_BYTES` bytes (UTF-8);
-    ``ValueError`` otherwise (the message never contains the secret)."""
-    if not isinstance(secret, str) or len(secret.encode("utf-8")) < MIN_SIGNING_SECRET_BYTES:
+    """Return ``secret`` if it is a string whose HMAC key (:func:`rotation.client.signing.webhook_key`:
+    its UTF-8 bytes, or the decoded rest of a ``whsec_`` value) is at least
+    :data:`MIN_SIGNING_SECRET_BYTES` bytes; ``ValueError`` otherwise (the message never contains the secret)."""
+    try:
+        key = webhook_key(secret) if isinstance(secret, str) else b""
+    except ValueError:
+        key = b""
+    if len(key) < MIN_SIGNING_SECRET_BYTES:
         raise ValueError(f"signing_secret must be at least {MIN_SIGNING_SECRET_BYTES} bytes "
                          "(e.g. secrets.token_urlsafe(32)); rotate the consumer's webhook secret in Vault")
     return secret
+
+_deprecation_logged = False
+
+
+def _warn_deprecated() -> None:
+    global _deprecation_logged
+    if not _deprecation_logged:
+        _deprecation_logged = True
+        log.warning("key webhook signed with the deprecated X-Mail-Api-Signature scheme: accepted in 0.3.x only; "
+                    "upgrade the rotator (it sends Standard Webhooks headers)")
+
 
 #: outcome -> HTTP status used by :func:`serve_webhook`
 STATUS = {"accepted": 204, "duplicate": 200, "bad_request": 400, "bad_signature": 401, "replay": 409,
@@ -120,17 +149,22 @@ class WebhookReceiver:
         the idempotency key so the same delivery is not tried again."""
         now = self._clock()
         lower = {k.lower(): v for k, v in headers.items()}
+        standard = any(h in lower for h in (WEBHOOK_ID_HEADER, WEBHOOK_TIMESTAMP_HEADER, WEBHOOK_SIGNATURE_HEADER))
         try:
-            ts = int(lower.get(TIMESTAMP_HEADER.lower(), ""))
+            ts = int(lower.get(WEBHOOK_TIMESTAMP_HEADER if standard else TIMESTAMP_HEADER.lower(), ""))
         except ValueError:
             return ReceiveResult("bad_signature", detail="missing or malformed timestamp header")
         if abs(now - ts) > self.window:
             return ReceiveResult("replay", detail=f"timestamp outside the {self.window}s window")
         try:
-            verify(self._secret, dict(headers), body, window_seconds=self.window, now=now)
+            if standard:
+                idem, _ = standard_verify(self._secret, dict(headers), body, window_seconds=self.window, now=now)
+            else:
+                verify(self._secret, dict(headers), body, window_seconds=self.window, now=now)
+                idem = lower.get(IDEMPOTENCY_HEADER.lower())
+                _warn_deprecated()
         except SignatureError as exc:
             return ReceiveResult("bad_signature", detail=str(exc))
-        idem = lower.get(IDEMPOTENCY_HEADER.lower())
         if not idem:
             return ReceiveResult("bad_request", detail="missing Idempotency-Key header")
         fp = _token_fingerprint(body)

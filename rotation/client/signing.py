@@ -1,42 +1,127 @@
-"""Webhook signatures: HMAC-SHA256 over ``"<timestamp>.<body>"`` with a replay window.
+"""Webhook signatures: Standard Webhooks (current) and the ``X-Mail-Api-*`` scheme (deprecated).
 
-Headers (sender and receiver share these names):
+**Standard Webhooks** (https://www.standardwebhooks.com/, spec:
+https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md). Every
+key webhook carries
 
-* ``X-Mail-Api-Timestamp``: Unix time in seconds when the request was signed;
-* ``X-Mail-Api-Signature``: ``v1=<hex digest>``;
-* ``Idempotency-Key``: ``<rotation id>:<serial>``, the same on every retry of one delivery.
+* ``webhook-id``: the message id, ``<rotation id>:<serial>``, the same on every retry of one
+  delivery (so it is also the idempotency key);
+* ``webhook-timestamp``: Unix time in seconds when the request was signed;
+* ``webhook-signature``: ``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``.
 
-The scheme follows the common pattern of Stripe/Slack webhook signing: the timestamp is signed
-with the body, and a receiver rejects timestamps outside ``window_seconds`` (default 300 s) so a
+An app in any language verifies them with an off-the-shelf Standard Webhooks library (Go
+``github.com/standard-webhooks/standard-webhooks/libraries/go``, Node ``standardwebhooks``, Java
+``com.standardwebhooks``, Python ``standardwebhooks``), given the consumer's secret in the ``whsec_``
+form (:func:`to_whsec`). Signing and verifying here go through the ``standardwebhooks`` package.
+
+**The secret.** Vault stores one string per consumer (``webhooks/<consumer>``, field
+``signing_secret``). Its HMAC key is, for a value starting with ``whsec_``, the base64-decoded rest
+(the Standard Webhooks form, as stored by an operator who generated it that way); for any other
+value, its UTF-8 bytes (what ``secrets.token_urlsafe(32)`` gives). Either way the key must be at
+least 32 bytes (RFC 2104 section 3: not shorter than the hash output). The ``whsec_`` form an app's
+library expects is ``"whsec_" + base64(key)``: :func:`to_whsec`.
+
+**Deprecated, accepted for one release** (0.3.x; removed in 0.4): ``X-Mail-Api-Timestamp``,
+``X-Mail-Api-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>" keyed with the secret's UTF-8
+bytes>`` and ``Idempotency-Key``. The sender still sends them next to the standard headers; the
+receiver accepts a request carrying only them, and logs a deprecation warning.
+
+A receiver rejects timestamps outside ``window_seconds`` (default 300 s, as the spec suggests) so a
 captured request cannot be replayed later.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import time
+from datetime import UTC, datetime
 
-__all__ = ["IDEMPOTENCY_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "SignatureError", "sign", "verify"]
+from standardwebhooks import Webhook
 
+__all__ = ["IDEMPOTENCY_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WEBHOOK_ID_HEADER",
+           "WEBHOOK_SIGNATURE_HEADER", "WEBHOOK_TIMESTAMP_HEADER", "SignatureError", "sign", "standard_headers",
+           "standard_verify", "to_whsec", "verify", "webhook_key"]
+
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+#: deprecated (see the module docstring)
 TIMESTAMP_HEADER = "X-Mail-Api-Timestamp"
 SIGNATURE_HEADER = "X-Mail-Api-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+_WHSEC = "whsec_"
 
 
 class SignatureError(ValueError):
     """The webhook's signature is missing, malformed, wrong, or outside the replay window."""
 
 
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key of a stored ``signing_secret`` (module docstring). ``ValueError`` for a
+    ``whsec_`` value that is not base64 (the message never holds the secret)."""
+    if secret.startswith(_WHSEC):
+        try:
+            return base64.b64decode(secret[len(_WHSEC):], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("signing_secret starts with whsec_ but the rest is not base64") from None
+    return secret.encode("utf-8")
+
+
+def to_whsec(secret: str) -> str:
+    """The Standard Webhooks form (``whsec_<base64 key>``) of a stored ``signing_secret``: give this
+    to an app that verifies with a Standard Webhooks library."""
+    return _WHSEC + base64.b64encode(webhook_key(secret)).decode("ascii")
+
+
+def standard_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The three Standard Webhooks headers for ``body`` sent as message ``msg_id`` at ``timestamp``."""
+    signature = Webhook(webhook_key(secret)).sign(msg_id, datetime.fromtimestamp(timestamp, UTC), body.decode("utf-8"))
+    return {WEBHOOK_ID_HEADER: msg_id, WEBHOOK_TIMESTAMP_HEADER: str(timestamp), WEBHOOK_SIGNATURE_HEADER: signature}
+
+
+def standard_verify(secret: str, headers: dict[str, str], body: bytes, *, window_seconds: int = 300,
+                    now: float | None = None) -> tuple[str, int]:
+    """Check a Standard Webhooks request; return ``(webhook-id, timestamp)``. Raises :class:`SignatureError`.
+
+    The expected signature is computed by ``standardwebhooks.Webhook.sign``; the timestamp is judged
+    here on the injected clock ``now`` with ``window_seconds`` (the package's ``verify`` reads the
+    system clock with a fixed 5-minute tolerance). Any of the space-separated ``v1,`` signatures may
+    match (the spec's key rotation)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    msg_id, ts_raw, sigs = (lower.get(h) for h in (WEBHOOK_ID_HEADER, WEBHOOK_TIMESTAMP_HEADER,
+                                                   WEBHOOK_SIGNATURE_HEADER))
+    if not msg_id or not ts_raw or not sigs:
+        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    try:
+        ts = int(ts_raw)
+    except ValueError:
+        raise SignatureError("webhook-timestamp is not an integer") from None
+    now = time.time() if now is None else now
+    if abs(now - ts) > window_seconds:
+        raise SignatureError(f"timestamp outside the {window_seconds}s replay window")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SignatureError("body is not UTF-8") from None
+    expected = standard_headers(secret, msg_id, ts, text.encode("utf-8"))[WEBHOOK_SIGNATURE_HEADER]
+    offered = [s for s in sigs.split(" ") if s.startswith("v1,")]
+    if not any(hmac.compare_digest(expected.encode(), s.encode()) for s in offered):
+        raise SignatureError("signature does not match")
+    return msg_id, ts
+
+
 def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """Return the ``v1=<hex>`` signature of ``body`` at ``timestamp`` (seconds)."""
+    """Deprecated scheme: the ``v1=<hex>`` signature of ``body`` at ``timestamp`` (seconds)."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
     return "v1=" + mac.hexdigest()
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes, *, window_seconds: int = 300,
            now: float | None = None) -> int:
-    """Check a request's signature; return its timestamp. Raises :class:`SignatureError`."""
+    """Deprecated scheme: check a request's signature; return its timestamp. Raises :class:`SignatureError`."""
     lower = {k.lower(): v for k, v in headers.items()}
     ts_raw = lower.get(TIMESTAMP_HEADER.lower())
     sig = lower.get(SIGNATURE_HEADER.lower())

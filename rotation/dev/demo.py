@@ -14,6 +14,7 @@ killed, and prints its figures. Stops every server and process it started.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -119,6 +120,19 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                     failures += 1
                     print(f"  !! exit code {r.returncode}, expected {expect}", flush=True)
 
+            def cli_json(*args: str) -> None:
+                """``rotation ARGS --json``: parsed as JSON (as ``jq`` would) and summarized."""
+                nonlocal failures
+                print(f"$ rotation {' '.join(args)} --json | jq -c .summary", flush=True)
+                r = subprocess.run([sys.executable, "-m", "rotation.cli", *args, "--json"], env=env, text=True,
+                                   capture_output=True, timeout=120, check=False)
+                try:
+                    doc = json.loads(r.stdout)
+                    print(f"  {json.dumps(doc.get('summary'), separators=(',', ':'))}", flush=True)
+                except ValueError:
+                    failures += 1
+                    print(f"  !! not one JSON document (exit {r.returncode}): {r.stdout[:200]!r}", flush=True)
+
             try:
                 _banner("before anything: no keys yet")
                 cli("status")
@@ -166,6 +180,10 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                         f"audit log; HTML report with charts in {report}")
                 cli("audit", "--html", str(report), "--expected-policies", "pkg:rotation.vault_policies",
                     "--policy-token-env", "AUDIT_VAULT_TOKEN", "--vault-audit-log", str(stack.audit_log))
+                _banner("for scripts: every command prints one JSON document on stdout (schemas in "
+                        "rotation/reporting/schemas/), e.g. `rotation status --json | jq`")
+                for args in (("status",), ("plan",), ("run",), ("rotate", "crm"), ("audit",)):
+                    cli_json(*args)
             finally:
                 if app is not None:
                     app.terminate()

@@ -16,7 +16,12 @@ from datetime import datetime, timedelta
 from rotation.config import Consumer
 from rotation.records import KeyState, RotationRecord, from_iso
 
-__all__ = ["Decision", "calls_for", "decide"]
+__all__ = ["REASON_CODES", "Decision", "calls_for", "decide"]
+
+#: ``Decision.code`` values (the JSON outputs' ``reason`` enum; ``record_gone``: the consumer's
+#: Vault record is deleted or destroyed, decided by the engine, not here).
+REASON_CODES = ("in_flight", "emergency_requested", "no_current_key", "waiting_for_grace", "forced",
+                "max_age_reached", "not_due", "record_gone")
 
 
 @dataclass(frozen=True)
@@ -24,7 +29,8 @@ class Decision:
     """What one run should do for one consumer.
 
     ``rotate`` is one of ``none`` | ``bootstrap`` | ``rotate`` | ``emergency`` | ``resume``;
-    ``revoke`` lists serials of old keys to disable, ``delete`` serials to delete.
+    ``revoke`` lists serials of old keys to disable, ``delete`` serials to delete. ``reason`` is
+    for people; ``code`` is the same as an enum for scripts (:data:`REASON_CODES`).
     """
 
     consumer: str
@@ -35,6 +41,7 @@ class Decision:
     waiting: str = ""
     locked_by: str | None = None
     notes: tuple[str, ...] = field(default=())
+    code: str = ""
 
     @property
     def has_work(self) -> bool:
@@ -78,25 +85,27 @@ def decide(consumer: Consumer, state: KeyState, journal: RotationRecord, now: da
     if state.pending is not None:
         return Decision(name, "resume", f"rotation {state.pending.rotation_id} in flight "
                                         f"(step {journal.step or 'pending_recorded'})",
-                        tuple(revoke), tuple(delete), waiting, locked_by)
+                        tuple(revoke), tuple(delete), waiting, locked_by, code="in_flight")
     if emergency:
         return Decision(name, "emergency", "emergency rotation requested: old key revoked at once",
-                        tuple(revoke), tuple(delete), "", locked_by)
+                        tuple(revoke), tuple(delete), "", locked_by, code="emergency_requested")
     if state.current is None:
-        return Decision(name, "bootstrap", "no current key", tuple(revoke), tuple(delete), "", locked_by)
+        return Decision(name, "bootstrap", "no current key", tuple(revoke), tuple(delete), "", locked_by,
+                        code="no_current_key")
     age = _age(state.current.promoted_at or state.current.created_at, now) or timedelta(0)
     due = age >= consumer.max_age
     if (due or force) and waiting:
         return Decision(name, "none", f"{'forced' if force else 'due'}, but waiting: {waiting}; "
                                       "use an emergency rotation to revoke it now",
-                        tuple(revoke), tuple(delete), waiting, locked_by)
+                        tuple(revoke), tuple(delete), waiting, locked_by, code="waiting_for_grace")
     if force:
-        return Decision(name, "rotate", "rotation requested", tuple(revoke), tuple(delete), waiting, locked_by)
+        return Decision(name, "rotate", "rotation requested", tuple(revoke), tuple(delete), waiting, locked_by,
+                        code="forced")
     if due:
         return Decision(name, "rotate", f"current key is {_fmt(age)} old (max {_fmt(consumer.max_age)})",
-                        tuple(revoke), tuple(delete), waiting, locked_by)
+                        tuple(revoke), tuple(delete), waiting, locked_by, code="max_age_reached")
     return Decision(name, "none", f"current key is {_fmt(age)} old; due in {_fmt(consumer.max_age - age)}",
-                    tuple(revoke), tuple(delete), waiting, locked_by)
+                    tuple(revoke), tuple(delete), waiting, locked_by, code="not_due")
 
 
 def calls_for(decision: Decision, consumer: Consumer) -> list[str]:

@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Self
+from typing import Any, Self
 
 from rotation.audit import REDACTOR, AuditLog
 from rotation.backends.apigateway import TAG_CONSUMER, ApiGatewayKeys
@@ -69,7 +69,7 @@ from rotation.errors import (
 from rotation.records import KeyRecord, KeyState, RotationRecord, Step, to_iso, utcnow
 from rotation.targets import Delivery, PushTarget, safe_push
 
-__all__ = ["KEY_LENGTH", "ConsumerOutcome", "Engine", "RunSummary", "generate_key_value"]
+__all__ = ["KEY_LENGTH", "ConsumerOutcome", "Engine", "ProgressHook", "RunSummary", "generate_key_value"]
 
 KEY_LENGTH = 40  # alphanumerics: about 238 bits from the OS CSPRNG; API Gateway allows 20-128
 _ALPHABET = string.ascii_letters + string.digits
@@ -119,6 +119,9 @@ class RunSummary:
 
 
 StepHook = Callable[[str, str], None]      # (consumer, step) -> None; may raise (tests: crash injection)
+#: progress events of a run, for a progress bar or metrics: ``("started", total: int)`` once, then
+#: ``("done", ConsumerOutcome)`` per consumer as it finishes. Must not raise (errors are ignored).
+ProgressHook = Callable[[str, Any], None]
 Verifier = Callable[[Consumer, KeyRecord], None]  # raises VerificationFailed
 
 
@@ -126,7 +129,8 @@ class Engine:
     """Rotates the consumers of one consumers file against one Vault and one API Gateway.
 
     ``targets_for(consumer)`` builds the consumer's push targets; ``after_step`` is called after
-    each journaled step (fault injection in tests); ``verifiers`` add checks to the test step.
+    each journaled step (fault injection in tests); ``verifiers`` add checks to the test step;
+    ``progress`` receives the run's progress events (:data:`ProgressHook`).
     """
 
     def __init__(self, consumers: ConsumersFile, vault: VaultStore, apigw: ApiGatewayKeys, audit: AuditLog, *,
@@ -134,7 +138,8 @@ class Engine:
                  targets_for: Callable[[Consumer], list[PushTarget]] | None = None,
                  after_step: StepHook | None = None, verifiers: Iterable[Verifier] = (),
                  owner: str | None = None, clock: Callable[[], datetime] | None = None,
-                 traffic: TrafficSignal | None = None, quota: QuotaCarrier | None = None):
+                 traffic: TrafficSignal | None = None, quota: QuotaCarrier | None = None,
+                 progress: ProgressHook | None = None):
         self.consumers = consumers
         self.vault = vault
         self.apigw = apigw
@@ -149,6 +154,7 @@ class Engine:
         self.clock: Callable[[], datetime] = clock or getattr(vault, "utcnow", utcnow)
         self.traffic = traffic
         self.quota = quota
+        self.progress = progress
         self.signals = RevocationSignals(
             vault=vault, audit=audit, traffic=traffic, targets_for=self.targets_for, clock=self.clock,
             usage_plan_id=lambda c: apigw.resolve_usage_plan(consumers.usage_plans[c.tier]),
@@ -251,11 +257,13 @@ class Engine:
                 self.audit.emit("consumer", "failed", consumer=name, error=detail)
                 failed_early[name] = ConsumerOutcome(name, "emergency" if name in emergency else "rotate",
                                                      "failed", detail)
+        self._progress("started", sum(1 for c in self.consumers.consumers if only is None or c.name in only))
         for c in self.consumers.consumers:
             if only is not None and c.name not in only:
                 continue
             if c.name in failed_early:
                 summary.outcomes.append(failed_early[c.name])
+                self._progress("done", summary.outcomes[-1])
                 continue
             try:
                 summary.outcomes.append(self.process(c, force=c.name in force, emergency=c.name in emergency))
@@ -263,10 +271,18 @@ class Engine:
                 detail = REDACTOR.scrub(f"{type(exc).__name__}: {exc}")
                 self.audit.emit("consumer", "failed", consumer=c.name, error=detail)
                 summary.outcomes.append(ConsumerOutcome(c.name, "error", "failed", detail))
+            self._progress("done", summary.outcomes[-1])
         self.audit.emit("run", "failed" if summary.failed else "deferred" if summary.deferred else "ok",
                         consumers=len(summary.outcomes), failed=len(summary.failed),
                         deferred=len(summary.deferred))
         return summary
+
+    def _progress(self, kind: str, data: Any) -> None:
+        if self.progress is not None:
+            try:
+                self.progress(kind, data)
+            except Exception:  # noqa: BLE001, S110 - a progress display never fails a rotation
+                pass
 
     def _managed_by_consumer(self, consumer: str) -> list[dict]:
         if self._managed_keys is None:
@@ -291,11 +307,12 @@ class Engine:
                                    current_promoted_at=state.current.promoted_at if state.current else None)
         if d.locked_by:
             return self._deferred(c, d.rotate, journal, f"lease held by {d.locked_by}")
+        prior_owner = journal.owner if journal.owner != self.owner else None   # set: a stale lease taken over
         try:
             journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl, journal, now=self._now())
         except LockHeld as exc:
             return self._deferred(c, d.rotate, self.vault.read_rotation(c.name), str(exc))
-        self.audit.emit("lock", "ok", consumer=c.name, vault_version=journal.version)
+        self.audit.emit("lock", "ok", consumer=c.name, vault_version=journal.version, taken_over_from=prior_owner)
         try:
             return self._process_locked(c, journal, force=force, emergency=emergency)
         except CasConflict as exc:

@@ -72,6 +72,7 @@ def _policy_client(settings, vault_store, token_env: str | None):
 @click.command(name="audit")
 @click.option("--output", "output", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="Report on stdout as a table or as JSON (schema rotation/reporting/schemas/audit.schema.json).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --output json.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True),
               help="Also write a self-contained HTML report with charts to this file.")
 @click.option("--expected-policies", metavar="DIR|pkg:PACKAGE",
@@ -92,12 +93,13 @@ def _policy_client(settings, vault_store, token_env: str | None):
                    "mail-api-consumer-<name>).")
 @click.option("--fail-on", type=click.Choice(SEVERITIES), help="Exit 1 when a finding has this severity or worse.")
 @click.pass_obj
-def audit(obj, output: str, html_path: str | None, expected_policies: str | None, policy_token_env: str | None,
+def audit(obj, output: str, as_json: bool, html_path: str | None, expected_policies: str | None, policy_token_env: str | None,
           iam_policy: str | None, iam_role: str | None, iam_policy_name: str | None, policy_findings: str | None,
           vault_audit_log: str | None, expected_identity: tuple[str, ...], fail_on: str | None) -> None:
     """Audit every consumer: key age and version, last rotation, acks, traffic, key inventory,
     policy drift, security-policy findings and Vault audit-log anomalies."""
     from rotation.reporting import policy_drift as pd
+    output = "json" if as_json else output
     from rotation.reporting.vault_audit_log import default_expected_identities, scan_file
 
     # -- validate every input before reading anything ----------------------------------------------

@@ -3,7 +3,9 @@ response-wrapping token instead of the key (docs/architecture.md, "Delivery to c
 
 Body (JSON): ``consumer``, ``serial``, ``rotation_id``, ``key_id``, ``fingerprint``,
 ``wrap_token`` (unwrap it once with ``sys/wrapping/unwrap``), ``wrap_ttl`` (seconds).
-Signed per :mod:`rotation.client.signing`. Connect timeout 3 s, read timeout 10 s, and an overall
+Signed per :mod:`rotation.client.signing`: Standard Webhooks headers (``webhook-id`` =
+``<rotation id>:<serial>``, ``webhook-timestamp``, ``webhook-signature``), plus the deprecated
+``X-Mail-Api-*`` / ``Idempotency-Key`` headers for receivers not yet upgraded (this release only). Connect timeout 3 s, read timeout 10 s, and an overall
 deadline (``push_timeout_seconds``); at most 3 attempts, retried only on 5xx and connection
 errors, with the same ``Idempotency-Key`` so a consumer that already processed one ignores the rest
 (failure case S2).
@@ -30,7 +32,13 @@ from tenacity import (
 
 from rotation.audit import REDACTOR
 from rotation.client.receiver import check_signing_secret
-from rotation.client.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from rotation.client.signing import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+    standard_headers,
+)
 from rotation.config import WebhookTarget
 from rotation.settings import classify_ip
 from rotation.targets import Delivery, PushResult
@@ -99,8 +107,9 @@ class SignedWebhookTarget:
                 resp = self.session.post(
                     self.url, data=body, allow_redirects=False,
                     timeout=(min(CONNECT_TIMEOUT_S, left), min(READ_TIMEOUT_S, left)),
-                    headers={"Content-Type": "application/json", TIMESTAMP_HEADER: str(ts),
-                             SIGNATURE_HEADER: sign(secret, ts, body), IDEMPOTENCY_HEADER: idem})
+                    headers={"Content-Type": "application/json", **standard_headers(secret, idem, ts, body),
+                             TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sign(secret, ts, body),
+                             IDEMPOTENCY_HEADER: idem})
             except requests.ConnectionError as exc:
                 raise _Retryable(f"connection error ({type(exc).__name__})") from None
             except requests.Timeout:

@@ -1,7 +1,7 @@
 """The package's import rules, read from the source with ``ast`` (no module is executed):
 
 - the app-side client (``rotation.client``) imports nothing else of ours, and no third-party
-  package beyond its base install (hvac, requests);
+  package beyond its base install (hvac, requests, standardwebhooks);
 - nothing outside ``rotation.dev`` imports ``rotation.dev`` (tests and benchmarks may);
 - ``rotation`` never imports ``infra``;
 - the engine never imports an entry point (CLI, Lambda handler, daemon, wiring);
@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "rotation"
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
-CLIENT_THIRD_PARTY = {"hvac", "requests"}
+CLIENT_THIRD_PARTY = {"hvac", "requests", "standardwebhooks"}
 ENTRY_POINTS = ("rotation.cli", "rotation.aws_lambda", "rotation.scheduler", "rotation.wiring")
 
 

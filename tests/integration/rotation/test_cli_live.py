@@ -166,7 +166,11 @@ def test_run_publishes_rotation_metrics_to_cloudwatch(env, cfile):
     cw = env.stack.aws_session().client("cloudwatch", endpoint_url=env.stack.aws_endpoint)
     names = {m["MetricName"] for m in cw.list_metrics(Namespace=metrics.NAMESPACE)["Metrics"]}
     assert names == {metrics.ROTATION_SUCCEEDED, metrics.ROTATION_FAILED, metrics.OLDEST_KEY_AGE_SECONDS,
-                     metrics.KEYS_OVER_MAX_AGE}
+                     metrics.KEYS_OVER_MAX_AGE, metrics.KEY_AGE_SECONDS, metrics.ROTATIONS,
+                     metrics.TIME_TO_CONFIRM_SECONDS, metrics.ACKNOWLEDGEMENTS_PENDING, metrics.LEASE_TAKEOVERS}
+    per_consumer = cw.list_metrics(Namespace=metrics.NAMESPACE, MetricName=metrics.KEY_AGE_SECONDS)["Metrics"]
+    assert {d["Value"] for m in per_consumer for d in m["Dimensions"] if d["Name"] == "Consumer"} == {
+        "billing", "crm", "newsletter"}
     import datetime as dt
     now = dt.datetime.now(dt.UTC)
     stats = cw.get_metric_statistics(Namespace=metrics.NAMESPACE, MetricName=metrics.ROTATION_SUCCEEDED,
