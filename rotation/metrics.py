@@ -53,6 +53,10 @@ ROTATIONS = "Rotations"
 TIME_TO_CONFIRM_SECONDS = "TimeToConfirmSeconds"
 ACKNOWLEDGEMENTS_PENDING = "AcknowledgementsPending"
 LEASE_TAKEOVERS = "LeaseTakeovers"
+# per consumer, read by the alarms of infra/components/monitoring.py (ROTATION_CONSUMER_METRICS)
+KEY_OVER_MAX_AGE = "KeyOverMaxAge"
+UNACKNOWLEDGED_KEY_AGE_SECONDS = "UnacknowledgedKeyAgeSeconds"
+ROLLING_BACK_AGE_SECONDS = "RollingBackAgeSeconds"
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,13 @@ METRICS: tuple[Metric, ...] = (
            "Consumers whose previous key is still enabled: waiting for their acknowledgement or the grace end."),
     Metric(LEASE_TAKEOVERS, "rotation_lease_takeovers_total", "counter", "Count", (),
            "Stale rotation leases taken over from a runner that stopped."),
+    Metric(KEY_OVER_MAX_AGE, "rotation_key_over_max_age", "gauge", "Count", ("consumer",),
+           "1 when the consumer's current key is older than its max_age (or missing), else 0."),
+    Metric(UNACKNOWLEDGED_KEY_AGE_SECONDS, "rotation_unacknowledged_key_age_seconds", "gauge", "Seconds",
+           ("consumer",), "Seconds since the current key was promoted while the app has not acknowledged it; "
+                          "0 once acknowledged."),
+    Metric(ROLLING_BACK_AGE_SECONDS, "rotation_rolling_back_age_seconds", "gauge", "Seconds", ("consumer",),
+           "Seconds since the rotation that is rolling back started; 0 when none is."),
 )
 BY_NAME = {m.name: m for m in METRICS}
 _ROTATING = ("bootstrap", "rotate", "emergency", "resume")
@@ -170,6 +181,24 @@ def snapshot(*, outcomes, max_age_seconds: dict[str, float], now: datetime, run:
     if acks_pending is not None:
         out.append(Sample(BY_NAME[ACKNOWLEDGEMENTS_PENDING], acks_pending))
     return out
+
+
+def consumer_health(consumer: str, *, promoted_at: datetime | None, current_serial: int | None,
+                    acked_serial: int | None, rolling_back_since: datetime | None, max_age_seconds: float,
+                    now: datetime) -> list[Sample]:
+    """The per-consumer health samples the alarms read: key over its max age (0/1), seconds the
+    current key has gone unacknowledged (0 once the app's ack names its serial or a newer one), and
+    seconds a rotation has been rolling back (0 when none is). All times on the shared clock."""
+    labels = {"consumer": consumer}
+    age = None if promoted_at is None else max(0.0, (now - promoted_at).total_seconds())
+    over = age is None or age > max_age_seconds
+    unacked = 0.0
+    if age is not None and current_serial is not None and (acked_serial is None or acked_serial < current_serial):
+        unacked = age
+    rolling = 0.0 if rolling_back_since is None else max(0.0, (now - rolling_back_since).total_seconds())
+    return [Sample(BY_NAME[KEY_OVER_MAX_AGE], float(over), labels),
+            Sample(BY_NAME[UNACKNOWLEDGED_KEY_AGE_SECONDS], unacked, labels),
+            Sample(BY_NAME[ROLLING_BACK_AGE_SECONDS], rolling, labels)]
 
 
 def _dims(stack: str, s: Sample) -> list[dict[str, str]]:

@@ -24,8 +24,8 @@ from rotation.config import (
 )
 from rotation.engine.runner import Engine, RunSummary
 from rotation.errors import RotationError
-from rotation.metrics import RunMetrics, Sample, publish, snapshot
-from rotation.records import utcnow
+from rotation.metrics import RunMetrics, Sample, consumer_health, publish, snapshot
+from rotation.records import from_iso, utcnow
 from rotation.settings import Settings
 from rotation.targets import PushTarget
 from rotation.targets.file import AtomicFileTarget
@@ -97,19 +97,31 @@ def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLo
 
 def collect_run_metrics(engine: Engine, summary: RunSummary, run: RunMetrics | None = None) -> list[Sample]:
     """The run's metric samples (:mod:`rotation.metrics`), read while ``engine`` is still open:
-    acknowledgements pending needs one read of each consumer's keys (a failed read leaves that
-    figure out rather than failing the run)."""
+    acknowledgements pending and the per-consumer health figures need one read of each consumer's
+    keys, ack and rotation record (a failed read leaves those figures out rather than failing the
+    run)."""
+    now = engine.clock()
+    max_age = {c.name: c.max_age.total_seconds() for c in engine.consumers.consumers}
     pending: int | None = 0
+    health: list[Sample] = []
     try:
         for o in summary.outcomes:
-            prev = engine.vault.read_key_state(o.consumer).previous
-            pending += prev is not None and prev.disabled_at is None
+            state = engine.vault.read_key_state(o.consumer)
+            pending += state.previous is not None and state.previous.disabled_at is None
+            ack = engine.vault.read_ack(o.consumer) or {}
+            record = engine.vault.read_rotation(o.consumer)
+            current = state.current
+            health += consumer_health(
+                o.consumer, promoted_at=from_iso(current.promoted_at) if current else None,
+                current_serial=current.serial if current else None,
+                acked_serial=ack.get("serial") if isinstance(ack.get("serial"), int) else None,
+                rolling_back_since=from_iso(record.started_at) if record.step == "rolling_back" else None,
+                max_age_seconds=max_age.get(o.consumer, 0), now=now)
     except RotationError as exc:
-        log.warning("acknowledgements pending not measured: %s", type(exc).__name__)
-        pending = None
-    max_age = {c.name: c.max_age.total_seconds() for c in engine.consumers.consumers}
-    return snapshot(outcomes=summary.outcomes, max_age_seconds=max_age, now=engine.clock(), run=run,
-                    acks_pending=pending)
+        log.warning("acknowledgements pending and consumer health not measured: %s", type(exc).__name__)
+        pending, health = None, []
+    return [*snapshot(outcomes=summary.outcomes, max_age_seconds=max_age, now=now, run=run,
+                      acks_pending=pending), *health]
 
 
 def publish_run_metrics(settings: Settings, consumers: ConsumersFile, summary: RunSummary,
