@@ -189,6 +189,7 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                     app.terminate()
                     app.wait(10)
                 app_out.close()
+            failures += _access_levels(stack, creds)
             text = app_log.read_text() if app_log.exists() else ""
             forbidden = text.count("HTTP 403")
             accepted = text.count("HTTP 202")
@@ -206,6 +207,40 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
     print(f"\nservers stopped; demo took {time.monotonic() - t0:.1f}s; "
           f"{'all steps as expected' if not failures else f'{failures} step(s) failed'}")
     return 1 if failures else 0
+
+
+def _access_levels(stack: EmbeddedStack, creds) -> int:
+    """The access levels of the dev stack config (Pulumi.dev.yaml, rendered by the Pulumi program's
+    own code: ``python -m infra.handler_environment``) enforced by the real handler: billing's key
+    may send as billing, not as crm. Returns the number of unexpected answers."""
+    import requests
+
+    from rotation.dev.gateway import DevGateway
+
+    _banner("access levels per caller: billing's key sends as billing, and is refused as crm (403)")
+    rendered = subprocess.run([sys.executable, "-m", "infra.handler_environment", str(REPO / "Pulumi.dev.yaml")],
+                              cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    if rendered.returncode != 0:
+        print(f"  !! cannot render the access levels: {rendered.stderr.strip()[:300]}", flush=True)
+        return 1
+    value = stack.root_client().secrets.kv.v2.read_secret_version(
+        path="mail-api/keys/billing", mount_point="secret", raise_on_deleted_version=True)["data"]["data"]["current"]["value"]
+    failures = 0
+    with DevGateway(stack.aws_endpoint, rest_api_id=creds.rest_api_id, stage=creds.stage, quiet=True,
+                    key_cache_seconds=0, sender_identity="mail.dev.example.com",
+                    environment=json.loads(rendered.stdout)) as gw:
+        for sender, name, expect in (("billing@mail.dev.example.com", "Example Billing", 202),
+                                     ("crm@mail.dev.example.com", "Example CRM", 403)):
+            body = {"from": {"email": sender, "name": name}, "to": ["ops@example.org"],
+                    "subject": "access level check", "text": "hello"}
+            r = requests.post(gw.url, json=body, headers={"x-api-key": value}, timeout=60)
+            reason = (r.json().get("error") or {}).get("reason", "") if r.status_code >= 400 else ""
+            print(f"  POST /v1/messages from {sender} with billing's key -> HTTP {r.status_code} {reason}".rstrip(),
+                  flush=True)
+            if r.status_code != expect:
+                print(f"  !! expected HTTP {expect}", flush=True)
+                failures += 1
+    return failures
 
 
 def _proof(seconds: float) -> int:

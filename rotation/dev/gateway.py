@@ -331,6 +331,8 @@ class DevGateway:
     :param stage: the stage name (default ``v1``): usage plans must list ``(rest_api_id, stage)``.
     :param host, port: where to listen (loopback only; port 0 picks a free port).
     :param key_cache_seconds: how long the key/usage-plan snapshot is reused (default 2 s).
+    :param environment: more of the handler's environment, as ``pulumi up`` would set it (e.g. the
+        access levels from ``python -m infra.handler_environment``); set while the gateway runs.
     :param read_timeout_seconds: how long one read of a request may wait (default 10 s): a
         Content-Length larger than the body sent ends in 408, never a hung worker.
     :param clock: monotonic seconds for the key cache and the throttle buckets (default
@@ -352,7 +354,7 @@ class DevGateway:
                  configuration_set: str = DEFAULT_CONFIGURATION_SET, table_name: str = DEFAULT_TABLE_NAME,
                  setup_backend: bool = True, quiet: bool = False, concurrency: int = 4,
                  session: boto3.Session | None = None, clock: Callable[[], float] = time.monotonic,
-                 read_timeout_seconds: float = READ_TIMEOUT_SECONDS):
+                 read_timeout_seconds: float = READ_TIMEOUT_SECONDS, environment: dict[str, str] | None = None):
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the dev gateway listens on loopback only")
         if key_cache_seconds < 0:
@@ -366,6 +368,7 @@ class DevGateway:
         self.key_cache_seconds = key_cache_seconds
         self._clock = clock
         self.read_timeout_seconds = read_timeout_seconds
+        self.environment = dict(environment or {})
         #: bearer token of the dev-only ``GET /_dev/usage`` (random per gateway)
         self.usage_token = secrets.token_urlsafe(24)
         self.sender_identity = sender_identity
@@ -472,7 +475,7 @@ class DevGateway:
                "TABLE_NAME": self.table_name, "AWS_ENDPOINT_URL": self.aws_endpoint, "AWS_REGION": self.region}
         if not os.environ.get("AWS_ACCESS_KEY_ID"):
             env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-        return env
+        return {**env, **self.environment}
 
     def _set_env(self) -> None:
         for name, value in self.handler_environment().items():
