@@ -59,6 +59,8 @@ class _Ctx:
 
     def engine(self, settings: Settings, consumers: ConsumersFile, **kw):
         from rotation.wiring import build_engine
+        if getattr(self, "workers", None):
+            settings = settings.model_copy(update={"workers": self.workers})
         try:
             return build_engine(settings, consumers, **kw)
         except UnsupportedMount as exc:
@@ -196,9 +198,13 @@ def _run(obj: _Ctx, *, only=None, force=(), emergency=()) -> int:
 
 
 @main.command()
+@click.option("--workers", type=click.IntRange(1, 64), default=None, envvar="ROTATION_WORKERS",
+              help="Consumers worked on at once (default 8; ROTATION_WORKERS).")
 @click.pass_obj
-def run(obj: _Ctx) -> None:
+def run(obj: _Ctx, workers: int | None) -> None:
     """Rotate everything due, resume anything interrupted, revoke what is past its grace."""
+    if workers is not None:
+        obj.workers = workers
     raise click.exceptions.Exit(_run(obj))
 
 

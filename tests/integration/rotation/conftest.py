@@ -111,6 +111,13 @@ def assert_invariants(env: Env) -> None:
     for c in env.consumers.consumers:
         st = env.state(c.name)
         known |= st.known_key_ids()
+        if st.pending is not None and st.pending.key_name:
+            # A key minted for the pending record is known by its deterministic name (its id
+            # reaches Vault with the promote write): it must hold the pending value.
+            for k in keys:
+                if k["name"] == st.pending.key_name:
+                    assert k["value"] == st.pending.value, f"{c.name}: pending key value differs from Vault"
+                    known.add(k["id"])
         if st.current is not None:
             k = by_id.get(st.current.key_id)
             assert k is not None, f"{c.name}: current key {st.current.key_id} missing in API Gateway"

@@ -68,7 +68,12 @@ def test_sigkill_mid_rotation_then_run_again_completes(env, cfile):
                             cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while env.state("billing").pending is None or env.state("billing").pending.key_id is None:
+    def key_minted() -> bool:     # the pending key exists in API Gateway (its id reaches Vault at promote)
+        pending = env.state("billing").pending
+        return pending is not None and any(
+            k["name"] == pending.key_name for k in env.apigw().get_api_keys()["items"])
+
+    while not key_minted():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
     time.sleep(0.3)
