@@ -96,15 +96,13 @@ def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLo
 
 
 def _size_pools(vault: VaultStore, workers: int) -> None:
-    """Give Vault's HTTP session as many pooled connections as workers (requests keeps 10 by
-    default; a bigger pool avoids reconnecting when more workers than that run at once)."""
+    """Give Vault's HTTP session two pooled connections per worker, at least 10 (requests keeps
+    10 by default): status/plan read with ``max(workers, 8)`` threads and run with ``workers``."""
     from requests.adapters import HTTPAdapter
 
-    if workers <= 10:
-        return
     session = vault.client.adapter.session
     for prefix in ("https://", "http://"):
-        session.mount(prefix, HTTPAdapter(pool_connections=4, pool_maxsize=workers * 2))
+        session.mount(prefix, HTTPAdapter(pool_connections=4, pool_maxsize=max(10, workers * 2)))
 
 
 def publish_run_metrics(settings: Settings, consumers: ConsumersFile, summary: RunSummary) -> bool:

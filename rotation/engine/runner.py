@@ -244,7 +244,7 @@ class Engine:
         def one(name: str):
             with self._slot():
                 return fn(name)
-        if self.workers == 1 or len(names) <= 1:
+        if self.max_in_flight == 1 or len(names) <= 1:
             return [one(n) for n in names]
         with ThreadPoolExecutor(max_workers=min(len(names), self.max_in_flight),
                                 thread_name_prefix="rotation") as pool:
@@ -275,19 +275,33 @@ class Engine:
         """Read Vault (no writes) and decide for every consumer. A consumer whose record is
         deleted or destroyed gets the decision ``blocked`` (its reason says which and the fix)."""
         force, emergency = set(force), set(emergency)
-        out = []
         now = self.clock()
-        for c in self.consumers.consumers:
+        # One LIST per record kind says which consumers have a record at all: those without one
+        # need no read (an absent path costs a 404 and a metadata read). The rest are read
+        # concurrently, at most ``max(workers, 8)`` at a time: calls grow with the fleet, time
+        # with the fleet divided by that bound.
+        lister = getattr(self.vault, "list_records", None)
+        have_keys = lister("keys") if lister else None
+        have_rotation = lister("rotations") if lister else None
+
+        def one(c: Consumer):
             try:
-                state = self.vault.read_key_state(c.name)
-                journal = self.vault.read_rotation(c.name)
+                state = self.vault.read_key_state(c.name) if have_keys is None or c.name in have_keys \
+                    else KeyState()
+                journal = self.vault.read_rotation(c.name) if have_rotation is None or c.name in have_rotation \
+                    else RotationRecord()
             except RecordGone as exc:
-                out.append((c, KeyState(), RotationRecord(), Decision(c.name, "blocked", str(exc))))
-                continue
-            out.append((c, state, journal, decide(c, state, journal, now, force=c.name in force,
-                                                   emergency=c.name in emergency or bool(journal.emergency_request),
-                                                   owner=self.owner, lease_now=now.timestamp())))
-        return out
+                return (c, KeyState(), RotationRecord(), Decision(c.name, "blocked", str(exc)))
+            return (c, state, journal, decide(c, state, journal, now, force=c.name in force,
+                                              emergency=c.name in emergency or bool(journal.emergency_request),
+                                              owner=self.owner, lease_now=now.timestamp()))
+
+        consumers = list(self.consumers.consumers)
+        if len(consumers) <= 1:
+            return [one(c) for c in consumers]
+        with ThreadPoolExecutor(max_workers=min(len(consumers), max(self.workers, 8)),
+                                thread_name_prefix="rotation-read") as pool:
+            return list(pool.map(one, consumers))
 
     # -- running ---------------------------------------------------------------------------------
     def run(self, *, only: Iterable[str] | None = None, force: Iterable[str] = (),
@@ -673,7 +687,9 @@ class Engine:
             created = None
         control_ok = created is not None and problem is None
         while True:
-            if not control_ok:
+            if control_ok:
+                problem = None
+            else:
                 problem = self._check_key(pending, plan_id)
                 control_ok = problem is None
             if problem is None:

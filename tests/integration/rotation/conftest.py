@@ -19,6 +19,8 @@ from rotation.engine.runner import Engine
 from rotation.settings import Settings
 from rotation.wiring import make_targets
 
+FLEET_WORKERS = 3   # consumers worked on at once by every test engine (Engine(workers=...))
+
 
 def consumers_file(tmp: Path, names=("billing", "crm", "newsletter"), **defaults) -> ConsumersFile:
     return ConsumersFile.model_validate({
@@ -69,6 +71,8 @@ class Env:
         if kw["clock"] is None:
             del kw["clock"]
         kw.setdefault("verify_timeout_seconds", 3)
+        # every engine test (the crash and race tests included) runs with a worker pool
+        kw.setdefault("workers", FLEET_WORKERS)
         return Engine(kw.pop("consumers", self.consumers), vault, apigw, audit, **kw)
 
     def expire_leases(self) -> None:
