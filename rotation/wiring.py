@@ -96,13 +96,13 @@ def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLo
 
 
 def _size_pools(vault: VaultStore, workers: int) -> None:
-    """Give Vault's HTTP session two pooled connections per worker, at least 10 (requests keeps
-    10 by default): status/plan read with ``max(workers, 8)`` threads and run with ``workers``."""
+    """Give Vault's HTTP session two pooled connections per worker, at least 16 (requests keeps
+    10 by default): status/plan read with ``max(2 * workers, 16)`` threads, run with ``workers``."""
     from requests.adapters import HTTPAdapter
 
     session = vault.client.adapter.session
     for prefix in ("https://", "http://"):
-        session.mount(prefix, HTTPAdapter(pool_connections=4, pool_maxsize=max(10, workers * 2)))
+        session.mount(prefix, HTTPAdapter(pool_connections=4, pool_maxsize=max(16, workers * 2)))
 
 
 def publish_run_metrics(settings: Settings, consumers: ConsumersFile, summary: RunSummary) -> bool:

@@ -278,7 +278,7 @@ class Engine:
         now = self.clock()
         # One LIST per record kind says which consumers have a record at all: those without one
         # need no read (an absent path costs a 404 and a metadata read). The rest are read
-        # concurrently, at most ``max(workers, 8)`` at a time: calls grow with the fleet, time
+        # concurrently, at most ``max(2 * workers, 16)`` at a time: calls grow with the fleet, time
         # with the fleet divided by that bound.
         lister = getattr(self.vault, "list_records", None)
         have_keys = lister("keys") if lister else None
@@ -299,7 +299,7 @@ class Engine:
         consumers = list(self.consumers.consumers)
         if len(consumers) <= 1:
             return [one(c) for c in consumers]
-        with ThreadPoolExecutor(max_workers=min(len(consumers), max(self.workers, 8)),
+        with ThreadPoolExecutor(max_workers=min(len(consumers), max(self.workers * 2, 16)),
                                 thread_name_prefix="rotation-read") as pool:
             return list(pool.map(one, consumers))
 
@@ -706,7 +706,7 @@ class Engine:
             if time.monotonic() + delay > deadline:
                 raise VerificationFailed(f"{c.name} serial {pending.serial}: {problem}")
             self._wait(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, 1.0)   # a canary answer costs no control-plane call: ask often
 
     def _check_key(self, pending: KeyRecord, plan_id: str) -> str | None:
         key = self.apigw.get_key(pending.key_id, include_value=True)
