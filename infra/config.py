@@ -273,6 +273,9 @@ class RotationScheduleConfig(_Model):
     #: Lambda layer ARNs providing the rotation code's third-party imports (hvac, pydantic,
     #: pydantic-settings, PyYAML, requests...).
     layers: Annotated[list[str], AfterValidator(_layer_arns)] = Field(default_factory=list, max_length=5)
+    #: Large fleets: a planner enqueues one job per consumer to an SQS FIFO queue and worker
+    #: functions carry them out (infra/components/fanout.py), instead of one run per invocation.
+    fanout: bool = False
 
     @field_validator("schedule_expression")
     @classmethod

@@ -521,7 +521,11 @@ class Engine:
             emergency = True
             if state.pending is not None:
                 state, journal = self._rollback(c, state, journal, "tamper suspected: the pending key may be exposed")
-        journal, early = self.signals.early_revoke_ok(c, state, journal)
+        if state.previous is not None and state.previous.serial in decide(
+                c, state, journal, self.clock(), owner=self.owner, lease_now=self._now()).revoke:
+            early = False       # past its grace already: no traffic read, no snapshot write
+        else:
+            journal, early = self.signals.early_revoke_ok(c, state, journal)
         early = early or revoke_now
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
                    lease_now=self._now(), early_revoke=early)
