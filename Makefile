@@ -53,8 +53,8 @@ test-fast: $(STAMP) browser  ## skip the slow-marked tests
 lint: $(STAMP)
 	$(BIN)/ruff check rotation infra policies tests bench examples scripts
 
-bench: $(STAMP)              ## rotation throughput vs. the bare call sequence and AWS's rate limits
-	$(BIN)/python bench/rotation_bench.py
+bench: $(STAMP)              ## fleet figures beside their targets (bench/fleet_bench.py; sizes are flags)
+	$(BIN)/python bench/fleet_bench.py $(BENCH_ARGS)
 
 proof: $(STAMP)              ## zero-downtime proof: 60 s of traffic at 60 req/s while keys rotate and rotators die
 	$(BIN)/python bench/zero_downtime.py --seconds 60 --rate 60 --kills 3

@@ -293,6 +293,9 @@ class RotationScheduleConfig(_Model):
     #: Extra Lambda layer ARNs (optional, e.g. an extension). At most 4: Lambda allows 5 layers per
     #: function and the consumers-file layer is one of them.
     layers: Annotated[list[str], AfterValidator(_layer_arns)] = Field(default_factory=list, max_length=4)
+    #: Large fleets: a planner enqueues one job per consumer to an SQS FIFO queue and worker
+    #: functions carry them out (infra/components/fanout.py), instead of one run per invocation.
+    fanout: bool = False
 
     @field_validator("schedule_expression")
     @classmethod

@@ -19,6 +19,7 @@ from infra.components.audit import REQUEST_RECORD_FILTER, Audit, AuditArgs, Requ
 from infra.components.dashboard import Dashboard, DashboardArgs
 from infra.components.email import Email, EmailArgs
 from infra.components.encryption import Encryption, EncryptionArgs
+from infra.components.fanout import FanOut, FanOutArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
 from infra.components.oauth import OAuth, OAuthArgs
 from infra.components.rotator import RotatorAccess, RotatorAccessArgs, ScheduledRotator, ScheduledRotatorArgs
@@ -48,6 +49,7 @@ class MailApiStack:
     code_signing: CodeSigning | None = None
     scheduled_rotator: ScheduledRotator | None = None
     dashboard: Dashboard | None = None
+    fanout: FanOut | None = None
     exports: dict[str, pulumi.Output] = field(default_factory=dict)
 
 
@@ -156,6 +158,11 @@ def main(config: StackConfig | None = None, *, require_artifacts: bool = False) 
             audit_key_arn=encryption.audit_key.arn, dlq_arn=storage.dlq.arn, alarm_topic_arn=monitoring.topic.arn,
             log_retention_days=cfg.log_retention_days, canary_url=api.base_url.apply(lambda u: f"{u}/v1/messages"),
             code_signing=code_signing, tags=tags))
+    fanout = FanOut("rotation-fanout", FanOutArgs(
+        prefix=cfg.prefix, region=cfg.region, account_id=account_id, rotator=scheduled_rotator,
+        schedule_expression=cfg.rotation_schedule.schedule_expression, data_key_arn=encryption.data_key.arn,
+        alarm_topic_arn=monitoring.topic.arn, tags=tags)) \
+        if scheduled_rotator is not None and cfg.rotation_schedule.fanout else None
 
     exports: dict[str, pulumi.Output] = {
         out.API_URL: api.base_url,
@@ -182,4 +189,4 @@ def main(config: StackConfig | None = None, *, require_artifacts: bool = False) 
     return MailApiStack(config=cfg, encryption=encryption, storage=storage, audit=audit, email=email,
                         sender=sender, api=api, waf=waf, monitoring=monitoring, rotator=rotator, oauth=oauth,
                         request_archive=request_archive, code_signing=code_signing,
-                        scheduled_rotator=scheduled_rotator, dashboard=dashboard, exports=exports)
+                        scheduled_rotator=scheduled_rotator, dashboard=dashboard, fanout=fanout, exports=exports)

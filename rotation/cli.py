@@ -94,6 +94,8 @@ class _Ctx:
 
     def engine(self, settings: Settings, consumers: ConsumersFile, **kw):
         from rotation.wiring import build_engine
+        if getattr(self, "workers", None):
+            settings = settings.model_copy(update={"workers": self.workers})
         try:
             engine = build_engine(settings, consumers, **kw)
             engine.apigw.resolve_usage_plans(consumers.usage_plans, self.consumers_path)  # before any side effect
@@ -297,9 +299,13 @@ def _run(obj: _Ctx, *, only=None, force=(), emergency=(), output: str = "table",
 
 @main.command()
 @_output_options
+@click.option("--workers", type=click.IntRange(1, 64), default=None, envvar="ROTATION_WORKERS",
+              help="Consumers worked on at once (default 8; ROTATION_WORKERS).")
 @click.pass_obj
-def run(obj: _Ctx, output: str, as_json: bool) -> None:
+def run(obj: _Ctx, output: str, as_json: bool, workers: int | None) -> None:
     """Rotate everything due, resume anything interrupted, revoke what is past its grace."""
+    if workers is not None:
+        obj.workers = workers
     raise click.exceptions.Exit(_run(obj, output="json" if as_json else output, command="run"))
 
 

@@ -34,6 +34,7 @@ push_timeout_seconds           ROTATION_PUSH_TIMEOUT       per-target deadline (
 apigw_rate_per_second          ROTATION_APIGW_RATE         control-plane calls per second (AWS: 10)
 apigw_burst                    ROTATION_APIGW_BURST        bucket size (AWS: 40)
 apigw_key_writes_per_second    ROTATION_APIGW_KEY_RATE     Create/DeleteApiKey per second (AWS: 5)
+workers                        ROTATION_WORKERS            consumers worked on at once (1-64, default 8)
 audit_log                      ROTATION_AUDIT_LOG          JSON-lines audit file; stderr when unset
 canary_url                     ROTATION_CANARY_URL         the mail API's ``.../v1/messages``: the test step
                                                            POSTs an invalid body with the new key there
@@ -218,6 +219,7 @@ class Settings(BaseSettings):
     apigw_key_writes_per_second: float = Field(
         5.0, gt=0, le=5, validation_alias=AliasChoices("ROTATION_APIGW_KEY_RATE", "apigw_key_writes_per_second"))
     audit_log: Path | None = Field(None, validation_alias=AliasChoices("ROTATION_AUDIT_LOG", "audit_log"))
+    workers: int = Field(8, ge=1, le=64, validation_alias=AliasChoices("ROTATION_WORKERS", "workers"))
     canary_url: str | None = Field(None, validation_alias=AliasChoices("ROTATION_CANARY_URL", "canary_url"))
     traffic_url: str | None = Field(None, validation_alias=AliasChoices("ROTATION_TRAFFIC_URL", "traffic_url"))
     traffic_token: SecretStr | None = Field(

@@ -80,6 +80,7 @@ def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLo
         vault.close()
         raise
     vault.start_renewal()
+    _size_pools(vault, settings.workers)
     apigw = ApiGatewayKeys(settings)
     audit = audit or AuditLog(settings.audit_log)
     engine_kwargs.setdefault("targets_for", lambda c: make_targets(c, vault, settings))
@@ -91,8 +92,19 @@ def build_engine(settings: Settings, consumers: ConsumersFile, *, audit: AuditLo
     if settings.canary_url:
         from rotation.verifiers.canary import CanaryVerifier
         engine_kwargs["verifiers"] = [*engine_kwargs.get("verifiers", ()), CanaryVerifier(settings.canary_url)]
+    engine_kwargs.setdefault("workers", settings.workers)
     return Engine(consumers, vault, apigw, audit, lease_ttl_seconds=settings.lease_ttl_seconds,
                   verify_timeout_seconds=settings.verify_timeout_seconds, **engine_kwargs)
+
+
+def _size_pools(vault: VaultStore, workers: int) -> None:
+    """Give Vault's HTTP session two pooled connections per worker, at least 16 (requests keeps
+    10 by default): status/plan read with ``max(2 * workers, 16)`` threads, run with ``workers``."""
+    from requests.adapters import HTTPAdapter
+
+    session = vault.client.adapter.session
+    for prefix in ("https://", "http://"):
+        session.mount(prefix, HTTPAdapter(pool_connections=4, pool_maxsize=max(16, workers * 2)))
 
 
 def collect_run_metrics(engine: Engine, summary: RunSummary, run: RunMetrics | None = None) -> list[Sample]:

@@ -227,3 +227,39 @@ class ApiGatewayKeys:
         except AwsError as exc:
             if exc.code != "NotFoundException":
                 raise
+
+    # -- fleet-scale variants (fewest calls on the happy path) ------------------------------------
+    def create_new_key(self, *, consumer: str, serial: int, value: str, rotation_id: str) -> dict[str, Any]:
+        """CreateApiKey for a key this run has just recorded as pending (so it cannot exist yet):
+        one call, value and tags in the request, no lookup by name first. Returns CreateApiKey's
+        answer (``id``, ``enabled``, ``value``...). A ``ConflictException`` falls back to the
+        lookup by name (:meth:`create_key`'s resume path) and returns ``{"id": ...}`` only.
+        Raises :class:`EmptyKeyValue` / :class:`AwsError` like :meth:`create_key`."""
+        if not value or not value.isalnum() or not 20 <= len(value) <= 128:
+            raise EmptyKeyValue(f"{consumer} serial {serial}: key value must be 20-128 alphanumerics")
+        name = self.key_name(consumer, serial)
+        tags = {TAG_MANAGED_BY: MANAGED_BY, TAG_STACK: self.stack, TAG_CONSUMER: consumer,
+                TAG_SERIAL: str(serial), TAG_ROTATION: rotation_id}
+        try:
+            with aws_errors("CreateApiKey", name):
+                return self.client.create_api_key(
+                    name=name, value=value, enabled=True, tags=tags,
+                    description=f"{consumer} key {serial}, minted by secure-mail-api rotation {rotation_id}",
+                )
+        except AwsError as exc:
+            if exc.code == "ConflictException":
+                again = self.find_keys_by_name(name)
+                if again:
+                    return {"id": again[0]["id"]}
+            raise
+
+    def disable_key(self, key_id: str) -> bool:
+        """UpdateApiKey ``/enabled`` = false without a GetApiKey first; ``False`` when the key is
+        already gone (NotFoundException), ``True`` otherwise. Raises :class:`AwsError`."""
+        try:
+            self.set_enabled(key_id, False)
+            return True
+        except AwsError as exc:
+            if exc.code == "NotFoundException":
+                return False
+            raise

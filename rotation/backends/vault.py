@@ -365,10 +365,12 @@ class VaultStore:
         data, version = self._read(self.path("keys", consumer))
         return KeyState.from_dict(data, version)
 
-    def write_key_state(self, consumer: str, state: KeyState) -> KeyState:
+    def write_key_state(self, consumer: str, state: KeyState, *, mirror_labels: bool = True) -> KeyState:
         """CAS-write ``state`` (expected version ``state.version``); return it at its new version.
 
-        Also mirrors the non-secret label summary into the path's custom_metadata (best effort).
+        Also mirrors the non-secret label summary into the path's custom_metadata (best effort;
+        one more call), unless ``mirror_labels`` is false (a write that only records the pending
+        key: the mirror is brought up to date at the promote write).
         Raises :class:`CasConflict` when another writer got there first.
         """
         for rec in (state.current, state.previous, state.pending, *state.retired):
@@ -377,6 +379,8 @@ class VaultStore:
         path = self.path("keys", consumer)
         version = self._write(path, state.to_dict(), cas=state.version)
         new = state.evolve(version=version)
+        if not mirror_labels:
+            return new
         with contextlib.suppress(VaultError):
             self._call("update metadata", f"{self.mount}/metadata/{path}",
                        lambda: self.client.secrets.kv.v2.update_metadata(
@@ -392,6 +396,23 @@ class VaultStore:
             except hexc.InvalidPath:
                 return None
         return self._call("read metadata", f"{self.mount}/metadata/{path}", read)
+
+    def list_records(self, kind: str) -> set[str] | None:
+        """Consumer names with a record under ``<prefix>/<kind>/`` (one KV v2 LIST on the
+        metadata path; https://openbao.org/api-docs/secret/kv/kv-v2/#list-secrets). ``None``
+        when the token may not list (a 403): the caller then reads every path."""
+        path = f"{self.prefix}/{kind}"
+
+        def do_list():
+            try:
+                return self.client.secrets.kv.v2.list_secrets(path=path, mount_point=self.mount)["data"]["keys"]
+            except hexc.InvalidPath:
+                return []
+        try:
+            keys = self._call("list", f"{self.mount}/metadata/{path}", do_list)
+        except VaultPermissionDenied:
+            return None
+        return {k for k in keys if not k.endswith("/")}
 
     # -- lease + journal ------------------------------------------------------------------------
     def read_rotation(self, consumer: str) -> RotationRecord:

@@ -38,6 +38,12 @@ records reports from seconds to minutes. The cache makes the same kind of window
 a new key is refused for up to ``key_cache_seconds`` after it was created, which is what the
 rotation's canary must wait out.
 
+**Propagation** (``propagation_seconds``, default 0): on top of the cache, a change in whether a
+key is honoured (a new key, a key enabled/disabled, attached to or detached from a plan, deleted)
+takes effect only ``propagation_seconds`` after the gateway first saw it in a snapshot: until
+then the key keeps its old answer (a new key is refused, a disabled key still accepted). This
+models the data plane's propagation delay, so a fleet rotation can be benchmarked against it.
+
 Per-key request counters (every request that carried a known key id, whatever its answer) are
 exposed in process (:meth:`DevGateway.request_count`, :meth:`DevGateway.usage`) and over HTTP at
 the dev-only path ``GET /_dev/usage`` -> ``{"<key id>": <count>}``; :class:`DevGatewayTraffic`
@@ -157,8 +163,11 @@ class _KeyCache:
     """value -> _KeyEntry, read from the AWS control plane at most every ``ttl`` seconds."""
 
     def __init__(self, client: Any, rest_api_id: str, stage: str, ttl: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, propagation: float = 0.0):
         self.client = client
+        self.propagation = float(propagation)
+        # value -> (the entry still in force, when the change was first seen): see DevGateway
+        self._in_force: dict[str, tuple[_KeyEntry | None, float]] = {}
         self._clock = clock
         self.rest_api_id = rest_api_id
         self.stage = stage
@@ -176,7 +185,10 @@ class _KeyCache:
             with self._lock:
                 if self._by_value is None or self._clock() - self._loaded_at >= self.ttl:
                     try:
-                        self._by_value = self._load()
+                        loaded = self._load()
+                        if self.propagation > 0 and self._by_value is not None:
+                            self._note_changes(self._by_value, loaded)
+                        self._by_value = loaded
                         self.refreshes += 1
                     except Exception as exc:
                         if self._by_value is None:
@@ -185,7 +197,21 @@ class _KeyCache:
                                     type(exc).__name__)
                     self._loaded_at = self._clock()
                 snap = self._by_value
+        if self.propagation > 0:
+            held = self._in_force.get(value)
+            if held is not None and self._clock() - held[1] < self.propagation:
+                return held[0]
         return snap.get(value)
+
+    def _note_changes(self, old: dict[str, _KeyEntry], new: dict[str, _KeyEntry]) -> None:
+        """Remember, for each key whose honoured state changed between two snapshots, the entry
+        that stays in force for ``propagation`` seconds (called with the lock held)."""
+        now = self._clock()
+        self._in_force = {v: held for v, held in self._in_force.items() if now - held[1] < self.propagation}
+        for value in set(old) | set(new):
+            before, after = old.get(value), new.get(value)
+            if _honoured(before) != _honoured(after) and value not in self._in_force:
+                self._in_force[value] = (before, now)
 
     def invalidate(self) -> None:
         with self._lock:
@@ -226,6 +252,10 @@ class _KeyCache:
             out[value] = _KeyEntry(k["id"], bool(k.get("enabled")), plan_id,
                                    float(rate) if rate else None, int(burst) if burst else None)
         return out
+
+
+def _honoured(entry: _KeyEntry | None) -> bool:
+    return entry is not None and entry.enabled and entry.plan_id is not None
 
 
 #: The mail handler's code directory in this repository (what the Pulumi program zips for Lambda).
@@ -335,6 +365,8 @@ class DevGateway:
         access levels from ``python -m infra.handler_environment``); set while the gateway runs.
     :param read_timeout_seconds: how long one read of a request may wait (default 10 s): a
         Content-Length larger than the body sent ends in 408, never a hung worker.
+    :param propagation_seconds: how long a change in whether a key is honoured takes to reach
+        the data plane once seen (default 0; see the module docstring).
     :param clock: monotonic seconds for the key cache and the throttle buckets (default
         ``time.monotonic``); tests pass a fake clock to step through the cache window.
     :param sender_identity, configuration_set, table_name: the handler's environment; created in
@@ -354,11 +386,15 @@ class DevGateway:
                  configuration_set: str = DEFAULT_CONFIGURATION_SET, table_name: str = DEFAULT_TABLE_NAME,
                  setup_backend: bool = True, quiet: bool = False, concurrency: int = 4,
                  session: boto3.Session | None = None, clock: Callable[[], float] = time.monotonic,
-                 read_timeout_seconds: float = READ_TIMEOUT_SECONDS, environment: dict[str, str] | None = None):
+                 read_timeout_seconds: float = READ_TIMEOUT_SECONDS, environment: dict[str, str] | None = None,
+                 propagation_seconds: float = 0.0):
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the dev gateway listens on loopback only")
         if key_cache_seconds < 0:
             raise ValueError("key_cache_seconds must be >= 0")
+        if propagation_seconds < 0:
+            raise ValueError("propagation_seconds must be >= 0")
+        self.propagation_seconds = propagation_seconds
         self.aws_endpoint = aws_endpoint.rstrip("/")
         self.region = region
         self.stack = stack
@@ -425,7 +461,8 @@ class DevGateway:
         if self.setup_backend:
             ensure_mail_backend(self._session, self.aws_endpoint, sender_identity=self.sender_identity,
                                 configuration_set=self.configuration_set, table_name=self.table_name)
-        self._cache = _KeyCache(apigw, self.rest_api_id, self.stage, self.key_cache_seconds, self._clock)
+        self._cache = _KeyCache(apigw, self.rest_api_id, self.stage, self.key_cache_seconds, self._clock,
+                                self.propagation_seconds)
         self._set_env()
         self._instances = queue.SimpleQueue()
         modules = _handler_modules(self.concurrency)
@@ -719,6 +756,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="REST API secure-mail-api-<stack> (default $ROTATION_STACK or dev)")
     p.add_argument("--rest-api-id", default=None)
     p.add_argument("--key-cache-seconds", type=float, default=2.0)
+    p.add_argument("--propagation-seconds", type=float, default=0.0,
+                   help="delay before a new key is honoured or a disabled key refused, once seen")
     p.add_argument("--env-file", default=".dev-stack/env",
                    help="with the embedded stack: write the rotation environment here (mode 0600)")
     p.add_argument("--quiet", action="store_true", help="only the handler's errors on stdout")
@@ -786,7 +825,8 @@ def serve_main(argv: list[str] | None = None) -> int:
         try:
             gw = exits.enter_context(DevGateway(
                 endpoint, rest_api_id=args.rest_api_id, stack=args.stack, stage=args.stage, host=args.host,
-                port=args.port, key_cache_seconds=args.key_cache_seconds, quiet=args.quiet))
+                port=args.port, key_cache_seconds=args.key_cache_seconds, quiet=args.quiet,
+                propagation_seconds=args.propagation_seconds))
         except (LookupError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

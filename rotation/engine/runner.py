@@ -37,13 +37,16 @@ it in the same write; a request that cannot be served now is reported ``queued``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
 import string
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Self
@@ -139,7 +142,10 @@ class Engine:
                  after_step: StepHook | None = None, verifiers: Iterable[Verifier] = (),
                  owner: str | None = None, clock: Callable[[], datetime] | None = None,
                  traffic: TrafficSignal | None = None, quota: QuotaCarrier | None = None,
-                 progress: ProgressHook | None = None):
+                 progress: ProgressHook | None = None, workers: int = 1, max_in_flight: int = 256,
+                 sleep: Callable[[float], None] = time.sleep):
+        if workers < 1 or max_in_flight < workers:
+            raise ValueError("workers must be >= 1 and max_in_flight >= workers")
         self.consumers = consumers
         self.vault = vault
         self.apigw = apigw
@@ -160,7 +166,18 @@ class Engine:
             usage_plan_id=lambda c: apigw.resolve_usage_plan(consumers.usage_plans[c.tier]),
             lease_ttl=lease_ttl_seconds, renew=self._renew, fence=self._fence)
         self._managed_keys: list[dict] | None = None
+        self._managed_lock = threading.Lock()
         self._asked_serial: dict[str, int] = {}   # consumer -> current serial when a rotation was asked
+        self._snapshot: dict[str, KeyState] = {}  # consumer -> key state read at run start (reused once)
+        # consumer -> journal version we CAS-wrote with no external side effect since (a fresh fence)
+        self._fresh: dict[str, int] = {}
+        # consumer -> journal fields decided but not yet written (they go with the next CAS write)
+        self._unsaved: dict[str, dict] = {}
+        self.workers = workers
+        self.max_in_flight = max_in_flight
+        self._sleep = sleep
+        self._slots = threading.BoundedSemaphore(workers)
+        self._holding = threading.local()
 
     # -- time, lease, fence ----------------------------------------------------------------------
     def _now(self) -> float:
@@ -169,8 +186,11 @@ class Engine:
 
     def _renew(self, consumer: str, journal: RotationRecord, **changes) -> RotationRecord:
         """Renew our lease (CAS) with journal ``changes``; then the fence's clock check."""
+        changes = {**self._unsaved.pop(consumer, {}), **changes}
         journal = self.vault.renew_lease(consumer, journal, self.lease_ttl, now=self._now(), **changes)
-        return self._check_lease(consumer, journal)
+        journal = self._check_lease(consumer, journal)
+        self._fresh[consumer] = journal.version
+        return journal
 
     def _check_lease(self, consumer: str, journal: RotationRecord) -> RotationRecord:
         if journal.owner != self.owner or self._now() >= journal.lease_expires_at:
@@ -179,12 +199,62 @@ class Engine:
                             f"{self.lease_ttl:.0f}s lease); stopping before the next side effect")
         return journal
 
-    def _fence(self, c: Consumer | str, journal: RotationRecord) -> RotationRecord:
+    def _fence(self, c: Consumer | str, journal: RotationRecord, *, vault_write: bool = False) -> RotationRecord:
         """Right before a side effect: confirm the lease by a CAS renewal and check that it has
         not run out on the shared clock. Raises :class:`LeaseLost` (or :class:`CasConflict` when
-        another runner took the record); returns the journal at its new version."""
+        another runner took the record); returns the journal at its new version.
+
+        The CAS renewal is skipped when the journal we hold is the one our own last CAS write
+        returned and no side effect outside Vault happened since (that write *is* the
+        confirmation; the clock check still runs). A Vault key write (``vault_write``) does not
+        use the confirmation up: it is a CAS write itself, which another writer makes fail."""
         name = c if isinstance(c, str) else c.name
-        return self._renew(name, self._check_lease(name, journal))
+        journal = self._check_lease(name, journal)
+        if self._fresh.get(name) == journal.version:
+            if not vault_write:
+                self._fresh.pop(name, None)
+            return journal
+        journal = self._renew(name, journal)
+        if not vault_write:
+            self._fresh.pop(name, None)
+        return journal
+
+    # -- the bounded pool ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        """Hold one of ``workers`` slots: at most ``workers`` consumers do Vault/AWS work at once."""
+        self._slots.acquire()
+        self._holding.held = True
+        try:
+            yield
+        finally:
+            self._holding.held = False
+            self._slots.release()
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep without holding a slot, so waits (propagation, canary backoff) overlap with
+        other consumers' work; take a slot again afterwards."""
+        held = getattr(self._holding, "held", False)
+        if held:
+            self._holding.held = False
+            self._slots.release()
+        try:
+            self._sleep(seconds)
+        finally:
+            if held:
+                self._slots.acquire()
+                self._holding.held = True
+
+    def _map(self, fn: Callable[[str], object], names: list[str]) -> list:
+        """``fn`` over ``names`` with up to ``max_in_flight`` threads, ``workers`` of them busy."""
+        def one(name: str):
+            with self._slot():
+                return fn(name)
+        if self.max_in_flight == 1 or len(names) <= 1:
+            return [one(n) for n in names]
+        with ThreadPoolExecutor(max_workers=min(len(names), self.max_in_flight),
+                                thread_name_prefix="rotation") as pool:
+            return list(pool.map(one, names))
 
     def _guard(self, c: Consumer, journal: RotationRecord) -> RotationRecord:
         """A lighter fence before AWS calls in a loop: the clock check, and a CAS renewal once
@@ -211,19 +281,33 @@ class Engine:
         """Read Vault (no writes) and decide for every consumer. A consumer whose record is
         deleted or destroyed gets the decision ``blocked`` (its reason says which and the fix)."""
         force, emergency = set(force), set(emergency)
-        out = []
         now = self.clock()
-        for c in self.consumers.consumers:
+        # One LIST per record kind says which consumers have a record at all: those without one
+        # need no read (an absent path costs a 404 and a metadata read). The rest are read
+        # concurrently, at most ``max(2 * workers, 16)`` at a time: calls grow with the fleet, time
+        # with the fleet divided by that bound.
+        lister = getattr(self.vault, "list_records", None)
+        have_keys = lister("keys") if lister else None
+        have_rotation = lister("rotations") if lister else None
+
+        def one(c: Consumer):
             try:
-                state = self.vault.read_key_state(c.name)
-                journal = self.vault.read_rotation(c.name)
+                state = self.vault.read_key_state(c.name) if have_keys is None or c.name in have_keys \
+                    else KeyState()
+                journal = self.vault.read_rotation(c.name) if have_rotation is None or c.name in have_rotation \
+                    else RotationRecord()
             except RecordGone as exc:
-                out.append((c, KeyState(), RotationRecord(), Decision(c.name, "blocked", str(exc))))
-                continue
-            out.append((c, state, journal, decide(c, state, journal, now, force=c.name in force,
-                                                   emergency=c.name in emergency or bool(journal.emergency_request),
-                                                   owner=self.owner, lease_now=now.timestamp())))
-        return out
+                return (c, KeyState(), RotationRecord(), Decision(c.name, "blocked", str(exc)))
+            return (c, state, journal, decide(c, state, journal, now, force=c.name in force,
+                                              emergency=c.name in emergency or bool(journal.emergency_request),
+                                              owner=self.owner, lease_now=now.timestamp()))
+
+        consumers = list(self.consumers.consumers)
+        if len(consumers) <= 1:
+            return [one(c) for c in consumers]
+        with ThreadPoolExecutor(max_workers=min(len(consumers), max(self.workers * 2, 16)),
+                                thread_name_prefix="rotation-read") as pool:
+            return list(pool.map(one, consumers))
 
     # -- running ---------------------------------------------------------------------------------
     def run(self, *, only: Iterable[str] | None = None, force: Iterable[str] = (),
@@ -238,40 +322,53 @@ class Engine:
         # What "rotate now" means: a key newer than the one current when asked. Snapshot the
         # serials so a rotation completed meanwhile by another runner satisfies the request.
         self._asked_serial = {}
+        self._snapshot = {}
         self._requested = set()
         failed_early: dict[str, ConsumerOutcome] = {}
-        for name in sorted((force | emergency) & (only if only is not None else force | emergency)):
+        lock = threading.Lock()
+
+        def ask(name: str) -> None:
             try:
-                cur = self.vault.read_key_state(name).current
-                self._asked_serial[name] = cur.serial if cur else 0
+                state = self.vault.read_key_state(name)
+                cur = state.current
+                with lock:
+                    self._asked_serial[name] = cur.serial if cur else 0
+                    self._snapshot[name] = state    # process() reuses it once it is shown fresh
                 if name in emergency:
                     # durable before anything else: if this process dies now, the next run does it
                     req = self.vault.request_emergency(name, by=self.owner, asked_serial=self._asked_serial[name],
                                                        now=self._now())
-                    self._requested.add(name)
+                    with lock:
+                        self._requested.add(name)
                     self.audit.emit("emergency", "requested", consumer=name, request_id=req["id"],
                                     asked_serial=req["asked_serial"])
                     self.after_step(name, "emergency_requested")
             except RotationError as exc:
                 detail = REDACTOR.scrub(f"{type(exc).__name__}: {exc}")
                 self.audit.emit("consumer", "failed", consumer=name, error=detail)
-                failed_early[name] = ConsumerOutcome(name, "emergency" if name in emergency else "rotate",
-                                                     "failed", detail)
-        self._progress("started", sum(1 for c in self.consumers.consumers if only is None or c.name in only))
-        for c in self.consumers.consumers:
-            if only is not None and c.name not in only:
-                continue
-            if c.name in failed_early:
-                summary.outcomes.append(failed_early[c.name])
-                self._progress("done", summary.outcomes[-1])
-                continue
+                with lock:
+                    failed_early[name] = ConsumerOutcome(name, "emergency" if name in emergency else "rotate",
+                                                         "failed", detail)
+
+        self._map(ask, sorted((force | emergency) & (only if only is not None else force | emergency)))
+        by_name = {c.name: c for c in self.consumers.consumers}
+
+        def one(name: str) -> ConsumerOutcome:
+            outcome = failed_early.get(name) or attempt(by_name[name])
+            self._progress("done", outcome)
+            return outcome
+
+        def attempt(c: Consumer) -> ConsumerOutcome:
             try:
-                summary.outcomes.append(self.process(c, force=c.name in force, emergency=c.name in emergency))
+                return self.process(c, force=c.name in force, emergency=c.name in emergency)
             except Exception as exc:  # noqa: BLE001 - isolate each consumer (certbot-style)
                 detail = REDACTOR.scrub(f"{type(exc).__name__}: {exc}")
                 self.audit.emit("consumer", "failed", consumer=c.name, error=detail)
-                summary.outcomes.append(ConsumerOutcome(c.name, "error", "failed", detail))
-            self._progress("done", summary.outcomes[-1])
+                return ConsumerOutcome(c.name, "error", "failed", detail)
+
+        names = [c.name for c in self.consumers.consumers if only is None or c.name in only]
+        self._progress("started", len(names))
+        summary.outcomes.extend(self._map(one, names))
         self.audit.emit("run", "failed" if summary.failed else "deferred" if summary.deferred else "ok",
                         consumers=len(summary.outcomes), failed=len(summary.failed),
                         deferred=len(summary.deferred))
@@ -285,13 +382,19 @@ class Engine:
                 pass
 
     def _managed_by_consumer(self, consumer: str) -> list[dict]:
-        if self._managed_keys is None:
-            self._managed_keys = self.apigw.list_managed_keys()
-        return [k for k in self._managed_keys if (k.get("tags") or {}).get(TAG_CONSUMER) == consumer]
+        with self._managed_lock:       # one listing per run, whichever worker asks first
+            if self._managed_keys is None:
+                self._managed_keys = self.apigw.list_managed_keys()
+            keys = self._managed_keys
+        return [k for k in keys if (k.get("tags") or {}).get(TAG_CONSUMER) == consumer]
 
     def process(self, c: Consumer, *, force: bool = False, emergency: bool = False) -> ConsumerOutcome:
-        """Everything one run does for consumer ``c``, under its lease."""
-        state = self.vault.read_key_state(c.name)
+        """Everything one run does for consumer ``c``, under its lease.
+
+        Reads the key record once (the run-start snapshot when there is one), then the rotation
+        record; the key record is read again under the lease only when the rotation record does
+        not vouch for it (see :meth:`_known_fresh`)."""
+        state = self._snapshot.pop(c.name, None) or self.vault.read_key_state(c.name)
         journal = self.vault.read_rotation(c.name)
         requested = bool(journal.emergency_request)
         emergency = emergency or requested
@@ -312,9 +415,11 @@ class Engine:
             journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl, journal, now=self._now())
         except LockHeld as exc:
             return self._deferred(c, d.rotate, self.vault.read_rotation(c.name), str(exc))
+        self._fresh[c.name] = journal.version    # the acquire write confirms the lease
         self.audit.emit("lock", "ok", consumer=c.name, vault_version=journal.version, taken_over_from=prior_owner)
+        known = state if self._known_fresh(state, journal) else None
         try:
-            return self._process_locked(c, journal, force=force, emergency=emergency)
+            return self._process_locked(c, journal, force=force, emergency=emergency, known=known)
         except CasConflict as exc:
             # Lost a race (V1) or our lease ran out: someone else may act now; never clobber, never
             # revoke because of it, and report it as a failure (the run did not finish its work).
@@ -333,22 +438,50 @@ class Engine:
         self.audit.emit("lock", "skipped", consumer=c.name, detail=why)
         return ConsumerOutcome(c.name, action, "locked", why)
 
-    def _process_locked(self, c: Consumer, journal: RotationRecord, *, force: bool, emergency: bool) -> ConsumerOutcome:
+    @staticmethod
+    def _known_fresh(state: KeyState, journal: RotationRecord) -> bool:
+        """Is the key record read before the lease still the latest? Every release records the
+        key record's version in ``last_outcome.keys_version``; the key record is read *before*
+        the rotation record, and our lease was taken with a CAS on the version read, so a match
+        means no lease holder wrote the key record since. Anything else (a crashed holder, a
+        write by hand) reads it again."""
+        return state.version > 0 and journal.last_outcome.get("keys_version") == state.version
+
+    def _release(self, c: Consumer, state: KeyState, journal: RotationRecord, result: ConsumerOutcome,
+                 done: dict | None) -> RotationRecord:
+        changes: dict = {"last_outcome": {
+            "outcome": result.outcome, "action": result.action, "at": to_iso(self.clock()),
+            "rotation_id": result.rotation_id, "detail": result.detail[:300], "keys_version": state.version}}
+        if done:
+            changes["emergency_request"] = {}
+        if result.outcome == "ok" and journal.step in (Step.TESTED.value, Step.DISTRIBUTED.value) \
+                and state.pending is None and state.current is not None \
+                and journal.rotation_id == state.current.rotation_id:
+            changes["step"] = Step.PROMOTED.value       # the promote's journal entry, in the release write
+        return self.vault.write_rotation(c.name, journal.evolve(owner=None, lease_expires_at=0.0, **changes))
+
+    def _process_locked(self, c: Consumer, journal: RotationRecord, *, force: bool, emergency: bool,
+                        known: KeyState | None = None) -> ConsumerOutcome:
         try:
-            result, state, journal = self._work(c, journal, force=force, emergency=emergency)
+            result, state, journal = self._work(c, journal, force=force, emergency=emergency, known=known)
             # An emergency request recorded while we worked (by a runner that found our lease):
             # we hold the lease, so we carry it out now rather than leave the leaked key enabled.
-            for _ in range(2):
-                journal = self.vault.refresh_own(c.name, journal)
-                if not self._request_open(state, journal) or result.outcome != "ok":
+            # The release is a CAS write on the version we hold: if it fails, someone wrote the
+            # record meanwhile; read it, and carry out a request that came in (at most twice more).
+            for attempt in range(3):
+                if attempt and self._request_open(state, journal) and result.outcome == "ok":
+                    result, state, journal = self._work(c, journal, force=False, emergency=True)
+                done = journal.emergency_request if not self._request_open(state, journal) else None
+                result.current_promoted_at = state.current.promoted_at if state.current else None
+                if not done and journal.emergency_request and result.outcome == "ok" and attempt < 2:
+                    continue        # a request merged into our journal by a renewal: carry it out
+                try:
+                    self._release(c, state, journal, result, done)
                     break
-                result, state, journal = self._work(c, journal, force=False, emergency=True)
-            done = journal.emergency_request if not self._request_open(state, journal) else None
-            result.current_promoted_at = state.current.promoted_at if state.current else None
-            self.vault.release_lease(c.name, journal, last_outcome={
-                "outcome": result.outcome, "action": result.action, "at": to_iso(self.clock()),
-                "rotation_id": result.rotation_id, "detail": result.detail[:300]},
-                **({"emergency_request": {}} if done else {}))
+                except CasConflict:
+                    if attempt == 2:
+                        raise
+                    journal = self.vault.refresh_own(c.name, journal)
             if done:
                 self.audit.emit("emergency", "done", consumer=c.name, request_id=done.get("id"))
             return result
@@ -379,9 +512,9 @@ class Engine:
         old = [r for r in (state.previous, *state.retired) if r is not None and r.serial <= asked]
         return any(r.disabled_at is None for r in old)
 
-    def _work(self, c: Consumer, journal: RotationRecord, *, force: bool,
-              emergency: bool) -> tuple[ConsumerOutcome, KeyState, RotationRecord]:
-        state = self.vault.read_key_state(c.name)  # fresh, under the lease
+    def _work(self, c: Consumer, journal: RotationRecord, *, force: bool, emergency: bool,
+              known: KeyState | None = None) -> tuple[ConsumerOutcome, KeyState, RotationRecord]:
+        state = known if known is not None else self.vault.read_key_state(c.name)  # fresh, under the lease
         REDACTOR.register(*(r.value for r in (state.current, state.previous, state.pending, *state.retired) if r))
         journal = self._finish_promoted_journal(c, state, journal)
         revoke_now = False
@@ -405,7 +538,11 @@ class Engine:
             emergency = True
             if state.pending is not None:
                 state, journal = self._rollback(c, state, journal, "tamper suspected: the pending key may be exposed")
-        journal, early = self.signals.early_revoke_ok(c, state, journal)
+        if state.previous is not None and state.previous.serial in decide(
+                c, state, journal, self.clock(), owner=self.owner, lease_now=self._now()).revoke:
+            early = False       # past its grace already: no traffic read, no snapshot write
+        else:
+            journal, early = self.signals.early_revoke_ok(c, state, journal)
         early = early or revoke_now
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
                    lease_now=self._now(), early_revoke=early)
@@ -441,9 +578,12 @@ class Engine:
                      or bool(state.pending and state.pending.emergency)
                      or (d.rotate == "resume" and journal.emergency
                          and journal.rotation_id == (state.pending.rotation_id if state.pending else None)))
-        journal = self._fence(c, journal)
+        journal = self._fence(c, journal, vault_write=True)
         if state.pending is not None and emergency and not state.pending.emergency:
-            state = self.vault.write_key_state(c.name, state.evolve(pending=replace(state.pending, emergency=True)))
+            state = self.vault.write_key_state(c.name, state.evolve(pending=replace(state.pending, emergency=True)),
+                                               mirror_labels=False)
+        created = None      # CreateApiKey's answer when this run mints the key
+        fresh = state.pending is None
         if state.pending is None:
             rotation_id = uuid.uuid4().hex
             serial = state.next_serial()
@@ -451,11 +591,15 @@ class Engine:
             REDACTOR.register(value)
             pending = KeyRecord(serial=serial, value=value, rotation_id=rotation_id, created_at=to_iso(self.clock()),
                                 key_name=self.apigw.key_name(c.name, serial), emergency=emergency)
-            state = self.vault.write_key_state(c.name, state.evolve(pending=pending))
+            state = self.vault.write_key_state(c.name, state.evolve(pending=pending), mirror_labels=False)
             self.audit.emit("create", "pending_recorded", consumer=c.name, rotation_id=rotation_id, serial=serial,
                             fingerprint=pending.fingerprint, vault_version=state.version, emergency=emergency)
-            journal = self._journal(c, journal, Step.PENDING_RECORDED, rotation_id=rotation_id, emergency=emergency,
-                                    started_at=to_iso(self.clock()), acks={})
+            # The journal learns the rotation id with the test step's write: until then the
+            # pending record in the key record is the journal (a resume starts from it).
+            self._unsaved[c.name] = {"rotation_id": rotation_id, "emergency": emergency,
+                                     "started_at": to_iso(self.clock()), "step": Step.PENDING_RECORDED.value,
+                                     "acks": {}}
+            self.after_step(c.name, Step.PENDING_RECORDED.value)
         else:
             REDACTOR.register(state.pending.value)
             if journal.rotation_id != state.pending.rotation_id or journal.emergency != emergency:
@@ -465,15 +609,16 @@ class Engine:
                             serial=state.pending.serial, step=journal.step)
         pending = state.pending
         out = ConsumerOutcome(c.name, d.rotate, "ok", d.reason, pending.serial, pending.rotation_id)
-        step = journal.step
+        step = Step.PENDING_RECORDED.value if fresh else journal.step
         try:
             if step == Step.ROLLED_BACK.value or step == "rolling_back":
                 raise VerificationFailed("resuming an interrupted rollback")
             if pending.key_id is None or step in (Step.PENDING_RECORDED.value, Step.LOCKED.value, None):
-                state, journal = self._create(c, state, journal)
-                step = journal.step
+                # A resumed rotation looks the key up by name (it may exist); a fresh one cannot.
+                state, journal, created = self._create(c, state, journal, fresh=fresh)
+                step = Step.KEY_CREATED.value
             if step == Step.KEY_CREATED.value:
-                self._test(c, state.pending)
+                self._test(c, state.pending, created=created)
                 journal = self._journal(c, journal, Step.TESTED)
                 self.audit.emit("test", "ok", consumer=c.name, rotation_id=pending.rotation_id,
                                 key_id=state.pending.key_id, serial=pending.serial)
@@ -482,8 +627,10 @@ class Engine:
                 journal, failed_required = self._distribute(c, state.pending, journal)
                 if failed_required:
                     raise PushError(f"required target(s) failed: {'; '.join(failed_required)}")
-                journal = self._journal(c, journal, Step.DISTRIBUTED)
-                step = journal.step
+                # no journal write of its own: each ack is journaled; a resume at "tested"
+                # skips the acked targets
+                self.after_step(c.name, Step.DISTRIBUTED.value)
+                step = Step.DISTRIBUTED.value
         except (VerificationFailed, PushError, RotationError) as exc:
             if isinstance(exc, (CasConflict, CanaryMisconfigured)):
                 raise
@@ -495,7 +642,7 @@ class Engine:
         new_current = replace(state.pending, promoted_at=now)
         if emergency and (not journal.emergency or journal.reissue_required):
             journal = self._renew(c.name, journal, emergency=True, reissue_required=False)
-        journal = self._fence(c, journal)   # the promote write happens under a confirmed lease
+        journal = self._fence(c, journal, vault_write=True)   # the promote write happens under a confirmed lease
         retired = list(state.retired)
         if state.previous is not None:
             retired.append(state.previous)  # an older key still around: revoked by this run
@@ -504,17 +651,29 @@ class Engine:
         self.audit.emit("promote", "ok", consumer=c.name, rotation_id=new_current.rotation_id,
                         serial=new_current.serial, key_id=new_current.key_id, fingerprint=new_current.fingerprint,
                         vault_version=state.version, emergency=emergency)
-        journal = self._journal(c, journal, Step.PROMOTED)
+        # the journal's "promoted" entry goes with the next write (a revoke's, or the release)
+        self._fresh.pop(c.name, None)
+        self.after_step(c.name, Step.PROMOTED.value)
         return state, journal, out
 
-    def _create(self, c: Consumer, state: KeyState, journal: RotationRecord):
+    def _create(self, c: Consumer, state: KeyState, journal: RotationRecord, *, fresh: bool = False):
+        """CreateApiKey (no lookup by name for a ``fresh`` rotation: its key cannot exist yet),
+        CreateUsagePlanKey, the quota carry-over. The key id is kept in memory and reaches Vault
+        with the promote write: a resume finds the key by its deterministic name. Returns
+        ``(state, journal, created)``; ``created`` is CreateApiKey's answer or ``None``."""
         pending = state.pending
         plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
         journal = self._fence(c, journal)
-        key_id = self.apigw.create_key(consumer=c.name, serial=pending.serial, value=pending.value,
-                                       rotation_id=pending.rotation_id)
+        created = None
+        if fresh and hasattr(self.apigw, "create_new_key"):
+            created = self.apigw.create_new_key(consumer=c.name, serial=pending.serial, value=pending.value,
+                                                rotation_id=pending.rotation_id)
+            key_id = created["id"]
+        else:
+            key_id = self.apigw.create_key(consumer=c.name, serial=pending.serial, value=pending.value,
+                                           rotation_id=pending.rotation_id)
         if pending.key_id != key_id:
-            state = self.vault.write_key_state(c.name, state.evolve(pending=replace(pending, key_id=key_id)))
+            state = state.evolve(pending=replace(pending, key_id=key_id))   # in memory (see above)
         self.after_step(c.name, "api_key_created")
         journal = self._guard(c, journal)
         self.apigw.attach(plan_id, key_id)
@@ -524,17 +683,36 @@ class Engine:
                             rotation_id=pending.rotation_id, key_id=key_id, remaining=carried)
         self.audit.emit("create", "ok", consumer=c.name, rotation_id=pending.rotation_id, serial=pending.serial,
                         key_id=key_id, usage_plan=plan_id, vault_version=state.version)
-        journal = self._journal(c, journal, Step.KEY_CREATED)
-        return state, journal
+        self.after_step(c.name, Step.KEY_CREATED.value)
+        return state, journal, created
 
-    def _test(self, c: Consumer, pending: KeyRecord) -> None:
-        """Prove the new key works: enabled, right value, right usage plan; then the verifiers.
-        Retries with exponential backoff until ``verify_timeout`` (failure case A1)."""
+    def _test(self, c: Consumer, pending: KeyRecord, *, created: dict | None = None) -> None:
+        """Prove the new key works: enabled, right value, right usage plan; then the verifiers
+        (the canary: the gateway honours the key). Retries with exponential backoff until
+        ``verify_timeout`` (failure case A1).
+
+        The control-plane state is checked from CreateApiKey's answer when this run created the
+        key (``created``: enabled, value; CreateUsagePlanKey succeeded), else read once
+        (GetApiKey, GetUsagePlans) and read again only while it is wrong: retries wait for
+        propagation, which only the verifiers observe. Waits hold no worker slot."""
         plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
         deadline = time.monotonic() + self.verify_timeout
         delay = 0.2
+        problem = None
+        if created is not None and created.get("value") is not None:
+            if not created.get("enabled"):
+                problem = f"API key {pending.key_id} is not enabled"
+            elif created.get("value") != pending.value:
+                problem = f"API key {pending.key_id} does not hold the value Vault holds"
+        else:
+            created = None
+        control_ok = created is not None and problem is None
         while True:
-            problem = self._check_key(pending, plan_id)
+            if control_ok:
+                problem = None
+            else:
+                problem = self._check_key(pending, plan_id)
+                control_ok = problem is None
             if problem is None:
                 try:
                     for verify in self.verifiers:
@@ -548,8 +726,8 @@ class Engine:
                     problem = REDACTOR.scrub(f"verifier error {type(exc).__name__}: {exc}")
             if time.monotonic() + delay > deadline:
                 raise VerificationFailed(f"{c.name} serial {pending.serial}: {problem}")
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            self._wait(delay)
+            delay = min(delay * 2, 1.0)   # a canary answer costs no control-plane call: ask often
 
     def _check_key(self, pending: KeyRecord, plan_id: str) -> str | None:
         key = self.apigw.get_key(pending.key_id, include_value=True)
@@ -629,8 +807,7 @@ class Engine:
         plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
         for kid in key_ids:
             journal = self._guard(c, journal)
-            if self.apigw.get_key(kid) is not None:
-                self.apigw.set_enabled(kid, False)
+            self._disable(kid)
             self.apigw.detach(plan_id, kid)
             self.apigw.delete_key(kid)
         journal = self._fence(c, journal)
@@ -660,8 +837,7 @@ class Engine:
                 continue
             if rec.key_id:
                 journal = self._guard(c, journal)
-                if self.apigw.get_key(rec.key_id) is not None:
-                    self.apigw.set_enabled(rec.key_id, False)
+                self._disable(rec.key_id)
                 self.apigw.detach(plan_id, rec.key_id)
             disabled = replace(rec, disabled_at=now)
             if rec is previous:
@@ -683,8 +859,15 @@ class Engine:
                             fingerprint=rec.fingerprint)
         journal = self._guard(c, journal)
         state = self.vault.write_key_state(c.name, state.evolve(previous=previous, retired=tuple(retired)))
-        journal = self._renew(c.name, journal)
-        return state, journal
+        return state, journal      # the lease is renewed by the release that follows
+
+    def _disable(self, key_id: str) -> None:
+        """Disable an API key; already gone is fine. One UpdateApiKey (no GetApiKey first)."""
+        disable = getattr(self.apigw, "disable_key", None)
+        if disable is not None:
+            disable(key_id)
+        elif self.apigw.get_key(key_id) is not None:
+            self.apigw.set_enabled(key_id, False)
 
     def _orphans(self, c: Consumer, state: KeyState) -> list[dict]:
         known = state.known_key_ids()
@@ -699,6 +882,10 @@ class Engine:
         # The run-start listing is safe here: under our lease no other runner adds keys for this
         # consumer, and a key it misses (created after the listing) is swept by the next run.
         orphans = self._orphans(c, state)
+        if orphans:
+            # deleting is a rare path: judge it on a fresh read of the key record
+            state = self.vault.read_key_state(c.name)
+            orphans = self._orphans(c, state)
         if orphans and state.version == 0:
             # API keys for a consumer Vault has no record of at all: Vault lost its state (a
             # destroyed path?). Deleting them could cut every app off: a human decides.
@@ -712,5 +899,6 @@ class Engine:
                 self.apigw.set_enabled(k["id"], False)
             self.apigw.delete_key(k["id"])
             self.audit.emit("orphan", "removed", consumer=c.name, key_id=k["id"], key_name=k.get("name"))
-            self._managed_keys = [m for m in self._managed_keys or [] if m["id"] != k["id"]]
+            with self._managed_lock:
+                self._managed_keys = [m for m in self._managed_keys or [] if m["id"] != k["id"]]
         return state, journal

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "rotation"
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 CLIENT_THIRD_PARTY = {"hvac", "requests", "standardwebhooks"}
-ENTRY_POINTS = ("rotation.cli", "rotation.aws_lambda", "rotation.scheduler", "rotation.wiring")
+ENTRY_POINTS = ("rotation.cli", "rotation.aws_lambda", "rotation.scheduler", "rotation.wiring", "rotation.fanout")
 
 
 def module_name(path: Path) -> str:

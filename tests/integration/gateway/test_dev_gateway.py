@@ -340,3 +340,33 @@ def test_a_content_length_larger_than_the_body_ends_in_408_not_a_hung_worker(sta
         answer = raw_request(gw, head, b'{"from": ')
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert post(gw, value, body={}).status_code == 400      # the gateway still serves
+
+
+def test_propagation_delays_a_new_key_and_a_disabled_key_by_the_configured_seconds(stack, keys, monkeypatch):
+    """``propagation_seconds=30``: once a snapshot shows a change, the key keeps its old answer
+    for 30 s of gateway clock: a new key stays refused, a disabled key stays accepted."""
+    clock = FakeClock()
+    with DevGateway(stack.aws_endpoint, key_cache_seconds=0, quiet=True, clock=clock,
+                    propagation_seconds=30) as gw:
+        for k, v in gw.handler_environment().items():
+            monkeypatch.setenv(k, v)
+        old_id, old_value = keys.make("premium")
+        post(gw, "Y" * 40)                     # the first snapshot: keys in it are in force at once
+        assert post(gw, old_value, body={}).status_code == 400
+        _, new_value = keys.make("premium")
+        assert post(gw, new_value, body={}).status_code == 403     # seen now, honoured in 30 s
+        keys.client().update_api_key(apiKey=old_id, patchOperations=[
+            {"op": "replace", "path": "/enabled", "value": "false"}])
+        clock.now += 29.9
+        assert post(gw, new_value, body={}).status_code == 403
+        assert post(gw, old_value, body={}).status_code == 400     # disabled at 0 s of clock... still served
+        clock.now += 0.2
+        assert post(gw, new_value, body={}).status_code == 400     # 30 s after it was seen
+        assert post(gw, old_value, body={}).status_code == 400     # its own 30 s started later
+        clock.now += 30
+        assert post(gw, old_value, body={}).status_code == 403
+
+
+def test_propagation_seconds_must_not_be_negative(stack):
+    with pytest.raises(ValueError, match="propagation_seconds"):
+        DevGateway(stack.aws_endpoint, propagation_seconds=-1)

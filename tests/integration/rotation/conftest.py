@@ -19,6 +19,8 @@ from rotation.engine.runner import Engine
 from rotation.settings import Settings
 from rotation.wiring import make_targets
 
+FLEET_WORKERS = 3   # consumers worked on at once by every test engine (Engine(workers=...))
+
 
 def consumers_file(tmp: Path, names=("billing", "crm", "newsletter"), **defaults) -> ConsumersFile:
     return ConsumersFile.model_validate({
@@ -69,6 +71,8 @@ class Env:
         if kw["clock"] is None:
             del kw["clock"]
         kw.setdefault("verify_timeout_seconds", 3)
+        # every engine test (the crash and race tests included) runs with a worker pool
+        kw.setdefault("workers", FLEET_WORKERS)
         return Engine(kw.pop("consumers", self.consumers), vault, apigw, audit, **kw)
 
     def expire_leases(self) -> None:
@@ -111,6 +115,13 @@ def assert_invariants(env: Env) -> None:
     for c in env.consumers.consumers:
         st = env.state(c.name)
         known |= st.known_key_ids()
+        if st.pending is not None and st.pending.key_name:
+            # A key minted for the pending record is known by its deterministic name (its id
+            # reaches Vault with the promote write): it must hold the pending value.
+            for k in keys:
+                if k["name"] == st.pending.key_name:
+                    assert k["value"] == st.pending.value, f"{c.name}: pending key value differs from Vault"
+                    known.add(k["id"])
         if st.current is not None:
             k = by_id.get(st.current.key_id)
             assert k is not None, f"{c.name}: current key {st.current.key_id} missing in API Gateway"

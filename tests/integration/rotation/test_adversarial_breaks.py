@@ -184,17 +184,17 @@ def test_current_key_value_leaks_in_error_text_when_restore_push_raises(env, mon
 
 
 def test_emergency_flag_lost_when_crash_between_pending_write_and_journal(env, monkeypatch):
-    """Emergency rotation: pending is written to Vault, then the process dies before the
-    PENDING_RECORDED journal write (which is the only place emergency=True is recorded). The
-    resumed run re-journals with emergency=False and the compromised key stays enabled for the
-    grace period. Breaks: emergency = old key revoked at once."""
+    """Emergency rotation: pending is written to Vault, then the process dies before the first
+    journal write that records the rotation (its id and emergency=True; since the fleet work it
+    goes with the test step's write). The resumed run must still know it is an emergency (the
+    flag lives on the pending record) and revoke the leaked key at once."""
     env.engine().run()
     leaked = env.state("newsletter").current
     e = env.engine(lease_ttl_seconds=1)
     real = e.vault.renew_lease
 
     def die(consumer, rec, ttl, **changes):
-        if changes.get("step") == "pending_recorded":
+        if "rotation_id" in changes:
             raise Crash("killed")
         return real(consumer, rec, ttl, **changes)
 

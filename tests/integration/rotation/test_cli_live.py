@@ -72,7 +72,12 @@ def test_sigkill_mid_rotation_then_run_again_completes(env, cfile):
                             cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while env.state("billing").pending is None or env.state("billing").pending.key_id is None:
+    def key_minted() -> bool:     # the pending key exists in API Gateway (its id reaches Vault at promote)
+        pending = env.state("billing").pending
+        return pending is not None and any(
+            k["name"] == pending.key_name for k in env.apigw().get_api_keys()["items"])
+
+    while not key_minted():
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.1)
     time.sleep(0.3)
@@ -167,7 +172,8 @@ def test_run_publishes_rotation_metrics_to_cloudwatch(env, cfile):
     names = {m["MetricName"] for m in cw.list_metrics(Namespace=metrics.NAMESPACE)["Metrics"]}
     assert names == {metrics.ROTATION_SUCCEEDED, metrics.ROTATION_FAILED, metrics.OLDEST_KEY_AGE_SECONDS,
                      metrics.KEYS_OVER_MAX_AGE, metrics.KEY_AGE_SECONDS, metrics.ROTATIONS,
-                     metrics.TIME_TO_CONFIRM_SECONDS, metrics.ACKNOWLEDGEMENTS_PENDING, metrics.LEASE_TAKEOVERS}
+                     metrics.TIME_TO_CONFIRM_SECONDS, metrics.ACKNOWLEDGEMENTS_PENDING, metrics.LEASE_TAKEOVERS,
+                     metrics.KEY_OVER_MAX_AGE, metrics.UNACKNOWLEDGED_KEY_AGE_SECONDS, metrics.ROLLING_BACK_AGE_SECONDS}
     per_consumer = cw.list_metrics(Namespace=metrics.NAMESPACE, MetricName=metrics.KEY_AGE_SECONDS)["Metrics"]
     assert {d["Value"] for m in per_consumer for d in m["Dimensions"] if d["Name"] == "Consumer"} == {
         "billing", "crm", "newsletter"}

@@ -170,18 +170,16 @@ def test_emergency_request_while_another_runner_holds_the_lease_is_queued_and_ca
 def test_runner_that_stalls_past_its_lease_never_pushes_a_revoked_key(env, monkeypatch):
     env.engine().run()
     a = env.engine()
-    tested, stalled, release = threading.Event(), threading.Event(), threading.Event()
-    real = a.vault.renew_lease
+    stalled, release = threading.Event(), threading.Event()
 
-    def renew(consumer, rec, ttl, **kw):
-        out = real(consumer, rec, ttl, **kw)
-        if consumer == "billing" and tested.is_set() and not stalled.is_set() and set(kw) <= {"now"}:
-            stalled.set()                    # renewed right before the push, then the process stalls
+    def stall(consumer, step):
+        # the "tested" journal write (a CAS renewal of the lease) is the last write before the
+        # push: the process stalls right after it
+        if (consumer, step) == ("billing", "tested") and not stalled.is_set():
+            stalled.set()
             assert release.wait(60)
-        return out
 
-    monkeypatch.setattr(a.vault, "renew_lease", renew)
-    a.after_step = lambda c, s: tested.set() if (c, s) == ("billing", "tested") else None
+    a.after_step = stall
     res = {}
     th = threading.Thread(target=lambda: res.setdefault("a", a.run(only=["billing"], force=["billing"])))
     th.start()
@@ -209,7 +207,7 @@ def test_rollback_after_a_write_whose_answer_was_lost_completes_and_releases_the
 
     def lost_answer(consumer, rec, ttl, **kw):
         new = real(consumer, rec, ttl, **kw)
-        if kw.get("step") == "key_created" and not failed:   # the journal write after creating the key
+        if kw.get("step") == "tested" and not failed:   # the first journal write after creating the key
             failed.append(1)
             raise VaultError("cas write: cannot reach Vault (ConnectionError)")   # applied, answer lost
         return new
