@@ -68,6 +68,7 @@ __all__ = [
     "LogArchiveConfig",
     "RotationAccessConfig",
     "RotationScheduleConfig",
+    "RotatorVpcConfig",
     "StackConfig",
     "UsagePlanTier",
     "WafConfig",
@@ -270,11 +271,53 @@ def _layer_arns(value: list[str]) -> list[str]:
     return value
 
 
+_SUBNET_ID_RE = re.compile(r"^subnet-[0-9a-f]{8}([0-9a-f]{9})?$")
+_SECURITY_GROUP_ID_RE = re.compile(r"^sg-[0-9a-f]{8}([0-9a-f]{9})?$")
+_PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
+_VAULT_ROLE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+class RotatorVpcConfig(_Model):
+    """The subnets and security groups the scheduled rotator runs in, to reach a private Vault
+    (Lambda ``VpcConfig``; https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html).
+    The subnets need a route to Vault and to the AWS APIs the rotator calls (API Gateway, STS,
+    CloudWatch, Secrets Manager/SSM for push targets): a NAT gateway or VPC interface endpoints."""
+
+    subnet_ids: list[str] = Field(min_length=1, max_length=16)
+    security_group_ids: list[str] = Field(min_length=1, max_length=5)
+
+    @field_validator("subnet_ids")
+    @classmethod
+    def _subnets(cls, value: list[str]) -> list[str]:
+        for sid in value:
+            if not _SUBNET_ID_RE.match(sid):
+                raise ValueError(f"{sid!r} is not a subnet id such as subnet-0a1b2c3d4e5f60718")
+        return value
+
+    @field_validator("security_group_ids")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        for gid in value:
+            if not _SECURITY_GROUP_ID_RE.match(gid):
+                raise ValueError(f"{gid!r} is not a security group id such as sg-0a1b2c3d4e5f60718")
+        return value
+
+
 class RotationScheduleConfig(_Model):
     """Optional scheduled rotator: ``rotation.aws_lambda`` as a Lambda run by EventBridge Scheduler.
 
-    The Vault AppRole *secret id* is not here: it is the secret config key ``rotationVaultSecretId``
-    (see :data:`SECRET_KEYS`).
+    How it logs in to Vault (``vaultAuth``; no stored Vault credential unless ``approle``):
+
+    * ``aws`` (default) -- Vault's AWS IAM auth: the function's role credentials sign an
+      ``sts:GetCallerIdentity`` request; the Vault role ``vaultAuthRole`` must be bound to the
+      function's role ARN (``arn:aws:iam::<account>:role/<prefix>-rotator-lambda``; ``rotation vault
+      setup --aws-auth`` with ``rotator.aws.bound_iam_principal_arn``). HashiCorp Vault only.
+    * ``jwt`` -- for OpenBao (no AWS auth method): a JWT for ``vaultJwtAudience`` from AWS STS
+      ``GetWebIdentityToken`` (IAM outbound identity federation, enabled per account), logged in to
+      the JWT role ``vaultAuthRole`` whose ``bound_audiences`` hold that audience and whose key
+      source is the account's issuer (``oidc_discovery_url``).
+    * ``approle`` -- explicit opt-in: ``vaultRoleId`` here, the secret id in the secret config key
+      ``rotationVaultSecretId`` (see :data:`SECRET_KEYS`).
     """
 
     enabled: bool = False
@@ -282,11 +325,26 @@ class RotationScheduleConfig(_Model):
     schedule_expression: str = "rate(1 hour)"
     #: Vault address the function logs in to (https only: a Lambda has no loopback Vault).
     vault_addr: str | None = None
+    #: ``aws`` | ``jwt`` | ``approle`` (see the class docstring).
+    vault_auth: Literal["aws", "jwt", "approle"] = "aws"
+    #: The Vault role the function logs in as (AWS or JWT auth); ``rotation.vault_setup.ROTATOR_ROLE``.
+    vault_auth_role: str = Field("mail-api-rotator", pattern=_VAULT_ROLE_RE)
+    #: The auth mount, when not the method's default (``aws``, ``jwt``, ``approle``).
+    vault_auth_mount: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}(/[A-Za-z0-9][A-Za-z0-9_-]{0,62})*$")
+    #: AWS auth: the role's ``iam_server_id_header_value`` (signed into the login; stops replay elsewhere).
+    vault_aws_server_id: str | None = Field(None, pattern=r"^[A-Za-z0-9.:-]{1,253}$")
+    #: JWT auth: the audience of the STS-issued JWT (the JWT role's ``bound_audiences``).
+    vault_jwt_audience: str | None = Field(None, min_length=1, max_length=1000)
     #: AppRole role id (an identifier, not a credential; the secret id is ``rotationVaultSecretId``).
     vault_role_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:-]{1,256}$")
     #: KV v2 mount and path prefix (``VAULT_KV_MOUNT`` / ``VAULT_KV_PREFIX``).
     vault_kv_mount: str = Field("secret", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     vault_kv_prefix: str = Field("mail-api", pattern=r"^[a-z0-9][a-z0-9-]{0,62}(/[a-z0-9][a-z0-9-]{0,62})*$")
+    #: PEM CA certificate(s) that signed Vault's TLS certificate (a private CA). Public data: shipped
+    #: in the consumers layer as ``/opt/vault-ca.pem`` and named by ``VAULT_CACERT``.
+    vault_ca_bundle: str | None = None
+    #: Subnets and security groups, for a Vault reachable only inside a VPC.
+    vpc: RotatorVpcConfig | None = None
     #: Consumers file, relative to the repository root; deployed as a small layer of its own (the
     #: function's code is dist/rotator.zip as built, which already carries every dependency).
     consumers_file: str = "examples/consumers.yaml"
@@ -315,6 +373,16 @@ class RotationScheduleConfig(_Model):
             raise ValueError("must be an https:// URL such as https://vault.example.com:8200")
         return value.rstrip("/")
 
+    @field_validator("vault_ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not _PEM_CERT_RE.search(value) or "PRIVATE KEY" in value:
+            raise ValueError("must be PEM CA certificate(s) (-----BEGIN CERTIFICATE----- ...), no private key; "
+                             "e.g. pulumi config set --path rotationSchedule.vaultCaBundle -- \"$(cat vault-ca.pem)\"")
+        return value.strip() + "\n"
+
     @field_validator("consumers_file")
     @classmethod
     def _consumers_file(cls, value: str) -> str:
@@ -328,8 +396,17 @@ class RotationScheduleConfig(_Model):
             return self
         if not self.vault_addr:
             raise ValueError("vaultAddr is required when enabled is true")
-        if not self.vault_role_id:
-            raise ValueError("vaultRoleId is required when enabled is true")
+        if self.vault_auth == "approle" and not self.vault_role_id:
+            raise ValueError("vaultRoleId is required when vaultAuth is approle (or use vaultAuth: aws / jwt, "
+                             "which need no stored Vault credential)")
+        if self.vault_auth != "approle" and self.vault_role_id:
+            raise ValueError(f"vaultRoleId is for vaultAuth: approle only; with vaultAuth: {self.vault_auth} remove "
+                             "it (the function logs in as vaultAuthRole)")
+        if self.vault_auth == "jwt" and not self.vault_jwt_audience:
+            raise ValueError("vaultJwtAudience is required when vaultAuth is jwt (the audience the JWT role's "
+                             "bound_audiences hold, e.g. https://vault.example.com)")
+        if self.vault_auth != "aws" and self.vault_aws_server_id:
+            raise ValueError("vaultAwsServerId applies to vaultAuth: aws only")
         if not (REPO_ROOT / self.consumers_file).is_file():
             raise ValueError(f"consumersFile {self.consumers_file} does not exist in the repository")
         return self
@@ -582,7 +659,8 @@ class StackConfig(_Model):
     def _principals(cls, value: list[str]) -> list[str]:
         for arn in value:
             if not _IAM_PRINCIPAL_RE.match(arn):
-                raise ValueError(f"{arn!r} is not an IAM role, user or account-root ARN")
+                raise ValueError(f"{arn!r} is not an IAM role, user or account-root ARN: use the full ARN, e.g. "
+                                 "arn:aws:iam::123456789012:role/ci-rotation")
         return value
 
     @model_validator(mode="after")
@@ -613,9 +691,15 @@ class StackConfig(_Model):
             raise ValueError(f"accessLevels (with consumerAccessLevels and oauthScopes) render to {size} bytes of "
                              f"Lambda environment; at most {MAX_ACCESS_ENVIRONMENT_BYTES} fit (Lambda's 4 KB cap)")
         secret_id = self.rotation_vault_secret_id
-        if self.rotation_schedule.enabled and (secret_id is None or not secret_id.get_secret_value().strip()):
-            raise ValueError("rotationVaultSecretId is required when rotationSchedule.enabled is true "
+        schedule = self.rotation_schedule
+        if schedule.enabled and schedule.vault_auth == "approle" and (
+                secret_id is None or not secret_id.get_secret_value().strip()):
+            raise ValueError("rotationVaultSecretId is required when rotationSchedule.vaultAuth is approle "
                              "(pulumi config set --secret rotationVaultSecretId <AppRole secret id>)")
+        if secret_id is not None and not (schedule.enabled and schedule.vault_auth == "approle"):
+            raise ValueError("rotationVaultSecretId is set but the scheduled rotator does not use AppRole "
+                             f"(rotationSchedule.vaultAuth: {schedule.vault_auth}): remove the stored credential "
+                             "with pulumi config rm rotationVaultSecretId")
         return self
 
     @property

@@ -149,9 +149,10 @@ def main(config: StackConfig | None = None, *, require_artifacts: bool = False) 
         trust=cfg.rotation_access.trust, consumers_file=cfg.rotation_schedule.consumers_file, tags=tags))
     scheduled_rotator = None
     if cfg.rotation_schedule.enabled:
-        # The AppRole secret id is read only as a secret Output (P4), whether or not it was stored
-        # with --secret; the config validator guarantees it is set when the schedule is enabled.
-        secret_id = pulumi.Output.secret(cfg.rotation_vault_secret_id.get_secret_value())  # type: ignore[union-attr]
+        # AppRole opt-in only: the secret id is read only as a secret Output (P4), whether or not it
+        # was stored with --secret; the config validator guarantees it is set exactly then.
+        secret_id = (pulumi.Output.secret(cfg.rotation_vault_secret_id.get_secret_value())
+                     if cfg.rotation_vault_secret_id is not None else None)
         scheduled_rotator = ScheduledRotator("scheduled-rotator", ScheduledRotatorArgs(
             prefix=cfg.prefix, stack=cfg.stack, region=cfg.region, account_id=account_id,
             schedule=cfg.rotation_schedule, vault_secret_id=secret_id, data_key_arn=encryption.data_key.arn,

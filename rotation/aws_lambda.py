@@ -3,10 +3,12 @@
 Stateless: every invocation is one ``rotation run``; many invocations (or a Lambda next to a
 CronJob) coordinate only through the CAS leases in Vault. Settings come from the function's
 environment (:mod:`rotation.settings`; ``ROTATION_CONSUMERS_FILE`` names the consumers file
-bundled with the function). Vault auth is AppRole: the role id in the environment, and the secret
-id never there (CKV_AWS_45) but in the Secrets Manager secret whose ARN is
-``ROTATION_VAULT_LOGIN_ARN``, read at every invocation (so a re-issued secret id is picked up at
-once) and passed to the settings directly, never through the process environment.
+bundled with the function). Vault auth needs no stored credential by default: ``VAULT_AUTH_METHOD=aws``
+(Vault's AWS IAM auth, the function's role credentials sign the login) or ``jwt`` (a JWT from STS
+``GetWebIdentityToken``, for OpenBao); see :mod:`rotation.backends.vault_auth`. Only the explicit
+AppRole opt-in keeps a secret id, never in the environment (CKV_AWS_45) but in the Secrets Manager
+secret whose ARN is ``ROTATION_VAULT_LOGIN_ARN``, read at every invocation (so a re-issued secret id
+is picked up at once) and passed to the settings directly, never through the process environment.
 
 Event (all optional): ``{"force": ["crm"], "emergency": ["billing"], "only": ["crm", "billing"]}``.
 Returns ``{"consumers": int, "failed": int, "outcomes": [{"consumer", "action", "outcome", "serial"}]}``

@@ -14,15 +14,34 @@ setting                        environment variable        meaning
 =============================  ==========================  =========================================
 vault_addr                     VAULT_ADDR                  https URL (http only on loopback)
 vault_namespace                VAULT_NAMESPACE             Vault Enterprise/OpenBao namespace
-vault_auth_method              VAULT_AUTH_METHOD           ``token`` | ``approle`` | ``kubernetes``
+vault_auth_method              VAULT_AUTH_METHOD           ``aws`` | ``jwt`` | ``kubernetes`` | ``approle`` |
+                                                           ``token`` (default ``token``; see below)
 vault_token                    VAULT_TOKEN                 token auth (SecretStr)
+vault_token_file               VAULT_TOKEN_FILE            token auth: a file holding the token (a Vault Agent
+                                                           sink), re-read at every login and after a 403
 vault_role_id                  VAULT_ROLE_ID               AppRole role id
-vault_secret_id                VAULT_SECRET_ID             AppRole secret id (SecretStr)
+vault_secret_id_file           VAULT_SECRET_ID_FILE        AppRole secret id file, re-read before every login
+vault_secret_id_wrapped        VAULT_SECRET_ID_WRAPPED     ``true``: that file holds a response-wrapping token
+vault_secret_id                VAULT_SECRET_ID             AppRole secret id itself (SecretStr; prefer the file)
 vault_approle_mount            VAULT_APPROLE_MOUNT         default ``approle``
 vault_kubernetes_role          VAULT_KUBERNETES_ROLE       Kubernetes auth role
 vault_kubernetes_mount         VAULT_KUBERNETES_MOUNT      default ``kubernetes``
 vault_kubernetes_jwt_path      VAULT_KUBERNETES_JWT_PATH   service-account token file
-vault_cacert                   VAULT_CACERT                CA bundle for Vault's TLS certificate
+vault_jwt_role                 VAULT_JWT_ROLE              JWT auth role, e.g. ``mail-api-rotator``
+vault_jwt_mount                VAULT_JWT_MOUNT             default ``jwt``
+vault_jwt_path                 VAULT_JWT_PATH              JWT file (projected SA token, CI OIDC token), re-read
+                                                           at every login
+vault_jwt_aws_audience         VAULT_JWT_AWS_AUDIENCE      instead of the file: a JWT for this audience from AWS
+                                                           STS GetWebIdentityToken (outbound identity federation)
+vault_aws_role                 VAULT_AWS_ROLE              AWS IAM auth role (HashiCorp Vault only)
+vault_aws_mount                VAULT_AWS_MOUNT             default ``aws``
+vault_aws_iam_server_id        VAULT_AWS_IAM_SERVER_ID     signed ``X-Vault-AWS-IAM-Server-ID`` header value
+vault_aws_sts_region           VAULT_AWS_STS_REGION        sign for a regional STS endpoint (default: global)
+vault_cacert                   VAULT_CACERT                CA bundle (PEM file) for Vault's TLS certificate
+vault_capath                   VAULT_CAPATH                directory of CA certificates (``openssl rehash``-ed)
+vault_client_cert              VAULT_CLIENT_CERT           client certificate for mutual TLS (with the key)
+vault_client_key               VAULT_CLIENT_KEY            its private key
+vault_timeout_seconds          VAULT_CLIENT_TIMEOUT        seconds per Vault HTTP call (default 10)
 vault_kv_mount                 VAULT_KV_MOUNT              KV v2 mount, default ``secret`` (no slashes)
 vault_kv_prefix                VAULT_KV_PREFIX             path prefix inside the mount, default ``mail-api``
 aws_region                     AWS_REGION                  e.g. ``eu-west-1``
@@ -49,6 +68,23 @@ webhook_allow_loopback         ROTATION_WEBHOOK_ALLOW_LOOPBACK  ``true``: webhoo
                                                            ``localhost`` (the dev stack only; default ``false``)
 =============================  ==========================  =========================================
 
+OpenBao's names: ``BAO_ADDR``, ``BAO_NAMESPACE``, ``BAO_TOKEN``, ``BAO_TOKEN_FILE``, ``BAO_CACERT``,
+``BAO_CAPATH``, ``BAO_CLIENT_CERT``, ``BAO_CLIENT_KEY`` and ``BAO_CLIENT_TIMEOUT`` are accepted as
+twins of the ``VAULT_*`` names; when both are set, the ``VAULT_*`` one wins (one rule for the rotator
+and :meth:`rotation.client.keys.KeyClient.from_env`).
+
+No stored Vault credential (how each method logs in: :mod:`rotation.backends.vault_auth`): on AWS
+the rotator uses Vault's AWS IAM auth (``aws``, its role's credentials sign an
+``sts:GetCallerIdentity`` request) or, with OpenBao, ``jwt`` (a platform JWT); on Kubernetes the
+service-account token (``kubernetes`` or ``jwt``). ``approle`` is for hosts without a platform
+identity, with the secret id in a file (optionally response-wrapped). Files named by these settings
+must exist at start: a bad path, an unknown method or a missing companion setting is a
+:class:`~rotation.errors.ConfigError` (the CLI exits 2) naming the variable and the fix.
+
+``VAULT_CAPATH`` is passed to ``requests`` as ``verify``; OpenSSL only finds certificates in a
+directory by their subject-hash file names, so run ``openssl rehash <dir>`` (or ``c_rehash``) on it.
+``VAULT_CACERT`` wins when both are set.
+
 Validation errors never echo the rejected input (``hide_input_in_errors``; failure case C1),
 and secrets are ``SecretStr`` so a repr prints ``**********``.
 """
@@ -68,8 +104,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rotation.errors import ConfigError
 
-__all__ = ["Settings", "check_service_url", "classify_host", "classify_ip", "decode_host", "is_loopback_url",
+__all__ = ["AUTH_METHODS", "Settings", "check_service_url", "classify_host", "classify_ip", "decode_host", "is_loopback_url",
            "load_settings"]
+
+#: ``VAULT_AUTH_METHOD`` values.
+AUTH_METHODS = ("aws", "jwt", "kubernetes", "approle", "token")
 
 _SEGMENT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")   # always fullmatch: never ``$``, which allows a trailing "\n"
 
@@ -183,13 +222,22 @@ class Settings(BaseSettings):
         extra="ignore", hide_input_in_errors=True, populate_by_name=True, frozen=True,
     )
 
-    vault_addr: str = Field("https://127.0.0.1:8200", validation_alias=AliasChoices("VAULT_ADDR", "vault_addr"))
-    vault_namespace: str | None = Field(None, validation_alias=AliasChoices("VAULT_NAMESPACE", "vault_namespace"))
-    vault_auth_method: Literal["token", "approle", "kubernetes"] = Field(
+    vault_addr: str = Field("https://127.0.0.1:8200",
+                            validation_alias=AliasChoices("VAULT_ADDR", "BAO_ADDR", "vault_addr"))
+    vault_namespace: str | None = Field(
+        None, validation_alias=AliasChoices("VAULT_NAMESPACE", "BAO_NAMESPACE", "vault_namespace"))
+    vault_auth_method: str = Field(
         "token", validation_alias=AliasChoices("VAULT_AUTH_METHOD", "vault_auth_method"))
-    vault_token: SecretStr | None = Field(None, validation_alias=AliasChoices("VAULT_TOKEN", "vault_token"))
+    vault_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("VAULT_TOKEN", "BAO_TOKEN", "vault_token"))
+    vault_token_file: Path | None = Field(
+        None, validation_alias=AliasChoices("VAULT_TOKEN_FILE", "BAO_TOKEN_FILE", "vault_token_file"))
     vault_role_id: str | None = Field(None, validation_alias=AliasChoices("VAULT_ROLE_ID", "vault_role_id"))
     vault_secret_id: SecretStr | None = Field(None, validation_alias=AliasChoices("VAULT_SECRET_ID", "vault_secret_id"))
+    vault_secret_id_file: Path | None = Field(
+        None, validation_alias=AliasChoices("VAULT_SECRET_ID_FILE", "vault_secret_id_file"))
+    vault_secret_id_wrapped: bool = Field(
+        False, validation_alias=AliasChoices("VAULT_SECRET_ID_WRAPPED", "vault_secret_id_wrapped"))
     vault_approle_mount: str = Field("approle", validation_alias=AliasChoices("VAULT_APPROLE_MOUNT", "vault_approle_mount"))
     vault_kubernetes_role: str | None = Field(
         None, validation_alias=AliasChoices("VAULT_KUBERNETES_ROLE", "vault_kubernetes_role"))
@@ -198,11 +246,30 @@ class Settings(BaseSettings):
     vault_kubernetes_jwt_path: Path = Field(
         Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
         validation_alias=AliasChoices("VAULT_KUBERNETES_JWT_PATH", "vault_kubernetes_jwt_path"))
-    vault_cacert: Path | None = Field(None, validation_alias=AliasChoices("VAULT_CACERT", "vault_cacert"))
+    vault_jwt_role: str | None = Field(None, validation_alias=AliasChoices("VAULT_JWT_ROLE", "vault_jwt_role"))
+    vault_jwt_mount: str = Field("jwt", validation_alias=AliasChoices("VAULT_JWT_MOUNT", "vault_jwt_mount"))
+    vault_jwt_path: Path | None = Field(None, validation_alias=AliasChoices("VAULT_JWT_PATH", "vault_jwt_path"))
+    vault_jwt_aws_audience: str | None = Field(
+        None, validation_alias=AliasChoices("VAULT_JWT_AWS_AUDIENCE", "vault_jwt_aws_audience"))
+    vault_aws_role: str | None = Field(None, validation_alias=AliasChoices("VAULT_AWS_ROLE", "vault_aws_role"))
+    vault_aws_mount: str = Field("aws", validation_alias=AliasChoices("VAULT_AWS_MOUNT", "vault_aws_mount"))
+    vault_aws_iam_server_id: str | None = Field(
+        None, validation_alias=AliasChoices("VAULT_AWS_IAM_SERVER_ID", "vault_aws_iam_server_id"))
+    vault_aws_sts_region: str | None = Field(
+        None, validation_alias=AliasChoices("VAULT_AWS_STS_REGION", "vault_aws_sts_region"))
+    vault_cacert: Path | None = Field(
+        None, validation_alias=AliasChoices("VAULT_CACERT", "BAO_CACERT", "vault_cacert"))
+    vault_capath: Path | None = Field(
+        None, validation_alias=AliasChoices("VAULT_CAPATH", "BAO_CAPATH", "vault_capath"))
+    vault_client_cert: Path | None = Field(
+        None, validation_alias=AliasChoices("VAULT_CLIENT_CERT", "BAO_CLIENT_CERT", "vault_client_cert"))
+    vault_client_key: Path | None = Field(
+        None, validation_alias=AliasChoices("VAULT_CLIENT_KEY", "BAO_CLIENT_KEY", "vault_client_key"))
     vault_kv_mount: str = Field("secret", validation_alias=AliasChoices("VAULT_KV_MOUNT", "vault_kv_mount"))
     vault_kv_prefix: str = Field("mail-api", validation_alias=AliasChoices("VAULT_KV_PREFIX", "vault_kv_prefix"))
-    vault_timeout_seconds: float = Field(10.0, gt=0, le=300,
-                                         validation_alias=AliasChoices("VAULT_CLIENT_TIMEOUT", "vault_timeout_seconds"))
+    vault_timeout_seconds: float = Field(
+        10.0, gt=0, le=300,
+        validation_alias=AliasChoices("VAULT_CLIENT_TIMEOUT", "BAO_CLIENT_TIMEOUT", "vault_timeout_seconds"))
 
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region"))
     aws_endpoint_url: str | None = Field(None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "aws_endpoint_url"))
@@ -284,18 +351,109 @@ class Settings(BaseSettings):
                              "inside the mount, e.g. 'mail-api'")
         return self
 
+    @field_validator("vault_auth_method", mode="before")
+    @classmethod
+    def _method(cls, v: object) -> str:
+        if not isinstance(v, str) or v.strip().lower() not in AUTH_METHODS:
+            raise ValueError(f"must be one of {', '.join(AUTH_METHODS)}: aws (HashiCorp Vault's AWS IAM auth; "
+                             "the default on Lambda), jwt (OpenBao/Vault JWT auth), kubernetes, approle (hosts "
+                             "without a platform identity), token (a ready token or a Vault Agent token file)")
+        return v.strip().lower()
+
+    @field_validator("vault_approle_mount", "vault_kubernetes_mount", "vault_jwt_mount", "vault_aws_mount")
+    @classmethod
+    def _auth_mount(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}(/[A-Za-z0-9][A-Za-z0-9_-]{0,62})*", v):
+            raise ValueError("must be an auth mount path such as 'approle' (no leading or trailing slash)")
+        return v
+
+    @field_validator("vault_cacert", "vault_client_cert", "vault_client_key")
+    @classmethod
+    def _pem_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError("names no readable file: point it at a PEM file that exists (for VAULT_CACERT the "
+                             "CA bundle that signed Vault's certificate, e.g. /etc/ssl/vault-ca.pem)")
+        return v
+
+    @field_validator("vault_capath")
+    @classmethod
+    def _ca_dir(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_dir():
+            raise ValueError("names no directory: point it at a directory of PEM CA certificates prepared with "
+                             "'openssl rehash <dir>' (or use VAULT_CACERT for one bundle file)")
+        return v
+
+    @field_validator("vault_aws_sts_region")
+    @classmethod
+    def _sts_region(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", v):
+            raise ValueError("must be an AWS region code such as eu-west-1 (the Vault server's sts_region)")
+        return v
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Settings:
+        if (self.vault_client_cert is None) != (self.vault_client_key is None):
+            raise ValueError("VAULT_CLIENT_CERT and VAULT_CLIENT_KEY go together (mutual TLS needs both the "
+                             "certificate and its key): set both or neither")
+        return self
+
     @model_validator(mode="after")
     def _auth_complete(self) -> Settings:
         def empty(v) -> bool:
             return v is None or not (v.get_secret_value() if isinstance(v, SecretStr) else v).strip()
 
-        if self.vault_auth_method == "token" and empty(self.vault_token):
-            raise ValueError("VAULT_TOKEN is required when VAULT_AUTH_METHOD=token")
-        if self.vault_auth_method == "approle" and (empty(self.vault_role_id) or empty(self.vault_secret_id)):
-            raise ValueError("VAULT_ROLE_ID and VAULT_SECRET_ID are required when VAULT_AUTH_METHOD=approle")
-        if self.vault_auth_method == "kubernetes" and not self.vault_kubernetes_role:
-            raise ValueError("VAULT_KUBERNETES_ROLE is required when VAULT_AUTH_METHOD=kubernetes")
+        def readable(path: Path | None, name: str) -> None:
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} names no readable file: point it at the file that holds the value "
+                                 "(it is re-read at every login)")
+
+        method = self.vault_auth_method
+        if method == "token":
+            if empty(self.vault_token) and self.vault_token_file is None:
+                raise ValueError("VAULT_TOKEN or VAULT_TOKEN_FILE (e.g. a Vault Agent token sink) is required "
+                                 "when VAULT_AUTH_METHOD=token")
+            readable(self.vault_token_file, "VAULT_TOKEN_FILE")
+        elif method == "approle":
+            if empty(self.vault_role_id) or (empty(self.vault_secret_id) and self.vault_secret_id_file is None):
+                raise ValueError("VAULT_ROLE_ID and VAULT_SECRET_ID_FILE (or VAULT_SECRET_ID) are required when "
+                                 "VAULT_AUTH_METHOD=approle")
+            readable(self.vault_secret_id_file, "VAULT_SECRET_ID_FILE")
+        elif method == "kubernetes":
+            if not self.vault_kubernetes_role:
+                raise ValueError("VAULT_KUBERNETES_ROLE is required when VAULT_AUTH_METHOD=kubernetes")
+        elif method == "jwt":
+            if empty(self.vault_jwt_role):
+                raise ValueError("VAULT_JWT_ROLE is required when VAULT_AUTH_METHOD=jwt (the Vault JWT role, "
+                                 "e.g. mail-api-rotator)")
+            if (self.vault_jwt_path is None) == empty(self.vault_jwt_aws_audience):
+                raise ValueError("set exactly one JWT source when VAULT_AUTH_METHOD=jwt: VAULT_JWT_PATH (a token "
+                                 "file, e.g. a projected service-account token) or VAULT_JWT_AWS_AUDIENCE (a JWT "
+                                 "from AWS STS GetWebIdentityToken for that audience)")
+            readable(self.vault_jwt_path, "VAULT_JWT_PATH")
+        elif method == "aws" and empty(self.vault_aws_role):
+            raise ValueError("VAULT_AWS_ROLE is required when VAULT_AUTH_METHOD=aws (the Vault AWS auth role "
+                             "bound to this runner's IAM role ARN, e.g. mail-api-rotator)")
+        if self.vault_secret_id_wrapped and self.vault_secret_id_file is None:
+            raise ValueError("VAULT_SECRET_ID_WRAPPED=true needs VAULT_SECRET_ID_FILE (the file holding the "
+                             "response-wrapping token)")
         return self
+
+    @property
+    def vault_verify(self) -> bool | str:
+        """``requests``' ``verify``: ``VAULT_CACERT`` (a bundle file) wins over ``VAULT_CAPATH`` (a
+        directory of hashed CA certificates, as ``openssl rehash`` leaves it); else the system store."""
+        if self.vault_cacert is not None:
+            return str(self.vault_cacert)
+        if self.vault_capath is not None:
+            return str(self.vault_capath)
+        return True
+
+    @property
+    def vault_cert(self) -> tuple[str, str] | None:
+        """``(certificate, key)`` for mutual TLS, or ``None``."""
+        if self.vault_client_cert is None or self.vault_client_key is None:
+            return None
+        return str(self.vault_client_cert), str(self.vault_client_key)
 
 
 _FIELD_TO_ENV = {

@@ -61,9 +61,9 @@ def setup_cmd(ctx: click.Context, setup_path: str, dry_run: bool, aws_auth: bool
     if setup.rotator.aws and not aws_auth:
         click.echo("note: rotator.aws is skipped; pass --aws-auth to set up the AWS auth method "
                    "(HashiCorp Vault only)", err=True)
-    verify: bool | str = str(settings.vault_cacert) if settings.vault_cacert else True
     client = hvac.Client(url=settings.vault_addr, token=settings.vault_token.get_secret_value(),
-                         namespace=settings.vault_namespace, verify=verify, timeout=settings.vault_timeout_seconds)
+                         namespace=settings.vault_namespace, verify=settings.vault_verify, cert=settings.vault_cert,
+                         timeout=settings.vault_timeout_seconds)
     try:
         changes = apply_setup(client, setup, consumers, dry_run=dry_run, aws_auth=aws_auth)
     except VaultSetupError as exc:

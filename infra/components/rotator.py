@@ -31,12 +31,24 @@ with dependencies is needed. The consumers file is stack config, not code, so it
 of its own (``<prefix>-rotator-consumers``, the file at its repository-relative path under ``/opt``)
 and the code stays byte-identical to the artifact whose sha256 and SBOM ``make package`` wrote.
 
-The Vault AppRole secret id (secret config ``rotationVaultSecretId``) never leaves Pulumi's secret
-handling: it is written only to a Secrets Manager secret encrypted with the data CMK (so the
-state holds it encrypted, failure case P4) and the function reads it at run time. The function's
-environment carries only the secret's ARN (``ROTATION_VAULT_LOGIN_ARN``), never the value
-(CKV_AWS_45); ``rotation.aws_lambda.handler`` reads the value at every invocation and passes it
-to the settings directly.
+No stored Vault credential by default (``rotationSchedule.vaultAuth``, issue 11 item 2): with
+``aws`` the function logs in with Vault's AWS IAM auth (its role's credentials sign an
+``sts:GetCallerIdentity`` request; ``VAULT_AUTH_METHOD=aws``, ``VAULT_AWS_ROLE``), the Vault role
+bound to the function's role ARN; with ``jwt`` (OpenBao) it presents a JWT that AWS STS
+``GetWebIdentityToken`` issues for ``vaultJwtAudience`` (the role may request only that audience,
+for at most 300 s). Only the explicit ``approle`` opt-in stores a credential: the AppRole secret id
+(secret config ``rotationVaultSecretId``) never leaves Pulumi's secret handling: it is written only
+to a Secrets Manager secret encrypted with the data CMK (so the state holds it encrypted, failure
+case P4) and the function reads it at run time. The function's environment carries only the
+secret's ARN (``ROTATION_VAULT_LOGIN_ARN``), never the value (CKV_AWS_45).
+
+Reaching a private Vault (issue 11 item 3): ``rotationSchedule.vpc`` puts the function in those
+subnets and security groups (``vpc_config``) and grants the ENI permissions Lambda needs (those of
+the managed policy AWSLambdaVPCAccessExecutionRole; the describe calls take no resource, the
+create/delete calls are limited to this account's region); ``rotationSchedule.vaultCaBundle`` (the
+private CA's PEM, public data) travels in the consumers layer as ``/opt/vault-ca.pem`` and
+``VAULT_CACERT`` names it, so the code stays the built artifact and the bundle is signed with the
+layer when code signing is on.
 """
 
 from __future__ import annotations
@@ -58,7 +70,7 @@ from rotation.config import load_consumers_file
 from rotation.permissions import required_statements
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: The engine's Lambda handler (it reads the AppRole secret id from Secrets Manager itself).
+#: The engine's Lambda handler (with the AppRole opt-in it reads the secret id from Secrets Manager itself).
 HANDLER = "rotation.aws_lambda.handler"
 #: Where Lambda extracts layers; the consumers-file layer puts the file at ``/opt/<consumersFile>``.
 LAYER_ROOT = "/opt"
@@ -76,6 +88,44 @@ LAMBDA_ASYNC_MAX_EVENT_AGE_SECONDS = 3600
 SCHEDULE_GROUP = "default"
 #: Environment variable holding the ARN (not the value) of the secret with the AppRole secret id.
 SECRET_ARN_VARIABLE = "ROTATION_VAULT_LOGIN_ARN"
+#: The CA bundle's name inside the consumers layer (so ``/opt/vault-ca.pem``).
+CA_BUNDLE_NAME = "vault-ca.pem"
+#: Lifetime of the STS-issued JWT for ``vaultAuth: jwt`` (the IAM condition caps it).
+JWT_DURATION_SECONDS = 300
+
+
+def vault_login_environment(cfg: RotationScheduleConfig) -> dict[str, str]:
+    """The ``rotation.settings`` variables for the function's Vault login (no credential in them)."""
+    mount_var = {"aws": "VAULT_AWS_MOUNT", "jwt": "VAULT_JWT_MOUNT", "approle": "VAULT_APPROLE_MOUNT"}[cfg.vault_auth]
+    env = {"VAULT_AUTH_METHOD": cfg.vault_auth}
+    if cfg.vault_auth == "aws":
+        env["VAULT_AWS_ROLE"] = cfg.vault_auth_role
+        if cfg.vault_aws_server_id:
+            env["VAULT_AWS_IAM_SERVER_ID"] = cfg.vault_aws_server_id
+    elif cfg.vault_auth == "jwt":
+        env["VAULT_JWT_ROLE"] = cfg.vault_auth_role
+        env["VAULT_JWT_AWS_AUDIENCE"] = cfg.vault_jwt_audience or ""
+    else:
+        env["VAULT_ROLE_ID"] = cfg.vault_role_id or ""
+    if cfg.vault_auth_mount:
+        env[mount_var] = cfg.vault_auth_mount
+    if cfg.vault_ca_bundle:
+        env["VAULT_CACERT"] = f"{LAYER_ROOT}/{CA_BUNDLE_NAME}"
+    return env
+
+
+def vpc_access_statements(region: str, account_id: pulumi.Input[str]) -> list[dict]:
+    """The ENI permissions of AWSLambdaVPCAccessExecutionRole
+    (https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html#configuration-vpc-permissions):
+    Describe* cannot be scoped to a resource; the rest is limited to this account and region."""
+    return [
+        {"Sid": "DescribeNetworkInterfaces", "Effect": "Allow",
+         "Action": ["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"], "Resource": "*"},
+        {"Sid": "ManageFunctionNetworkInterfaces", "Effect": "Allow",
+         "Action": ["ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses",
+                    "ec2:UnassignPrivateIpAddresses"],
+         "Resource": pulumi.Output.concat("arn:aws:ec2:", region, ":", account_id, ":*")},
+    ]
 
 
 def rotator_policy(region: str, stack: str, kms_key_arn: pulumi.Input[str], account_id: pulumi.Input[str] = "",
@@ -141,9 +191,14 @@ def service_trust_policy(service: str, account_id: str) -> dict:
     ]}
 
 
-def consumers_layer_assets(consumers_file: str, root: Path = REPO_ROOT) -> dict[str, pulumi.asset.Asset]:
-    """Content of the consumers-file layer: the file at its repository-relative path (archive path -> asset)."""
-    return {consumers_file: pulumi.FileAsset(str(root / consumers_file))}
+def consumers_layer_assets(consumers_file: str, root: Path = REPO_ROOT,
+                           ca_bundle: str | None = None) -> dict[str, pulumi.asset.Asset]:
+    """Content of the consumers-file layer: the file at its repository-relative path (archive path ->
+    asset), and the Vault CA bundle as :data:`CA_BUNDLE_NAME` when one is configured."""
+    assets: dict[str, pulumi.asset.Asset] = {consumers_file: pulumi.FileAsset(str(root / consumers_file))}
+    if ca_bundle:
+        assets[CA_BUNDLE_NAME] = pulumi.StringAsset(ca_bundle)
+    return assets
 
 
 @dataclass
@@ -184,20 +239,21 @@ class RotatorAccess(pulumi.ComponentResource):
 
 @dataclass
 class ScheduledRotatorArgs:
-    """Inputs of :class:`ScheduledRotator`. ``vault_secret_id`` must be a secret Output."""
+    """Inputs of :class:`ScheduledRotator`. ``vault_secret_id`` (AppRole only) must be a secret Output."""
 
     prefix: str
     stack: str
     region: str
     account_id: pulumi.Input[str]
     schedule: RotationScheduleConfig
-    vault_secret_id: pulumi.Output[str]
     data_key_arn: pulumi.Input[str]
     audit_key_arn: pulumi.Input[str]
     dlq_arn: pulumi.Input[str]
     alarm_topic_arn: pulumi.Input[str]
     log_retention_days: int
     canary_url: pulumi.Input[str] | None = None
+    #: The AppRole secret id (``vaultAuth: approle`` only), a secret Output; ``None`` otherwise.
+    vault_secret_id: pulumi.Output[str] | None = None
     #: When set, the package is signed and the function enforces ``code_signing.config`` (CKV_AWS_272).
     code_signing: CodeSigning | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -207,7 +263,8 @@ class ScheduledRotator(pulumi.ComponentResource):
     """``<prefix>-rotator`` Lambda + EventBridge Scheduler schedule + Errors alarm.
 
     Attributes: ``function``, ``function_name`` (str), ``role``, ``rotation_policy``,
-    ``runtime_policy``, ``log_group``, ``vault_secret``, ``vault_secret_version``, ``consumers_layer``,
+    ``runtime_policy``, ``log_group``, ``vault_secret`` and ``vault_secret_version`` (``None`` unless
+    ``vaultAuth: approle``), ``consumers_layer``,
     ``invoke_config``, ``schedule``, ``scheduler_role``, ``scheduler_policy``, ``errors_alarm``.
     """
 
@@ -218,15 +275,20 @@ class ScheduledRotator(pulumi.ComponentResource):
         account = pulumi.Output.from_input(args.account_id)
         self.function_name = f"{args.prefix}-rotator"
 
-        # --- the AppRole secret id: only ever a secret Output, stored encrypted with the data CMK ---
-        self.vault_secret = aws.secretsmanager.Secret(
-            f"{name}-vault-secret-id", name=f"{args.prefix}/rotator/vault-approle-secret-id",
-            description="Vault AppRole secret id of the scheduled rotator (from secret config rotationVaultSecretId)",
-            kms_key_id=args.data_key_arn, recovery_window_in_days=7, tags=dict(args.tags), opts=child)
-        self.vault_secret_version = aws.secretsmanager.SecretVersion(
-            f"{name}-vault-secret-id-version", secret_id=self.vault_secret.id,
-            secret_string=pulumi.Output.secret(args.vault_secret_id),
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["secretString"]))
+        # --- AppRole opt-in only: the secret id, only ever a secret Output, encrypted with the data CMK ---
+        self.vault_secret: aws.secretsmanager.Secret | None = None
+        self.vault_secret_version: aws.secretsmanager.SecretVersion | None = None
+        if cfg.vault_auth == "approle":
+            if args.vault_secret_id is None:
+                raise ValueError("rotationSchedule.vaultAuth approle needs the secret config rotationVaultSecretId")
+            self.vault_secret = aws.secretsmanager.Secret(
+                f"{name}-vault-secret-id", name=f"{args.prefix}/rotator/vault-approle-secret-id",
+                description="Vault AppRole secret id of the scheduled rotator (from secret config rotationVaultSecretId)",
+                kms_key_id=args.data_key_arn, recovery_window_in_days=7, tags=dict(args.tags), opts=child)
+            self.vault_secret_version = aws.secretsmanager.SecretVersion(
+                f"{name}-vault-secret-id-version", secret_id=self.vault_secret.id,
+                secret_string=pulumi.Output.secret(args.vault_secret_id),
+                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["secretString"]))
 
         # --- the function's role: Lambda-only trust, rotator.json + runtime needs -------------------
         self.log_group = encrypted_log_group(
@@ -241,40 +303,55 @@ class ScheduledRotator(pulumi.ComponentResource):
             f"{name}-rotation-policy", role=self.role.id,
             policy=rotator_policy(args.region, args.stack, args.data_key_arn, args.account_id, cfg.consumers_file),
             opts=child)
+        login_statements: list[dict] = []
+        kms_services = [f"sqs.{args.region}.amazonaws.com"]
+        if self.vault_secret is not None:
+            login_statements.append({"Sid": "ReadVaultSecretId", "Effect": "Allow",
+                                     "Action": "secretsmanager:GetSecretValue", "Resource": self.vault_secret.arn})
+            kms_services.insert(0, f"secretsmanager.{args.region}.amazonaws.com")
+        if cfg.vault_auth == "jwt":
+            # IAM outbound identity federation: only this audience, only short-lived tokens
+            login_statements.append({"Sid": "VaultLoginJwt", "Effect": "Allow", "Action": "sts:GetWebIdentityToken",
+                                     "Resource": "*",
+                                     "Condition": {"ForAllValues:StringEquals": {
+                                                       "sts:IdentityTokenAudience": cfg.vault_jwt_audience},
+                                                   "NumericLessThanEquals": {
+                                                       "sts:DurationSeconds": JWT_DURATION_SECONDS}}})
         self.runtime_policy = aws.iam.RolePolicy(
             f"{name}-runtime-policy", role=self.role.id,
             policy=json_doc({"Version": "2012-10-17", "Statement": [
                 *lambda_runtime_statements(self.log_group.arn, args.dlq_arn),
-                {"Sid": "ReadVaultSecretId", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-                 "Resource": self.vault_secret.arn},
-                {"Sid": "DecryptSecretAndQueueWithDataKey", "Effect": "Allow",
+                *login_statements,
+                {"Sid": "DecryptSecretAndQueueWithDataKey" if self.vault_secret is not None
+                 else "DecryptQueueWithDataKey", "Effect": "Allow",
                  "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": args.data_key_arn,
-                 "Condition": {"StringEquals": {"kms:ViaService": [f"secretsmanager.{args.region}.amazonaws.com",
-                                                                   f"sqs.{args.region}.amazonaws.com"]}}},
+                 "Condition": {"StringEquals": {"kms:ViaService": kms_services}}},
+                *(vpc_access_statements(args.region, args.account_id) if cfg.vpc is not None else []),
             ]}),
             opts=child)
 
         # --- the function -------------------------------------------------------------------------
         # an enforcing code-signing config applies to layers too: the consumers layer is signed as well
-        layer_archive = pulumi.AssetArchive(consumers_layer_assets(cfg.consumers_file))
+        layer_archive = pulumi.AssetArchive(consumers_layer_assets(cfg.consumers_file, ca_bundle=cfg.vault_ca_bundle))
         layer_code = ({"code": layer_archive} if args.code_signing is None else dict(zip(
             ("s3_bucket", "s3_key"), args.code_signing.signed_package(f"{name}-consumers", layer_archive, parent=self))))
         self.consumers_layer = aws.lambda_.LayerVersion(
             f"{name}-consumers", layer_name=f"{args.prefix}-rotator-consumers",
-            description=f"secure-mail-api: the scheduled rotator's consumers file ({cfg.consumers_file})",
+            description=f"secure-mail-api: the scheduled rotator's consumers file ({cfg.consumers_file})"
+                        + (" and Vault CA bundle" if cfg.vault_ca_bundle else ""),
             **layer_code,
             compatible_runtimes=[LAMBDA_RUNTIME], compatible_architectures=[LAMBDA_ARCHITECTURE], opts=child)
-        environment = {
+        environment: dict[str, pulumi.Input[str]] = {
             "VAULT_ADDR": cfg.vault_addr,
-            "VAULT_AUTH_METHOD": "approle",
-            "VAULT_ROLE_ID": cfg.vault_role_id,
+            **vault_login_environment(cfg),
             "VAULT_KV_MOUNT": cfg.vault_kv_mount,
             "VAULT_KV_PREFIX": cfg.vault_kv_prefix,
             "ROTATION_STACK": args.stack,
             "ROTATION_CONSUMERS_FILE": f"{LAYER_ROOT}/{cfg.consumers_file}",
-            SECRET_ARN_VARIABLE: self.vault_secret.arn,
             # AWS_REGION is set by Lambda itself (a reserved variable).
         }
+        if self.vault_secret is not None:
+            environment[SECRET_ARN_VARIABLE] = self.vault_secret.arn
         if args.canary_url is not None:
             environment["ROTATION_CANARY_URL"] = args.canary_url
         archive = code_archive(ROTATOR)
@@ -294,14 +371,17 @@ class ScheduledRotator(pulumi.ComponentResource):
             memory_size=MEMORY_MB,
             reserved_concurrent_executions=RESERVED_CONCURRENCY,
             tracing_config={"mode": "Active"},
+            vpc_config=({"subnet_ids": list(cfg.vpc.subnet_ids), "security_group_ids": list(cfg.vpc.security_group_ids)}
+                        if cfg.vpc is not None else None),
             dead_letter_config={"target_arn": args.dlq_arn},
             kms_key_arn=args.data_key_arn,
             environment={"variables": environment},
             logging_config={"log_format": "JSON", "log_group": self.log_group.name,
                             "application_log_level": "INFO", "system_log_level": "WARN"},
             tags=dict(args.tags),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.rotation_policy, self.runtime_policy,
-                                                                 self.vault_secret_version]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[
+                self.rotation_policy, self.runtime_policy,
+                *([self.vault_secret_version] if self.vault_secret_version is not None else [])]))
         self.invoke_config = aws.lambda_.FunctionEventInvokeConfig(
             f"{name}-invoke-config", function_name=self.function.name,
             maximum_retry_attempts=LAMBDA_ASYNC_MAX_RETRIES,

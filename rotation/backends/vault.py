@@ -30,6 +30,12 @@ from typing import Any, TypeVar
 import hvac
 import hvac.exceptions as hexc
 
+from rotation.backends.vault_auth import (
+    AppRoleSecretSource,
+    aws_iam_login_payload,
+    aws_web_identity_token,
+    read_credential_file,
+)
 from rotation.backends.vault_errors import vault_errors
 from rotation.errors import (
     CasConflict,
@@ -113,11 +119,17 @@ class VaultStore:
         self.settings = settings
         self.mount = settings.vault_kv_mount
         self.prefix = settings.vault_kv_prefix
-        verify: bool | str = str(settings.vault_cacert) if settings.vault_cacert else True
-        self.client = client or hvac.Client(
-            url=settings.vault_addr, namespace=settings.vault_namespace, verify=verify,
-            timeout=settings.vault_timeout_seconds,
-        )
+        if client is None:
+            client = hvac.Client(url=settings.vault_addr, namespace=settings.vault_namespace,
+                                 verify=settings.vault_verify, cert=settings.vault_cert,
+                                 timeout=settings.vault_timeout_seconds)
+            client.token = None   # never VAULT_TOKEN / ~/.vault-token implicitly: login() decides
+        self.client = client
+        self._secret_ids = AppRoleSecretSource(
+            file=settings.vault_secret_id_file, wrapped=settings.vault_secret_id_wrapped,
+            value=settings.vault_secret_id.get_secret_value() if settings.vault_secret_id else None)
+        self._boto_session = None
+        self._sts = None
         self._lock = threading.RLock()
         self._token_expires_at: float | None = None  # None = never expires / unknown
         self._token_ttl: float = 0.0
@@ -145,25 +157,67 @@ class VaultStore:
 
     # -- authentication -------------------------------------------------------------------------
     def login(self) -> None:
-        """Authenticate with the configured method (token, AppRole, Kubernetes)."""
+        """Authenticate with the configured method (:mod:`rotation.backends.vault_auth`: aws, jwt,
+        kubernetes, approle, token). The login material (a token file, JWT, secret id file, AWS
+        credentials) is read afresh at every login, so a renewed credential is always used."""
         s = self.settings
-        with self._lock, vault_errors("login", s.vault_auth_method):
-            if s.vault_auth_method == "token":
-                self.client.token = s.vault_token.get_secret_value()
+        method = s.vault_auth_method
+        with self._lock, vault_errors("login", method):
+            if method == "token":
+                self.client.token = (read_credential_file(s.vault_token_file, "VAULT_TOKEN_FILE")
+                                     if s.vault_token_file is not None else s.vault_token.get_secret_value())
                 self._logged_in = False
-            elif s.vault_auth_method == "approle":
+            elif method == "approle":
+                secret_id = self._secret_ids.secret_id(self._unwrap)
                 self.client.auth.approle.login(
-                    role_id=s.vault_role_id, secret_id=s.vault_secret_id.get_secret_value(),
-                    mount_point=s.vault_approle_mount, use_token=True,
+                    role_id=s.vault_role_id, secret_id=secret_id, mount_point=s.vault_approle_mount, use_token=True,
                 )
-            else:
+            elif method == "kubernetes":
                 jwt = Path(s.vault_kubernetes_jwt_path).read_text().strip()
                 self.client.auth.kubernetes.login(
                     role=s.vault_kubernetes_role, jwt=jwt, mount_point=s.vault_kubernetes_mount, use_token=True,
                 )
-            if s.vault_auth_method != "token":
+            elif method == "jwt":
+                self.client.auth.jwt.jwt_login(role=s.vault_jwt_role, jwt=self._jwt(), path=s.vault_jwt_mount)
+            elif method == "aws":
+                payload = aws_iam_login_payload(self._aws_session().get_credentials(), s.vault_aws_role,
+                                                server_id=s.vault_aws_iam_server_id, sts_region=s.vault_aws_sts_region)
+                self.client.adapter.login(f"/v1/auth/{s.vault_aws_mount}/login", json=payload)
+            else:   # Settings validates the method; this guards direct construction
+                raise VaultError(f"VAULT_AUTH_METHOD={method!r} is not supported")
+            if method != "token":
                 self._logged_in = True
             self._refresh_ttl()
+
+    @property
+    def can_relogin(self) -> bool:
+        """False only for a fixed ``VAULT_TOKEN``: every other source can present a fresh credential."""
+        return self.settings.vault_auth_method != "token" or self.settings.vault_token_file is not None
+
+    def _unwrap(self, wrapping_token: str) -> dict[str, Any]:
+        """``sys/wrapping/unwrap`` presenting the wrapping token itself as the request token."""
+        self.client.token = wrapping_token
+        try:
+            return self.client.sys.unwrap()
+        finally:
+            self.client.token = None
+
+    def _jwt(self) -> str:
+        s = self.settings
+        if s.vault_jwt_path is not None:
+            return read_credential_file(s.vault_jwt_path, "VAULT_JWT_PATH")
+        if self._sts is None:
+            region = s.vault_aws_sts_region or s.aws_region
+            # GetWebIdentityToken is not served by STS's global endpoint: always the regional one
+            self._sts = self._aws_session().client(
+                "sts", region_name=region, endpoint_url=s.aws_endpoint_url or f"https://sts.{region}.amazonaws.com")
+        return aws_web_identity_token(self._sts, s.vault_jwt_aws_audience)
+
+    def _aws_session(self):
+        if self._boto_session is None:
+            import boto3
+            self._boto_session = boto3.Session(region_name=self.settings.aws_region)
+        return self._boto_session
 
     def _refresh_ttl(self) -> None:
         data = self.client.auth.token.lookup_self()["data"]
@@ -236,13 +290,14 @@ class VaultStore:
                         self.client.auth.token.renew_self()
                         self._refresh_ttl()
                     now_left = (self._token_expires_at or float("inf")) - time.monotonic()
-                    if now_left > left + 1 or self.settings.vault_auth_method == "token":
+                    if now_left > left + 1 or not self.can_relogin:
                         return
                     log.info("token renewal capped by its max TTL; logging in again")
                 except VaultError:
                     log.info("token renewal failed; logging in again")
-            if self.settings.vault_auth_method == "token" and left <= 0:
-                raise VaultError("token expired and token auth cannot log in again: supply a fresh VAULT_TOKEN")
+            if not self.can_relogin and left <= 0:
+                raise VaultError("token expired and token auth cannot log in again: supply a fresh VAULT_TOKEN "
+                                 "(or VAULT_TOKEN_FILE, e.g. a Vault Agent sink, which is re-read)")
             self.login()
 
     def _call(self, operation: str, path: str, fn: Callable[[], T], *,
@@ -253,7 +308,7 @@ class VaultStore:
             with vault_errors(operation, path, cas_lost=cas_lost):
                 return fn()
         except VaultPermissionDenied:
-            if self.settings.vault_auth_method == "token":
+            if not self.can_relogin:
                 raise
         self.login()
         with vault_errors(operation, path, cas_lost=cas_lost):

@@ -4,12 +4,13 @@
   on rotation, on a push, or on a 403; records the version in use (the ack).
 - :class:`WebhookReceiver` / :func:`serve_webhook`: take a signed push carrying a response-wrapping
   token; :func:`verify` checks a signature.
-- Auth: :class:`TokenAuth`, :class:`AppRoleAuth`, :class:`KubernetesAuth`.
+- Auth: :class:`TokenAuth`, :class:`TokenFileAuth` (Vault Agent sink), :class:`AppRoleAuth` (secret id
+  file, optionally response-wrapped), :class:`JwtAuth`, :class:`KubernetesAuth`.
 
 Nothing here imports the rotation engine, pydantic or boto3.
 """
 
-from rotation.client.auth import AppRoleAuth, KubernetesAuth, TokenAuth
+from rotation.client.auth import AppRoleAuth, JwtAuth, KubernetesAuth, TokenAuth, TokenFileAuth
 from rotation.client.errors import (
     KeyClientConfigError,
     KeyClientError,
@@ -25,6 +26,7 @@ from rotation.client.signing import SignatureError, sign, verify
 __all__ = [
     "ApiKey",
     "AppRoleAuth",
+    "JwtAuth",
     "KeyClient",
     "KeyClientConfigError",
     "KeyClientError",
@@ -34,6 +36,7 @@ __all__ = [
     "SignatureError",
     "TamperSuspected",
     "TokenAuth",
+    "TokenFileAuth",
     "VaultAuthError",
     "VaultUnavailable",
     "WebhookReceiver",

@@ -20,7 +20,9 @@ secret's *metadata* first (no secret in it); the *data* (the key) is read only w
 ``min_forced_interval`` seconds so a 403 storm cannot hammer Vault. One lock serialises refreshes:
 many threads calling at once cause one read.
 
-Authentication: :class:`TokenAuth`, :class:`AppRoleAuth`, :class:`KubernetesAuth`. The token is
+Authentication: :class:`TokenAuth`, :class:`TokenFileAuth` (Vault Agent sink), :class:`AppRoleAuth`
+(secret id given, or from a file re-read before every login, optionally response-wrapped),
+:class:`JwtAuth`, :class:`KubernetesAuth`. The token is
 renewed with ``auth/token/renew-self`` once less than a third of its TTL is left; when Vault answers
 403 the client logs in again once and retries, then raises :class:`VaultAuthError` (failure case V5).
 
@@ -58,7 +60,15 @@ import hvac
 import hvac.exceptions as hexc
 import requests
 
-from rotation.client.auth import DEFAULT_K8S_JWT_PATH, AppRoleAuth, Auth, KubernetesAuth, TokenAuth
+from rotation.client.auth import (
+    DEFAULT_K8S_JWT_PATH,
+    AppRoleAuth,
+    Auth,
+    JwtAuth,
+    KubernetesAuth,
+    TokenAuth,
+    TokenFileAuth,
+)
 from rotation.client.errors import (
     KeyClientConfigError,
     KeyClientError,
@@ -71,6 +81,7 @@ from rotation.client.errors import (
 __all__ = [
     "ApiKey",
     "AppRoleAuth",
+    "JwtAuth",
     "KeyClient",
     "KeyClientConfigError",
     "KeyClientError",
@@ -78,6 +89,7 @@ __all__ = [
     "KubernetesAuth",
     "TamperSuspected",
     "TokenAuth",
+    "TokenFileAuth",
     "VaultAuthError",
     "VaultUnavailable",
 ]
@@ -148,7 +160,8 @@ class KeyClient:
     :param namespace: Vault Enterprise/OpenBao namespace, or ``None``.
     :param refresh_interval: seconds between version checks (default 60).
     :param min_forced_interval: minimum seconds between forced (push/403) refreshes (default 5).
-    :param verify: TLS verification (``True``, ``False`` or a CA bundle path).
+    :param verify: TLS verification (``True``, ``False``, a CA bundle file or a rehashed CA directory).
+    :param cert: ``(certificate, key)`` file paths for mutual TLS, or ``None``.
     :param timeout: seconds per Vault HTTP call (default 5).
     :param max_stale: seconds a cached key may still be served while Vault is unreachable during a
         *periodic* refresh (default ``10 * refresh_interval``); after that, or on a forced refresh,
@@ -162,7 +175,7 @@ class KeyClient:
     def __init__(self, vault_addr: str, consumer: str, *, auth: Auth, mount: str = "secret",
                  prefix: str = "mail-api", namespace: str | None = None, refresh_interval: float = 60.0,
                  min_forced_interval: float = 5.0, verify: bool | str = True, timeout: float = 5.0,
-                 max_stale: float | None = None, host: str | None = None):
+                 max_stale: float | None = None, host: str | None = None, cert: tuple[str, str] | None = None):
         if not consumer or "/" in consumer:
             raise KeyClientConfigError("consumer: must be a single path segment such as 'billing'")
         if refresh_interval <= 0 or min_forced_interval < 0:
@@ -182,7 +195,8 @@ class KeyClient:
         self.key_path = f"{self.prefix}/keys/{consumer}"
         self.ack_path = f"{self.prefix}/acks/{consumer}"
         self.webhook_path = f"{self.prefix}/webhooks/{consumer}"
-        self._client = hvac.Client(url=self.vault_addr, namespace=namespace, verify=verify, timeout=timeout)
+        self._client = hvac.Client(url=self.vault_addr, namespace=namespace, verify=verify, cert=cert,
+                                   timeout=timeout)
         self._client.token = None  # never pick up VAULT_TOKEN / ~/.vault-token implicitly; auth decides
         self._lock = threading.RLock()
         # (key, monotonic time of the next check): read without the lock on the fast path
@@ -209,15 +223,26 @@ class KeyClient:
         """Build a client from environment variables (the Vault CLI's names where they exist):
 
         ``VAULT_ADDR`` (required), ``MAIL_API_CONSUMER`` (required), ``VAULT_AUTH_METHOD``
-        (``token`` | ``approle`` | ``kubernetes``; default ``token``), ``VAULT_TOKEN``,
-        ``VAULT_ROLE_ID`` + ``VAULT_SECRET_ID`` (+ ``VAULT_APPROLE_MOUNT``), ``VAULT_KUBERNETES_ROLE``
-        (+ ``VAULT_KUBERNETES_JWT_PATH``, ``VAULT_KUBERNETES_MOUNT``), ``VAULT_KV_MOUNT`` (default
-        ``secret``), ``VAULT_KV_PREFIX`` (default ``mail-api``), ``VAULT_NAMESPACE``, ``VAULT_CACERT``,
-        ``MAIL_API_KEY_REFRESH_SECONDS`` (default 60). Keyword ``overrides`` win over the environment.
+        (``token`` | ``approle`` | ``kubernetes`` | ``jwt``; default ``token``), ``VAULT_TOKEN`` or
+        ``VAULT_TOKEN_FILE`` (a Vault Agent sink, re-read after a 403), ``VAULT_ROLE_ID`` +
+        ``VAULT_SECRET_ID_FILE`` (re-read before each login; ``VAULT_SECRET_ID_WRAPPED=true`` when
+        it holds a response-wrapping token) or ``VAULT_SECRET_ID`` (+ ``VAULT_APPROLE_MOUNT``),
+        ``VAULT_KUBERNETES_ROLE`` (+ ``VAULT_KUBERNETES_JWT_PATH``, ``VAULT_KUBERNETES_MOUNT``),
+        ``VAULT_JWT_ROLE`` + ``VAULT_JWT_PATH`` (+ ``VAULT_JWT_MOUNT``), ``VAULT_KV_MOUNT`` (default
+        ``secret``), ``VAULT_KV_PREFIX`` (default ``mail-api``), ``VAULT_NAMESPACE``, ``VAULT_CACERT``
+        (a CA bundle file) or ``VAULT_CAPATH`` (a directory prepared with ``openssl rehash``),
+        ``VAULT_CLIENT_CERT`` + ``VAULT_CLIENT_KEY`` (mutual TLS), ``MAIL_API_KEY_REFRESH_SECONDS``
+        (default 60). OpenBao's ``BAO_ADDR``, ``BAO_TOKEN``, ``BAO_TOKEN_FILE``, ``BAO_NAMESPACE``,
+        ``BAO_CACERT``, ``BAO_CAPATH``, ``BAO_CLIENT_CERT``, ``BAO_CLIENT_KEY`` are accepted when
+        the ``VAULT_*`` name is unset (the rotator's rule, :mod:`rotation.settings`). The AWS IAM
+        method is the rotator's only: it needs botocore, which this base install does not carry.
+        Keyword ``overrides`` win over the environment.
 
         Raises :class:`KeyClientConfigError` naming the missing/bad variable (never its value).
         """
-        env = os.environ if environ is None else environ
+        raw = os.environ if environ is None else environ
+        twins = ("ADDR", "TOKEN", "TOKEN_FILE", "NAMESPACE", "CACERT", "CAPATH", "CLIENT_CERT", "CLIENT_KEY")
+        env = {**raw, **{f"VAULT_{n}": raw[f"BAO_{n}"] for n in twins if not raw.get(f"VAULT_{n}") and raw.get(f"BAO_{n}")}}
 
         def need(name: str) -> str:
             v = env.get(name)
@@ -225,27 +250,54 @@ class KeyClient:
                 raise KeyClientConfigError(f"{name} is required")
             return v
 
+        def existing(name: str, kind: str = "file") -> str | None:
+            v = env.get(name)
+            check = os.path.isdir if kind == "directory" else os.path.isfile
+            if v and not check(v):
+                raise KeyClientConfigError(f"{name} names no readable {kind}: point it at the {kind} that exists")
+            return v or None
+
         addr = overrides.pop("vault_addr", None) or need("VAULT_ADDR")
         consumer = overrides.pop("consumer", None) or need("MAIL_API_CONSUMER")
         auth = overrides.pop("auth", None)
         if auth is None:
             method = env.get("VAULT_AUTH_METHOD", "token")
             if method == "token":
-                auth = TokenAuth(need("VAULT_TOKEN"))
+                token_file = existing("VAULT_TOKEN_FILE")
+                if token_file:
+                    auth = TokenFileAuth(token_file)
+                elif env.get("VAULT_TOKEN"):
+                    auth = TokenAuth(env["VAULT_TOKEN"])
+                else:
+                    raise KeyClientConfigError("VAULT_TOKEN or VAULT_TOKEN_FILE is required when "
+                                               "VAULT_AUTH_METHOD=token")
             elif method == "approle":
-                auth = AppRoleAuth(need("VAULT_ROLE_ID"), need("VAULT_SECRET_ID"),
-                                   env.get("VAULT_APPROLE_MOUNT") or "approle")
+                secret_file = existing("VAULT_SECRET_ID_FILE")
+                wrapped = env.get("VAULT_SECRET_ID_WRAPPED", "").lower() in ("1", "true", "yes")
+                if wrapped and not secret_file:
+                    raise KeyClientConfigError("VAULT_SECRET_ID_WRAPPED=true needs VAULT_SECRET_ID_FILE")
+                auth = AppRoleAuth(need("VAULT_ROLE_ID"), "" if secret_file else need("VAULT_SECRET_ID"),
+                                   env.get("VAULT_APPROLE_MOUNT") or "approle", secret_id_file=secret_file,
+                                   wrapped=wrapped)
             elif method == "kubernetes":
                 auth = KubernetesAuth(need("VAULT_KUBERNETES_ROLE"),
                                       env.get("VAULT_KUBERNETES_JWT_PATH") or DEFAULT_K8S_JWT_PATH,
                                       env.get("VAULT_KUBERNETES_MOUNT") or "kubernetes")
+            elif method == "jwt":
+                auth = JwtAuth(need("VAULT_JWT_ROLE"), existing("VAULT_JWT_PATH") or need("VAULT_JWT_PATH"),
+                               env.get("VAULT_JWT_MOUNT") or "jwt")
             else:
-                raise KeyClientConfigError("VAULT_AUTH_METHOD must be token, approle or kubernetes")
+                raise KeyClientConfigError("VAULT_AUTH_METHOD must be token, approle, kubernetes or jwt (AWS IAM "
+                                           "auth is for the rotator only)")
+        cert_file, key_file = existing("VAULT_CLIENT_CERT"), existing("VAULT_CLIENT_KEY")
+        if bool(cert_file) != bool(key_file):
+            raise KeyClientConfigError("VAULT_CLIENT_CERT and VAULT_CLIENT_KEY go together: set both or neither")
         kwargs: dict[str, Any] = {
             "mount": env.get("VAULT_KV_MOUNT") or "secret",
             "prefix": env.get("VAULT_KV_PREFIX") or "mail-api",
             "namespace": env.get("VAULT_NAMESPACE") or None,
-            "verify": env.get("VAULT_CACERT") or True,
+            "verify": existing("VAULT_CACERT") or existing("VAULT_CAPATH", "directory") or True,
+            "cert": (cert_file, key_file) if cert_file else None,
         }
         if env.get("MAIL_API_KEY_REFRESH_SECONDS"):
             try:

@@ -64,9 +64,8 @@ def _policy_client(settings, vault_store, token_env: str | None):
         raise _usage(f"--policy-token-env {token_env}: the variable is not set; export a Vault token allowed "
                      "to read sys/policies/acl/mail-api-*")
     import hvac
-    verify: bool | str = str(settings.vault_cacert) if settings.vault_cacert else True
-    return hvac.Client(url=settings.vault_addr, namespace=settings.vault_namespace, token=token, verify=verify,
-                       timeout=settings.vault_timeout_seconds)
+    return hvac.Client(url=settings.vault_addr, namespace=settings.vault_namespace, token=token,
+                       verify=settings.vault_verify, cert=settings.vault_cert, timeout=settings.vault_timeout_seconds)
 
 
 @click.command(name="audit")

@@ -96,8 +96,12 @@ def _iam_doc(props, typ):
 
 
 _SENSITIVE = ("kms:decrypt", "kms:reencryptfrom", "kms:*", "ses:sendemail", "ses:sendrawemail", "ses:*")
+#: Actions with no resource-level permission (Service Authorization Reference): metrics, X-Ray, the ENI
+#: lookups a Lambda in a VPC needs (AWSLambdaVPCAccessExecutionRole), and STS GetWebIdentityToken
+#: (scoped by its sts:IdentityTokenAudience condition instead).
 _STAR_OK_DEFAULT = ["cloudwatch:PutMetricData", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
-                    "xray:GetSamplingRules", "xray:GetSamplingTargets"]
+                    "xray:GetSamplingRules", "xray:GetSamplingTargets", "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeSubnets", "sts:GetWebIdentityToken"]
 
 
 @resource_rule("iam-scoped-resources", ["KMS.1", "KMS.2", "BASELINE-LAMBDA-IAM", "AwsSolutions-IAM5"],
@@ -108,7 +112,8 @@ def iam_scoped_resources(props, cfg, typ):
     """KMS.1 / KMS.2 (IAM policies must not allow decryption on all KMS keys), baseline §1.7 IAM row
     (``ses:SendEmail`` on the identity and configuration-set ARNs only) and AwsSolutions-IAM5 (wildcard
     resources): an Allow with ``Resource: "*"`` is accepted only for actions that support no
-    resource-level permission (``starResourceActions``: PutMetricData, X-Ray)."""
+    resource-level permission (``starResourceActions``: PutMetricData, X-Ray, the VPC ENI lookups,
+    STS GetWebIdentityToken)."""
     out = []
     allowed = {a.lower() for a in cfg["starResourceActions"]}
     for s in statements(_iam_doc(props, typ)):

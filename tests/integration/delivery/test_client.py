@@ -313,3 +313,97 @@ def test_canary_value_never_logged_or_in_errors(consumer, caplog, capsys):
     blob = "\n".join(texts + [caplog.text, out.out, out.err])
     assert "serial" in caplog.text                 # something was logged at all
     assert canary not in blob
+
+
+# --- no stored credential in the app's environment (issue 11 items 2 and 3) -------------------------
+
+def _revoke_client_token(consumer, client) -> None:
+    accessor = client._client.auth.token.lookup_self()["data"]["accessor"]
+    consumer.root.auth.token.revoke_accessor(accessor)
+
+
+def test_from_env_wrapped_secret_id_file_is_re_read_when_the_long_lived_client_logs_in_again(
+        consumer, monkeypatch, tmp_path):
+    """A long-lived KeyClient keeps working after its secret id is rotated: the file is re-read at
+    the next login; a wrapping token already spent is not unwrapped twice (the secret id is cached
+    until the file changes). OpenBao's BAO_ADDR stands in for VAULT_ADDR."""
+    from rotation.vault_policies import consumer_policy_name
+
+    role = consumer_policy_name(consumer.name)
+    approle = consumer.root.auth.approle
+
+    def wrapped_secret_id() -> str:
+        return consumer.root.adapter.post(f"/v1/auth/approle/role/{role}/secret-id",
+                                          headers={"X-Vault-Wrap-TTL": "120s"})["wrap_info"]["token"]
+
+    consumer.write_keys(current=record(1))
+    secret_file = tmp_path / "secret-id"
+    secret_file.write_text(wrapped_secret_id())
+    for name, value in {"BAO_ADDR": consumer.stack.vault_addr, "VAULT_AUTH_METHOD": "approle",
+                        "VAULT_ROLE_ID": consumer.role_id, "VAULT_SECRET_ID_FILE": str(secret_file),
+                        "VAULT_SECRET_ID_WRAPPED": "true", "VAULT_KV_MOUNT": MOUNT, "VAULT_KV_PREFIX": PREFIX,
+                        "MAIL_API_CONSUMER": consumer.name}.items():
+        monkeypatch.setenv(name, value)
+    client = KeyClient.from_env()
+    assert client.current_key().serial == 1
+    _revoke_client_token(consumer, client)              # same (spent) wrapping token in the file
+    assert client.refresh().serial == 1
+    for accessor in approle.list_secret_id_accessors(role)["data"]["keys"]:
+        approle.destroy_secret_id_accessor(role, accessor)
+    secret_file.write_text(wrapped_secret_id())        # a new secret id is delivered
+    _revoke_client_token(consumer, client)
+    consumer.write_keys(current=record(2), previous=record(1))
+    assert client.refresh().serial == 2
+    assert client.stats["logins"] == 3
+    assert "secret_id_file" in repr(client.auth) and secret_file.read_text() not in repr(client.auth)
+
+
+def test_from_env_vault_agent_token_file_is_re_read_after_a_403(consumer, monkeypatch, tmp_path):
+    from rotation.client.keys import TokenFileAuth
+    from rotation.vault_policies import consumer_policy_name
+
+    def token() -> str:
+        return consumer.root.auth.token.create(policies=[consumer_policy_name(consumer.name)],
+                                               ttl="10m")["auth"]["client_token"]
+
+    consumer.write_keys(current=record(1))
+    sink = tmp_path / "agent-token"
+    sink.write_text(token())
+    client = KeyClient.from_env({"VAULT_ADDR": consumer.stack.vault_addr, "VAULT_TOKEN_FILE": str(sink),
+                                 "VAULT_KV_MOUNT": MOUNT, "VAULT_KV_PREFIX": PREFIX,
+                                 "MAIL_API_CONSUMER": consumer.name})
+    assert isinstance(client.auth, TokenFileAuth) and client.current_key().serial == 1
+    _revoke_client_token(consumer, client)
+    sink.write_text(token())                            # the agent wrote a new token
+    assert client.refresh().serial == 1
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"VAULT_CACERT": "/nonexistent/ca.pem"}, "VAULT_CACERT"),
+    ({"BAO_CAPATH": "/nonexistent/cas"}, "VAULT_CAPATH"),
+    ({"VAULT_CLIENT_CERT": "__FILE__"}, "VAULT_CLIENT_KEY"),
+    ({"VAULT_AUTH_METHOD": "aws"}, "VAULT_AUTH_METHOD"),
+    ({"VAULT_TOKEN": "", "VAULT_TOKEN_FILE": "/nonexistent/token"}, "VAULT_TOKEN_FILE"),
+    ({"VAULT_AUTH_METHOD": "jwt", "VAULT_JWT_ROLE": "r"}, "VAULT_JWT_PATH"),
+])
+def test_from_env_bad_tls_or_auth_settings_name_the_variable(tmp_path, extra, named):
+    pem = tmp_path / "client.pem"
+    pem.write_text("pem")
+    env = {"VAULT_ADDR": "https://vault.example.com:8200", "VAULT_TOKEN": "t", "MAIL_API_CONSUMER": "billing",
+           **{k: str(pem) if v == "__FILE__" else v for k, v in extra.items()}}
+    with pytest.raises(KeyClientConfigError, match=named):
+        KeyClient.from_env(env)
+
+
+def test_from_env_tls_settings_reach_the_http_session(tmp_path):
+    cas = tmp_path / "cas"
+    cas.mkdir()
+    for name in ("client.pem", "client.key"):
+        (tmp_path / name).write_text("pem")
+    client = KeyClient.from_env({"BAO_ADDR": "https://bao.example.com:8200", "BAO_TOKEN": "t",
+                                 "VAULT_ADDR": "https://vault.example.com:8200", "BAO_CAPATH": str(cas),
+                                 "VAULT_CLIENT_CERT": str(tmp_path / "client.pem"),
+                                 "VAULT_CLIENT_KEY": str(tmp_path / "client.key"), "MAIL_API_CONSUMER": "billing"})
+    assert client.vault_addr == "https://vault.example.com:8200"        # VAULT_* wins over BAO_*
+    assert client._client.adapter._kwargs["verify"] == str(cas)
+    assert client._client.adapter._kwargs["cert"] == (str(tmp_path / "client.pem"), str(tmp_path / "client.key"))

@@ -79,7 +79,8 @@ def test_sender_role_least_privilege_from_policy_template(dev_run, h):
                 actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
                 assert "*" not in actions and not any(a.endswith(":*") for a in actions), name
                 if s["Resource"] == "*":
-                    assert all(a.startswith(("xray:", "cloudwatch:PutMetricData")) for a in actions), name
+                    assert all(a.startswith(("xray:", "cloudwatch:PutMetricData", "ec2:Describe"))
+                               for a in actions), name
 
     return h.check_recorded(dev_run, check)
 
