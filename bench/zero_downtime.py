@@ -13,7 +13,7 @@ the scenario is done, however long a busy machine takes):
   (requests/s), recording every answer (status, ``x-amzn-ErrorType``, key serial, time);
 * **the rotator**: the real ``rotation`` CLI as **subprocesses**: ``rotate <consumer>`` (normal) for
   every consumer, then ``rotate <last consumer> --emergency``, then ``run`` past the grace period
-  (revokes the old keys); ``--kills`` of these rotations are SIGKILLed a random moment (0-1 s)
+  (revokes the old keys); ``--kills`` of these rotations are SIGKILLed a random moment (0-0.2 s)
   after the rotation is journaled in Vault, then ``rotation run`` resumes them once the lease
   (``ROTATION_LEASE_TTL=5`` s) has gone stale.
 
@@ -326,16 +326,27 @@ def run_proof(seconds: float = 30.0, rate: float = 60.0, consumers: int = 3, kil
         # journaled) and resumed; then a run past the grace period revokes the old keys.
         scenario = [("normal", n) for n in names] + [("emergency", names[-1])]
         killed_steps = set(rnd.sample(range(len(scenario)), min(kills, len(scenario))))
-        for step, (kind, name) in enumerate(scenario):
+        kills_done = 0
+
+        def rotate(kind: str, name: str, kill: bool) -> None:
+            nonlocal kills_done
             args = ["rotate", name] + (["--emergency"] if kind == "emergency" else [])
-            rot = cli(kind, name, args, kill_after=rnd.uniform(0.0, 1.0) if step in killed_steps else None)
+            rot = cli(kind, name, args, kill_after=rnd.uniform(0.0, 0.2) if kill else None)
             if rot.killed:
+                kills_done += 1
                 say(f"SIGKILL rotator ({kind} rotation of {name}) after {rot.ended - rot.started:.2f}s")
                 time.sleep(5.2)       # ROTATION_LEASE_TTL: let the lease go stale
                 res = cli("resume", name, ["run"])
                 say(f"rotation run (resume) -> exit {res.code}: {_summary(res.output)}")
             else:
                 say(f"rotation {' '.join(args)} -> exit {rot.code}: {_summary(rot.output)}")
+
+        for step, (kind, name) in enumerate(scenario):
+            rotate(kind, name, step in killed_steps)
+        for attempt in range(3 * kills):       # a rotation that finished before its kill: kill another
+            if kills_done >= kills:
+                break
+            rotate("normal", names[attempt % len(names)], True)
         time.sleep(grace + 0.5)
         res = cli("run", None, ["run"])     # revokes what is past its grace
         say(f"rotation run -> exit {res.code}: {_summary(res.output)}")
