@@ -36,6 +36,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.components._common import json_doc
+from infra.components.monitoring import runbook
 from infra.components.rotator import (
     MEMORY_MB,
     SCHEDULE_GROUP,
@@ -164,7 +165,8 @@ class FanOut(pulumi.ComponentResource):
         self.dlq_alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-dlq-alarm", name=f"{args.prefix}-rotation-jobs-dead-letters",
             alarm_description=f"Rotation jobs failed {MAX_RECEIVES} times and reached the dead-letter queue; "
-                              "see the worker's log group and the audit events, then redrive them",
+                              "see the worker's log group and the audit events, then redrive them. "
+                              + runbook("rotation-jobs-dead-letters"),
             namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible",
             dimensions={"QueueName": self.dlq.name}, statistic="Maximum", period=300, evaluation_periods=1,
             threshold=0, comparison_operator="GreaterThanThreshold", treat_missing_data="notBreaching",

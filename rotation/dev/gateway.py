@@ -46,7 +46,7 @@ models the data plane's propagation delay, so a fleet rotation can be benchmarke
 
 Per-key request counters (every request that carried a known key id, whatever its answer) are
 exposed in process (:meth:`DevGateway.request_count`, :meth:`DevGateway.usage`) and over HTTP at
-the dev-only path ``GET /_dev/usage`` -> ``{"<key id>": <count>}``; :class:`DevGatewayTraffic`
+the dev-only path ``GET /_dev/usage`` (``Authorization: Bearer <usage_token>``) -> ``{"<key id>": <count>}``; :class:`DevGatewayTraffic`
 turns them into a :class:`rotation.backends.traffic.TrafficSignal`.
 
 Start in process::
@@ -790,7 +790,8 @@ def _start_embedded(args: argparse.Namespace, exits: contextlib.ExitStack):
 
 def _write_env_files(args: argparse.Namespace, stack, creds, consumers_path, gw: DevGateway) -> None:
     """``<env-file>``: the rotator's environment (+ ``ROTATION_CONSUMERS_FILE``,
-    ``ROTATION_CANARY_URL``); ``<dir>/<consumer>.env``: each app's (AppRole, ``MAIL_API_URL``).
+    ``ROTATION_CANARY_URL``, and the gateway's per-key counters as the traffic signal:
+    ``ROTATION_TRAFFIC_URL`` + ``ROTATION_TRAFFIC_TOKEN``); ``<dir>/<consumer>.env``: each app's (AppRole, ``MAIL_API_URL``).
     Mode 0600: they hold AppRole secret ids of the local stack."""
     from pathlib import Path
 
@@ -798,7 +799,8 @@ def _write_env_files(args: argparse.Namespace, stack, creds, consumers_path, gw:
 
     env_file = Path(args.env_file)
     env = {**stack.env(creds, stack=args.stack), "ROTATION_CONSUMERS_FILE": str(consumers_path),
-           "ROTATION_CANARY_URL": gw.url}
+           "ROTATION_CANARY_URL": gw.url, "ROTATION_TRAFFIC_URL": gw.usage_url,
+           "ROTATION_TRAFFIC_TOKEN": gw.usage_token}
     write_private_file(env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
     print(f"embedded stack: OpenBao {stack.vault_addr}, AWS emulator {stack.aws_endpoint}; rotator environment "
           f"in {env_file} (mode 0600), consumers file {consumers_path}", flush=True)
