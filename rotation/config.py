@@ -102,6 +102,8 @@ def parse_duration(value: object) -> timedelta:
     elif isinstance(value, bool):
         raise ValueError(  # noqa: TRY004 - pydantic turns ValueError into a field error
             "must be a duration such as 30d, 12h, 90m or a number of seconds")
+    elif isinstance(value, int) and value > MAX_DURATION.total_seconds():
+        raise ValueError(f"is too long: at most {MAX_DURATION.days}d")      # before float() overflows
     elif isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):

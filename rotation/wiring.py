@@ -53,7 +53,9 @@ def make_targets(c: Consumer, vault: VaultStore, settings: Settings) -> list[Pus
         if isinstance(spec, FileTarget):
             out.append(AtomicFileTarget(spec))
         elif isinstance(spec, WebhookTarget):
-            out.append(SignedWebhookTarget(spec, vault, deadline_seconds=settings.push_timeout_seconds))
+            out.append(SignedWebhookTarget(spec, vault, deadline_seconds=settings.push_timeout_seconds,
+                                           allow_loopback=settings.webhook_allow_loopback,
+                                           allow_private=settings.webhook_allow_private))
         elif isinstance(spec, SecretsManagerTargetSpec):
             out.append(SecretsManagerTarget(_aws_client("secretsmanager", settings), spec.secret_id,
                                             kms_key_id=spec.kms_key_id, required=spec.required))

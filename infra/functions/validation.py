@@ -123,6 +123,8 @@ MAX_MESSAGE_BYTES = 40 * 1000 * 1000
 """Largest whole MIME message, in bytes after encoding (SES v2 quota: 40 MB per message)."""
 
 MAX_FILENAME_CHARS = 255
+#: An attachment's content type, characters (RFC 6838 4.2: type and subtype at most 127 each).
+MAX_CONTENT_TYPE_CHARS = 255
 """Longest attachment filename, in characters (common filesystem limit)."""
 
 MAX_CUSTOM_HEADERS_COUNT = 10
@@ -406,13 +408,13 @@ def _parse_address(value: Any) -> EmailAddress:
         if name is not None:
             if not isinstance(name, str):
                 raise _reject("wrong_type", "The name must be a string.", sub="name")
-            _check_header_text(name, sub="name")
-            if len(name) > MAX_DISPLAY_NAME_CHARS:
+            if len(name) > MAX_DISPLAY_NAME_CHARS:     # bound the work before decoding (linear cost)
                 raise _reject(
                     "display_name_too_long",
                     f"The display name exceeds {MAX_DISPLAY_NAME_CHARS} characters.",
                     sub="name",
                 )
+            _check_header_text(name, sub="name")
             name = name.strip() or None
     else:
         raise _reject("wrong_type", "An address must be a string or an object with an email.")
@@ -496,6 +498,9 @@ class Attachment(BaseModel):
     @field_validator("content_type")
     @classmethod
     def _content_type(cls, value: str) -> str:
+        if len(value) > MAX_CONTENT_TYPE_CHARS:    # bound the work before decoding
+            raise _reject("attachment_type_not_allowed",
+                          f"A content type has at most {MAX_CONTENT_TYPE_CHARS} characters.")
         _check_header_text(value)
         normalized = value.strip().lower()
         if normalized not in ALLOWED_ATTACHMENT_TYPES:
@@ -547,13 +552,13 @@ def _custom_headers(value: dict[str, str]) -> dict[str, str]:
                 "Allowed custom headers: " + ", ".join(sorted(ALLOWED_CUSTOM_HEADERS)) + ".",
                 sub=name,
             )
-        _check_header_text(header_value, sub=name)
-        if len(header_value) > MAX_HEADER_VALUE_CHARS:
+        if len(header_value) > MAX_HEADER_VALUE_CHARS:   # bound the work before decoding
             raise _reject(
                 "header_value_too_long",
                 f"A header value exceeds {MAX_HEADER_VALUE_CHARS} characters.",
                 sub=name,
             )
+        _check_header_text(header_value, sub=name)
     return value
 
 
@@ -605,11 +610,11 @@ class MessageRequest(BaseModel):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
+        if len(value) > MAX_SUBJECT_CHARS:            # bound the work before decoding
+            raise _reject("subject_too_long", f"The subject exceeds {MAX_SUBJECT_CHARS} characters.")
         _check_header_text(value)
         if not value.strip():
             raise _reject("empty_value", "The subject must not be empty.")
-        if len(value) > MAX_SUBJECT_CHARS:
-            raise _reject("subject_too_long", f"The subject exceeds {MAX_SUBJECT_CHARS} characters.")
         return value
 
     @field_validator("text", "html")
@@ -635,15 +640,15 @@ class MessageRequest(BaseModel):
     def _early_limits(cls, data: Any) -> Any:
         # Count before validating every item, so 10,000 recipients cost no address parsing.
         if isinstance(data, dict):
-            lists = [data.get(k) for k in ("to", "cc", "bcc")]
-            if all(isinstance(v, list) for v in lists if v is not None):
-                total = sum(len(v) for v in lists if v is not None)
-                if total > MAX_RECIPIENTS_COUNT:
-                    raise _reject(
-                        "too_many_recipients",
-                        f"At most {MAX_RECIPIENTS_COUNT} recipients across to, cc and bcc.",
-                        sub="to",
-                    )
+            # every list counts, whatever its siblings hold (a wrong-typed cc must not let a huge
+            # to list through to address parsing)
+            total = sum(len(data[k]) for k in ("to", "cc", "bcc") if isinstance(data.get(k), list))
+            if total > MAX_RECIPIENTS_COUNT:
+                raise _reject(
+                    "too_many_recipients",
+                    f"At most {MAX_RECIPIENTS_COUNT} recipients across to, cc and bcc.",
+                    sub="to",
+                )
             attachments = data.get("attachments")
             if isinstance(attachments, list) and len(attachments) > MAX_ATTACHMENTS_COUNT:
                 raise _reject(

@@ -55,8 +55,18 @@ class _Retryable(Exception):
 
 
 class SignedWebhookTarget:
+    """Push a new key as a signed, response-wrapped webhook delivery.
+
+    ``allow_loopback`` / ``allow_private`` (settings ``ROTATION_WEBHOOK_ALLOW_LOOPBACK`` /
+    ``_PRIVATE``): whether a host that *resolves* to a loopback / private address may be sent to;
+    metadata, link-local, unspecified and multicast addresses never may.
+    """
+
     def __init__(self, spec: WebhookTarget, vault, *, deadline_seconds: float = 15.0,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, allow_loopback: bool = False,
+                 allow_private: bool = False):
+        self.allow = {"metadata": False, "unroutable": False, "loopback": allow_loopback,
+                      "private": allow_private}
         self.url = spec.url
         self.required = spec.required
         self.target_id = spec.target_id
@@ -66,7 +76,7 @@ class SignedWebhookTarget:
         self.session = session or requests.Session()
 
     def push(self, delivery: Delivery) -> PushResult:
-        refused = _refused_destination(self.url)
+        refused = _refused_destination(self.url, self.allow)
         if refused:
             return PushResult(self.target_id, False, refused)
         try:
@@ -138,11 +148,14 @@ class SignedWebhookTarget:
         return PushResult(self.target_id, False, f"HTTP {resp.status_code}", {"wrap_accessor": wrap.get("accessor")})
 
 
-def _refused_destination(url: str) -> str | None:
+def _refused_destination(url: str, allow: dict[str, bool]) -> str | None:
     """Why ``url`` must not be sent to *after DNS resolution*, or ``None``: a host that resolves to
     a link-local / cloud metadata, unspecified or multicast address is refused whatever the
-    settings (the consumers file was checked for literal addresses already; this catches a name
-    that resolves there). A name that does not resolve is left to the HTTP client's error."""
+    settings, and one that resolves to a loopback or private address unless ``allow`` says so
+    (the consumers file was checked for literal addresses already; this catches a *name* that
+    resolves there). A name that does not resolve is left to the HTTP client's error. The HTTP
+    client resolves the name again when it connects, so a DNS answer that changes in between
+    (rebinding) is not covered: keep webhook hosts under your own DNS."""
     host = urlsplit(url).hostname or ""
     try:
         infos = socket.getaddrinfo(host, urlsplit(url).port or 443, proto=socket.IPPROTO_TCP)
@@ -153,7 +166,7 @@ def _refused_destination(url: str) -> str | None:
             kind = classify_ip(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
         except ValueError:
             continue
-        if kind in ("metadata", "unroutable"):
+        if kind in allow and not allow[kind]:
             return f"not sent: the host resolves to a {kind} address"
     return None
 

@@ -60,7 +60,8 @@ def test_valid_delivery_end_to_end_over_http(app, rotator):
     server = serve_webhook(receiver, "127.0.0.1", 0, path="/hooks/key")
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/hooks/key"
-        target = SignedWebhookTarget(WebhookTarget(type="webhook", url=url), rotator, deadline_seconds=5)
+        target = SignedWebhookTarget(WebhookTarget(type="webhook", url=url), rotator, deadline_seconds=5,
+                                 allow_loopback=True)
         d = delivery(consumer)
         result = target.push(d)
         assert result.ok, result.detail

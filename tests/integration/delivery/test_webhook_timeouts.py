@@ -78,7 +78,7 @@ def rotator(stack):
 def _push(stack, rotator, server, deadline):
     c = make_consumer(stack)
     target = SignedWebhookTarget(WebhookTarget(type="webhook", url=f"http://127.0.0.1:{server.port}/hook"),
-                                 rotator, deadline_seconds=deadline)
+                                 rotator, deadline_seconds=deadline, allow_loopback=True)
     d = Delivery(consumer=c.name, serial=2, rotation_id="rot-2", key_id="kid2", value="v" * 40)
     t0 = time.monotonic()
     result = target.push(d)

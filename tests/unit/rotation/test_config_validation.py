@@ -133,7 +133,7 @@ def test_yaml_alias_bombs_are_refused(tmp_path):
 # -- durations ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", ["99999999999d", "1e400", 1e300, float("inf"), float("nan"), "3651d",
-                                   "\uff13\uff10d", "\u0663\u0660d", "30 d x"])
+                                   "\uff13\uff10d", "\u0663\u0660d", "30 d x", 10**400, "9" * 400 + "d"])
 def test_durations_too_large_not_finite_or_not_ascii_are_field_errors(tmp_path, value):
     assert "consumers.0.max_age" in problems(tmp_path, variant("consumers.0.max_age", value))
 
@@ -275,7 +275,7 @@ def test_the_webhook_target_refuses_to_sign_with_a_short_secret():
     from rotation.config import WebhookTarget
     vault = _ShortSecretVault()
     spec = WebhookTarget(type="webhook", url="https://127.0.0.1:9/hook")
-    result = SignedWebhookTarget(spec, vault).push(
+    result = SignedWebhookTarget(spec, vault, allow_loopback=True).push(
         Delivery("crm", 2, "rot-2", "kid2", "v" * 40))
     assert result.ok is False and "at least 32 bytes" in result.detail and not vault.wrapped
     assert "short-secret" not in result.detail
@@ -319,3 +319,28 @@ def test_a_webhook_host_that_resolves_to_a_metadata_address_is_not_sent_to(monke
     spec = WebhookTarget(type="webhook", url="https://hooks.example.com/mail-api-key")
     result = SignedWebhookTarget(spec, vault).push(Delivery("crm", 2, "rot-2", "kid2", "v" * 40))
     assert result.ok is False and "resolves to a" in result.detail
+
+
+@pytest.mark.parametrize("resolved,kind", [("127.0.0.1", "loopback"), ("::1", "loopback"),
+                                           ("10.1.2.3", "private"), ("192.168.0.7", "private"),
+                                           ("fd12:3456::1", "private")])
+def test_a_webhook_host_name_that_resolves_to_loopback_or_private_needs_the_same_permission_as_a_literal(
+        monkeypatch, resolved, kind):
+    """A name is no way around ROTATION_WEBHOOK_ALLOW_LOOPBACK / _PRIVATE: refused when it resolves
+    there unless allowed, and sent (to the next step) when allowed."""
+    import socket
+
+    from rotation.config import WebhookTarget
+
+    family = socket.AF_INET6 if ":" in resolved else socket.AF_INET
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port, *a, **k: [
+        (family, socket.SOCK_STREAM, 6, "", (resolved, port))])
+    spec = WebhookTarget(type="webhook", url="https://hooks.example.com/mail-api-key")
+    vault = _ShortSecretVault()
+    vault.read_webhook_secret = lambda consumer: pytest.fail("must not read the signing secret")
+    refused = SignedWebhookTarget(spec, vault).push(Delivery("crm", 2, "rot-2", "kid2", "v" * 40))
+    assert refused.ok is False and f"resolves to a {kind} address" in refused.detail
+    allowed = _ShortSecretVault()
+    flags = {"allow_loopback": True} if kind == "loopback" else {"allow_private": True}
+    result = SignedWebhookTarget(spec, allowed, **flags).push(Delivery("crm", 2, "rot-2", "kid2", "v" * 40))
+    assert "resolves to a" not in result.detail      # went on to the signing secret (short here: refused)
