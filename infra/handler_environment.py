@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args[0]) if args else DEV_STACK_FILE
     stack = path.stem.removeprefix("Pulumi.") or "dev"
     try:
-        cfg = parse_stack_config({**dev_stack_config(path), **DEV_SECRET_STANDINS}, DEV_SECRET_STANDINS, stack=stack)
+        # dev_stack_config already replaces the file's ``secure:`` values with planted stand-ins
+        cfg = parse_stack_config(dev_stack_config(path), DEV_SECRET_STANDINS, stack=stack)
     except (ConfigError, OSError) as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return 2

@@ -63,6 +63,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -688,6 +689,8 @@ def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run:
             continue
         try:
             http.write(change.step.method, change.step.path, change.step.body)
+            if change.step.kind == "mount":
+                _wait_until_kv_ready(http, change.step.path.rsplit("/", 1)[1])
         except VaultError as exc:
             if change.step.kind == "audit" and not isinstance(exc, VaultPermissionDenied):
                 raise VaultSetupError(
@@ -697,6 +700,23 @@ def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run:
                     + audit_config_stanza(setup.audit)) from exc
             raise
     return changes
+
+
+def _wait_until_kv_ready(http: _Http, mount: str, deadline_seconds: float = 60.0) -> None:
+    """A new KV v2 mount upgrades itself in the background and answers 400 ("Upgrading from
+    non-versioned to versioned data") until it is done: wait for ``<mount>/config`` to answer,
+    re-checking every 0.1 s, at most ``deadline_seconds``. Raises the last ``VaultError`` then."""
+    end = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            http.read(f"{mount}/config")
+            return
+        except VaultPermissionDenied:
+            raise
+        except VaultError:
+            if time.monotonic() >= end:
+                raise
+            time.sleep(0.1)
 
 
 def summarize(changes: list[Change]) -> dict[str, int]:
