@@ -201,8 +201,16 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                   "(no key values)")
             apigw = stack.aws_session().client("apigateway", endpoint_url=stack.aws_endpoint)
             keys = apigw.get_api_keys(includeValues=False)["items"]
-            print(f"API Gateway now holds {len(keys)} keys, {sum(k['enabled'] for k in keys)} enabled "
-                  f"(one per consumer)")
+            root = stack.root_client()
+            in_grace = 0
+            for c in consumers.consumers:
+                record = root.secrets.kv.v2.read_secret_version(
+                    path=f"mail-api/keys/{c.name}", mount_point="secret", raise_on_deleted_version=True)
+                previous = (record["data"]["data"] or {}).get("previous")
+                in_grace += bool(previous) and not previous.get("disabled_at")
+            print(f"API Gateway now holds {len(keys)} keys, {sum(k['enabled'] for k in keys)} enabled: one current "
+                  f"key per consumer ({len(consumers.consumers)}) plus {in_grace} previous key(s) still in "
+                  "their grace period")
     failures += _proof(proof_seconds)
     print(f"\nservers stopped; demo took {time.monotonic() - t0:.1f}s; "
           f"{'all steps as expected' if not failures else f'{failures} step(s) failed'}")
