@@ -100,6 +100,8 @@ def env(worker_stack, tmp_path, monkeypatch):
     creds = worker_stack.bootstrap(cf)
     for k, v in worker_stack.env(creds).items():
         monkeypatch.setenv(k, v)
+    # the tests' webhook receivers listen on loopback, which a real rotator refuses by default
+    monkeypatch.setenv("ROTATION_WEBHOOK_ALLOW_LOOPBACK", "true")
     settings = Settings()
     return Env(worker_stack, creds, cf, settings, tmp_path)
 
