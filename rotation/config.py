@@ -432,6 +432,26 @@ def check_against_settings(consumers: ConsumersFile, settings: Settings) -> list
     return problems
 
 
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """A pydantic ``ValidationError`` as ``[(dotted field, message)]`` for :class:`ConfigError`:
+    no input echoed (secrets stay out), plain wording for unknown and missing fields; a model-level
+    error ``"field: message; field: message"`` is split into its fields."""
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors(include_input=False, include_url=False):
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "is not a known field (check the spelling)"
+        elif err["type"] == "missing":
+            msg = "is required"
+        if err["loc"] == () and "; " in msg:
+            problems.extend(tuple(part.split(": ", 1)) for part in msg.split("; "))
+        elif err["loc"] == ():
+            problems.append(tuple(msg.split(": ", 1)) if ": " in msg else ("(file)", msg))
+        else:
+            problems.append((_loc(err["loc"]), msg))
+    return problems
+
+
 def load_consumers_file(path: str | Path, *, settings: Settings | None = None) -> ConsumersFile:
     """Read and validate a consumers file: at most 1 MiB of UTF-8 YAML, no duplicate keys at any
     depth, then the models above; with ``settings``, also :func:`check_against_settings`.
@@ -469,20 +489,7 @@ def load_consumers_file(path: str | Path, *, settings: Settings | None = None) -
     try:
         consumers = ConsumersFile.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_input=False, include_url=False):
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "is not a known field (check the spelling)"
-            elif err["type"] == "missing":
-                msg = "is required"
-            if err["loc"] == () and "; " in msg:
-                problems.extend(tuple(part.split(": ", 1)) for part in msg.split("; "))
-            elif err["loc"] == ():
-                problems.append(tuple(msg.split(": ", 1)) if ": " in msg else ("(file)", msg))
-            else:
-                problems.append((_loc(err["loc"]), msg))
-        raise ConfigError(str(p), problems) from None
+        raise ConfigError(str(p), validation_problems(exc)) from None
     if settings is not None:
         problems = check_against_settings(consumers, settings)
         if problems:

@@ -74,7 +74,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rotation.backends.vault_errors import vault_errors
-from rotation.config import ConsumersFile, Duration
+from rotation.config import ConsumersFile, Duration, validation_problems
 from rotation.errors import ConfigError, VaultError, VaultPermissionDenied
 from rotation.vault_policies import consumer_policy_name, render_vault_policy
 
@@ -381,15 +381,7 @@ def load_setup_file(path: str | Path) -> VaultSetup:
     try:
         return VaultSetup.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_input=False, include_url=False):
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "is not a known field (check the spelling)"
-            elif err["type"] == "missing":
-                msg = "is required"
-            problems.append((".".join(str(p) for p in err["loc"]) or "(file)", msg))
-        raise ConfigError(str(p), problems) from None
+        raise ConfigError(str(p), validation_problems(exc)) from None
 
 
 def audit_config_stanza(audit: FileAudit) -> str:
