@@ -1,8 +1,7 @@
 """Webhook signatures: Standard Webhooks (current) and the ``X-Mail-Api-*`` scheme (deprecated).
 
-**Standard Webhooks** (https://www.standardwebhooks.com/, spec:
-https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md). Every
-key webhook carries
+**Standard Webhooks** (https://www.standardwebhooks.com/, the specification in the
+github.com/standard-webhooks/standard-webhooks repository, ``spec/``). Every key webhook carries
 
 * ``webhook-id``: the message id, ``<rotation id>:<serial>``, the same on every retry of one
   delivery (so it is also the idempotency key);
