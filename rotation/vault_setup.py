@@ -68,10 +68,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rotation.backends.vault_errors import vault_errors
 from rotation.config import ConsumersFile, Duration, validation_problems
@@ -120,6 +128,10 @@ def _mount_name(v: str) -> str:
     return v
 
 
+#: A mount path: one plain segment (``secret``, ``approle``), checked wherever a mount is named.
+MountName = Annotated[str, AfterValidator(_mount_name)]
+
+
 class _TokenSettings(_Strict):
     """Token parameters shared by every auth role (Vault docs "Token parameters")."""
 
@@ -152,15 +164,10 @@ class AppRoleSpec(_TokenSettings):
     """AppRole roles (https://openbao.org/api-docs/auth/approle/): ``secret_id_ttl`` 0 = no expiry,
     ``secret_id_num_uses`` 0 = unlimited."""
 
-    mount: str = "approle"
+    mount: MountName = "approle"
     secret_id_ttl: Duration = Field(default=timedelta(hours=24))
     secret_id_num_uses: int = Field(default=0, ge=0)
     secret_id_bound_cidrs: list[str] = Field(default_factory=list)
-
-    @field_validator("mount")
-    @classmethod
-    def _plain_mount(cls, v: str) -> str:
-        return _mount_name(v)
 
     def role_body(self, policies: list[str]) -> dict[str, Any]:
         return {**self.token_body(policies), "bind_secret_id": True, "secret_id_ttl": _seconds(self.secret_id_ttl),
@@ -173,7 +180,7 @@ class JwtRotatorSpec(_TokenSettings):
     (``jwt_validation_pubkeys``, ``oidc_discovery_url`` or ``jwks_url``), and at least one binding:
     ``bound_audiences`` is required so a token minted for another audience never logs in."""
 
-    mount: str = "jwt"
+    mount: MountName = "jwt"
     bound_audiences: list[str] = Field(min_length=1)
     bound_subject: str | None = None
     bound_claims: dict[str, str | list[str]] = Field(default_factory=dict)
@@ -182,11 +189,6 @@ class JwtRotatorSpec(_TokenSettings):
     jwt_validation_pubkeys: list[str] = Field(default_factory=list)
     oidc_discovery_url: str | None = None
     jwks_url: str | None = None
-
-    @field_validator("mount")
-    @classmethod
-    def _plain_mount(cls, v: str) -> str:
-        return _mount_name(v)
 
     @field_validator("jwt_validation_pubkeys")
     @classmethod
@@ -255,13 +257,8 @@ class AwsRotatorSpec(_TokenSettings):
     https://developer.hashicorp.com/vault/api-docs/auth/aws): ``auth_type=iam`` bound to IAM
     principal ARNs (the Lambda's role)."""
 
-    mount: str = "aws"
+    mount: MountName = "aws"
     bound_iam_principal_arn: list[str] = Field(min_length=1)
-
-    @field_validator("mount")
-    @classmethod
-    def _plain_mount(cls, v: str) -> str:
-        return _mount_name(v)
 
     @field_validator("bound_iam_principal_arn")
     @classmethod
@@ -293,16 +290,11 @@ class KubernetesConfig(_Strict):
     """The Kubernetes auth method's config. The token reviewer JWT and CA certificate are read from
     files at apply time (so the setup file holds no credential)."""
 
-    mount: str = "kubernetes"
+    mount: MountName = "kubernetes"
     kubernetes_host: str
     kubernetes_ca_cert_file: Path | None = None
     token_reviewer_jwt_file: Path | None = None
     disable_local_ca_jwt: bool = False
-
-    @field_validator("mount")
-    @classmethod
-    def _plain_mount(cls, v: str) -> str:
-        return _mount_name(v)
 
     @field_validator("kubernetes_host")
     @classmethod
@@ -335,18 +327,13 @@ class VaultSetup(_Strict):
     """The whole Vault set-up (see the module docstring for the file shape)."""
 
     version: Literal[1] = 1
-    mount: str = "secret"
+    mount: MountName = "secret"
     prefix: str = "mail-api"
     max_versions: int = Field(default=10, ge=1, le=100)
     rotator: RotatorAuth = Field(default_factory=RotatorAuth)
     apps: AppsAuth = Field(default_factory=AppsAuth)
     kubernetes: KubernetesConfig | None = None
     audit: FileAudit | None = None
-
-    @field_validator("mount")
-    @classmethod
-    def _plain_mount(cls, v: str) -> str:
-        return _mount_name(v)
 
     @field_validator("prefix")
     @classmethod

@@ -114,11 +114,7 @@ class ApiGatewayKeys:
 
     def plans_of_key(self, key_id: str) -> set[str]:
         """Ids of the usage plans ``key_id`` belongs to (GetUsagePlans with keyId)."""
-        with aws_errors("GetUsagePlans", key_id):
-            out: set[str] = set()
-            for page in self.client.get_paginator("get_usage_plans").paginate(keyId=key_id):
-                out |= {p["id"] for p in page.get("items", [])}
-            return out
+        return self._ids("GetUsagePlans", key_id, "get_usage_plans", keyId=key_id)
 
     def attach(self, plan_id: str, key_id: str) -> None:
         """Add the key to the usage plan (CreateUsagePlanKey); already attached is fine."""
@@ -131,11 +127,13 @@ class ApiGatewayKeys:
 
     def plan_key_ids(self, plan_id: str) -> set[str]:
         """Ids of the API keys in usage plan ``plan_id`` (GetUsagePlanKeys, paginated)."""
-        with aws_errors("GetUsagePlanKeys", plan_id):
-            out: set[str] = set()
-            for page in self.client.get_paginator("get_usage_plan_keys").paginate(usagePlanId=plan_id):
-                out |= {k["id"] for k in page.get("items", [])}
-            return out
+        return self._ids("GetUsagePlanKeys", plan_id, "get_usage_plan_keys", usagePlanId=plan_id)
+
+    def _ids(self, operation: str, what: str, paginator: str, **params: str) -> set[str]:
+        """The ``id`` of every item of a paginated API Gateway listing (every page)."""
+        with aws_errors(operation, what):
+            return {item["id"] for page in self.client.get_paginator(paginator).paginate(**params)
+                    for item in page.get("items", [])}
 
     def detach(self, plan_id: str, key_id: str) -> None:
         """Remove the key from the usage plan (DeleteUsagePlanKey). Idempotent: a key that is

@@ -78,21 +78,7 @@ from rotation.client.errors import (
     VaultUnavailable,
 )
 
-__all__ = [
-    "ApiKey",
-    "AppRoleAuth",
-    "JwtAuth",
-    "KeyClient",
-    "KeyClientConfigError",
-    "KeyClientError",
-    "KeyUnavailable",
-    "KubernetesAuth",
-    "TamperSuspected",
-    "TokenAuth",
-    "TokenFileAuth",
-    "VaultAuthError",
-    "VaultUnavailable",
-]
+__all__ = ["ApiKey", "KeyClient"]   # the auth classes and errors: rotation.client.auth / .errors
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
