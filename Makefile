@@ -6,12 +6,18 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install browser demo dev test test-fast lint bench proof policy-check clean package lock lock-upgrade lock-check audit
 
-# The dev environment is installed from requirements/dev.lock (exact versions, hashes checked), then
-# the project itself in editable mode with the build backend pinned in that lock.
-$(STAMP): pyproject.toml requirements/dev.lock
+# The dev environment installs exactly requirements/dev.lock and resolves nothing, so no package
+# released after the lock can change or break it: the venv's own pip (whatever `python3 -m venv`
+# brings) installs only the pinned installer and build backend (requirements/bootstrap.lock,
+# --no-deps --require-hashes); uv installs the lock (sync: nothing more, nothing less, hashes
+# checked) and the project in editable mode with that build backend; scripts.verify_install then
+# proves the venv equals the lock and every requirement is met. A failed step leaves no stamp.
+$(STAMP): pyproject.toml requirements/dev.lock requirements/bootstrap.lock
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes -r requirements/dev.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements/bootstrap.lock
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements/dev.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
+	$(BIN)/python -m scripts.verify_install requirements/dev.lock --allow secure-mail-api
 	touch $(STAMP)
 
 install: $(STAMP)            ## create .venv and install the project with its dev tools (OpenBao, moto)
