@@ -7,6 +7,8 @@ requirements/dev.lock          pyproject.toml ``[dev]`` (everything,       unive
                                tests, tools, the build backend)
 requirements/rotator.lock      pyproject.toml base + ``[rotator]``         the Lambda platform
 requirements/mail-handler.lock requirements/mail-handler.in                the Lambda platform
+requirements/bootstrap.lock    requirements/bootstrap.in (the installer    universal (markers), Python 3.11
+                               uv and the build backend, as in dev.lock)
 =============================  ==========================================  ===============================
 
 The Lambda platform is the one the Pulumi program declares (:mod:`infra.artifacts`: python3.11 on
@@ -37,6 +39,7 @@ LOCKS: dict[str, tuple[str, list[str]]] = {
     "requirements/dev.lock": ("pyproject.toml", ["--universal", "--extra", "dev"]),
     "requirements/rotator.lock": ("pyproject.toml", ["--python-platform", UV_PLATFORM, "--extra", "rotator"]),
     "requirements/mail-handler.lock": ("requirements/mail-handler.in", ["--python-platform", UV_PLATFORM]),
+    "requirements/bootstrap.lock": ("requirements/bootstrap.in", ["--universal"]),
 }
 
 
