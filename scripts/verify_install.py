@@ -54,23 +54,25 @@ def read_lock(path: Path) -> list[tuple[str, Version, Marker | None]]:
     return pins
 
 
-def installed() -> dict[str, Version]:
-    """Canonical name -> version of every distribution on this interpreter's path."""
-    found: dict[str, Version] = {}
-    for dist in metadata.distributions():
+def installed(site_packages: Path | None = None) -> dict[str, metadata.Distribution]:
+    """Canonical name -> distribution, for every distribution on this interpreter's path, or in
+    ``site_packages`` only (another environment of the same Python version)."""
+    dists = metadata.distributions(path=[str(site_packages)]) if site_packages else metadata.distributions()
+    found: dict[str, metadata.Distribution] = {}
+    for dist in dists:
         name = dist.metadata["Name"]
         if name:
-            found.setdefault(canonicalize_name(name), Version(dist.version))
+            found.setdefault(canonicalize_name(name), dist)
     return found
 
 
-def unmet_requirements(names: Iterable[str]) -> list[str]:
-    """``pip check``'s rule for the given installed distributions: each of their requirements whose
+def unmet_requirements(dists: dict[str, metadata.Distribution], names: Iterable[str]) -> list[str]:
+    """``pip check``'s rule for the named distributions of ``dists``: each of their requirements whose
     marker holds (extras not requested are skipped) is installed at a version the specifier allows."""
-    versions = installed()
+    versions = {name: Version(dist.version) for name, dist in dists.items()}
     problems = []
     for name in sorted(names):
-        for text in metadata.requires(name) or []:
+        for text in dists[name].requires or []:
             req = Requirement(text)
             if req.marker is not None and not req.marker.evaluate({"extra": ""}):
                 continue
@@ -82,12 +84,15 @@ def unmet_requirements(names: Iterable[str]) -> list[str]:
     return problems
 
 
-def check(lock: Path, allow: Iterable[str] = ()) -> list[str]:
-    """Every difference between this environment and ``lock`` (empty when they are equal)."""
+def check(lock: Path, allow: Iterable[str] = (), site_packages: Path | None = None) -> list[str]:
+    """Every difference between this environment (or the one whose ``site_packages`` is given) and
+    ``lock``, as one line each; empty when they are equal. Raises OSError/ValueError for a lock that
+    cannot be read."""
     allowed = {canonicalize_name(name) for name in allow}
     wanted = {name: version for name, version, marker in read_lock(lock)
               if marker is None or marker.evaluate()}
-    have = installed()
+    dists = installed(site_packages)
+    have = {name: Version(dist.version) for name, dist in dists.items()}
     problems = []
     for name, version in sorted(wanted.items()):
         if name not in have:
@@ -96,7 +101,7 @@ def check(lock: Path, allow: Iterable[str] = ()) -> list[str]:
             problems.append(f"wrong version: {name} {have[name]} installed, {lock.name} pins {version}")
     for name in sorted(set(have) - set(wanted) - allowed):
         problems.append(f"not in the lock: {name}=={have[name]} is installed but {lock.name} does not pin it")
-    problems += unmet_requirements(name for name in have if name in wanted)
+    problems += unmet_requirements(dists, (name for name in have if name in wanted or name in allowed))
     return problems
 
 
@@ -105,19 +110,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("lock", type=Path, help="the lock file the environment must hold, e.g. requirements/dev.lock")
     parser.add_argument("--allow", action="append", default=[], metavar="NAME",
                         help="a distribution installed besides the lock (the project itself); repeatable")
+    parser.add_argument("--site-packages", type=Path, default=None, metavar="DIR",
+                        help="check the environment of this site-packages directory instead of this interpreter's")
     args = parser.parse_args(argv)
     try:
-        problems = check(args.lock, args.allow)
+        problems = check(args.lock, args.allow, args.site_packages)
     except (OSError, ValueError) as exc:
         print(f"verify_install: {exc}", file=sys.stderr)
         return 2
     for problem in problems:
         print(f"verify_install: {problem}", file=sys.stderr)
     if problems:
-        print(f"verify_install: {sys.prefix} does not hold exactly {args.lock} ({len(problems)} problems)",
+        print(f"verify_install: {args.site_packages or sys.prefix} does not hold exactly {args.lock} ({len(problems)} problems)",
               file=sys.stderr)
         return 1
-    print(f"verify_install: {sys.prefix} holds exactly {args.lock}")
+    print(f"verify_install: {args.site_packages or sys.prefix} holds exactly {args.lock}")
     return 0
 
 

@@ -107,11 +107,14 @@ def test_runtime_stage_is_non_root_without_package_tools(dockerfile):
     assert copies == ["--from=build /opt/venv /opt/venv"], "only the built virtualenv enters the runtime stage"
 
 
-def test_build_stage_installs_the_rotator_extra_without_cache(dockerfile):
+def test_build_stage_installs_the_rotator_lock_into_a_venv_without_package_tools(dockerfile):
+    """The rotator extra comes from its hashed lock (tests/unit/supply_chain checks that nothing is
+    resolved); /opt/venv is made without pip, and the installer lives in a venv the image drops."""
     build, *_ = stages(dockerfile)
     runs = " ".join(rest for word, rest in build if word == "RUN")
-    assert "pip install --no-cache-dir '.[rotator]'" in runs
-    assert re.search(r"/opt/venv/bin/pip uninstall --yes pip setuptools wheel", runs)
+    assert "uv pip sync --python /opt/venv/bin/python --require-hashes requirements/rotator.lock" in runs
+    assert "python -m venv --without-pip /opt/venv" in runs
+    assert "/opt/venv/bin/pip" not in runs and "--no-cache-dir" in runs
 
 
 def test_entrypoint_and_command_are_real_cli_commands(dockerfile):
@@ -155,7 +158,7 @@ def test_build_context_allow_list_holds_what_the_image_copies(dockerfile):
     patterns = [p.strip() for p in DOCKERIGNORE.read_text().splitlines() if p.strip() and not p.startswith("#")]
     build, *_ = stages(dockerfile)
     sources = [s for word, rest in build if word == "COPY" for s in rest.split()[:-1] if not s.startswith("--")]
-    assert {"pyproject.toml", "README.md", "rotation", "policies"} <= set(sources)
+    assert {"pyproject.toml", "README.md", "rotation", "requirements/rotator.lock"} <= set(sources)
     for src in sources:
         assert (ROOT / src).exists(), src
         assert not _ignored(src, patterns), src
