@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import sysconfig
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
@@ -55,9 +56,12 @@ def read_lock(path: Path) -> list[tuple[str, Version, Marker | None]]:
 
 
 def installed(site_packages: Path | None = None) -> dict[str, metadata.Distribution]:
-    """Canonical name -> distribution, for every distribution on this interpreter's path, or in
-    ``site_packages`` only (another environment of the same Python version)."""
-    dists = metadata.distributions(path=[str(site_packages)]) if site_packages else metadata.distributions()
+    """Canonical name -> distribution, for every distribution installed in this environment's
+    site-packages (not whatever else is on ``sys.path``: ``pkg_resources`` adds setuptools' vendored
+    copies there), or in ``site_packages`` (another environment of the same Python version)."""
+    paths = [str(site_packages)] if site_packages else sorted({sysconfig.get_path("purelib"),
+                                                                sysconfig.get_path("platlib")})
+    dists = metadata.distributions(path=paths)
     found: dict[str, metadata.Distribution] = {}
     for dist in dists:
         name = dist.metadata["Name"]
