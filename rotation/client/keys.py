@@ -12,13 +12,33 @@ Usage::
     if resp.status == 403:
         client.report_forbidden(key)              # next current_key() re-reads Vault (rate-limited)
 
-Refresh policy (failure case S3): the key is cached in memory. :meth:`KeyClient.current_key` goes to
-Vault only when ``refresh_interval`` seconds have passed since the last check, and then reads the
-secret's *metadata* first (no secret in it); the *data* (the key) is read only when
-``current_version`` moved. A push (:meth:`KeyClient.notify_push`) or a 403 from the API
-(:meth:`KeyClient.report_forbidden`) forces a data read on the next call, at most once per
-``min_forced_interval`` seconds so a 403 storm cannot hammer Vault. One lock serialises refreshes:
-many threads calling at once cause one read.
+Refresh policy (failure case S3; issue 21): the key is cached in memory and served without a
+lock while it is fresh (``refresh_interval`` seconds since Vault last confirmed it). After that,
+stale-while-revalidate, after botocore's ``RefreshableCredentials`` (its advisory and mandatory
+windows, https://github.com/boto/botocore, ``botocore/credentials.py``):
+
+* *advisory* window (up to ``max_stale`` seconds since Vault last confirmed the key): every caller
+  gets the cached key at once and one background thread checks Vault (the refresh lock is taken
+  without blocking: at most one refresh runs). A failed check is logged with the staleness
+  (``stale for N s``, also :attr:`KeyClient.stale_seconds` and :meth:`KeyClient.metrics`), never
+  raised to a caller holding a key;
+* *mandatory* window (no key at all, a key older than ``max_stale``, or a key the mail API refused
+  with a 403 once a forced read is allowed): the caller waits for a refresh, at most ``max_wait``
+  seconds, then gets the key or the refresh's error.
+
+A check reads the secret's *metadata* first (no secret in it) and the *data* only when
+``current_version`` moved. After a failure the next try waits ``backoff_base * 2**(n-1)`` seconds
+(at most ``max_backoff``), jittered between half and all of it ("equal jitter",
+https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/), counted from the *end*
+of the failed try, so a hanging Vault is asked once per back-off, not once per call. A push
+(:meth:`KeyClient.notify_push`) or a 403 from the API (:meth:`KeyClient.report_forbidden`) forces
+a data read, at most once per ``min_forced_interval`` seconds so a 403 storm cannot hammer Vault.
+Every wait is bounded: ``timeout`` per HTTP call, ``max_wait`` for a caller.
+
+Serials only go up: a key with a lower serial than the one in use is never installed on a push's
+word or from a Vault answer at an older KV version (a lagging standby, a delayed webhook, a stale
+runner); the client moves down only when Vault, at a version newer than any it has read, no longer
+lists the key in use as ``current`` or ``pending`` (a rollback that finished).
 
 Authentication: :class:`TokenAuth`, :class:`TokenFileAuth` (Vault Agent sink), :class:`AppRoleAuth`
 (secret id given, or from a file re-read before every login, optionally response-wrapped),
@@ -151,13 +171,22 @@ class KeyClient:
     :param verify: TLS verification (``True``, ``False``, a CA bundle file or a rehashed CA directory).
     :param cert: ``(certificate, key)`` file paths for mutual TLS, or ``None``.
     :param timeout: seconds per Vault HTTP call (default 5).
-    :param max_stale: seconds a cached key may still be served while Vault is unreachable during a
-        *periodic* refresh (default ``10 * refresh_interval``); after that, or on a forced refresh,
-        :class:`VaultUnavailable` is raised.
+    :param max_stale: seconds after Vault last confirmed the key during which it is still served
+        while Vault does not answer (the advisory window; default ``max(10 * refresh_interval,
+        900)``, so a Vault outage of minutes is not felt at any refresh interval); after that a
+        caller waits for Vault (at most ``max_wait``) and gets :class:`VaultUnavailable` if it fails.
+    :param max_wait: the longest a caller waits for Vault, in seconds (default 10); only a caller
+        without a usable key ever waits.
+    :param backoff_base: / :param max_backoff: the back-off after a failed refresh, in seconds
+        (defaults 1 and 60), doubled per consecutive failure, jittered, from the end of the failure.
+    :param clock: monotonic seconds (default ``time.monotonic``; tests inject a fake clock);
+        :param jitter: a number in [0, 1) (default ``random.random``); :param spawn: starts a
+        background refresh (default: a daemon thread).
     :param host: the host name written into the ack (default ``socket.gethostname()``).
 
     Counters in :attr:`stats` (``metadata_reads``, ``data_reads``, ``logins``, ``renewals``,
-    ``ack_writes``) let apps and tests observe how often Vault is called.
+    ``ack_writes``, ``refresh_failures``, ``stale_served``, ``lower_serial_refused``;
+    ``stale_seconds`` at the last failure) let apps and tests observe how often Vault is called.
     """
 
     def __init__(self, vault_addr: str, consumer: str, *, auth: Auth, mount: str = "secret",
