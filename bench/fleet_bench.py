@@ -12,6 +12,8 @@ published limits). Sections (issue 14, "Rotation at fleet scale"):
    ``--propagation`` seconds and the canary on: wall time beside propagation + limit-bound time.
 4. **status / plan** for each of ``--status-sizes`` consumers: time and calls (linear).
 5. **client**: cached ``current_key()`` median, Vault reads per refresh interval, push to serve.
+6. **client during a Vault hang** (``--hang`` s, OpenBao stopped with SIGSTOP): each app's sending
+   rate during the hang over its rate before, per refresh interval (``bench/client_hang.py``).
 
 Setup phases (first keys, revoke passes) run with the limiter off so only the measured phases
 are paced. Counting: a ``requests`` response hook on hvac's session (one per Vault request) and
@@ -136,7 +138,10 @@ def main() -> int:
     ap.add_argument("--propagation", type=float, default=30.0, help="dev gateway propagation delay (s)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--status-sizes", default="100,500,1000")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: calls,rate,propagation,status,client")
+    ap.add_argument("--hang", type=float, default=60.0, help="seconds Vault is stopped for the client's hang figure")
+    ap.add_argument("--hang-refresh", default="1,10,60", help="the client's refresh intervals (s) during the hang")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: calls,rate,propagation,status,client,"
+                    "hang")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     out: dict[str, Any] = {"args": vars(args), "cpus": os.cpu_count()}
@@ -294,6 +299,11 @@ def main() -> int:
     if "client" not in skip:
         print("== 5. client (rotation.client.keys.KeyClient)")
         out["client"] = client_figures()
+    if "hang" not in skip:
+        print(f"== 6. client during a {args.hang:g} s Vault hang (OpenBao stopped with SIGSTOP; bench/client_hang.py)")
+        from client_hang import vault_hang_figures
+        out["client_hang"] = vault_hang_figures(
+            args.hang, refresh=tuple(float(x) for x in args.hang_refresh.split(",") if x), line=ratio_line)
 
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2, default=str))
