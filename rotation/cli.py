@@ -277,7 +277,9 @@ def _run(obj: _Ctx, *, only=None, force=(), emergency=(), output: str = "table",
         started = engine.clock()
         summary = engine.run(only=only, force=force, emergency=emergency)
         finished = engine.clock()
-        samples = collect_run_metrics(engine, summary, run_metrics)
+        samples = collect_run_metrics(engine, summary, run_metrics)   # from the records the run read
+        engine.vault.refresh_digests([o.consumer for o in summary.outcomes],
+                                     max_workers=max(2 * engine.workers, 16))   # status reads none of them
     publish_run_metrics(settings, consumers, summary, samples)
     if obj.metrics_textfile:
         write_textfile(samples, settings.stack, obj.metrics_textfile)

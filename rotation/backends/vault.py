@@ -149,6 +149,7 @@ class VaultStore:
         self._seen_rotations: dict[str, RotationRecord] = {}
         self._seen_acks: dict[str, dict[str, Any] | None] = {}
         self._leased: set[str] = set()          # consumers whose lease this store took and holds
+        self._digests: dict[str, dict[str, Any]] = {}   # consumer -> key record custom_metadata read
         #: ``LIST <mount>/detailed-metadata/...`` (OpenBao): ``None`` until detected, then True/False
         self.bulk_metadata: bool | None = None
         hooks = self.client.adapter.session.hooks.setdefault("response", [])
@@ -374,6 +375,9 @@ class VaultStore:
             except hexc.InvalidPath:
                 return self._gone(path)  # absent (failure case V2), deleted or destroyed
             meta = r["data"].get("metadata") or {}
+            if "/keys/" in path:        # the answer carries custom_metadata: is the digest current?
+                with self._seen_lock:
+                    self._digests[path.rsplit("/", 1)[-1]] = meta.get("custom_metadata") or {}
             return r["data"].get("data"), int(meta.get("version") or 0)
 
         data, version = self._call("read", f"{self.mount}/data/{path}", read)
@@ -474,6 +478,29 @@ class VaultStore:
         self._mirror(consumer, new, None)
         return new
 
+    def refresh_digests(self, consumers: list[str], *, max_workers: int = 16) -> int:
+        """Write the mirror and status digest of each of ``consumers`` whose key record and
+        rotation record this store read, and whose digest (seen in the key record's read answer)
+        is missing or older than those records: after one run, status needs no read for them.
+        Concurrent, at most ``max_workers`` at a time; best effort. Returns the number written
+        (0 in the steady state: a digest is written at every lease release)."""
+        stale = []
+        for name in consumers:
+            state, journal, _ack, _read = self.seen(name)
+            with self._seen_lock:
+                meta = self._digests.get(name)
+            if state is None or journal is None or meta is None or not state.version or name in self._leased:
+                continue
+            current = decode_digest(meta, state.version, journal.version)
+            if current[0] is None or current[1] is None:
+                stale.append((name, state, journal))
+        if not stale:
+            return 0
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=min(len(stale), max_workers), thread_name_prefix="vault-digest") as pool:
+            list(pool.map(lambda t: self._mirror(*t), stale))
+        return len(stale)
+
     def _mirror(self, consumer: str, state: KeyState, journal: RotationRecord | None) -> None:
         """Write the label mirror and the status digest to the key record's custom_metadata
         (best effort: a failure leaves a stale digest, which readers detect by its versions)."""
@@ -483,6 +510,8 @@ class VaultStore:
             self._call("update metadata", f"{self.mount}/metadata/{path}",
                        lambda: self.client.secrets.kv.v2.update_metadata(
                            path=path, mount_point=self.mount, custom_metadata=meta))
+            with self._seen_lock:
+                self._digests[consumer] = meta
 
     def read_key_metadata(self, consumer: str) -> dict[str, Any] | None:
         path = self.path("keys", consumer)

@@ -117,3 +117,30 @@ def test_the_mirror_costs_no_vault_call_per_rotation(env):
     rows = e.decisions()
     assert len(calls) == 2 and [r[1].current.serial for r in rows] == [2, 2]
     assert all(isinstance(r[1], KeyState) and r[1].current.fingerprint.startswith("sha256:") for r in rows)
+
+
+def test_a_run_writes_missing_digests_once_so_status_then_reads_no_record(env):
+    from rotation.backends.vault import VaultStore
+    from rotation.records import KeyRecord, RotationRecord, to_iso, utcnow
+
+    cf = fleet(3)
+    store = VaultStore(env.settings)
+    for c in cf.consumers:                 # records written before digests existed: labels only
+        rec = KeyRecord(serial=1, value="v" * 40, rotation_id="seed", created_at=to_iso(utcnow()),
+                        key_id=f"seed-{c.name}", promoted_at=to_iso(env.clock()))
+        store.write_key_state(c.name, KeyState(current=rec), mirror_labels=False)
+        store.write_rotation(c.name, RotationRecord(step="promoted", rotation_id="seed"))
+    e = env.engine(consumers=cf)
+    calls = count_vault(e)
+    assert [r[3].code for r in e.decisions()] == ["not_due"] * 3
+    assert len(calls) == 2 + 2 * 3                       # no digest yet: every record is read
+    e = env.engine(consumers=cf)
+    summary = e.run()
+    assert e.vault.refresh_digests([o.consumer for o in summary.outcomes]) == 3
+    assert e.vault.refresh_digests([o.consumer for o in summary.outcomes]) == 0
+    e = env.engine(consumers=cf)
+    assert e.vault.refresh_digests([o.consumer for o in e.run().outcomes]) == 0   # steady state: nothing
+    e = env.engine(consumers=cf)
+    calls = count_vault(e)
+    assert [r[3].code for r in e.decisions()] == ["not_due"] * 3
+    assert len(calls) == 2
