@@ -15,6 +15,11 @@ published limits). Sections (issue 14, "Rotation at fleet scale"):
 6. **client during a Vault hang** (``--hang`` s, OpenBao stopped with SIGSTOP): each app's sending
    rate during the hang over its rate before, per refresh interval (``bench/client_hang.py``).
 
+7.-9. **the CLI's real path** (``bench/cli_path.py``): ``rotation rotate X``, ``rotation run``
+   over ``--cli-fleet`` due consumers and ``status``/``plan`` over ``--cli-status``, each the real
+   CLI in its own process, every Vault and AWS call (API Gateway, CloudWatch) counted by proxies
+   at the transport, ``UpdateUsage`` modelled for quota plans.
+
 Setup phases (first keys, revoke passes) run with the limiter off so only the measured phases
 are paced. Counting: a ``requests`` response hook on hvac's session (one per Vault request) and
 botocore's ``before-send`` event (one per AWS attempt, retries included). Sizes are flags, so a
@@ -138,10 +143,12 @@ def main() -> int:
     ap.add_argument("--propagation", type=float, default=30.0, help="dev gateway propagation delay (s)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--status-sizes", default="100,500,1000")
+    ap.add_argument("--cli-fleet", type=int, default=100, help="due consumers for the CLI's fleet run")
+    ap.add_argument("--cli-status", type=int, default=1000, help="consumers for the CLI's status/plan")
     ap.add_argument("--hang", type=float, default=60.0, help="seconds Vault is stopped for the client's hang figure")
     ap.add_argument("--hang-refresh", default="1,10,60", help="the client's refresh intervals (s) during the hang")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: calls,rate,propagation,status,client,"
-                    "hang")
+                    "hang,cli")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     out: dict[str, Any] = {"args": vars(args), "cpus": os.cpu_count()}
@@ -150,7 +157,7 @@ def main() -> int:
     fleet = fleet_file("f", args.consumers)
     small = fleet_file("c", args.calls_consumers)
     with EmbeddedStack() as stack:
-        both = fleet_file("f", args.consumers, "1s", ("c", args.calls_consumers))
+        both = fleet_file("f", args.consumers, "1s", ("c", args.calls_consumers), ("d", args.cli_fleet))
         creds = stack.bootstrap(both)
         env = stack.env(creds)
         os.environ.update(env)
@@ -190,6 +197,7 @@ def main() -> int:
                 e.run(only=[names[0]], force=[names[0]])
             rotate = calls.take()
             rotate_s = time.perf_counter() - t0
+            out["engine_rotate"] = split(rotate)
             sec: dict[str, Any] = {}
             for kind, counts, per, minimum in (("forced", forced, n, MIN_FORCED), ("revoke", revoke, n, MIN_REVOKE),
                                                ("rotate", rotate, 1, MIN_FORCED)):
@@ -294,6 +302,16 @@ def main() -> int:
             out["status"] = rows
             if max(sizes) >= 1000:
                 out["status_target"] = ratio_line("status, 1,000 consumers (s)", last["seconds"], 3.0, "s")
+
+        # -- 7-9. the CLI as a user runs it, calls counted at the transport ----------------------
+        if "cli" not in skip:
+            print(f"== 7-9. the rotation CLI (a separate process; counting proxies in front of OpenBao and the "
+                  f"AWS emulator): rotate X, run over {args.cli_fleet} due consumers, status/plan over "
+                  f"{args.cli_status}")
+            from cli_path import cli_figures
+            out["cli"] = cli_figures(stack, creds, settings, stack.workdir, ratio_line, fleet=args.cli_fleet,
+                                     status_size=args.cli_status, engine_rotate=out.get("engine_rotate"),
+                                     seed=lambda cf: _seed(settings, cf))
 
     # -- 5. client ------------------------------------------------------------------------------
     if "client" not in skip:
