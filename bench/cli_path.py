@@ -217,6 +217,12 @@ def cli_figures(stack: Any, creds: Any, settings: Any, workdir: Path, line: Any,
            "ROTATION_WORKERS": os.environ.get("ROTATION_WORKERS", "8")}
     out: dict[str, Any] = {}
     off = ControlPlaneLimiter(rate=1e9, burst=10**9, key_writes_per_second=1e9)
+    exe = str(Path(sys.executable).with_name("rotation"))
+    t0 = time.perf_counter()
+    subprocess.run([exe, "--version"], check=False, capture_output=True, env=env, timeout=120)
+    startup = time.perf_counter() - t0
+    print(f"  start-up alone (rotation --version, process start to exit, on this machine now): {startup:.2f} s")
+    out["startup_s"] = startup
     try:
         # -- 7. rotate X --------------------------------------------------------------------------
         one = _consumers_yaml(workdir / "cli-one.yaml", "e", 1)
@@ -249,16 +255,21 @@ def cli_figures(stack: Any, creds: Any, settings: Any, workdir: Path, line: Any,
         _age_keys(settings, [c.name for c in cf.consumers], 2)
         vault.take(), aws.take()
         wall, code, err = run_cli(env, fl, "run")
-        counts = with_modelled_update_usage({**vault.take(), **aws.take()})
-        bound = limit_bound_seconds(counts)
+        made = {**vault.take(), **aws.take()}
+        counts = with_modelled_update_usage(made)
+        bound = limit_bound_seconds(made)            # the calls made: the wall time paid for these only
         v, a = split(counts)
-        print(f"  rotation run, {fleet} due consumers: {wall:.1f} s wall (exit {code}); limit-bound {bound:.1f} s; "
+        print(f"  rotation run, {fleet} due consumers: {wall:.1f} s wall (exit {code}); limit-bound {bound:.1f} s for "
+              f"the calls made ({limit_bound_seconds(counts):.1f} s with the modelled UpdateUsage); "
               f"{v / fleet:.2f} Vault + {a / fleet:.2f} AWS calls per consumer")
         for k in sorted(counts):
             print(f"    {k:<48} {counts[k]:>5}")
-        out["run"] = {"wall_s": wall, "bound_s": bound, "exit": code, "counts": counts,
-                      "vs_target": line("CLI fleet rate / limit-bound rate", bound / wall if wall else 0.0, 0.9, "",
-                                        lower_is_better=False)}
+        out["run"] = {"wall_s": wall, "bound_s": bound, "bound_with_update_usage_s": limit_bound_seconds(counts),
+                      "exit": code, "counts": counts,
+                      "vs_target": line("CLI fleet rate / limit-bound rate (process start to exit)",
+                                        bound / wall if wall else 0.0, 0.9, "", lower_is_better=False),
+                      "beyond_startup": line("CLI fleet rate / limit-bound rate (beyond start-up)",
+                                             bound / max(wall - startup, 1e-9), 0.9, "", lower_is_better=False)}
 
         # -- 9. status / plan ----------------------------------------------------------------------
         st = _consumers_yaml(workdir / "cli-status.yaml", "s", status_size, grace="1h")
@@ -267,12 +278,6 @@ def cli_figures(stack: Any, creds: Any, settings: Any, workdir: Path, line: Any,
         wall, code, err = run_cli(env, st, "run")          # a scheduled run: writes missing digests once
         print(f"  (a first rotation run over the {status_size}: {wall:.1f} s, exit {code})")
         rows: dict[str, Any] = {}
-        exe = str(Path(sys.executable).with_name("rotation"))
-        t0 = time.perf_counter()
-        subprocess.run([exe, "--version"], check=False, capture_output=True, env=env, timeout=120)
-        startup = time.perf_counter() - t0
-        print(f"  start-up alone (rotation --version, process start to exit): {startup:.2f} s")
-        rows["startup_s"] = startup
         for what, args in (("status", ("status",)), ("plan", ("plan", "--force", "s0000"))):
             vault.take(), aws.take()
             wall, code, err = run_cli(env, st, *args)
