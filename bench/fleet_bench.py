@@ -285,18 +285,20 @@ def main() -> int:
             rows = {}
             for size in sizes:
                 cf = fleet_file("s", size, grace="1h")
-                for what in ("status", "plan"):
+                for what, bulk in (("status", None), ("plan", None), ("status", False)):
+                    label = what if bulk is None else f"{what} (reads, as on HashiCorp Vault)"
                     calls.take()
                     t0 = time.perf_counter()
                     with engine(cf) as e:           # login + mount check included, as the CLI does
+                        e.vault.bulk_metadata = bulk
                         if what == "status":
                             e.decisions()
                         else:
                             e.decisions(force=[cf.consumers[0].name])
                     took = time.perf_counter() - t0
                     v, _ = split(calls.take())
-                    rows[f"{what} {size}"] = {"seconds": took, "vault_calls": v, "per_consumer": v / size}
-                    print(f"  {what:<6} {size:>5} consumers: {took:6.2f} s, {v:>5} Vault calls "
+                    rows[f"{label} {size}"] = {"seconds": took, "vault_calls": v, "per_consumer": v / size}
+                    print(f"  {label:<40} {size:>5} consumers: {took:6.2f} s, {v:>5} Vault calls "
                           f"({v / size:.2f} per consumer)")
             last = rows[f"status {max(sizes)}"]
             out["status"] = rows
@@ -339,8 +341,9 @@ def _seed(settings: Settings, cf: ConsumersFile) -> None:
             return
         rec = KeyRecord(serial=1, value="s" * 40, rotation_id="seed", created_at=to_iso(utcnow()),
                         key_id=f"seed-{name}", promoted_at=to_iso(utcnow()))
-        store.write_key_state(name, state.evolve(current=rec), mirror_labels=False)
-        store.write_rotation(name, RotationRecord(step="promoted", rotation_id="seed"))
+        state = store.write_key_state(name, state.evolve(current=rec), mirror_labels=False)
+        journal = store.write_rotation(name, RotationRecord(step="promoted", rotation_id="seed"))
+        store._mirror(name, state, journal)     # the label mirror + status digest a release writes
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, [c.name for c in cf.consumers]))
     store.close()
