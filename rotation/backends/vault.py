@@ -710,8 +710,14 @@ class VaultStore:
         LIST per kind, then the records of the consumers that have one, read concurrently, at most
         ``max_workers`` at a time. A deleted or destroyed record gives :class:`RecordGone`.
         """
-        keys_meta = self.list_detailed_metadata("keys")
-        rot_meta = self.list_detailed_metadata("rotations") if keys_meta is not None else None
+        from concurrent.futures import ThreadPoolExecutor
+        if self.bulk_metadata is False:
+            keys_meta = rot_meta = None
+        else:                                   # both listings at once: the server's time dominates
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vault-list") as lists:
+                keys_f = lists.submit(self.list_detailed_metadata, "keys")
+                rot_f = lists.submit(self.list_detailed_metadata, "rotations")
+                keys_meta, rot_meta = keys_f.result(), rot_f.result()
         out: dict[str, tuple[KeyState, RotationRecord] | RecordGone] = {}
         todo: list[tuple[str, KeyState | None, RotationRecord | None]] = []
         if keys_meta is not None and rot_meta is not None:
@@ -750,7 +756,6 @@ class VaultStore:
         if len(todo) <= 1:
             out.update(one(t) for t in todo)
         else:
-            from concurrent.futures import ThreadPoolExecutor
             with ThreadPoolExecutor(max_workers=min(len(todo), max_workers),
                                     thread_name_prefix="vault-read") as pool:
                 out.update(pool.map(one, todo))
