@@ -146,8 +146,9 @@ def collect_run_metrics(engine: Engine, summary: RunSummary, run: RunMetrics | N
                 got = list(pool.map(one, names))
         else:
             got = [one(n) for n in names]
-        for consumer, (state, record, ack) in zip(names, got):
-            pending += state.previous is not None and state.previous.disabled_at is None
+        count = 0
+        for consumer, (state, record, ack) in zip(names, got, strict=True):
+            count += state.previous is not None and state.previous.disabled_at is None
             ack = ack or {}
             current = state.current
             health += consumer_health(
@@ -156,6 +157,7 @@ def collect_run_metrics(engine: Engine, summary: RunSummary, run: RunMetrics | N
                 acked_serial=ack.get("serial") if isinstance(ack.get("serial"), int) else None,
                 rolling_back_since=from_iso(record.started_at) if record.step == "rolling_back" else None,
                 max_age_seconds=max_age.get(consumer, 0), now=now)
+        pending = count
     except RotationError as exc:
         log.warning("acknowledgements pending and consumer health not measured: %s", type(exc).__name__)
         pending, health = None, []
