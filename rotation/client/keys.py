@@ -181,7 +181,7 @@ class KeyClient:
         (defaults 1 and 60), doubled per consecutive failure, jittered, from the end of the failure.
     :param clock: monotonic seconds (default ``time.monotonic``; tests inject a fake clock);
         :param jitter: a number in [0, 1) (default ``random.random``); :param spawn: starts a
-        background refresh (default: a daemon thread).
+        background refresh on another thread, never inline (default: a daemon thread).
     :param host: the host name written into the ack (default ``socket.gethostname()``).
 
     Counters in :attr:`stats` (``metadata_reads``, ``data_reads``, ``logins``, ``renewals``,
