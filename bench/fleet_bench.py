@@ -292,9 +292,9 @@ def main() -> int:
                     with engine(cf) as e:           # login + mount check included, as the CLI does
                         e.vault.bulk_metadata = bulk
                         if what == "status":
-                            e.decisions()
+                            e.decisions(digests=True)
                         else:
-                            e.decisions(force=[cf.consumers[0].name])
+                            e.decisions(force=[cf.consumers[0].name], digests=True)
                     took = time.perf_counter() - t0
                     v, _ = split(calls.take())
                     rows[f"{label} {size}"] = {"seconds": took, "vault_calls": v, "per_consumer": v / size}

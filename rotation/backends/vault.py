@@ -699,7 +699,7 @@ class VaultStore:
         self.bulk_metadata = True
         return found
 
-    def read_fleet(self, consumers: list[str], *, max_workers: int = 16
+    def read_fleet(self, consumers: list[str], *, max_workers: int = 16, digests: bool = True
                    ) -> dict[str, tuple[KeyState, RotationRecord] | RecordGone]:
         """Key record and rotation record of every consumer, for ``status`` and ``plan``.
 
@@ -709,9 +709,11 @@ class VaultStore:
         deleted or destroyed, has its records read. Elsewhere (HashiCorp Vault): one name-only
         LIST per kind, then the records of the consumers that have one, read concurrently, at most
         ``max_workers`` at a time. A deleted or destroyed record gives :class:`RecordGone`.
+        ``digests=False``: the full records for everyone (their acks, traffic counters and handled
+        reports, which a digest leaves out; ``rotation audit`` needs them).
         """
         from concurrent.futures import ThreadPoolExecutor
-        if self.bulk_metadata is False:
+        if self.bulk_metadata is False or not digests:
             keys_meta = rot_meta = None
         else:                                   # both listings at once: the server's time dominates
             with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vault-list") as lists:

@@ -277,9 +277,12 @@ class Engine:
         self.close()
 
     # -- reading ---------------------------------------------------------------------------------
-    def decisions(self, *, force: Iterable[str] = (), emergency: Iterable[str] = ()) -> list[tuple[Consumer, KeyState, RotationRecord, Decision]]:
+    def decisions(self, *, force: Iterable[str] = (), emergency: Iterable[str] = (),
+                  digests: bool = False) -> list[tuple[Consumer, KeyState, RotationRecord, Decision]]:
         """Read Vault (no writes) and decide for every consumer. A consumer whose record is
-        deleted or destroyed gets the decision ``blocked`` (its reason says which and the fix)."""
+        deleted or destroyed gets the decision ``blocked`` (its reason says which and the fix).
+        ``digests``: the records may come from their status digests (``status``, ``plan``: no
+        key values, no acks or traffic counters in them; :mod:`rotation.status_digest`)."""
         force, emergency = set(force), set(emergency)
         now = self.clock()
         # VaultStore.read_fleet: on OpenBao one LIST of detailed metadata per record kind answers
@@ -289,7 +292,7 @@ class Engine:
         consumers = list(self.consumers.consumers)
         reader = getattr(self.vault, "read_fleet", None)
         if reader is not None:
-            records = reader([c.name for c in consumers], max_workers=max(self.workers * 2, 16))
+            records = reader([c.name for c in consumers], max_workers=max(self.workers * 2, 16), digests=digests)
         else:
             records = {}
             for c in consumers:

@@ -50,14 +50,14 @@ def test_status_of_a_fleet_is_two_lists_on_openbao_and_matches_the_records(env):
     env.engine(consumers=fleet(4)).run(force=["s001"])   # s001: a previous key in its grace period
     e = env.engine(consumers=cf)
     calls = count_vault(e)
-    bulk = e.decisions()
+    bulk = e.decisions(digests=True)
     assert e.vault.bulk_metadata is True                 # detected: OpenBao has the endpoint
     assert len(calls) == 2 and all(c.startswith("LIST ") and "/detailed-metadata/" in c for c in calls), calls
     assert all(isinstance(state.current, DigestKeyRecord) for _c, state, _j, _d in bulk[:4])
     f = env.engine(consumers=cf)
     f.vault.bulk_metadata = False                        # the fallback, as on HashiCorp Vault
     fcalls = count_vault(f)
-    read = f.decisions()
+    read = f.decisions(digests=True)
     assert len(fcalls) == 2 + 2 * 4                      # two name LISTs, keys + rotation of the 4 with records
     assert view(bulk) == view(read)
     assert [r[3].code for r in bulk] == ["not_due"] * 4 + ["no_current_key"] * 2
@@ -69,7 +69,7 @@ def test_plan_with_a_forced_consumer_reads_nothing_more_on_openbao(env):
     env.engine(consumers=cf).run()
     e = env.engine(consumers=cf)
     calls = count_vault(e)
-    rows = e.decisions(force=["s002"])
+    rows = e.decisions(force=["s002"], digests=True)
     assert len(calls) == 2
     assert [r[3].rotate for r in rows] == ["none", "none", "rotate"]
 
@@ -87,7 +87,7 @@ def test_a_digest_older_than_its_record_is_not_trusted(env):
                                                mount_point="secret")
     e = env.engine(consumers=cf)
     calls = count_vault(e)
-    rows = e.decisions()
+    rows = e.decisions(digests=True)
     assert len(calls) == 2 + 1                           # the stale one's key record is read
     assert rows[0][1].current.promoted_at.startswith("2020-01-01")
     assert rows[0][3].code == "max_age_reached"
@@ -98,9 +98,19 @@ def test_a_deleted_key_record_is_blocked_on_the_bulk_path_too(env):
     cf = fleet(2)
     env.engine(consumers=cf).run()
     env.root().secrets.kv.v2.delete_latest_version_of_secret(path="mail-api/keys/s001", mount_point="secret")
-    rows = env.engine(consumers=cf).decisions()
+    rows = env.engine(consumers=cf).decisions(digests=True)
     assert rows[1][3].rotate == "blocked" and "deleted" in rows[1][3].reason
     assert rows[0][3].code == "not_due"
+
+
+def test_audit_and_fan_out_still_get_the_full_records(env):
+    cf = fleet(2)
+    env.engine(consumers=cf).run()
+    e = env.engine(consumers=cf)
+    calls = count_vault(e)
+    rows = e.decisions()                                 # not from digests: acks and values included
+    assert len(calls) == 2 + 2 * 2
+    assert all(r[1].current.value for r in rows)
 
 
 def test_the_mirror_costs_no_vault_call_per_rotation(env):
@@ -114,7 +124,7 @@ def test_the_mirror_costs_no_vault_call_per_rotation(env):
     assert len(calls) <= 8 * 2, calls
     e = env.engine(consumers=cf)
     calls = count_vault(e)
-    rows = e.decisions()
+    rows = e.decisions(digests=True)
     assert len(calls) == 2 and [r[1].current.serial for r in rows] == [2, 2]
     assert all(isinstance(r[1], KeyState) and r[1].current.fingerprint.startswith("sha256:") for r in rows)
 
@@ -132,7 +142,7 @@ def test_a_run_writes_missing_digests_once_so_status_then_reads_no_record(env):
         store.write_rotation(c.name, RotationRecord(step="promoted", rotation_id="seed"))
     e = env.engine(consumers=cf)
     calls = count_vault(e)
-    assert [r[3].code for r in e.decisions()] == ["not_due"] * 3
+    assert [r[3].code for r in e.decisions(digests=True)] == ["not_due"] * 3
     assert len(calls) == 2 + 2 * 3                       # no digest yet: every record is read
     e = env.engine(consumers=cf)
     summary = e.run()
@@ -142,5 +152,5 @@ def test_a_run_writes_missing_digests_once_so_status_then_reads_no_record(env):
     assert e.vault.refresh_digests([o.consumer for o in e.run().outcomes]) == 0   # steady state: nothing
     e = env.engine(consumers=cf)
     calls = count_vault(e)
-    assert [r[3].code for r in e.decisions()] == ["not_due"] * 3
+    assert [r[3].code for r in e.decisions(digests=True)] == ["not_due"] * 3
     assert len(calls) == 2
