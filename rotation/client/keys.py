@@ -820,7 +820,7 @@ class KeyClient:
     def login(self) -> None:
         """Log in with the configured auth method and learn the token's TTL.
         Raises :class:`VaultAuthError` or :class:`VaultUnavailable`."""
-        with self._io_lock:
+        with self._io():
             try:
                 self.auth.login(self._client)
                 data = self._client.auth.token.lookup_self()["data"]
