@@ -12,6 +12,13 @@ published limits). Sections (issue 14, "Rotation at fleet scale"):
    ``--propagation`` seconds and the canary on: wall time beside propagation + limit-bound time.
 4. **status / plan** for each of ``--status-sizes`` consumers: time and calls (linear).
 5. **client**: cached ``current_key()`` median, Vault reads per refresh interval, push to serve.
+6. **client during a Vault hang** (``--hang`` s, OpenBao stopped with SIGSTOP): each app's sending
+   rate during the hang over its rate before, per refresh interval (``bench/client_hang.py``).
+
+7.-9. **the CLI's real path** (``bench/cli_path.py``): ``rotation rotate X``, ``rotation run``
+   over ``--cli-fleet`` due consumers and ``status``/``plan`` over ``--cli-status``, each the real
+   CLI in its own process, every Vault and AWS call (API Gateway, CloudWatch) counted by proxies
+   at the transport, ``UpdateUsage`` modelled for quota plans.
 
 Setup phases (first keys, revoke passes) run with the limiter off so only the measured phases
 are paced. Counting: a ``requests`` response hook on hvac's session (one per Vault request) and
@@ -136,7 +143,12 @@ def main() -> int:
     ap.add_argument("--propagation", type=float, default=30.0, help="dev gateway propagation delay (s)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--status-sizes", default="100,500,1000")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: calls,rate,propagation,status,client")
+    ap.add_argument("--cli-fleet", type=int, default=100, help="due consumers for the CLI's fleet run")
+    ap.add_argument("--cli-status", type=int, default=1000, help="consumers for the CLI's status/plan")
+    ap.add_argument("--hang", type=float, default=60.0, help="seconds Vault is stopped for the client's hang figure")
+    ap.add_argument("--hang-refresh", default="1,10,60", help="the client's refresh intervals (s) during the hang")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: calls,rate,propagation,status,client,"
+                    "hang,cli")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     out: dict[str, Any] = {"args": vars(args), "cpus": os.cpu_count()}
@@ -145,7 +157,7 @@ def main() -> int:
     fleet = fleet_file("f", args.consumers)
     small = fleet_file("c", args.calls_consumers)
     with EmbeddedStack() as stack:
-        both = fleet_file("f", args.consumers, "1s", ("c", args.calls_consumers))
+        both = fleet_file("f", args.consumers, "1s", ("c", args.calls_consumers), ("d", args.cli_fleet))
         creds = stack.bootstrap(both)
         env = stack.env(creds)
         os.environ.update(env)
@@ -185,6 +197,7 @@ def main() -> int:
                 e.run(only=[names[0]], force=[names[0]])
             rotate = calls.take()
             rotate_s = time.perf_counter() - t0
+            out["engine_rotate"] = split(rotate)
             sec: dict[str, Any] = {}
             for kind, counts, per, minimum in (("forced", forced, n, MIN_FORCED), ("revoke", revoke, n, MIN_REVOKE),
                                                ("rotate", rotate, 1, MIN_FORCED)):
@@ -272,28 +285,45 @@ def main() -> int:
             rows = {}
             for size in sizes:
                 cf = fleet_file("s", size, grace="1h")
-                for what in ("status", "plan"):
+                for what, bulk in (("status", None), ("plan", None), ("status", False)):
+                    label = what if bulk is None else f"{what} (reads, as on HashiCorp Vault)"
                     calls.take()
                     t0 = time.perf_counter()
                     with engine(cf) as e:           # login + mount check included, as the CLI does
+                        e.vault.bulk_metadata = bulk
                         if what == "status":
-                            e.decisions()
+                            e.decisions(digests=True)
                         else:
-                            e.decisions(force=[cf.consumers[0].name])
+                            e.decisions(force=[cf.consumers[0].name], digests=True)
                     took = time.perf_counter() - t0
                     v, _ = split(calls.take())
-                    rows[f"{what} {size}"] = {"seconds": took, "vault_calls": v, "per_consumer": v / size}
-                    print(f"  {what:<6} {size:>5} consumers: {took:6.2f} s, {v:>5} Vault calls "
+                    rows[f"{label} {size}"] = {"seconds": took, "vault_calls": v, "per_consumer": v / size}
+                    print(f"  {label:<40} {size:>5} consumers: {took:6.2f} s, {v:>5} Vault calls "
                           f"({v / size:.2f} per consumer)")
             last = rows[f"status {max(sizes)}"]
             out["status"] = rows
             if max(sizes) >= 1000:
                 out["status_target"] = ratio_line("status, 1,000 consumers (s)", last["seconds"], 3.0, "s")
 
+        # -- 7-9. the CLI as a user runs it, calls counted at the transport ----------------------
+        if "cli" not in skip:
+            print(f"== 7-9. the rotation CLI (a separate process; counting proxies in front of OpenBao and the "
+                  f"AWS emulator): rotate X, run over {args.cli_fleet} due consumers, status/plan over "
+                  f"{args.cli_status}")
+            from cli_path import cli_figures
+            out["cli"] = cli_figures(stack, creds, settings, stack.workdir, ratio_line, fleet=args.cli_fleet,
+                                     status_size=args.cli_status, engine_rotate=out.get("engine_rotate"),
+                                     seed=lambda cf: _seed(settings, cf))
+
     # -- 5. client ------------------------------------------------------------------------------
     if "client" not in skip:
         print("== 5. client (rotation.client.keys.KeyClient)")
         out["client"] = client_figures()
+    if "hang" not in skip:
+        print(f"== 6. client during a {args.hang:g} s Vault hang (OpenBao stopped with SIGSTOP; bench/client_hang.py)")
+        from client_hang import vault_hang_figures
+        out["client_hang"] = vault_hang_figures(
+            args.hang, refresh=tuple(float(x) for x in args.hang_refresh.split(",") if x), line=ratio_line)
 
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2, default=str))
@@ -311,8 +341,9 @@ def _seed(settings: Settings, cf: ConsumersFile) -> None:
             return
         rec = KeyRecord(serial=1, value="s" * 40, rotation_id="seed", created_at=to_iso(utcnow()),
                         key_id=f"seed-{name}", promoted_at=to_iso(utcnow()))
-        store.write_key_state(name, state.evolve(current=rec), mirror_labels=False)
-        store.write_rotation(name, RotationRecord(step="promoted", rotation_id="seed"))
+        state = store.write_key_state(name, state.evolve(current=rec), mirror_labels=False)
+        journal = store.write_rotation(name, RotationRecord(step="promoted", rotation_id="seed"))
+        store._mirror(name, state, journal)     # the label mirror + status digest a release writes
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, [c.name for c in cf.consumers]))
     store.close()

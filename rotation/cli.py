@@ -166,7 +166,7 @@ def status(obj: _Ctx, output: str, as_json: bool) -> None:
     settings, consumers = obj.load()
     with obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO())) as engine:
         now = engine.clock()             # Vault's time, not this host's
-        decisions = engine.decisions()
+        decisions = engine.decisions(digests=True)
     if as_json or output == "json":
         doc = status_document(decisions, now, settings.stack)
         click.echo(dumps(doc))
@@ -233,7 +233,7 @@ def plan(obj: _Ctx, emergency: tuple[str, ...], force: tuple[str, ...], iam_poli
             iam = {"policy": str(iam_policy), "ok": not unwritable, "unwritable": list(unwritable)}
         with obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO())) as engine:
             now = engine.clock()
-            decisions = engine.decisions(force=force, emergency=emergency)
+            decisions = engine.decisions(force=force, emergency=emergency, digests=True)
         click.echo(dumps(plan_document(decisions, now, settings.stack, iam)))
         raise click.exceptions.Exit(EXIT_FAILED if iam and not iam["ok"] else EXIT_OK)
     if iam_policy:  # before any call to Vault or AWS: rotation/permissions.py
@@ -248,7 +248,7 @@ def plan(obj: _Ctx, emergency: tuple[str, ...], force: tuple[str, ...], iam_poli
             raise _fail(f"error: {len(unwritable)} permission(s) missing from {iam_policy}", EXIT_FAILED)
         click.echo(f"iam: {iam_policy} lets the rotator write every push target")
     with obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO())) as engine:
-        decisions = engine.decisions(force=force, emergency=emergency)
+        decisions = engine.decisions(force=force, emergency=emergency, digests=True)
     for c, _state, _journal, d in decisions:
         click.echo(f"{c.name}: {d.rotate if d.rotate != 'none' else 'nothing to rotate'} - {d.reason}")
         for call in calls_for(d, c):
@@ -277,7 +277,9 @@ def _run(obj: _Ctx, *, only=None, force=(), emergency=(), output: str = "table",
         started = engine.clock()
         summary = engine.run(only=only, force=force, emergency=emergency)
         finished = engine.clock()
-        samples = collect_run_metrics(engine, summary, run_metrics)
+        samples = collect_run_metrics(engine, summary, run_metrics)   # from the records the run read
+        engine.vault.refresh_digests([o.consumer for o in summary.outcomes],
+                                     max_workers=max(2 * engine.workers, 16))   # status reads none of them
     publish_run_metrics(settings, consumers, summary, samples)
     if obj.metrics_textfile:
         write_textfile(samples, settings.stack, obj.metrics_textfile)

@@ -7,6 +7,7 @@ behave the same way.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 
@@ -25,7 +26,7 @@ from rotation.config import (
 from rotation.engine.runner import Engine, RunSummary
 from rotation.errors import RotationError
 from rotation.metrics import RunMetrics, Sample, consumer_health, publish, snapshot
-from rotation.records import from_iso, utcnow
+from rotation.records import KeyState, RotationRecord, from_iso, utcnow
 from rotation.settings import Settings
 from rotation.targets import PushTarget
 from rotation.targets.file import AtomicFileTarget
@@ -110,27 +111,53 @@ def _size_pools(vault: VaultStore, workers: int) -> None:
 
 
 def collect_run_metrics(engine: Engine, summary: RunSummary, run: RunMetrics | None = None) -> list[Sample]:
-    """The run's metric samples (:mod:`rotation.metrics`), read while ``engine`` is still open:
-    acknowledgements pending and the per-consumer health figures need one read of each consumer's
-    keys, ack and rotation record (a failed read leaves those figures out rather than failing the
-    run)."""
+    """The run's metric samples (:mod:`rotation.metrics`), while ``engine`` is still open.
+
+    The key record and rotation record of each consumer are the ones the run itself read or wrote
+    last (:meth:`~rotation.backends.vault.VaultStore.seen`): no read again. What the run did not
+    read (the app's ack, for consumers with a current key and an ack record, after one LIST of
+    ``<prefix>/acks``; a record of a consumer that failed before reading it) is read
+    concurrently, at most ``max(2 * workers, 16)`` at a time. A failed
+    read leaves acknowledgements pending and the health figures out rather than failing the run.
+    """
     now = engine.clock()
     max_age = {c.name: c.max_age.total_seconds() for c in engine.consumers.consumers}
+    seen = getattr(engine.vault, "seen", None)
+    lister = getattr(engine.vault, "list_records", None)
+    have_acks: set[str] | None = None      # None: unknown, read every ack needed
+
+    def one(consumer: str) -> tuple[KeyState, RotationRecord, dict | None]:
+        state, record, ack, ack_read = seen(consumer) if seen is not None else (None, None, None, False)
+        state = state if state is not None else engine.vault.read_key_state(consumer)
+        record = record if record is not None else engine.vault.read_rotation(consumer)
+        if state.current is not None and not ack_read and (have_acks is None or consumer in have_acks):
+            ack = engine.vault.read_ack(consumer)
+        return state, record, ack
+
+    names = [o.consumer for o in summary.outcomes]
     pending: int | None = 0
     health: list[Sample] = []
     try:
-        for o in summary.outcomes:
-            state = engine.vault.read_key_state(o.consumer)
-            pending += state.previous is not None and state.previous.disabled_at is None
-            ack = engine.vault.read_ack(o.consumer) or {}
-            record = engine.vault.read_rotation(o.consumer)
+        if lister is not None and names:
+            have_acks = lister("acks")      # one LIST: an app that never acked costs no read
+        if len(names) > 1:
+            with ThreadPoolExecutor(max_workers=min(len(names), max(2 * engine.workers, 16)),
+                                    thread_name_prefix="rotation-metrics") as pool:
+                got = list(pool.map(one, names))
+        else:
+            got = [one(n) for n in names]
+        count = 0
+        for consumer, (state, record, ack) in zip(names, got, strict=True):
+            count += state.previous is not None and state.previous.disabled_at is None
+            ack = ack or {}
             current = state.current
             health += consumer_health(
-                o.consumer, promoted_at=from_iso(current.promoted_at) if current else None,
+                consumer, promoted_at=from_iso(current.promoted_at) if current else None,
                 current_serial=current.serial if current else None,
                 acked_serial=ack.get("serial") if isinstance(ack.get("serial"), int) else None,
                 rolling_back_since=from_iso(record.started_at) if record.step == "rolling_back" else None,
-                max_age_seconds=max_age.get(o.consumer, 0), now=now)
+                max_age_seconds=max_age.get(consumer, 0), now=now)
+        pending = count
     except RotationError as exc:
         log.warning("acknowledgements pending and consumer health not measured: %s", type(exc).__name__)
         pending, health = None, []

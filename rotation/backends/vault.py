@@ -48,6 +48,8 @@ from rotation.errors import (
 )
 from rotation.records import KeyState, RotationRecord
 from rotation.settings import Settings
+from rotation.status_digest import decode as decode_digest
+from rotation.status_digest import encode as encode_digest
 
 __all__ = ["VaultClock", "VaultStore", "token_lifetime"]
 
@@ -140,6 +142,16 @@ class VaultStore:
         self.renewals = 0                # background renewals done (observability, tests)
         self.renewed = threading.Condition()
         self.vault_clock = VaultClock()
+        # What this store last read or wrote per consumer (the newest version of each record):
+        # the run's metrics and the status digest come from it, not from more reads.
+        self._seen_lock = threading.Lock()
+        self._seen_keys: dict[str, KeyState] = {}
+        self._seen_rotations: dict[str, RotationRecord] = {}
+        self._seen_acks: dict[str, dict[str, Any] | None] = {}
+        self._leased: set[str] = set()          # consumers whose lease this store took and holds
+        self._digests: dict[str, dict[str, Any]] = {}   # consumer -> key record custom_metadata read
+        #: ``LIST <mount>/detailed-metadata/...`` (OpenBao): ``None`` until detected, then True/False
+        self.bulk_metadata: bool | None = None
         hooks = self.client.adapter.session.hooks.setdefault("response", [])
         hooks.append(self.vault_clock.observe)
         self.login()
@@ -363,6 +375,9 @@ class VaultStore:
             except hexc.InvalidPath:
                 return self._gone(path)  # absent (failure case V2), deleted or destroyed
             meta = r["data"].get("metadata") or {}
+            if "/keys/" in path:        # the answer carries custom_metadata: is the digest current?
+                with self._seen_lock:
+                    self._digests[path.rsplit("/", 1)[-1]] = meta.get("custom_metadata") or {}
             return r["data"].get("data"), int(meta.get("version") or 0)
 
         data, version = self._call("read", f"{self.mount}/data/{path}", read)
@@ -418,14 +433,38 @@ class VaultStore:
     # -- key state ------------------------------------------------------------------------------
     def read_key_state(self, consumer: str) -> KeyState:
         data, version = self._read(self.path("keys", consumer))
-        return KeyState.from_dict(data, version)
+        return self._saw_keys(consumer, KeyState.from_dict(data, version))
+
+    def _saw_keys(self, consumer: str, state: KeyState) -> KeyState:
+        with self._seen_lock:
+            old = self._seen_keys.get(consumer)
+            if old is None or state.version >= old.version:
+                self._seen_keys[consumer] = state
+        return state
+
+    def _saw_rotation(self, consumer: str, rec: RotationRecord) -> RotationRecord:
+        with self._seen_lock:
+            old = self._seen_rotations.get(consumer)
+            if old is None or rec.version >= old.version:
+                self._seen_rotations[consumer] = rec
+        return rec
+
+    def seen(self, consumer: str) -> tuple[KeyState | None, RotationRecord | None, dict[str, Any] | None, bool]:
+        """The newest key record, rotation record and ack this store read or wrote for
+        ``consumer`` (``None`` where it did not), and whether the ack was read at all."""
+        with self._seen_lock:
+            return (self._seen_keys.get(consumer), self._seen_rotations.get(consumer),
+                    self._seen_acks.get(consumer), consumer in self._seen_acks)
 
     def write_key_state(self, consumer: str, state: KeyState, *, mirror_labels: bool = True) -> KeyState:
         """CAS-write ``state`` (expected version ``state.version``); return it at its new version.
 
-        Also mirrors the non-secret label summary into the path's custom_metadata (best effort;
-        one more call), unless ``mirror_labels`` is false (a write that only records the pending
-        key: the mirror is brought up to date at the promote write).
+        Also mirrors the non-secret label summary and the status digest
+        (:mod:`rotation.status_digest`) into the path's custom_metadata (best effort; one more
+        call), unless ``mirror_labels`` is false (a write that only records the pending key). Under
+        a lease this store holds, the mirror waits for the lease's release and is written once
+        then, with the released rotation record in the digest (one call per lease, however many
+        key writes it made).
         Raises :class:`CasConflict` when another writer got there first.
         """
         for rec in (state.current, state.previous, state.pending, *state.retired):
@@ -433,14 +472,46 @@ class VaultStore:
                 raise EmptyKeyValue(f"refusing to store an empty value for {consumer} serial {rec.serial}")
         path = self.path("keys", consumer)
         version = self._write(path, state.to_dict(), cas=state.version)
-        new = state.evolve(version=version)
-        if not mirror_labels:
+        new = self._saw_keys(consumer, state.evolve(version=version))
+        if not mirror_labels or consumer in self._leased:
             return new
+        self._mirror(consumer, new, None)
+        return new
+
+    def refresh_digests(self, consumers: list[str], *, max_workers: int = 16) -> int:
+        """Write the mirror and status digest of each of ``consumers`` whose key record and
+        rotation record this store read, and whose digest (seen in the key record's read answer)
+        is missing or older than those records: after one run, status needs no read for them.
+        Concurrent, at most ``max_workers`` at a time; best effort. Returns the number written
+        (0 in the steady state: a digest is written at every lease release)."""
+        stale = []
+        for name in consumers:
+            state, journal, _ack, _read = self.seen(name)
+            with self._seen_lock:
+                meta = self._digests.get(name)
+            if state is None or journal is None or meta is None or not state.version or name in self._leased:
+                continue
+            current = decode_digest(meta, state.version, journal.version)
+            if current[0] is None or current[1] is None:
+                stale.append((name, state, journal))
+        if not stale:
+            return 0
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=min(len(stale), max_workers), thread_name_prefix="vault-digest") as pool:
+            list(pool.map(lambda t: self._mirror(*t), stale))
+        return len(stale)
+
+    def _mirror(self, consumer: str, state: KeyState, journal: RotationRecord | None) -> None:
+        """Write the label mirror and the status digest to the key record's custom_metadata
+        (best effort: a failure leaves a stale digest, which readers detect by its versions)."""
+        path = self.path("keys", consumer)
+        meta = {**state.labels_summary(), **encode_digest(state, journal)}
         with contextlib.suppress(VaultError):
             self._call("update metadata", f"{self.mount}/metadata/{path}",
                        lambda: self.client.secrets.kv.v2.update_metadata(
-                           path=path, mount_point=self.mount, custom_metadata=new.labels_summary()))
-        return new
+                           path=path, mount_point=self.mount, custom_metadata=meta))
+            with self._seen_lock:
+                self._digests[consumer] = meta
 
     def read_key_metadata(self, consumer: str) -> dict[str, Any] | None:
         path = self.path("keys", consumer)
@@ -472,12 +543,20 @@ class VaultStore:
     # -- lease + journal ------------------------------------------------------------------------
     def read_rotation(self, consumer: str) -> RotationRecord:
         data, version = self._read(self.path("rotations", consumer))
-        return RotationRecord.from_dict(data, version)
+        return self._saw_rotation(consumer, RotationRecord.from_dict(data, version))
 
     def write_rotation(self, consumer: str, rec: RotationRecord) -> RotationRecord:
-        """CAS-write the lease/journal record; :class:`CasConflict` if it changed meanwhile."""
+        """CAS-write the lease/journal record; :class:`CasConflict` if it changed meanwhile.
+        A write that releases a lease this store took also writes the key record's mirror and
+        status digest (see :meth:`write_key_state`)."""
         version = self._write(self.path("rotations", consumer), rec.to_dict(), cas=rec.version)
-        return rec.evolve(version=version)
+        new = self._saw_rotation(consumer, rec.evolve(version=version))
+        if new.owner is None and consumer in self._leased:
+            self._leased.discard(consumer)
+            state = self.seen(consumer)[0]
+            if state is not None and state.version:
+                self._mirror(consumer, state, new)
+        return new
 
     def acquire_lease(self, consumer: str, owner: str, ttl_seconds: float,
                       rec: RotationRecord | None = None, *, now: float | None = None) -> RotationRecord:
@@ -495,7 +574,9 @@ class VaultStore:
                 raise LockHeld(f"{consumer}: rotation lease held by {rec.owner} for another "
                                f"{rec.lease_expires_at - now:.0f}s")
             try:
-                return self.write_rotation(consumer, rec.evolve(owner=owner, lease_expires_at=now + ttl_seconds))
+                taken = self.write_rotation(consumer, rec.evolve(owner=owner, lease_expires_at=now + ttl_seconds))
+                self._leased.add(consumer)
+                return taken
             except CasConflict:
                 if attempt:
                     break
@@ -572,7 +653,115 @@ class VaultStore:
     # -- consumers' side ------------------------------------------------------------------------
     def read_ack(self, consumer: str) -> dict[str, Any] | None:
         data, _ = self._read(self.path("acks", consumer), deleted_ok=True)
+        with self._seen_lock:
+            self._seen_acks[consumer] = data
         return data
+
+    # -- the fleet at once (status, plan) -------------------------------------------------------
+    def list_detailed_metadata(self, kind: str) -> dict[str, dict[str, Any]] | None:
+        """Every record's KV v2 metadata under ``<prefix>/<kind>/`` in one call, ``{name:
+        metadata}``: OpenBao's ``LIST <mount>/detailed-metadata/<path>``
+        (https://openbao.org/api-docs/secret/kv/kv-v2/, "List secrets with detailed metadata";
+        needs the ``list`` capability on that path). HashiCorp Vault's KV v2 has no such endpoint
+        (its API lists names only, https://developer.hashicorp.com/vault/api-docs/secret/kv/kv-v2):
+        ``None`` there, and when the token may not use it, or :attr:`bulk_metadata` is False.
+
+        Detection: a 405/400 means no such endpoint; a 404 is either that or an empty prefix, told
+        apart by one name-only LIST of the same prefix. The answer is remembered in
+        :attr:`bulk_metadata`.
+        """
+        if self.bulk_metadata is False:
+            return None
+        path = f"{self.prefix}/{kind}"
+
+        def do_list() -> dict[str, dict[str, Any]] | None:
+            try:
+                r = self.client.adapter.request("LIST", f"/v1/{self.mount}/detailed-metadata/{path}")
+            except (hexc.UnsupportedOperation, hexc.InvalidRequest):
+                return None
+            except hexc.InvalidPath:
+                return {}
+            data = (r or {}).get("data") or {} if isinstance(r, dict) else {}
+            info = data.get("key_info") or {}
+            return {k: v for k, v in info.items() if not k.endswith("/") and isinstance(v, dict)}
+        try:
+            found = self._call("list detailed metadata", f"{self.mount}/detailed-metadata/{path}", do_list)
+        except VaultPermissionDenied:
+            return None
+        if found is None:
+            self.bulk_metadata = False
+            return None
+        if not found and self.bulk_metadata is None:
+            names = self.list_records(kind)
+            if names:                               # names exist: the endpoint does not
+                self.bulk_metadata = False
+                return None
+        self.bulk_metadata = True
+        return found
+
+    def read_fleet(self, consumers: list[str], *, max_workers: int = 16, digests: bool = True
+                   ) -> dict[str, tuple[KeyState, RotationRecord] | RecordGone]:
+        """Key record and rotation record of every consumer, for ``status`` and ``plan``.
+
+        Where the server lists detailed metadata (:meth:`list_detailed_metadata`): two LIST
+        calls, and each consumer's status digest (:mod:`rotation.status_digest`) when it is
+        current; a consumer whose digest is stale or missing, or whose latest key version is
+        deleted or destroyed, has its records read. Elsewhere (HashiCorp Vault): one name-only
+        LIST per kind, then the records of the consumers that have one, read concurrently, at most
+        ``max_workers`` at a time. A deleted or destroyed record gives :class:`RecordGone`.
+        ``digests=False``: the full records for everyone (their acks, traffic counters and handled
+        reports, which a digest leaves out; ``rotation audit`` needs them).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        if self.bulk_metadata is False or not digests:
+            keys_meta = rot_meta = None
+        else:                                   # both listings at once: the server's time dominates
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vault-list") as lists:
+                keys_f = lists.submit(self.list_detailed_metadata, "keys")
+                rot_f = lists.submit(self.list_detailed_metadata, "rotations")
+                keys_meta, rot_meta = keys_f.result(), rot_f.result()
+        out: dict[str, tuple[KeyState, RotationRecord] | RecordGone] = {}
+        todo: list[tuple[str, KeyState | None, RotationRecord | None]] = []
+        if keys_meta is not None and rot_meta is not None:
+            for name in consumers:
+                km, rm = keys_meta.get(name), rot_meta.get(name)
+                kv = int((km or {}).get("current_version") or 0)
+                rv = int((rm or {}).get("current_version") or 0)
+                latest = ((km or {}).get("versions") or {}).get(str(kv)) or {}
+                if km is None or kv == 0:
+                    state: KeyState | None = KeyState()
+                elif latest.get("destroyed") or latest.get("deletion_time"):
+                    state = None                    # read it: the reader says deleted or destroyed
+                else:
+                    state = decode_digest(km.get("custom_metadata"), kv, rv)[0]
+                journal = RotationRecord() if rm is None or rv == 0 else decode_digest(
+                    (km or {}).get("custom_metadata"), kv, rv)[1]
+                if state is not None and journal is not None:
+                    out[name] = (state, journal)
+                else:
+                    todo.append((name, state, journal))
+        else:
+            have_keys = self.list_records("keys")
+            have_rot = self.list_records("rotations")
+            todo = [(n, None if have_keys is None or n in have_keys else KeyState(),
+                     None if have_rot is None or n in have_rot else RotationRecord()) for n in consumers]
+
+        def one(item: tuple[str, KeyState | None, RotationRecord | None]
+                ) -> tuple[str, tuple[KeyState, RotationRecord] | RecordGone]:
+            name, state, journal = item
+            try:
+                state = state if state is not None else self.read_key_state(name)
+                journal = journal if journal is not None else self.read_rotation(name)
+            except RecordGone as exc:
+                return name, exc
+            return name, (state, journal)
+        if len(todo) <= 1:
+            out.update(one(t) for t in todo)
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(todo), max_workers),
+                                    thread_name_prefix="vault-read") as pool:
+                out.update(pool.map(one, todo))
+        return out
 
     def read_webhook_secret(self, consumer: str) -> str:
         data, _ = self._read(self.path("webhooks", consumer))

@@ -12,13 +12,33 @@ Usage::
     if resp.status == 403:
         client.report_forbidden(key)              # next current_key() re-reads Vault (rate-limited)
 
-Refresh policy (failure case S3): the key is cached in memory. :meth:`KeyClient.current_key` goes to
-Vault only when ``refresh_interval`` seconds have passed since the last check, and then reads the
-secret's *metadata* first (no secret in it); the *data* (the key) is read only when
-``current_version`` moved. A push (:meth:`KeyClient.notify_push`) or a 403 from the API
-(:meth:`KeyClient.report_forbidden`) forces a data read on the next call, at most once per
-``min_forced_interval`` seconds so a 403 storm cannot hammer Vault. One lock serialises refreshes:
-many threads calling at once cause one read.
+Refresh policy (failure case S3; issue 21): the key is cached in memory and served without a
+lock while it is fresh (``refresh_interval`` seconds since Vault last confirmed it). After that,
+stale-while-revalidate, after botocore's ``RefreshableCredentials`` (its advisory and mandatory
+windows, https://github.com/boto/botocore, ``botocore/credentials.py``):
+
+* *advisory* window (up to ``max_stale`` seconds since Vault last confirmed the key): every caller
+  gets the cached key at once and one background thread checks Vault (the refresh lock is taken
+  without blocking: at most one refresh runs). A failed check is logged with the staleness
+  (``stale for N s``, also :attr:`KeyClient.stale_seconds` and :meth:`KeyClient.metrics`), never
+  raised to a caller holding a key;
+* *mandatory* window (no key at all, a key older than ``max_stale``, or a key the mail API refused
+  with a 403 once a forced read is allowed): the caller waits for a refresh, at most ``max_wait``
+  seconds, then gets the key or the refresh's error.
+
+A check reads the secret's *metadata* first (no secret in it) and the *data* only when
+``current_version`` moved. After a failure the next try waits ``backoff_base * 2**(n-1)`` seconds
+(at most ``max_backoff``), jittered between half and all of it ("equal jitter",
+https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/), counted from the *end*
+of the failed try, so a hanging Vault is asked once per back-off, not once per call. A push
+(:meth:`KeyClient.notify_push`) or a 403 from the API (:meth:`KeyClient.report_forbidden`) forces
+a data read, at most once per ``min_forced_interval`` seconds so a 403 storm cannot hammer Vault.
+Every wait is bounded: ``timeout`` per HTTP call, ``max_wait`` for a caller.
+
+Serials only go up: a key with a lower serial than the one in use is never installed on a push's
+word or from a Vault answer at an older KV version (a lagging standby, a delayed webhook, a stale
+runner); the client moves down only when Vault, at a version newer than any it has read, no longer
+lists the key in use as ``current`` or ``pending`` (a rollback that finished).
 
 Authentication: :class:`TokenAuth`, :class:`TokenFileAuth` (Vault Agent sink), :class:`AppRoleAuth`
 (secret id given, or from a file re-read before every login, optionally response-wrapped),
@@ -45,13 +65,15 @@ Vault endpoints used (https://openbao.org/api-docs/):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -149,23 +171,37 @@ class KeyClient:
     :param verify: TLS verification (``True``, ``False``, a CA bundle file or a rehashed CA directory).
     :param cert: ``(certificate, key)`` file paths for mutual TLS, or ``None``.
     :param timeout: seconds per Vault HTTP call (default 5).
-    :param max_stale: seconds a cached key may still be served while Vault is unreachable during a
-        *periodic* refresh (default ``10 * refresh_interval``); after that, or on a forced refresh,
-        :class:`VaultUnavailable` is raised.
+    :param max_stale: seconds after Vault last confirmed the key during which it is still served
+        while Vault does not answer (the advisory window; default ``max(10 * refresh_interval,
+        900)``, so a Vault outage of minutes is not felt at any refresh interval); after that a
+        caller waits for Vault (at most ``max_wait``) and gets :class:`VaultUnavailable` if it fails.
+    :param max_wait: the longest a caller waits for Vault, in seconds (default 10); only a caller
+        without a usable key ever waits.
+    :param backoff_base: / :param max_backoff: the back-off after a failed refresh, in seconds
+        (defaults 1 and 60), doubled per consecutive failure, jittered, from the end of the failure.
+    :param clock: monotonic seconds (default ``time.monotonic``; tests inject a fake clock);
+        :param jitter: a number in [0, 1) (default ``random.random``); :param spawn: starts a
+        background refresh on another thread, never inline (default: a daemon thread).
     :param host: the host name written into the ack (default ``socket.gethostname()``).
 
     Counters in :attr:`stats` (``metadata_reads``, ``data_reads``, ``logins``, ``renewals``,
-    ``ack_writes``) let apps and tests observe how often Vault is called.
+    ``ack_writes``, ``refresh_failures``, ``stale_served``, ``lower_serial_refused``;
+    ``stale_seconds`` at the last failure) let apps and tests observe how often Vault is called.
     """
 
     def __init__(self, vault_addr: str, consumer: str, *, auth: Auth, mount: str = "secret",
                  prefix: str = "mail-api", namespace: str | None = None, refresh_interval: float = 60.0,
                  min_forced_interval: float = 5.0, verify: bool | str = True, timeout: float = 5.0,
-                 max_stale: float | None = None, host: str | None = None, cert: tuple[str, str] | None = None):
+                 max_stale: float | None = None, host: str | None = None, cert: tuple[str, str] | None = None,
+                 max_wait: float = 10.0, backoff_base: float = 1.0, max_backoff: float = 60.0,
+                 clock: Callable[[], float] | None = None, jitter: Callable[[], float] | None = None,
+                 spawn: Callable[[Callable[[], None]], None] | None = None) -> None:
         if not consumer or "/" in consumer:
             raise KeyClientConfigError("consumer: must be a single path segment such as 'billing'")
         if refresh_interval <= 0 or min_forced_interval < 0:
             raise KeyClientConfigError("refresh_interval must be > 0 s and min_forced_interval >= 0 s")
+        if max_wait <= 0 or backoff_base <= 0 or max_backoff < backoff_base:
+            raise KeyClientConfigError("max_wait and backoff_base must be > 0 s and max_backoff >= backoff_base")
         self.vault_addr = vault_addr.rstrip("/")
         self.consumer = consumer
         self.auth = auth
@@ -176,7 +212,10 @@ class KeyClient:
         self.min_forced_interval = float(min_forced_interval)
         self.verify = verify
         self.timeout = timeout
-        self.max_stale = 10 * self.refresh_interval if max_stale is None else float(max_stale)
+        self.max_stale = max(10 * self.refresh_interval, 900.0) if max_stale is None else float(max_stale)
+        self.max_wait = float(max_wait)
+        self.backoff_base = float(backoff_base)
+        self.max_backoff = float(max_backoff)
         self.host = host or socket.gethostname()
         self.key_path = f"{self.prefix}/keys/{consumer}"
         self.ack_path = f"{self.prefix}/acks/{consumer}"
@@ -184,20 +223,34 @@ class KeyClient:
         self._client = hvac.Client(url=self.vault_addr, namespace=namespace, verify=verify, cert=cert,
                                    timeout=timeout)
         self._client.token = None  # never pick up VAULT_TOKEN / ~/.vault-token implicitly; auth decides
-        self._lock = threading.RLock()
-        # (key, monotonic time of the next check): read without the lock on the fast path
+        self._clock: Callable[[], float] = clock or time.monotonic
+        self._jitter: Callable[[], float] = jitter or random.random
+        self._spawn: Callable[[Callable[[], None]], None] = spawn or self._thread
+        self._io_lock = threading.RLock()          # Vault I/O: one hvac session, one token
+        self._cond = threading.Condition(threading.Lock())   # state below; never held during I/O
+        # (key, clock time until which it is served without a look at Vault): the lock-free fast path
         self._snap: tuple[ApiKey, float] | None = None
+        self._key: ApiKey | None = None
         self._version = 0               # KV version the cached key was read at (0 = pushed / none)
-        self._fetched_at = 0.0          # monotonic time of the last successful check
+        self._max_version = 0           # the highest KV version of the key record read so far
+        self._confirmed_at = float("-inf")   # clock time Vault last vouched for the key in use
         self._force = False
+        self._suspect = False           # the mail API refused the key in use (report_forbidden)
         self._last_forced = float("-inf")
+        self._refreshing = False
+        self._started = 0               # refreshes started / finished (waiters wait for theirs)
+        self._done = 0
+        self._failures = 0              # consecutive failed refreshes (the back-off exponent)
+        self._retry_at = float("-inf")  # no refresh before this clock time (back-off)
+        self._last_error: KeyClientError | None = None
         self._acked: tuple[int, str] | None = None
-        self._failed: tuple[float, KeyClientError] | None = None  # (retry not before, error)
         self._logged_in = False
         self._token_expires_at: float | None = None
         self._token_ttl = 0.0
         self._renewable = False
-        self.stats = {"metadata_reads": 0, "data_reads": 0, "logins": 0, "renewals": 0, "ack_writes": 0}
+        self.stats: dict[str, Any] = {"metadata_reads": 0, "data_reads": 0, "logins": 0, "renewals": 0,
+                                      "ack_writes": 0, "refresh_failures": 0, "stale_served": 0,
+                                      "stale_seconds": 0.0, "lower_serial_refused": 0}
 
     def __repr__(self) -> str:
         return (f"KeyClient(vault_addr={self.vault_addr!r}, consumer={self.consumer!r}, "
@@ -295,84 +348,133 @@ class KeyClient:
 
     # -- public API ------------------------------------------------------------------------------
     def current_key(self) -> ApiKey:
-        """Return the key to use now (cached; see the module docstring for when Vault is read).
+        """Return the key to use now. Never waits on Vault while a usable key is held.
+
+        * fresh (checked less than ``refresh_interval`` s ago): the cached key, no lock, no I/O;
+        * stale but usable (the *advisory* window, up to ``max_stale`` s after Vault last
+          confirmed it): the cached key at once; one background refresh is started when none is
+          running and no failure back-off is in force (the lock is taken without blocking);
+        * no key at all, past ``max_stale``, or a key the mail API refused (:meth:`report_forbidden`)
+          once a forced read is allowed (the *mandatory* window): waits for a refresh, at most
+          ``max_wait`` s.
 
         Raises :class:`KeyUnavailable` (no usable key), :class:`VaultUnavailable` (Vault
-        unreachable and no fresh-enough cached key) or :class:`VaultAuthError`.
+        unreachable, or no answer within ``max_wait`` s, and no usable cached key) or
+        :class:`VaultAuthError`. The two windows follow botocore's ``RefreshableCredentials``
+        (advisory and mandatory refresh; https://github.com/boto/botocore, botocore/credentials.py).
         """
         snap = self._snap
-        if snap is not None and time.monotonic() < snap[1]:
+        if snap is not None and self._clock() < snap[1]:
             return snap[0]
-        with self._lock:
-            snap = self._snap
-            now = time.monotonic()
-            if snap is not None and now < snap[1]:
-                return snap[0]  # another thread refreshed while we waited
-            forced_read_due = self._force and now >= self._last_forced + self.min_forced_interval
-            if self._failed is not None and now < self._failed[0] and not forced_read_due:
-                err = self._failed[1]
-                raise type(err)(*err.args)  # back off: a failing Vault is not asked on every call
-            try:
-                return self._refresh()
-            except KeyClientError as exc:
-                self._failed = (time.monotonic() + min(self.refresh_interval, self.min_forced_interval or 1.0), exc)
-                raise
+        with self._cond:
+            now = self._clock()
+            key = self._key
+            forced_due = self._force and now >= self._last_forced + self.min_forced_interval
+            if key is not None and not (self._suspect and forced_due) and now - self._confirmed_at < self.max_stale:
+                if (forced_due or now >= self._retry_at) and self._start_refresh_locked(forced=forced_due):
+                    self._snap = (key, now + self.refresh_interval)   # the fast path again meanwhile
+                return key
+        return self._wait_for_key(forced=forced_due)
 
     def refresh(self) -> ApiKey:
-        """Force a data read now (ignores the rate limit); returns the key in use afterwards."""
-        with self._lock:
+        """Force a data read now (ignores the rate limit and the back-off) and wait for it, at
+        most ``max_wait`` s; returns the key in use afterwards or raises that read's error."""
+        with self._cond:
             self._force = True
             self._last_forced = float("-inf")
-            return self._refresh()
+        return self._wait_for_key(forced=True, fresh_read=True)
+
+    def wait_for_refresh(self, timeout: float | None = None) -> bool:
+        """Wait until no background refresh is in flight (at most ``timeout`` s, default
+        ``max_wait``). Returns False when one is still running at the deadline."""
+        end = time.monotonic() + (self.max_wait if timeout is None else timeout)
+        with self._cond:
+            while self._refreshing:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    @property
+    def stale_seconds(self) -> float:
+        """Seconds the key in use is overdue for confirmation by Vault: 0.0 while Vault confirmed
+        it within ``refresh_interval``; it grows while Vault does not answer (the staleness
+        metric; ``stats["stale_seconds"]`` holds the value at the last failed refresh)."""
+        if self._key is None:
+            return 0.0
+        return max(0.0, self._clock() - self._confirmed_at - self.refresh_interval)
 
     def notify_push(self, key: ApiKey | None = None) -> bool:
         """A push arrived. With ``key`` (e.g. unwrapped from a webhook's wrapping token) it becomes
-        the key in use at once and is acked. A key *older* than the cached one is what a rollback
-        pushes (the newer key was a pending one that the rotation dropped): it is installed only
-        when Vault confirms it is ``current`` (one data read). Without ``key``, the next
-        :meth:`current_key` re-reads Vault (rate-limited).
+        the key in use at once and is acked, when its serial is higher than the key in use. A key
+        with a *lower* serial is never installed on a push's word (a delayed or replayed webhook, a
+        stale runner): the client only moves down when Vault itself, at a KV version newer than
+        any it has read, no longer lists the key in use (a finished rollback; one data read here).
+        Without ``key``, a background refresh re-reads Vault (rate-limited by ``min_forced_interval``).
 
         Returns True when the pushed key is now in use (a receiver answers 2xx only then), False
-        when it was ignored.
+        when it was ignored. Waits at most ``max_wait`` s for a refresh in flight.
         """
-        with self._lock:
-            if key is None:
-                self._request_forced()
+        if key is None:
+            with self._cond:
+                self._request_forced_locked()
+                if self._clock() >= self._last_forced + self.min_forced_interval and not self._refreshing:
+                    self._start_refresh_locked(forced=True)
+            return True
+        key = _validated({"value": key.value, "serial": key.serial, "key_id": key.key_id}, "pushed key")
+        with self._io():
+            cur = self._key
+            if cur is not None and (key.serial, key.key_id, key.value) == (cur.serial, cur.key_id, cur.value):
                 return True
-            key = _validated({"value": key.value, "serial": key.serial, "key_id": key.key_id}, "pushed key")
-            cur = self._snap[0] if self._snap else None
-            version = 0
-            if cur is not None and key.serial < cur.serial:
+            if cur is not None and key.serial <= cur.serial:
                 try:
-                    in_vault, version = self._read_current()
-                except KeyClientError:
-                    in_vault = None
-                if in_vault is None or (in_vault.serial, in_vault.key_id, in_vault.value) != (
-                        key.serial, key.key_id, key.value):
-                    log.info("mail API key push for serial %s ignored: serial %s in use and Vault's current "
-                             "is not the pushed key", key.serial, cur.serial)
+                    self._refresh_io(forced=True)
+                except KeyClientError as exc:
+                    log.info("mail API key push for serial %s ignored: serial %s in use and Vault could not "
+                             "be read (%s)", key.serial, cur.serial, type(exc).__name__)
                     return False
-                log.info("mail API key serial %s rolled back to serial %s (Vault's current)", cur.serial, key.serial)
-            self._install(key, version=version)
+                now_in_use = self._key
+                if now_in_use is not None and (now_in_use.serial, now_in_use.key_id, now_in_use.value) == (
+                        key.serial, key.key_id, key.value):
+                    return True
+                log.info("mail API key push for serial %s ignored: serial %s in use (never a lower serial on a "
+                         "push's word)", key.serial, cur.serial)
+                self.stats["lower_serial_refused"] += 1
+                return False
+            with self._cond:
+                self._install_locked(key, version=0)
             log.info("mail API key serial %s (%s) installed from a push", key.serial, key.fingerprint)
             self._ack_best_effort(key)
             return True
 
     def report_forbidden(self, key: ApiKey | None = None) -> None:
-        """The mail API answered 403 with ``key`` (or the cached key): re-read Vault on the next
-        :meth:`current_key` call, but not sooner than ``min_forced_interval`` seconds after the
-        previous forced read. Reports for a key that is no longer the cached one are ignored."""
-        with self._lock:
-            cur = self._snap[0] if self._snap else None
+        """The mail API answered 403 with ``key`` (or the cached key): the next :meth:`current_key`
+        call waits (at most ``max_wait`` s) for a forced data read, but not sooner than
+        ``min_forced_interval`` seconds after the previous forced read; until then the cached key
+        is served. Reports for a key that is no longer the cached one are ignored."""
+        with self._cond:
+            cur = self._key
             if key is not None and cur is not None and key.serial != cur.serial:
                 return
-            self._request_forced()
+            self._suspect = cur is not None
+            self._request_forced_locked()
+
+    def metrics(self) -> dict[str, float]:
+        """Prometheus-style gauges and counters of this client, for the app to export:
+        ``mail_api_key_stale_seconds`` (:attr:`stale_seconds`), ``mail_api_key_serial`` (0 with
+        no key), ``mail_api_key_refresh_failures_total``, ``mail_api_key_stale_served_total``."""
+        key = self._key
+        return {"mail_api_key_stale_seconds": self.stale_seconds,
+                "mail_api_key_serial": float(key.serial if key else 0),
+                "mail_api_key_refresh_failures_total": float(self.stats["refresh_failures"]),
+                "mail_api_key_stale_served_total": float(self.stats["stale_served"])}
 
     def webhook_signing_secret(self) -> str:
         """Read this consumer's webhook HMAC secret (``<prefix>/webhooks/<consumer>``, field
         ``signing_secret``). Raises :class:`KeyUnavailable` when it is missing."""
-        with self._lock:
-            def read():
+        with self._io():
+            def read() -> Any:
                 return self._client.secrets.kv.v2.read_secret_version(
                     path=self.webhook_path, mount_point=self.mount, raise_on_deleted_version=True)
             r = self._vault("read", self.webhook_path, read)
@@ -417,91 +519,246 @@ class KeyClient:
         return data
 
     # -- internals -------------------------------------------------------------------------------
-    def _request_forced(self) -> None:
-        self._force = True
-        if self._snap is not None:
-            key, due = self._snap
-            when = max(time.monotonic(), self._last_forced + self.min_forced_interval)
-            self._snap = (key, min(due, when))
-
-    def _install(self, key: ApiKey, version: int) -> None:
-        now = time.monotonic()
-        self._version = version
-        self._fetched_at = now
-        self._snap = (key, now + self.refresh_interval)
-
-    def _refresh(self) -> ApiKey:
-        """Check Vault (metadata, then data if needed). Caller holds the lock."""
-        now = time.monotonic()
-        forced = self._force and now >= self._last_forced + self.min_forced_interval
-        cached = self._snap[0] if self._snap else None
+    @contextlib.contextmanager
+    def _io(self) -> Iterator[None]:
+        """Hold the Vault I/O lock (one hvac session, one token), waiting at most ``max_wait`` s."""
+        if not self._io_lock.acquire(timeout=self.max_wait):
+            raise VaultUnavailable(f"{self.mount}/{self.key_path}: a Vault call has not finished within "
+                                   f"{self.max_wait:g} s")
         try:
-            if forced:
-                self._force = False
-                self._last_forced = now
-                key, version = self._read_current()
-            else:
-                meta = self._read_metadata()
-                version = int(meta.get("current_version") or 0)
-                info = (meta.get("versions") or {}).get(str(version)) or {}
-                if version > 0 and (info.get("destroyed") or _deleted(info.get("deletion_time"))):
-                    # never keep serving a version Vault no longer vouches for (KV v2 metadata
-                    # ``destroyed`` / ``deletion_time``, https://openbao.org/api-docs/secret/kv/kv-v2/)
-                    raise KeyUnavailable(f"{self.mount}/data/{self.key_path}: its latest version ({version}) is "
-                                         f"{'destroyed' if info.get('destroyed') else 'deleted'}")
-                if cached is not None and version == self._version and version > 0:
-                    self._fetched_at = now
-                    self._failed = None
-                    self._snap = (cached, now + self.refresh_interval)
-                    return cached
-                key, version = self._read_current(version)
-        except VaultUnavailable:
-            if cached is not None and not forced and now - self._fetched_at < self.max_stale:
-                log.warning("Vault unreachable; using the cached mail API key serial %s for now", cached.serial)
-                self._snap = (cached, now + min(self.refresh_interval, 5.0))
-                return cached
-            raise
-        except KeyUnavailable:
-            self._snap = None  # fail closed: never serve a key Vault no longer vouches for
-            raise
-        key = self._prefer_pushed(cached, key)
-        if cached is None or (key.serial, key.key_id) != (cached.serial, cached.key_id):
+            yield
+        finally:
+            self._io_lock.release()
+
+    def _request_forced_locked(self) -> None:
+        self._force = True
+        snap = self._snap
+        if snap is not None:
+            when = max(self._clock(), self._last_forced + self.min_forced_interval)
+            self._snap = (snap[0], min(snap[1], when))
+
+    def _install_locked(self, key: ApiKey, version: int) -> None:
+        now = self._clock()
+        if self._key is None or (key.serial, key.key_id) != (self._key.serial, self._key.key_id):
             log.info("mail API key for %s: now serial %s (%s)", self.consumer, key.serial, key.fingerprint)
-        self._install(key, version)
-        self._failed = None
-        self._ack_best_effort(key)
-        return key
+        self._key = key
+        self._version = version
+        self._max_version = max(self._max_version, version)
+        self._confirm_locked(now)
 
-    def _prefer_pushed(self, cached: ApiKey | None, key: ApiKey) -> ApiKey:
-        """A pushed key may be newer than ``current`` (delivered before promotion). Keep it while
-        Vault still lists it as ``pending``; go back to ``current`` if the pending key was dropped."""
-        if cached is None or cached.serial <= key.serial:
-            return key
-        pending = self._last_pending
-        if pending and pending.get("serial") == cached.serial and pending.get("key_id") == cached.key_id \
-                and not pending.get("disabled_at"):
-            return cached
-        return key
+    def _confirm_locked(self, now: float) -> None:
+        """Vault vouched for the key in use at ``now``: fresh again, failures forgotten."""
+        if self._failures:
+            log.info("Vault answered again: the mail API key of %s is confirmed after %.1f s stale",
+                     self.consumer, max(0.0, now - self._confirmed_at - self.refresh_interval))
+        self._confirmed_at = now
+        self._suspect = False
+        self._failures = 0
+        self._last_error = None
+        self._retry_at = float("-inf")
+        self._snap = (self._key, now + self.refresh_interval) if self._key is not None else None
+        if self._force:
+            self._request_forced_locked()
 
-    _last_pending: Mapping[str, Any] | None = None
+    def _drop_locked(self) -> None:
+        """Fail closed: Vault no longer vouches for any key (disabled, deleted, destroyed, gone)."""
+        self._key = None
+        self._snap = None
+        self._suspect = False
+
+    def _start_refresh_locked(self, *, forced: bool) -> bool:
+        """Start one background refresh (caller holds ``_cond``; never blocks: at most one runs).
+        Returns False when one is already running."""
+        if self._refreshing:
+            return False
+        self._refreshing = True
+        self._started += 1
+        if forced:
+            self._force = False
+            self._last_forced = self._clock()
+        self._spawn(lambda: self._refresh_worker(forced))
+        return True
+
+    @staticmethod
+    def _thread(target: Callable[[], None]) -> None:
+        threading.Thread(target=target, name="mail-api-key-refresh", daemon=True).start()
+
+    def _refresh_worker(self, forced: bool) -> None:
+        """One refresh: check Vault and install its answer, wake the waiters, then write the ack
+        (best effort; :meth:`wait_for_refresh` returns after it, waiters do not wait for it)."""
+        finished = False
+
+        def finish() -> None:
+            nonlocal finished
+            with self._cond:
+                if not finished:
+                    finished = True
+                    self._done += 1
+                    self._cond.notify_all()
+        try:
+            with self._io():
+                key: ApiKey | None = None
+                try:
+                    key = self._refresh_io(forced=forced)
+                except KeyClientError:
+                    pass              # recorded by _refresh_io (back-off, staleness log)
+                finally:
+                    finish()
+                if key is not None:
+                    self._ack_best_effort(key)
+        except Exception as exc:  # noqa: BLE001 - never leave waiters without an outcome
+            with self._cond:
+                if not finished:
+                    self._failed_locked(exc if isinstance(exc, KeyClientError) else KeyClientError(
+                        f"{self.mount}/{self.key_path}: refresh failed ({type(exc).__name__})"))
+            finish()
+        finally:
+            with self._cond:
+                self._refreshing = False
+                self._cond.notify_all()
+
+    def _wait_for_key(self, *, forced: bool, fresh_read: bool = False) -> ApiKey:
+        """The mandatory window: start a refresh (or join the one in flight) and wait for its
+        outcome, at most ``max_wait`` s. ``fresh_read``: a refresh started after this call must
+        finish (:meth:`refresh`), a usable key alone is not enough."""
+        end = time.monotonic() + self.max_wait
+        mine: int | None = None
+        with self._cond:
+            while True:
+                now = self._clock()
+                key = self._key
+                if mine is not None and self._done >= mine:
+                    if key is not None and not self._suspect and (not fresh_read or self._last_error is None):
+                        return key
+                    raise self._error_copy()
+                if mine is None and not fresh_read and key is not None and not self._suspect \
+                        and now - self._confirmed_at < self.max_stale:
+                    return key            # another refresh made it usable meanwhile
+                if not self._refreshing and mine is None:
+                    forced_due = forced and now >= self._last_forced + self.min_forced_interval
+                    if not forced_due and self._last_error is not None and now < self._retry_at:
+                        raise self._error_copy()   # back off: a failing Vault is not asked on every call
+                    self._start_refresh_locked(forced=forced_due or fresh_read)
+                    mine = self._started
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise VaultUnavailable(f"{self.mount}/{self.key_path}: no answer from Vault within "
+                                           f"{self.max_wait:g} s and no usable key to serve")
+                self._cond.wait(left)
+
+    def _error_copy(self) -> KeyClientError:
+        err = self._last_error or VaultUnavailable(f"{self.mount}/{self.key_path}: no key read yet")
+        return type(err)(*err.args)
+
+    def _failed_locked(self, exc: KeyClientError) -> None:
+        """A refresh failed: back off from *now* (the end of the failure), with jitter; drop the
+        key when Vault says it is unusable; log the staleness."""
+        now = self._clock()
+        self._failures += 1
+        self._last_error = exc
+        self.stats["refresh_failures"] += 1
+        base = min(self.max_backoff, self.backoff_base * 2 ** (self._failures - 1))
+        delay = base / 2 + self._jitter() * base / 2       # "equal jitter": between base/2 and base
+        self._retry_at = now + delay
+        if isinstance(exc, KeyUnavailable) and not isinstance(exc, VaultUnavailable):
+            self._drop_locked()                            # fail closed
+            return
+        key = self._key
+        if key is None:
+            return
+        stale = max(0.0, now - self._confirmed_at - self.refresh_interval)
+        self.stats["stale_seconds"] = stale
+        self.stats["stale_served"] += 1
+        until = self._confirmed_at + self.max_stale
+        self._snap = (key, min(self._retry_at, until))
+        if self._force:
+            self._request_forced_locked()
+        log.warning("Vault refresh failed (%s); serving the cached mail API key serial %s of %s, stale for "
+                    "%.1f s (mail_api_key_stale_seconds), for at most %.0f s more; next try in %.1f s",
+                    type(exc).__name__, key.serial, self.consumer, stale, max(0.0, until - now), delay)
+
+    def _refresh_io(self, *, forced: bool) -> ApiKey | None:
+        """Check Vault (metadata, then data if needed) and install what it says. Caller holds the
+        I/O lock, not ``_cond``. Returns the key in use afterwards; raises (and records) the error."""
+        try:
+            return self._check(forced)
+        except KeyClientError as exc:
+            with self._cond:
+                self._failed_locked(exc)
+            raise
+
+    def _check(self, forced: bool) -> ApiKey | None:
+        with self._cond:
+            cached, cached_version = self._key, self._version
+        if not forced:
+            meta = self._read_metadata()
+            version = int(meta.get("current_version") or 0)
+            info = (meta.get("versions") or {}).get(str(version)) or {}
+            if version > 0 and (info.get("destroyed") or _deleted(info.get("deletion_time"))):
+                # never keep serving a version Vault no longer vouches for (KV v2 metadata
+                # ``destroyed`` / ``deletion_time``, https://openbao.org/api-docs/secret/kv/kv-v2/)
+                raise KeyUnavailable(f"{self.mount}/data/{self.key_path}: its latest version ({version}) is "
+                                     f"{'destroyed' if info.get('destroyed') else 'deleted'}")
+            with self._cond:
+                if cached is not None and version > 0 and version <= self._max_version and \
+                        (version == cached_version or version < self._max_version):
+                    # unchanged (or an older version from a lagging replica): the key stands
+                    if version == cached_version:
+                        self._confirm_locked(self._clock())
+                    return self._key
+            read = self._read_current(version)
+        else:
+            read = self._read_current()
+        key, version, listed = read
+        with self._cond:
+            held = self._key
+            newest = version >= self._max_version
+            if held is None or key.serial > held.serial or (key.serial == held.serial and newest):
+                self._install_locked(key, version)
+                return key
+            if (held.serial, held.key_id) in listed and newest:
+                # Vault still lists the key in use (e.g. a pushed key that is pending): it stands
+                self._version = version
+                self._max_version = version
+                self._confirm_locked(self._clock())
+                return held
+            if newest and version > self._max_version:
+                # Vault, at a newer version than any read before, dropped the key in use (a rollback
+                # finished): its current key is the one to use, although its serial is lower
+                log.info("mail API key serial %s was dropped in Vault (version %s); back to serial %s",
+                         held.serial, version, key.serial)
+                self._install_locked(key, version)
+                return key
+            self.stats["lower_serial_refused"] += 1
+            self._suspect = False     # the forced read is done: the key in use stays the best there is
+            log.warning("Vault answered serial %s at version %s, older than serial %s in use (version %s): "
+                        "not switching to a lower serial", key.serial, version, held.serial, self._max_version)
+            return held
 
     def _read_metadata(self) -> dict[str, Any]:
-        def read():
+        def read() -> Any:
             return self._client.secrets.kv.v2.read_secret_metadata(path=self.key_path, mount_point=self.mount)
         self.stats["metadata_reads"] += 1
-        return self._vault("read metadata", self.key_path, read)["data"]
+        data: dict[str, Any] = self._vault("read metadata", self.key_path, read)["data"]
+        return data
 
-    def _read_current(self, version: int | None = None) -> tuple[ApiKey, int]:
-        def read():
+    def _read_current(self, version: int | None = None) -> tuple[ApiKey, int, set[tuple[int, str]]]:
+        """Read the key record: ``(current key, KV version, {(serial, key id)}`` of the keys Vault
+        still lists as ``current`` or ``pending`` and not disabled)."""
+        def read() -> Any:
             return self._client.secrets.kv.v2.read_secret_version(
                 path=self.key_path, version=version or None, mount_point=self.mount,
                 raise_on_deleted_version=True)
         self.stats["data_reads"] += 1
         r = self._vault("read", self.key_path, read)["data"]
         data = r.get("data") or {}
-        self._last_pending = data.get("pending") if isinstance(data.get("pending"), Mapping) else None
+        listed: set[tuple[int, str]] = set()
+        for label in ("current", "pending"):
+            rec = data.get(label)
+            if isinstance(rec, Mapping) and not rec.get("disabled_at") and isinstance(rec.get("serial"), int):
+                listed.add((rec["serial"], str(rec.get("key_id"))))
         key = _validated(data.get("current"), f"{self.mount}/data/{self.key_path}")
-        return key, int((r.get("metadata") or {}).get("version") or 0)
+        return key, int((r.get("metadata") or {}).get("version") or 0), listed
 
     def _ack_best_effort(self, key: ApiKey) -> None:
         if self._acked == (key.serial, key.key_id):
@@ -563,7 +820,7 @@ class KeyClient:
     def login(self) -> None:
         """Log in with the configured auth method and learn the token's TTL.
         Raises :class:`VaultAuthError` or :class:`VaultUnavailable`."""
-        with self._lock:
+        with self._io():
             try:
                 self.auth.login(self._client)
                 data = self._client.auth.token.lookup_self()["data"]

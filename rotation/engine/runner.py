@@ -277,37 +277,40 @@ class Engine:
         self.close()
 
     # -- reading ---------------------------------------------------------------------------------
-    def decisions(self, *, force: Iterable[str] = (), emergency: Iterable[str] = ()) -> list[tuple[Consumer, KeyState, RotationRecord, Decision]]:
+    def decisions(self, *, force: Iterable[str] = (), emergency: Iterable[str] = (),
+                  digests: bool = False) -> list[tuple[Consumer, KeyState, RotationRecord, Decision]]:
         """Read Vault (no writes) and decide for every consumer. A consumer whose record is
-        deleted or destroyed gets the decision ``blocked`` (its reason says which and the fix)."""
+        deleted or destroyed gets the decision ``blocked`` (its reason says which and the fix).
+        ``digests``: the records may come from their status digests (``status``, ``plan``: no
+        key values, no acks or traffic counters in them; :mod:`rotation.status_digest`)."""
         force, emergency = set(force), set(emergency)
         now = self.clock()
-        # One LIST per record kind says which consumers have a record at all: those without one
-        # need no read (an absent path costs a 404 and a metadata read). The rest are read
-        # concurrently, at most ``max(2 * workers, 16)`` at a time: calls grow with the fleet, time
-        # with the fleet divided by that bound.
-        lister = getattr(self.vault, "list_records", None)
-        have_keys = lister("keys") if lister else None
-        have_rotation = lister("rotations") if lister else None
+        # VaultStore.read_fleet: on OpenBao one LIST of detailed metadata per record kind answers
+        # for every consumer whose status digest is current; otherwise (HashiCorp Vault) one name
+        # LIST per kind, then the records of those that have one, read concurrently, at most
+        # ``max(2 * workers, 16)`` at a time.
+        consumers = list(self.consumers.consumers)
+        reader = getattr(self.vault, "read_fleet", None)
+        if reader is not None:
+            records = reader([c.name for c in consumers], max_workers=max(self.workers * 2, 16), digests=digests)
+        else:
+            records = {}
+            for c in consumers:
+                try:
+                    records[c.name] = (self.vault.read_key_state(c.name), self.vault.read_rotation(c.name))
+                except RecordGone as exc:
+                    records[c.name] = exc
 
         def one(c: Consumer):
-            try:
-                state = self.vault.read_key_state(c.name) if have_keys is None or c.name in have_keys \
-                    else KeyState()
-                journal = self.vault.read_rotation(c.name) if have_rotation is None or c.name in have_rotation \
-                    else RotationRecord()
-            except RecordGone as exc:
-                return (c, KeyState(), RotationRecord(), Decision(c.name, "blocked", str(exc)))
+            got = records[c.name]
+            if isinstance(got, RecordGone):
+                return (c, KeyState(), RotationRecord(), Decision(c.name, "blocked", str(got)))
+            state, journal = got
             return (c, state, journal, decide(c, state, journal, now, force=c.name in force,
                                               emergency=c.name in emergency or bool(journal.emergency_request),
                                               owner=self.owner, lease_now=now.timestamp()))
 
-        consumers = list(self.consumers.consumers)
-        if len(consumers) <= 1:
-            return [one(c) for c in consumers]
-        with ThreadPoolExecutor(max_workers=min(len(consumers), max(self.workers * 2, 16)),
-                                thread_name_prefix="rotation-read") as pool:
-            return list(pool.map(one, consumers))
+        return [one(c) for c in consumers]
 
     # -- running ---------------------------------------------------------------------------------
     def run(self, *, only: Iterable[str] | None = None, force: Iterable[str] = (),

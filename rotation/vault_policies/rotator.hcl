@@ -9,6 +9,11 @@ path "${mount}/data/${prefix}/*" {
 path "${mount}/metadata/${prefix}/*" {
   capabilities = ["read", "list", "update"]
 }
+# OpenBao only: every record's metadata (the status digest) in one LIST, for status and plan
+# (HashiCorp Vault has no such endpoint; the rotator then reads records one by one).
+path "${mount}/detailed-metadata/${prefix}/*" {
+  capabilities = ["list"]
+}
 path "${mount}/delete/${prefix}/*" {
   capabilities = ["update"]
 }

@@ -44,12 +44,15 @@ def test_refresh_after_interval_only_when_version_changed(consumer):
     client = consumer.client(refresh_interval=0.3)
     assert client.current_key().serial == 1
     time.sleep(0.35)
-    assert client.current_key().serial == 1          # interval passed, version unchanged
-    assert consumer.audit_count("data-keys") == 1    # metadata only
+    assert client.current_key().serial == 1          # interval passed: served, revalidated in the background
+    assert client.wait_for_refresh(10)
+    assert consumer.audit_count("data-keys") == 1    # version unchanged: metadata only
     assert consumer.audit_count("metadata-keys") == 2
     consumer.write_keys(current=record(2), previous=record(1))
     assert client.current_key().serial == 1          # still cached: the interval has not passed
     time.sleep(0.35)
+    assert client.current_key().serial == 1          # stale-while-revalidate: the caller never waits
+    assert client.wait_for_refresh(10)
     assert client.current_key().serial == 2
     assert consumer.audit_count("data-keys") == 2
 
@@ -104,6 +107,8 @@ def test_drops_cached_key_when_vault_disables_it(consumer):
     assert client.current_key().serial == 1
     consumer.write_keys(current=record(1, disabled=True))
     time.sleep(0.25)
+    client.current_key()                  # starts the background check that finds it disabled
+    assert client.wait_for_refresh(10)
     with pytest.raises(KeyUnavailable, match="disabled"):
         client.current_key()
     with pytest.raises(KeyUnavailable):   # and not the old cached key on the next call either
@@ -114,15 +119,19 @@ def test_ack_written_with_cas_only_when_serial_changes(consumer):
     consumer.write_keys(current=record(1))
     client = consumer.client(refresh_interval=0.1, host="app-host-1")
     client.current_key()
+    assert client.wait_for_refresh(10)         # the ack is written by the refresh, after the key is served
     ack, v1 = consumer.ack()
     assert ack["serial"] == 1 and ack["key_id"] == "kid1" and ack["host"] == "app-host-1"
     assert ack["at"].endswith("+00:00")
     for _ in range(3):                         # refreshes without a serial change: no new ack
         time.sleep(0.12)
         client.current_key()
+        assert client.wait_for_refresh(10)
     assert consumer.ack()[1] == v1
     consumer.write_keys(current=record(2), previous=record(1))
     time.sleep(0.12)
+    client.current_key()
+    assert client.wait_for_refresh(10)
     assert client.current_key().serial == 2
     ack, v2 = consumer.ack()
     assert (ack["serial"], v2) == (2, v1 + 1)
@@ -134,7 +143,9 @@ def test_ack_cas_with_an_existing_ack_from_another_instance(consumer):
     consumer.root.secrets.kv.v2.create_or_update_secret(
         path=f"{PREFIX}/acks/{consumer.name}", secret={"serial": 0}, cas=1, mount_point=MOUNT)
     consumer.write_keys(current=record(4))
-    consumer.client().current_key()
+    client = consumer.client()
+    client.current_key()
+    assert client.wait_for_refresh(10)        # the ack is written by the refresh, after the key is served
     ack, version = consumer.ack()
     assert (ack["serial"], version) == (4, 3)
 
@@ -260,16 +271,22 @@ def test_push_installs_key_and_survives_refresh_until_promotion(consumer):
     assert client.current_key().serial == 2
 
 
-def test_rollback_push_of_the_current_key_is_installed(consumer):
-    """A rollback gives every target the current key back before the pending key is deleted:
-    an older key that Vault confirms as `current` replaces the cached pending one at once."""
+def test_lower_serial_push_is_refused_until_vault_drops_the_key_in_use(consumer):
+    """Never a lower serial on a push's word: while Vault still lists the pushed key as pending,
+    the rollback's restore of serial 1 is refused; once Vault, at a newer version, no longer lists
+    serial 2 (the rollback finished), a refresh goes back to Vault's current key."""
     consumer.write_keys(current=record(1))
-    client = consumer.client(refresh_interval=60)
+    client = consumer.client(refresh_interval=60, min_forced_interval=0)
+    client.current_key()
     consumer.write_keys(current=record(1), pending=record(2))
     assert client.notify_push(ApiKey(record(2)["value"], 2, "kid2")) is True
     assert client.current_key().serial == 2
-    assert client.notify_push(ApiKey(record(1)["value"], 1, "kid1")) is True   # the rollback's restore
-    assert client.current_key().serial == 1
+    assert client.notify_push(ApiKey(record(1)["value"], 1, "kid1")) is False   # Vault still lists 2
+    assert client.current_key().serial == 2
+    assert client.stats["lower_serial_refused"] == 1
+    consumer.write_keys(current=record(1), pending=None)                          # rollback finished
+    assert client.refresh().serial == 1
+    assert client.wait_for_refresh(10)
     assert consumer.ack()[0]["serial"] == 1
 
 
@@ -306,6 +323,8 @@ def test_canary_value_never_logged_or_in_errors(consumer, caplog, capsys):
     client.notify_push(ApiKey(canary + "-2", 2, "kid2"))
     consumer.write_keys(current=record(3, value=canary + "-3", disabled=True))
     time.sleep(0.12)
+    client.current_key()
+    assert client.wait_for_refresh(10)
     with pytest.raises(KeyClientError) as err:
         client.current_key()
     texts += [str(err.value), repr(err.value)]

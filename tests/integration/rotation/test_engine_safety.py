@@ -282,5 +282,7 @@ def test_cached_key_client_stops_serving_a_destroyed_version(env):
     assert client.current_key().serial == 1
     _destroy_latest(env, "keys", "crm")
     client._snap = (client._snap[0], 0.0)   # the refresh interval has passed (no sleeping)
+    assert client.current_key().serial == 1  # stale-while-revalidate: served while it checks Vault
+    assert client.wait_for_refresh(30)
     with pytest.raises(KeyUnavailable, match="destroyed"):
         client.current_key()
