@@ -162,7 +162,7 @@ class VaultStore:
         credentials) is read afresh at every login, so a renewed credential is always used."""
         s = self.settings
         method = s.vault_auth_method
-        with self._lock, vault_errors("login", method):
+        with self._lock, vault_errors("login", method, login_method=method if method != "token" else None):
             if method == "token":
                 self.client.token = (read_credential_file(s.vault_token_file, "VAULT_TOKEN_FILE")
                                      if s.vault_token_file is not None else s.vault_token.get_secret_value())
