@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -269,18 +270,95 @@ def _token_fingerprint(body: bytes) -> str:
     return hashlib.sha256(token.encode()).hexdigest() if isinstance(token, str) else ""
 
 
+#: Defaults of :func:`serve_webhook`: a whole connection (request line, headers, body, answer) in
+#: at most this many seconds, and at most this many connections served at once.
+CONNECTION_TIMEOUT_SECONDS = 10.0
+MAX_CONNECTIONS = 32
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once: a connection beyond that is
+    answered ``503`` and closed at once, without a thread and without reading it."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
+                 max_connections: int, connection_timeout: float):
+        super().__init__(address, handler)
+        self.connection_timeout = connection_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 0, *,
-                  path: str = "/", background: bool = True) -> ThreadingHTTPServer:
-    """Serve ``receiver`` on ``http://host:port<path>`` (POST only; bodies up to 64 KiB).
+                  path: str = "/", background: bool = True,
+                  connection_timeout: float = CONNECTION_TIMEOUT_SECONDS,
+                  max_connections: int = MAX_CONNECTIONS) -> ThreadingHTTPServer:
+    """Serve ``receiver`` on ``http://host:port<path>`` (POST only; bodies up to 64 KiB; one
+    request per connection).
+
+    A peer cannot hold the server: each connection gets ``connection_timeout`` seconds in all
+    (every socket read and write waits at most that long, and the connection is shut down when
+    the time is up, however slowly the peer keeps sending), and at most ``max_connections`` are
+    served at once (one thread each); a connection beyond that is answered ``503`` and closed.
 
     Returns the server (``server.server_address`` holds the bound port; call ``shutdown()`` to stop).
     With ``background=True`` it runs in a daemon thread; otherwise call ``serve_forever()`` yourself.
     Put it behind TLS (a reverse proxy) outside loopback.
+
+    :raises ValueError: ``connection_timeout`` is not positive or ``max_connections`` is below 1.
     """
+    if not connection_timeout > 0:
+        raise ValueError("connection_timeout: must be a positive number of seconds, e.g. 10")
+    if max_connections < 1:
+        raise ValueError("max_connections: must be at least 1, e.g. 32")
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "mail-api-key-webhook"
         sys_version = ""
+        timeout = connection_timeout          # every socket read/write (StreamRequestHandler.setup)
+
+        def setup(self) -> None:
+            super().setup()
+            # the deadline of the whole connection: a peer sending a byte just before each read
+            # timeout would otherwise hold it for ever
+            self._deadline = threading.Timer(connection_timeout, self._cut)
+            self._deadline.daemon = True
+            self._deadline.start()
+
+        def _cut(self) -> None:
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def finish(self) -> None:
+            self._deadline.cancel()
+            try:
+                super().finish()
+            except OSError:
+                pass
 
         def do_POST(self) -> None:
             if self.path.split("?")[0] != path:
@@ -291,7 +369,13 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
                 length = -1
             if length < 0 or length > MAX_BODY_BYTES:
                 return self._answer(413 if length > 0 else 400, "bad length")
-            body = self.rfile.read(length)
+            try:
+                body = self.rfile.read(length)
+            except OSError:                    # a read timed out, or the connection's time was up
+                body = b""
+            if len(body) < length:             # the peer stopped sending: no answer, the socket closes
+                self.close_connection = True
+                return None
             try:
                 result = receiver.handle({k: v for k, v in self.headers.items()}, body)
             except TamperSuspected:
@@ -314,8 +398,8 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("webhook %s", fmt % args)
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = _BoundedServer((host, port), Handler, max_connections=max_connections,
+                            connection_timeout=connection_timeout)
     if background:
         threading.Thread(target=server.serve_forever, name="key-webhook", daemon=True).start()
     return server
