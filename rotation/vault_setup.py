@@ -135,6 +135,16 @@ def _mount_name(v: str) -> str:
 MountName = Annotated[str, AfterValidator(_mount_name)]
 
 
+def _cidr_list(v: list[str]) -> list[str]:
+    """``v`` unchanged when every entry is a CIDR block; ``ValueError`` naming the first that is not."""
+    for c in v:
+        try:
+            ipaddress.ip_network(c, strict=False)
+        except ValueError:
+            raise ValueError(f"{c!r} is not a CIDR block such as 10.0.0.0/8") from None
+    return v
+
+
 class _TokenSettings(_Strict):
     """Token parameters shared by every auth role (Vault docs "Token parameters")."""
 
@@ -145,12 +155,7 @@ class _TokenSettings(_Strict):
     @field_validator("token_bound_cidrs")
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
-        for c in v:
-            try:
-                ipaddress.ip_network(c, strict=False)
-            except ValueError:
-                raise ValueError(f"{c!r} is not a CIDR block such as 10.0.0.0/8") from None
-        return v
+        return _cidr_list(v)
 
     @model_validator(mode="after")
     def _ttls(self):
@@ -201,6 +206,11 @@ class AppRoleSpec(_TokenSettings):
     secret_id_num_uses: int = Field(default=0, ge=0)
     secret_id_bound_cidrs: list[str] = Field(default_factory=list)
     user_lockout: UserLockout = Field(default_factory=UserLockout)
+
+    @field_validator("secret_id_bound_cidrs")
+    @classmethod
+    def _secret_id_cidrs(cls, v: list[str]) -> list[str]:
+        return _cidr_list(v)
 
     def role_body(self, policies: list[str]) -> dict[str, Any]:
         return {**self.token_body(policies), "bind_secret_id": True, "secret_id_ttl": _seconds(self.secret_id_ttl),

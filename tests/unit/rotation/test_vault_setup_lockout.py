@@ -59,6 +59,7 @@ def test_an_apps_mount_may_enable_lockout_with_its_numbers_as_the_tune_api_takes
     ({"apps": {"approle": {"user_lockout": {"lockout_threshold": 0}}}}, "apps.approle.user_lockout.lockout_threshold"),
     ({"apps": {"approle": {"user_lockout": {"lockout_duration": "soon"}}}}, "apps.approle.user_lockout.lockout_duration"),
     ({"apps": {"approle": {"user_lockout": {"disable": True}}}}, "apps.approle.user_lockout.disable"),
+    ({"rotator": {"approle": {"secret_id_bound_cidrs": ["10.0.0.0/33"]}}}, "rotator.approle.secret_id_bound_cidrs"),
 ])
 def test_a_lockout_the_setup_refuses_is_a_usage_error_naming_the_field(tmp_path, data, field):
     p = tmp_path / "setup.yaml"
