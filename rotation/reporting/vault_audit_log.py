@@ -130,7 +130,8 @@ def scan(lines: Iterable[str], *, mount: str, prefix: str, expected_identities: 
             out["denied"].append(_event(entry, auth).to_dict())
             continue
         if _LOGIN.match(path):
-            response = entry.get("response") if isinstance(entry.get("response"), dict) else {}
+            raw_response = entry.get("response")
+            response: dict[str, Any] = raw_response if isinstance(raw_response, dict) else {}
             issued = response.get("auth")
             if isinstance(issued, dict) and issued:
                 out["logins"] += 1
