@@ -277,17 +277,66 @@ MAX_CONNECTIONS = 32
 _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
+class _Deadlines:
+    """One thread for all connections: each registered socket is shut down (both directions) at
+    its deadline, which ends any read or write blocked on it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[socket.socket, float] = {}
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, sock: socket.socket, seconds: float) -> None:
+        with self._cond:
+            self._due[sock] = time.monotonic() + seconds
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="key-webhook-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def remove(self, sock: socket.socket) -> None:
+        with self._cond:
+            self._due.pop(sock, None)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                for sock, due in list(self._due.items()):
+                    if due <= now:
+                        del self._due[sock]
+                        try:
+                            sock.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                nearest = min(self._due.values(), default=None)
+                self._cond.wait(None if nearest is None else max(0.0, nearest - now))
+
+
 class _BoundedServer(ThreadingHTTPServer):
     """A thread per connection, at most ``max_connections`` at once: a connection beyond that is
-    answered ``503`` and closed at once, without a thread and without reading it."""
+    answered ``503`` and closed at once, without a thread and without reading it. One more thread
+    cuts every connection at its deadline (:class:`_Deadlines`)."""
 
     daemon_threads = True
+    request_queue_size = 128     # the listen backlog: connections beyond the limit get their 503 promptly
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
                  max_connections: int, connection_timeout: float):
         super().__init__(address, handler)
         self.connection_timeout = connection_timeout
+        self.deadlines = _Deadlines()
         self._slots = threading.BoundedSemaphore(max_connections)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.deadlines.close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -343,18 +392,10 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
             super().setup()
             # the deadline of the whole connection: a peer sending a byte just before each read
             # timeout would otherwise hold it for ever
-            self._deadline = threading.Timer(connection_timeout, self._cut)
-            self._deadline.daemon = True
-            self._deadline.start()
-
-        def _cut(self) -> None:
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            server.deadlines.add(self.connection, connection_timeout)
 
         def finish(self) -> None:
-            self._deadline.cancel()
+            server.deadlines.remove(self.connection)
             try:
                 super().finish()
             except OSError:
