@@ -162,16 +162,19 @@ class VaultStore:
         credentials) is read afresh at every login, so a renewed credential is always used."""
         s = self.settings
         method = s.vault_auth_method
-        with self._lock, vault_errors("login", method, login_method=method if method != "token" else None):
+        with self._lock, vault_errors("login", method):
             if method == "token":
                 self.client.token = (read_credential_file(s.vault_token_file, "VAULT_TOKEN_FILE")
                                      if s.vault_token_file is not None else s.vault_token.get_secret_value())
                 self._logged_in = False
             elif method == "approle":
                 secret_id = self._secret_ids.secret_id(self._unwrap)
-                self.client.auth.approle.login(
-                    role_id=s.vault_role_id, secret_id=secret_id, mount_point=s.vault_approle_mount, use_token=True,
-                )
+                # a 403 here is the login itself refused: a locked-out role id (VaultLoginLockedOut)
+                with vault_errors("login", f"auth/{s.vault_approle_mount}/login", login_method="approle"):
+                    self.client.auth.approle.login(
+                        role_id=s.vault_role_id, secret_id=secret_id, mount_point=s.vault_approle_mount,
+                        use_token=True,
+                    )
             elif method == "kubernetes":
                 jwt = Path(s.vault_kubernetes_jwt_path).read_text().strip()
                 self.client.auth.kubernetes.login(

@@ -20,7 +20,7 @@ from rotation.cli import main
 from rotation.client.auth import AppRoleAuth
 from rotation.client.errors import VaultAuthError
 from rotation.client.keys import KeyClient
-from rotation.errors import VaultLoginLockedOut
+from rotation.errors import VaultLoginLockedOut, VaultPermissionDenied
 
 
 def _lock_out(env, role_id: str) -> None:
@@ -46,6 +46,16 @@ def test_a_locked_out_rotator_login_names_the_lockout_and_the_unlock_and_the_unl
     (entry,) = [m for m in locked if env.creds.rotator_role_id in m["alias_identifiers"]]
     root.adapter.post(f"/v1/sys/locked-users/{entry['mount_accessor']}/unlock/{env.creds.rotator_role_id}")
     assert VaultStore(env.settings).read_key_state("billing") is not None
+
+
+def test_a_403_after_a_successful_login_is_not_reported_as_a_lockout(env):
+    """The token is refused, not the login: the rotator's tokens are bound to a network it is not
+    on (token_bound_cidrs), so the login answers 200 and the token's first use 403."""
+    root = env.root()
+    root.adapter.post("/v1/auth/approle/role/mail-api-rotator", json={"token_bound_cidrs": ["10.0.0.0/8"]})
+    with pytest.raises(VaultPermissionDenied) as err:
+        VaultStore(env.settings)
+    assert not isinstance(err.value, VaultLoginLockedOut) and "locked out" not in str(err.value)
 
 
 def test_the_cli_reports_a_locked_out_rotator_with_the_fix_and_exits_1(env, tmp_path):
