@@ -76,3 +76,13 @@ def test_a_locked_out_app_client_login_names_the_lockout(env):
     with pytest.raises(VaultAuthError) as err:
         client.login()
     assert "locked out" in str(err.value) and "unlock" in str(err.value) and secret_id not in str(err.value)
+
+
+def test_an_app_client_whose_token_is_refused_after_login_is_not_told_it_is_locked_out(env):
+    role_id, secret_id = env.creds.consumer_roles["billing"]
+    env.root().adapter.post("/v1/auth/approle/role/mail-api-consumer-billing",
+                            json={"token_bound_cidrs": ["10.0.0.0/8"]})
+    client = KeyClient(env.stack.vault_addr, "billing", auth=AppRoleAuth(role_id, secret_id))
+    with pytest.raises(VaultAuthError) as err:
+        client.login()
+    assert "locked out" not in str(err.value)
