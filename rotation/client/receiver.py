@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from rotation.client.bounded_server import CONNECTION_TIMEOUT_SECONDS, MAX_CONNECTIONS, bounded
 from rotation.client.keys import ApiKey, KeyClient, KeyClientError, TamperSuspected, VaultUnavailable
 from rotation.client.signing import (
     IDEMPOTENCY_HEADER,
@@ -270,96 +270,6 @@ def _token_fingerprint(body: bytes) -> str:
     return hashlib.sha256(token.encode()).hexdigest() if isinstance(token, str) else ""
 
 
-#: Defaults of :func:`serve_webhook`: a whole connection (request line, headers, body, answer) in
-#: at most this many seconds, and at most this many connections served at once.
-CONNECTION_TIMEOUT_SECONDS = 10.0
-MAX_CONNECTIONS = 32
-_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-
-
-class _Deadlines:
-    """One thread for all connections: each registered socket is shut down (both directions) at
-    its deadline, which ends any read or write blocked on it."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._due: dict[socket.socket, float] = {}
-        self._closed = False
-        self._thread: threading.Thread | None = None
-
-    def add(self, sock: socket.socket, seconds: float) -> None:
-        with self._cond:
-            self._due[sock] = time.monotonic() + seconds
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="key-webhook-deadlines", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def remove(self, sock: socket.socket) -> None:
-        with self._cond:
-            self._due.pop(sock, None)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                now = time.monotonic()
-                for sock, due in list(self._due.items()):
-                    if due <= now:
-                        del self._due[sock]
-                        try:
-                            sock.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
-                nearest = min(self._due.values(), default=None)
-                self._cond.wait(None if nearest is None else max(0.0, nearest - now))
-
-
-class _BoundedServer(ThreadingHTTPServer):
-    """A thread per connection, at most ``max_connections`` at once: a connection beyond that is
-    answered ``503`` and closed at once, without a thread and without reading it. One more thread
-    cuts every connection at its deadline (:class:`_Deadlines`)."""
-
-    daemon_threads = True
-    request_queue_size = 128     # the listen backlog: connections beyond the limit get their 503 promptly
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
-                 max_connections: int, connection_timeout: float):
-        super().__init__(address, handler)
-        self.connection_timeout = connection_timeout
-        self.deadlines = _Deadlines()
-        self._slots = threading.BoundedSemaphore(max_connections)
-
-    def server_close(self) -> None:
-        super().server_close()
-        self.deadlines.close()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.settimeout(1.0)
-                request.sendall(_BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
 def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 0, *,
                   path: str = "/", background: bool = True,
                   connection_timeout: float = CONNECTION_TIMEOUT_SECONDS,
@@ -367,10 +277,11 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
     """Serve ``receiver`` on ``http://host:port<path>`` (POST only; bodies up to 64 KiB; one
     request per connection).
 
-    A peer cannot hold the server: each connection gets ``connection_timeout`` seconds in all
-    (every socket read and write waits at most that long, and the connection is shut down when
-    the time is up, however slowly the peer keeps sending), and at most ``max_connections`` are
-    served at once (one thread each); a connection beyond that is answered ``503`` and closed.
+    A peer cannot hold the server (:mod:`rotation.client.bounded_server`): each connection gets
+    ``connection_timeout`` seconds in all (every socket read and write waits at most that long,
+    and the connection is shut down when the time is up, however slowly the peer keeps sending),
+    and at most ``max_connections`` are served at once (one thread each); a connection beyond that
+    is answered ``503`` and closed.
 
     Returns the server (``server.server_address`` holds the bound port; call ``shutdown()`` to stop).
     With ``background=True`` it runs in a daemon thread; otherwise call ``serve_forever()`` yourself.
@@ -378,28 +289,12 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
 
     :raises ValueError: ``connection_timeout`` is not positive or ``max_connections`` is below 1.
     """
-    if not connection_timeout > 0:
-        raise ValueError("connection_timeout: must be a positive number of seconds, e.g. 10")
-    if max_connections < 1:
-        raise ValueError("max_connections: must be at least 1, e.g. 32")
+    server_class = bounded(ThreadingHTTPServer, connection_timeout=connection_timeout,
+                           max_connections=max_connections)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "mail-api-key-webhook"
         sys_version = ""
-        timeout = connection_timeout          # every socket read/write (StreamRequestHandler.setup)
-
-        def setup(self) -> None:
-            super().setup()
-            # the deadline of the whole connection: a peer sending a byte just before each read
-            # timeout would otherwise hold it for ever
-            server.deadlines.add(self.connection, connection_timeout)
-
-        def finish(self) -> None:
-            server.deadlines.remove(self.connection)
-            try:
-                super().finish()
-            except OSError:
-                pass
 
         def do_POST(self) -> None:
             if self.path.split("?")[0] != path:
@@ -439,8 +334,7 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("webhook %s", fmt % args)
 
-    server = _BoundedServer((host, port), Handler, max_connections=max_connections,
-                            connection_timeout=connection_timeout)
+    server: ThreadingHTTPServer = server_class((host, port), Handler)
     if background:
         threading.Thread(target=server.serve_forever, name="key-webhook", daemon=True).start()
     return server
