@@ -757,8 +757,8 @@ def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run:
 
 def _verify_applied(http: _Http, step: Step) -> None:
     """Read ``step.read`` back after its write; raise :class:`VaultSetupError` when the server did
-    not apply it (e.g. a Vault before 1.13, which has no user lockout and ignores
-    ``user_lockout_config``)."""
+    not apply it (a server without user lockout, such as a Vault before 1.13, may accept
+    ``user_lockout_config`` and ignore it)."""
     if step.read is None or step.same is None:
         return
     current = http.read(step.read) or {}
