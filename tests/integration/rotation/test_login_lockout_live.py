@@ -42,8 +42,9 @@ def test_a_locked_out_rotator_login_names_the_lockout_and_the_unlock_and_the_unl
 
     # the runbook: find the locked role id under its mount accessor, unlock it
     root = env.root()
-    locked = root.adapter.get("/v1/sys/locked-users")["data"]["by_namespace"][0]["mount_accessors"]
-    (entry,) = [m for m in locked if env.creds.rotator_role_id in m["alias_identifiers"]]
+    locked = root.adapter.get("/v1/sys/locked-users")["data"]["by_namespace"]
+    (entry,) = [m for ns in locked for m in ns["mount_accessors"]
+                if env.creds.rotator_role_id in (m.get("alias_identifiers") or [])]
     root.adapter.post(f"/v1/sys/locked-users/{entry['mount_accessor']}/unlock/{env.creds.rotator_role_id}")
     assert VaultStore(env.settings).read_key_state("billing") is not None
 
