@@ -70,6 +70,7 @@ DENIED_HTTPS = {
     "metadata, NAT64": "64:ff9b::a9fe:a9fe",
     "metadata, 6to4": "2002:a9fe:a9fe::",
     "private, 6to4": "2002:a00:1::",
+    "Teredo": "2001:0:4136:e378:8000:63bf:3fff:fdd2",
     "VPC unique local IPv6": "fd12:3456::1",
     "loopback": "127.0.0.1",
     "IPv6 loopback": "::1",
