@@ -7,6 +7,7 @@
     │   └── ConfigError           a consumers file or settings that fail validation (names each field)
     ├── VaultError                Vault/OpenBao answered with an error, or cannot be reached
     │   ├── VaultPermissionDenied 403: the token's policies refuse it (or the token expired)
+    │   │   └── VaultLoginLockedOut an AppRole login refused with 403: the role is locked out (user lockout)
     │   ├── CasConflict           a check-and-set write lost a race (failure case V1): re-read, never clobber
     │   ├── LockHeld              another runner holds the consumer's rotation lease
     │   ├── LeaseLost             our lease expired or was taken over: fenced, no further side effect
@@ -44,6 +45,7 @@ __all__ = [
     "UnsupportedMount",
     "UsageError",
     "VaultError",
+    "VaultLoginLockedOut",
     "VaultPermissionDenied",
     "VerificationFailed",
 ]
@@ -73,6 +75,11 @@ class VaultError(RotationError):
 
 class VaultPermissionDenied(VaultError):
     """Vault answered 403: the token's policies do not allow the request, or the token expired."""
+
+
+class VaultLoginLockedOut(VaultPermissionDenied):
+    """An AppRole login answered 403: Vault/OpenBao refuse every login of a locked-out role id with
+    ``permission denied``, the right secret id included (user lockout; docs/operations.md)."""
 
 
 class CasConflict(VaultError):

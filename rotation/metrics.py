@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -324,16 +325,39 @@ def write_textfile(samples: list[Sample], stack: str, path: str | Path) -> bool:
 
 
 class PrometheusExporter:
-    """An HTTP ``/metrics`` endpoint for the ``schedule`` daemon (prometheus-client's
-    ``start_http_server``), serving the latest run's gauges and counters accumulated over runs."""
+    """An HTTP ``/metrics`` endpoint for the ``schedule`` daemon (prometheus-client's WSGI app on
+    its ``ThreadingWSGIServer``, as ``start_http_server`` builds it), serving the latest run's
+    gauges and counters accumulated over runs.
 
-    def __init__(self, port: int, addr: str = "127.0.0.1"):
-        from prometheus_client import CollectorRegistry, start_http_server
+    A scraper or any other peer cannot pin it (:mod:`rotation.client.bounded_server`): each
+    connection gets ``connection_timeout`` seconds in all, at most ``max_connections`` are served
+    at once, and one beyond that is answered 503. ``port`` 0 picks a free port
+    (``self.server.server_address``). Raises ``OSError`` when the address cannot be bound."""
+
+    def __init__(self, port: int, addr: str = "127.0.0.1", *, connection_timeout: float = 10.0,
+                 max_connections: int = 8):
+        import socket
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+        from prometheus_client import CollectorRegistry, make_wsgi_app
+        from prometheus_client.exposition import ThreadingWSGIServer
+
+        from rotation.client.bounded_server import bounded
+
+        class _Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = _Collector([])
         self.registry.register(self._collector)
         self._counters: dict[tuple[str, tuple], float] = {}
-        self.server, self.thread = start_http_server(port, addr=addr, registry=self.registry)
+        server_class = bounded(ThreadingWSGIServer, connection_timeout=connection_timeout,
+                               max_connections=max_connections)
+        server_class.address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        self.server = make_server(addr, port, make_wsgi_app(self.registry), server_class, handler_class=_Quiet)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-endpoint", daemon=True)
+        self.thread.start()
 
     def update(self, samples: list[Sample], stack: str) -> None:
         families = _families(samples, stack, self._counters)
@@ -347,3 +371,4 @@ class PrometheusExporter:
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()

@@ -18,6 +18,7 @@ What the definition holds (the *setup file*, YAML, validated by :class:`VaultSet
         bound_issuer: https://issuer.example.com                # optional
       kubernetes: {namespace: mail-api, service_account: mail-api-rotator}
       approle: {token_ttl: 1h, secret_id_ttl: 30d}             # e.g. the scheduled Lambda
+        # user_lockout: {lockout_disable: true}   # the default and the only value allowed for the rotator
       aws: {bound_iam_principal_arn: [arn:aws:iam::123456789012:role/x-rotator-lambda]}
     apps:                      # how consumer applications log in: one role per consumer
       approle: {secret_id_ttl: 24h, token_ttl: 1h, secret_id_num_uses: 0, token_bound_cidrs: [10.0.0.0/8]}
@@ -36,9 +37,10 @@ role of a consumer ``mail-api-consumer-<name>``, on the auth mounts ``jwt``, ``k
 How it applies (:func:`apply_setup`): the desired state becomes a list of :class:`Step` (an HTTP
 call against the Vault API plus how to read the current value); each step reads the current state
 first and writes only when it differs, so a re-run changes nothing (``unchanged``) and
-``dry_run=True`` performs only the reads. Existing objects of a different kind are never replaced
-(a KV v1 mount, an auth method of another type at the path, an audit device with other options):
-that is an error naming the path. Secrets never appear in a step's printed form: the token
+``dry_run=True`` performs only the reads. The user lockout policy of each AppRole mount is
+written explicitly (:class:`UserLockout`) and read back after the write. Existing objects of a
+different kind are never replaced (a KV v1 mount, an auth method of another type at the path, an
+audit device with other options): that is an error naming the path. Secrets never appear in a step's printed form: the token
 reviewer JWT is redacted, AppRole secret ids are not part of the setup (issue them with
 ``bao write -f auth/approle/role/<role>/secret-id``, or ``-wrap-ttl``), and
 policies are shown by name, size and digest.
@@ -90,6 +92,7 @@ __all__ = [
     "ROTATOR_ROLE",
     "Change",
     "Step",
+    "UserLockout",
     "VaultSetup",
     "VaultSetupError",
     "apply_setup",
@@ -132,6 +135,16 @@ def _mount_name(v: str) -> str:
 MountName = Annotated[str, AfterValidator(_mount_name)]
 
 
+def _cidr_list(v: list[str]) -> list[str]:
+    """``v`` unchanged when every entry is a CIDR block; ``ValueError`` naming the first that is not."""
+    for c in v:
+        try:
+            ipaddress.ip_network(c, strict=False)
+        except ValueError:
+            raise ValueError(f"{c!r} is not a CIDR block such as 10.0.0.0/8") from None
+    return v
+
+
 class _TokenSettings(_Strict):
     """Token parameters shared by every auth role (Vault docs "Token parameters")."""
 
@@ -142,12 +155,7 @@ class _TokenSettings(_Strict):
     @field_validator("token_bound_cidrs")
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
-        for c in v:
-            try:
-                ipaddress.ip_network(c, strict=False)
-            except ValueError:
-                raise ValueError(f"{c!r} is not a CIDR block such as 10.0.0.0/8") from None
-        return v
+        return _cidr_list(v)
 
     @model_validator(mode="after")
     def _ttls(self):
@@ -160,14 +168,49 @@ class _TokenSettings(_Strict):
                 "token_max_ttl": _seconds(self.token_max_ttl), "token_bound_cidrs": list(self.token_bound_cidrs)}
 
 
+class UserLockout(_Strict):
+    """The user lockout policy of an AppRole auth mount, written with ``POST sys/auth/<mount>/tune``
+    ``{"user_lockout_config": {...}}`` and read back from ``GET sys/auth/<mount>/tune``
+    (``user_lockout_*`` fields; durations in seconds). HashiCorp Vault 1.13+
+    (https://developer.hashicorp.com/vault/docs/concepts/user-lockout) and OpenBao (inherited, same
+    API) lock an AppRole role id out after ``lockout_threshold`` failed logins within
+    ``lockout_counter_reset_duration``, for ``lockout_duration`` (server defaults: 5, 15 min, 15 min).
+    Vault applies it to the userpass, ldap and approle methods only.
+
+    The default is ``lockout_disable: true``: a role id is not a secret in this design, so with
+    lockout anyone who can reach Vault locks the role out with a few wrong secret ids (a denial of
+    service; ``secret_id_bound_cidrs`` does not stop it, checked on OpenBao 2.7), while a secret id
+    is a random 128-bit UUID that no online guessing finds. Bind secret ids to the callers'
+    networks (``secret_id_bound_cidrs``, ``token_bound_cidrs``) instead."""
+
+    lockout_disable: bool = True
+    lockout_threshold: int = Field(default=5, ge=1, le=1000)
+    lockout_duration: Duration = Field(default=timedelta(minutes=15))
+    lockout_counter_reset_duration: Duration = Field(default=timedelta(minutes=15))
+
+    def tune_body(self) -> dict[str, Any]:
+        """The ``user_lockout_config`` object as Vault's tune API takes it (numbers as strings)."""
+        return {"user_lockout_config": {
+            "lockout_disable": self.lockout_disable, "lockout_threshold": str(self.lockout_threshold),
+            "lockout_duration": f"{_seconds(self.lockout_duration)}s",
+            "lockout_counter_reset_duration": f"{_seconds(self.lockout_counter_reset_duration)}s"}}
+
+
 class AppRoleSpec(_TokenSettings):
     """AppRole roles (https://openbao.org/api-docs/auth/approle/): ``secret_id_ttl`` 0 = no expiry,
-    ``secret_id_num_uses`` 0 = unlimited."""
+    ``secret_id_num_uses`` 0 = unlimited; ``user_lockout``: the mount's lockout policy
+    (:class:`UserLockout`, disabled unless set otherwise)."""
 
     mount: MountName = "approle"
     secret_id_ttl: Duration = Field(default=timedelta(hours=24))
     secret_id_num_uses: int = Field(default=0, ge=0)
     secret_id_bound_cidrs: list[str] = Field(default_factory=list)
+    user_lockout: UserLockout = Field(default_factory=UserLockout)
+
+    @field_validator("secret_id_bound_cidrs")
+    @classmethod
+    def _secret_id_cidrs(cls, v: list[str]) -> list[str]:
+        return _cidr_list(v)
 
     def role_body(self, policies: list[str]) -> dict[str, Any]:
         return {**self.token_body(policies), "bind_secret_id": True, "secret_id_ttl": _seconds(self.secret_id_ttl),
@@ -350,6 +393,14 @@ class VaultSetup(_Strict):
         if self.apps.kubernetes and "{consumer}" not in self.apps.kubernetes.service_account:
             raise ValueError("apps.kubernetes.service_account: must contain {consumer}, so each app's role "
                              "binds only its own service account")
+        rot, apps = self.rotator.approle, self.apps.approle
+        if rot and not rot.user_lockout.lockout_disable:
+            raise ValueError("rotator.approle.user_lockout.lockout_disable: must be true: the rotator's role id is "
+                             "not a secret, so with lockout a few wrong secret ids lock the rotator out "
+                             "(docs/security-baseline.md), so bind its secret ids with secret_id_bound_cidrs instead")
+        if rot and apps and rot.mount == apps.mount and rot.user_lockout != apps.user_lockout:
+            raise ValueError(f"apps.approle.user_lockout: the auth mount {apps.mount!r} has one lockout policy "
+                             "and the rotator shares it: remove this setting, or give apps.approle its own mount")
         return self
 
 
@@ -384,7 +435,8 @@ class Step:
     returns its current state, compared by ``same(current_response_data, body)``; ``exists`` is an
     alternative existence check for objects that are only ever created (mounts, auth methods,
     audit devices). ``after_mount`` names the auth mount the path lives under (no read when that
-    mount is only about to be created)."""
+    mount is only about to be created). ``verify``: read ``read`` again after the write and
+    compare with ``same`` (a setting a server accepts but does not apply is an error)."""
 
     kind: str
     name: str
@@ -396,6 +448,7 @@ class Step:
     exists: Callable[[Any], bool | None] | None = None
     after_mount: str | None = None
     secret_fields: frozenset[str] = field(default=_REDACTED)
+    verify: bool = False   # read back after the write; a server that ignored it raises VaultSetupError
 
     def describe(self) -> str:
         """``POST sys/mounts/secret {...}`` with credentials redacted and policies abbreviated."""
@@ -501,6 +554,19 @@ def _audit_exists(audit: FileAudit) -> Callable[[Any], bool | None]:
     return check
 
 
+def _lockout_same(current: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """The tune read-back (``user_lockout_*``, durations in seconds) matches ``desired``
+    (:meth:`UserLockout.tune_body`); a disabled lockout matches whatever its unused numbers are."""
+    want = desired["user_lockout_config"]
+    if current.get("user_lockout_disable") is not want["lockout_disable"]:
+        return False
+    if want["lockout_disable"]:
+        return True
+    return (str(current.get("user_lockout_threshold")) == want["lockout_threshold"]
+            and f"{current.get('user_lockout_duration')}s" == want["lockout_duration"]
+            and f"{current.get('user_lockout_counter_reset_duration')}s" == want["lockout_counter_reset_duration"])
+
+
 def plan_steps(setup: VaultSetup, consumers: ConsumersFile, *, aws_auth: bool = False) -> list[Step]:
     """The desired state as ordered steps (mounts and auth methods before their config and roles).
 
@@ -542,6 +608,12 @@ def plan_steps(setup: VaultSetup, consumers: ConsumersFile, *, aws_auth: bool = 
         for spec in (rot.approle, apps.approle):
             if spec:
                 auth_method(spec.mount, "approle")
+        for spec in (rot.approle, apps.approle):   # one lockout policy per mount (VaultSetup checks they agree)
+            tune = f"sys/auth/{spec.mount}/tune" if spec else None
+            if spec and not any(s.path == tune for s in steps):
+                steps.append(Step("lockout", f"{spec.mount}/ user lockout", "POST", f"sys/auth/{spec.mount}/tune",
+                                  spec.user_lockout.tune_body(), read=f"sys/auth/{spec.mount}/tune",
+                                  same=_lockout_same, after_mount=f"auth:{spec.mount}", verify=True))
         if rot.approle:
             role(rot.approle.mount, ROTATOR_ROLE, rot.approle.role_body([ROTATOR_POLICY]))
         if apps.approle:
@@ -670,6 +742,8 @@ def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run:
             http.write(change.step.method, change.step.path, change.step.body)
             if change.step.kind == "mount":
                 _wait_until_kv_ready(http, change.step.path.rsplit("/", 1)[1])
+            if change.step.verify:
+                _verify_applied(http, change.step)
         except VaultError as exc:
             if change.step.kind == "audit" and not isinstance(exc, VaultPermissionDenied):
                 raise VaultSetupError(
@@ -679,6 +753,19 @@ def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run:
                     + audit_config_stanza(setup.audit)) from exc
             raise
     return changes
+
+
+def _verify_applied(http: _Http, step: Step) -> None:
+    """Read ``step.read`` back after its write; raise :class:`VaultSetupError` when the server did
+    not apply it (a server without user lockout, such as a Vault before 1.13, may accept
+    ``user_lockout_config`` and ignore it)."""
+    if step.read is None or step.same is None:
+        return
+    current = http.read(step.read) or {}
+    if not step.same(current, step.body):
+        raise VaultSetupError(f"{step.path}: the server accepted the write but reads back something else "
+                              f"({step.name}); it may not support this setting (user lockout needs Vault 1.13+ "
+                              "or OpenBao): check the server version, then run the setup again")
 
 
 def _wait_until_kv_ready(http: _Http, mount: str, deadline_seconds: float = 60.0) -> None:

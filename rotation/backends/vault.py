@@ -181,9 +181,12 @@ class VaultStore:
                 self._logged_in = False
             elif method == "approle":
                 secret_id = self._secret_ids.secret_id(self._unwrap)
-                self.client.auth.approle.login(
-                    role_id=s.vault_role_id, secret_id=secret_id, mount_point=s.vault_approle_mount, use_token=True,
-                )
+                # a 403 here is the login itself refused: a locked-out role id (VaultLoginLockedOut)
+                with vault_errors("login", f"auth/{s.vault_approle_mount}/login", login_method="approle"):
+                    self.client.auth.approle.login(
+                        role_id=s.vault_role_id, secret_id=secret_id, mount_point=s.vault_approle_mount,
+                        use_token=True,
+                    )
             elif method == "kubernetes":
                 jwt = Path(s.vault_kubernetes_jwt_path).read_text().strip()
                 self.client.auth.kubernetes.login(

@@ -19,21 +19,36 @@ from collections.abc import Callable, Iterator
 import hvac.exceptions as hexc
 import requests
 
-from rotation.errors import CasConflict, VaultError, VaultPermissionDenied
+from rotation.errors import CasConflict, VaultError, VaultLoginLockedOut, VaultPermissionDenied
 
-__all__ = ["vault_errors"]
+__all__ = ["LOCKOUT_FIX", "vault_errors"]
+
+#: Auth methods with user lockout (https://developer.hashicorp.com/vault/docs/concepts/user-lockout).
+LOCKOUT_METHODS = frozenset({"approle", "userpass", "ldap"})
+#: What an operator does about a locked-out login (docs/operations.md, "The rotator is locked out").
+LOCKOUT_FIX = ("an operator lists locked role ids with `bao read sys/locked-users` (Vault: `vault read ...`) and "
+               "unlocks this one with `bao write -f sys/locked-users/<mount accessor>/unlock/<role id>`, or waits for "
+               "the lockout duration (15 min by default); then apply the setup's lockout policy with "
+               "`rotation vault setup` (user lockout disabled on the rotator's AppRole mount)")
 
 
 @contextlib.contextmanager
-def vault_errors(operation: str, path: str = "", *, cas_lost: Callable[[], bool] | None = None) -> Iterator[None]:
+def vault_errors(operation: str, path: str = "", *, cas_lost: Callable[[], bool] | None = None,
+                 login_method: str | None = None) -> Iterator[None]:
     """Map hvac/requests exceptions raised inside the block to our errors.
 
     :param operation: what was attempted (``"cas write"``, ``"login"``), for the message.
     :param path: the Vault path, for the message.
     :param cas_lost: for a check-and-set write: called on a 400; ``True`` means the path moved past
         the version sent, so :class:`~rotation.errors.CasConflict` is raised.
+    :param login_method: the block is a login with this auth method (``"approle"``): a 403 is not
+        about a token's policies (a login presents none). For ``approle``, ``userpass`` and
+        ``ldap`` it means the role is locked out: Vault and OpenBao answer a locked-out login
+        with 403 ``permission denied`` (a wrong secret id is a 400).
     :raises CasConflict: a check-and-set write lost a race.
-    :raises VaultPermissionDenied: 403 (the token's policies do not allow it, or it expired).
+    :raises VaultLoginLockedOut: 403 on a login with a method that has user lockout.
+    :raises VaultPermissionDenied: 403 (the token's policies do not allow it, or it expired; on a
+        login: the role refused the identity presented).
     :raises VaultError: any other Vault answer or a transport failure.
     """
     where = f"{operation} {path}".strip()
@@ -44,6 +59,12 @@ def vault_errors(operation: str, path: str = "", *, cas_lost: Callable[[], bool]
             raise CasConflict(f"{where}: check-and-set lost a race (another writer updated it first)") from exc
         raise VaultError(f"{where}: invalid request (HTTP 400)") from exc
     except hexc.Forbidden as exc:
+        if login_method in LOCKOUT_METHODS:
+            raise VaultLoginLockedOut(f"{where}: login refused with 403: the {login_method} role is locked out after "
+                                      f"repeated failed logins (user lockout); {LOCKOUT_FIX}") from exc
+        if login_method is not None:
+            raise VaultPermissionDenied(f"{where}: login refused with 403: the {login_method} role does not accept "
+                                        "this identity (check the role's bindings in the setup file)") from exc
         raise VaultPermissionDenied(f"{where}: permission denied (check the token's policies)") from exc
     except hexc.VaultDown as exc:
         raise VaultError(f"{where}: Vault is sealed or down") from exc

@@ -822,7 +822,16 @@ class KeyClient:
         Raises :class:`VaultAuthError` or :class:`VaultUnavailable`."""
         with self._io():
             try:
-                self.auth.login(self._client)
+                try:
+                    self.auth.login(self._client)
+                except hexc.Forbidden:
+                    if isinstance(self.auth, AppRoleAuth):   # a wrong secret id is a 400; 403 = locked out
+                        raise VaultAuthError(
+                            f"AppRoleAuth login refused with 403: the role is locked out after repeated failed "
+                            f"logins (Vault/OpenBao user lockout on auth/{self.auth.mount}); an operator unlocks "
+                            "it (sys/locked-users/<mount accessor>/unlock/<role id>) or it unlocks after the "
+                            "lockout duration; the operator runbook: docs/operations.md") from None
+                    raise
                 data = self._client.auth.token.lookup_self()["data"]
             except KeyClientError:
                 raise

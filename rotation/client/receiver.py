@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from rotation.client.bounded_server import CONNECTION_TIMEOUT_SECONDS, MAX_CONNECTIONS, bounded
 from rotation.client.keys import ApiKey, KeyClient, KeyClientError, TamperSuspected, VaultUnavailable
 from rotation.client.signing import (
     IDEMPOTENCY_HEADER,
@@ -270,13 +271,26 @@ def _token_fingerprint(body: bytes) -> str:
 
 
 def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 0, *,
-                  path: str = "/", background: bool = True) -> ThreadingHTTPServer:
-    """Serve ``receiver`` on ``http://host:port<path>`` (POST only; bodies up to 64 KiB).
+                  path: str = "/", background: bool = True,
+                  connection_timeout: float = CONNECTION_TIMEOUT_SECONDS,
+                  max_connections: int = MAX_CONNECTIONS) -> ThreadingHTTPServer:
+    """Serve ``receiver`` on ``http://host:port<path>`` (POST only; bodies up to 64 KiB; one
+    request per connection).
+
+    A peer cannot hold the server (:mod:`rotation.client.bounded_server`): each connection gets
+    ``connection_timeout`` seconds in all (every socket read and write waits at most that long,
+    and the connection is shut down when the time is up, however slowly the peer keeps sending),
+    and at most ``max_connections`` are served at once (one thread each); a connection beyond that
+    is answered ``503`` and closed.
 
     Returns the server (``server.server_address`` holds the bound port; call ``shutdown()`` to stop).
     With ``background=True`` it runs in a daemon thread; otherwise call ``serve_forever()`` yourself.
     Put it behind TLS (a reverse proxy) outside loopback.
+
+    :raises ValueError: ``connection_timeout`` is not positive or ``max_connections`` is below 1.
     """
+    server_class = bounded(ThreadingHTTPServer, connection_timeout=connection_timeout,
+                           max_connections=max_connections)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "mail-api-key-webhook"
@@ -291,7 +305,13 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
                 length = -1
             if length < 0 or length > MAX_BODY_BYTES:
                 return self._answer(413 if length > 0 else 400, "bad length")
-            body = self.rfile.read(length)
+            try:
+                body = self.rfile.read(length)
+            except OSError:                    # a read timed out, or the connection's time was up
+                body = b""
+            if len(body) < length:             # the peer stopped sending: no answer, the socket closes
+                self.close_connection = True
+                return None
             try:
                 result = receiver.handle({k: v for k, v in self.headers.items()}, body)
             except TamperSuspected:
@@ -314,8 +334,7 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("webhook %s", fmt % args)
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server: ThreadingHTTPServer = server_class((host, port), Handler)
     if background:
         threading.Thread(target=server.serve_forever, name="key-webhook", daemon=True).start()
     return server

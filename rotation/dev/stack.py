@@ -161,6 +161,9 @@ def bootstrap_aws(session: boto3.Session, endpoint_url: str, consumers: Consumer
 class EmbeddedStack:
     """Start OpenBao (dev mode, file audit device) and moto on free loopback ports.
 
+    The root token never appears on a command line: OpenBao reads it from its environment
+    (``BAO_DEV_ROOT_TOKEN_ID``); the work directory is mode 0700 and the server logs 0600.
+
     Use as a context manager, or call :meth:`start` / :meth:`stop`. ``env()`` returns the
     environment a rotation process needs (AppRole credentials for the rotator, not the root token).
     """
@@ -176,11 +179,15 @@ class EmbeddedStack:
         self.aws_endpoint = f"http://127.0.0.1:{self.aws_port}"
         self.audit_log = self.workdir / "vault-audit.log"
         self._procs: list[subprocess.Popen] = []
+        self.vault_process: subprocess.Popen | None = None
         self._logs: list = []
 
     # -- processes ------------------------------------------------------------------------------
     def _spawn(self, args: list[str], logname: str, env: dict[str, str]) -> subprocess.Popen:
-        logf = open(self.workdir / logname, "wb")  # noqa: SIM115 - the server's log while it runs; closed in stop()
+        # owner-only: OpenBao's dev mode prints its root token in its log
+        fd = os.open(self.workdir / logname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        logf = open(fd, "wb")  # noqa: SIM115 - the server's log while it runs; closed in stop()
         self._logs.append(logf)
         proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True, cwd=self.workdir)
@@ -189,15 +196,21 @@ class EmbeddedStack:
 
     def start(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o700)      # server logs (the dev root token) and the audit log: owner only
         atexit.register(self.stop)
         (self.workdir / "audit.hcl").write_text(
             f'audit "file" "main" {{\n  options {{ file_path = "{self.audit_log}" }}\n}}\n')
         home = self.workdir / "home"
         home.mkdir(exist_ok=True)
         base_env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "LANG": "C.UTF-8"}
-        bao = self._spawn([_bin("bao"), "server", "-dev", f"-dev-root-token-id={self.root_token}",
+        # The root token goes in the server's environment (BAO_DEV_ROOT_TOKEN_ID, which `bao server
+        # -dev` reads; /proc/<pid>/environ is readable by the owner only), never on its command line,
+        # which every local user sees in the process list; -dev-no-store-token: no ~/.vault-token.
+        bao = self._spawn([_bin("bao"), "server", "-dev", "-dev-no-store-token",
                            f"-dev-listen-address=127.0.0.1:{self.vault_port}",
-                           f"-config={self.workdir / 'audit.hcl'}"], "openbao.log", base_env)
+                           f"-config={self.workdir / 'audit.hcl'}"], "openbao.log",
+                          {**base_env, "BAO_DEV_ROOT_TOKEN_ID": self.root_token})
+        self.vault_process = bao
         moto = self._spawn([_bin("moto_server"), "-H", "127.0.0.1", "-p", str(self.aws_port)], "moto.log",
                            {**base_env, "MOTO_ALLOW_NONEXISTENT_REGION": "false"})
         try:

@@ -11,7 +11,12 @@ are structured fields, never error text:
 * login: a response on ``auth/<method mount>/login`` carrying ``response.auth`` (a token was
   issued); the identity is the auth method's role (``metadata.role_name`` for AppRole,
   ``metadata.role`` for Kubernetes/JWT), else ``display_name``;
-* failed login: a response on a login path with an ``error`` and no ``response.auth``.
+* failed login: a response on a login path that issued no token: no ``response.auth`` and no
+  ``response.wrap_info`` (a response-wrapped login). Every form the servers log counts, whatever
+  carries the error: a top-level ``error`` (wrong secret id, HTTP 400 ``invalid credentials``; a
+  locked-out role, HTTP 403 ``permission denied``), or an error inside the response,
+  ``response.data.error`` (OpenBao 2.x for an unknown role id or a missing field: the top-level
+  ``error`` is empty and the text is HMAC'd), or no error at all. The error text is never read.
 
 Vault HMACs sensitive fields in the log (tokens, accessors, request and response data), but even
 the HMACs are not reported: an :class:`AuditEvent` keeps only time, operation, path, identity,
@@ -125,14 +130,17 @@ def scan(lines: Iterable[str], *, mount: str, prefix: str, expected_identities: 
             out["denied"].append(_event(entry, auth).to_dict())
             continue
         if _LOGIN.match(path):
-            issued = (entry.get("response") or {}).get("auth")
+            raw_response = entry.get("response")
+            response: dict[str, Any] = raw_response if isinstance(raw_response, dict) else {}
+            issued = response.get("auth")
             if isinstance(issued, dict) and issued:
                 out["logins"] += 1
                 ev = _event(entry, issued)
                 if ev.identity not in expected_identities:
                     out["unexpected_logins"].append(ev.to_dict())
-            elif entry.get("error"):
-                # no token was issued: the caller's identity is unknown (whatever token it sent)
+            elif not response.get("wrap_info"):
+                # no token was issued, wherever the error is (top level, inside the response, or
+                # none): the caller's identity is unknown (whatever token it sent)
                 out["failed_logins"].append(_event(entry, {}, identity="unknown").to_dict())
     return out
 

@@ -81,6 +81,8 @@ def world(env):
     hvac.Client(url=env.stack.vault_addr).auth.approle.login(role_id=bot_rid, secret_id=bot_sid)
     with pytest.raises(hvac.exceptions.InvalidRequest):
         hvac.Client(url=env.stack.vault_addr).auth.approle.login(role_id=bot_rid, secret_id="not-the-secret-id")
+    with pytest.raises(hvac.exceptions.InvalidRequest):   # an unknown role id: logged with the error in the response
+        hvac.Client(url=env.stack.vault_addr).auth.approle.login(role_id="no-such-role-id", secret_id=bot_sid)
     with log.open("rb") as f:
         f.seek(offset)
         (env.tmp / "vault-audit.log").write_bytes(f.read())     # the recorded log: this test's events only
@@ -131,7 +133,7 @@ def test_audit_json_and_html_report_rotations_inventory_drift_findings_and_vault
     assert [(d["path"], d["identity"]) for d in va["denied"]] == [
         ("secret/data/mail-api/keys/newsletter", "mail-api-consumer-crm")]
     assert [d["identity"] for d in va["unexpected_logins"]] == ["ci-bot"]
-    assert len(va["failed_logins"]) == 1
+    assert len(va["failed_logins"]) == 2
 
     kinds = {f["kind"] for f in report["findings"]}
     assert {"unknown_key", "policy_drift", "security_policy", "vault_denied", "unexpected_login",

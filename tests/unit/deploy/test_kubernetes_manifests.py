@@ -161,7 +161,8 @@ def test_container_runs_a_real_rotation_command_with_a_pinnable_image():
 
 # --- the NetworkPolicy ---------------------------------------------------------------------------
 
-def test_network_policy_denies_ingress_and_allows_only_dns_vault_and_https():
+def test_network_policy_denies_ingress_and_allows_only_dns_vault_https_and_the_pod_identity_agent():
+    """The rules' shape; which addresses each opens: tests/unit/deploy/test_kubernetes_egress.py."""
     (policy,) = by_kind()["NetworkPolicy"]
     spec = policy["spec"]
     labels = by_kind()["CronJob"][0]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
@@ -169,14 +170,14 @@ def test_network_policy_denies_ingress_and_allows_only_dns_vault_and_https():
     assert set(spec["policyTypes"]) == {"Ingress", "Egress"} and spec["ingress"] == []
     rules = spec["egress"]
     ports = [{(p["protocol"], p["port"]) for p in r["ports"]} for r in rules]
-    assert ports == [{("UDP", 53), ("TCP", 53)}, {("TCP", 8200)}, {("TCP", 443)}]
-    dns, vault, https = rules
+    assert ports == [{("UDP", 53), ("TCP", 53)}, {("TCP", 8200)}, {("TCP", 443)}, {("TCP", 80)}]
+    dns, vault, https, pod_identity = rules
     assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
     assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
     assert vault["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "vault"}
-    (block,) = https["to"]
-    assert block["ipBlock"]["cidr"] == "0.0.0.0/0" and "169.254.0.0/16" in block["ipBlock"]["except"]
-    assert all("ports" in r for r in rules), "no egress rule may open every port"
+    assert [b["ipBlock"]["cidr"] for b in https["to"]] == ["0.0.0.0/0", "::/0"]
+    assert [b["ipBlock"] for b in pod_identity["to"]] == [{"cidr": "169.254.170.23/32"}, {"cidr": "fd00:ec2::23/128"}]
+    assert all("ports" in r and "to" in r for r in rules), "no egress rule may open every port or address"
 
 
 # --- the ConfigMaps against the rotation code ----------------------------------------------------
