@@ -70,7 +70,7 @@ from rotation.errors import (
     VerificationFailed,
 )
 from rotation.records import KeyRecord, KeyState, RotationRecord, Step, to_iso, utcnow
-from rotation.targets import Delivery, PushTarget, safe_push
+from rotation.targets import Delivery, PushTarget, preflight, safe_push
 
 __all__ = ["KEY_LENGTH", "ConsumerOutcome", "Engine", "ProgressHook", "RunSummary", "generate_key_value"]
 
@@ -578,6 +578,11 @@ class Engine:
                      or bool(state.pending and state.pending.emergency)
                      or (d.rotate == "resume" and journal.emergency
                          and journal.rotation_id == (state.pending.rotation_id if state.pending else None)))
+        problems = self._preflight(c) if state.pending is None or state.pending.key_id is None else []
+        if problems and state.pending is None:
+            # nothing changed yet: no pending key, no API key (failure case P4)
+            return state, journal, ConsumerOutcome(c.name, d.rotate, "failed",
+                                                   f"not started: {'; '.join(problems)}")
         journal = self._fence(c, journal, vault_write=True)
         if state.pending is not None and emergency and not state.pending.emergency:
             state = self.vault.write_key_state(c.name, state.evolve(pending=replace(state.pending, emergency=True)),
@@ -613,6 +618,8 @@ class Engine:
         try:
             if step == Step.ROLLED_BACK.value or step == "rolling_back":
                 raise VerificationFailed("resuming an interrupted rollback")
+            if problems:        # a resumed rotation whose API key does not exist yet: roll back, create nothing
+                raise PushError(f"required target(s) would refuse the key: {'; '.join(problems)}")
             if pending.key_id is None or step in (Step.PENDING_RECORDED.value, Step.LOCKED.value, None):
                 # A resumed rotation looks the key up by name (it may exist); a fresh one cannot.
                 state, journal, created = self._create(c, state, journal, fresh=fresh)
@@ -655,6 +662,20 @@ class Engine:
         self._fresh.pop(c.name, None)
         self.after_step(c.name, Step.PROMOTED.value)
         return state, journal, out
+
+    def _preflight(self, c: Consumer) -> list[str]:
+        """What would make a required target refuse the new key, found before the rotation's first
+        side effect by reading only (the webhook signing secret in Vault, the file target's
+        directory): ``["<target id>: <problem>"]``, each audited. Failure case P4."""
+        problems = []
+        for target in self.targets_for(c):
+            if not target.required:
+                continue
+            problem = preflight(target, c.name)
+            if problem:
+                problems.append(f"{target.target_id}: {problem}")
+                self.audit.emit("preflight", "failed", consumer=c.name, target=target.target_id, detail=problem)
+        return problems
 
     def _create(self, c: Consumer, state: KeyState, journal: RotationRecord, *, fresh: bool = False):
         """CreateApiKey (no lookup by name for a ``fresh`` rotation: its key cannot exist yet),

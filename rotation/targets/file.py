@@ -165,7 +165,7 @@ class AtomicFileTarget:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
         return open_directory_under(root, rel.parts[:-1], create=create)
 
-    def preflight(self) -> str | None:
+    def preflight(self, consumer: str = "") -> str | None:
         """Why a push would be refused, checked before a rotation changes anything, or ``None``:
         the directories that exist so far are checked as the write would check them."""
         try:

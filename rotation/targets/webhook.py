@@ -86,6 +86,22 @@ class SignedWebhookTarget:
         self.deadline = deadline_seconds
         self.clock = clock
 
+    def preflight(self, consumer: str) -> str | None:
+        """Why a push to ``consumer`` would be refused, found by reading only: the destination
+        (after DNS resolution) and the signing secret read from Vault, which must be at least 32
+        bytes (:func:`rotation.client.receiver.check_signing_secret`). The secret never appears in
+        the answer. Raises what the Vault read raises (the engine reports it)."""
+        refused = _refused_destination(self.url, self.allow)
+        if refused:
+            return refused
+        secret = self.vault.read_webhook_secret(consumer)
+        REDACTOR.register(secret)
+        try:
+            check_signing_secret(secret)
+        except ValueError as exc:
+            return f"the webhook signing secret read from Vault is unusable: {exc}"
+        return None
+
     def push(self, delivery: Delivery) -> PushResult:
         started = self.clock()
         refused = _refused_destination(self.url, self.allow)
