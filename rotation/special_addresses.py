@@ -1,5 +1,5 @@
 """IP addresses that are not what they look like: the IANA special-purpose registries, and IPv6
-forms that carry an IPv4 address.
+forms that carry an IPv4 address (failure case H9, docs/failure-cases.md).
 
 **Globally reachable.** :func:`is_globally_reachable` reads the "Globally Reachable" column of
 the IANA special-purpose address registries, the most specific block holding the address

@@ -1,4 +1,5 @@
-"""Text for a person at a terminal: every string from outside (AWS, Vault, files) made inert.
+"""Text for a person at a terminal: every string from outside (AWS, Vault, files) made inert
+(failure case H2, docs/failure-cases.md).
 
 A terminal acts on what it is sent. An escape sequence (ECMA-48 CSI/OSC: ``ESC [ 2K`` erases a
 line, ``ESC [ 1A`` moves up, OSC sets the title or a hyperlink), a carriage return or a backspace

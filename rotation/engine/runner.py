@@ -580,7 +580,7 @@ class Engine:
                          and journal.rotation_id == (state.pending.rotation_id if state.pending else None)))
         problems = self._preflight(c) if state.pending is None or state.pending.key_id is None else []
         if problems and state.pending is None:
-            # nothing changed yet: no pending key, no API key (failure case P4)
+            # nothing changed yet: no pending key, no API key (failure case H8)
             return state, journal, ConsumerOutcome(c.name, d.rotate, "failed",
                                                    f"not started: {'; '.join(problems)}")
         journal = self._fence(c, journal, vault_write=True)
@@ -666,7 +666,7 @@ class Engine:
     def _preflight(self, c: Consumer) -> list[str]:
         """What would make a required target refuse the new key, found before the rotation's first
         side effect by reading only (the webhook signing secret in Vault, the file target's
-        directory): ``["<target id>: <problem>"]``, each audited. Failure case P4."""
+        directory): ``["<target id>: <problem>"]``, each audited. Failure case H8."""
         problems = []
         for target in self.targets_for(c):
             if not target.required:

@@ -5,7 +5,7 @@ slow or broken consumer never stops the others (failure case S2).
 
 A target may also offer ``preflight(consumer) -> str | None``: why a push would be refused, found
 by reading only (the webhook's signing secret from Vault, the file target's directory), so the
-engine can stop a rotation before its first side effect (failure case P4; :func:`preflight`).
+engine can stop a rotation before its first side effect (failure case H8; :func:`preflight`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 target, so a reader sees the old key or the new one, never a partial file, and no other user
 can read it at any moment. Format: one JSON object ``{"consumer", "serial", "key_id", "api_key"}``.
 
-**Directory safety at write time** (failure case P5). The consumers file is checked against
+**Directory safety at write time** (failure case H10). The consumers file is checked against
 ``ROTATION_FILE_TARGET_DIRS`` when it is loaded, but a directory can change between that check and
 the write. So the write itself walks from the allowed directory down with directory file
 descriptors: the allowed directory is opened once, and each directory below it is opened

@@ -7,7 +7,7 @@ Signed per :mod:`rotation.client.signing`: Standard Webhooks headers (``webhook-
 ``<rotation id>:<serial>``, ``webhook-timestamp``, ``webhook-signature``), plus the deprecated
 ``X-Mail-Api-*`` / ``Idempotency-Key`` headers for receivers not yet upgraded (this release only).
 
-Bounded whatever the receiver does (failure cases S2 and P1, :mod:`rotation.targets.bounded_http`):
+Bounded whatever the receiver does (failure cases S2 and H1, :mod:`rotation.targets.bounded_http`):
 one overall deadline (``push_timeout_seconds``, counted from the start of :meth:`push`) covers
 every attempt's connect, request, status line, headers and body, enforced by a watchdog that
 shuts the socket down, so a receiver that hangs or trickles cannot hold the push past it; connect
