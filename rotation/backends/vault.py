@@ -41,6 +41,7 @@ from rotation.errors import (
     CasConflict,
     EmptyKeyValue,
     LockHeld,
+    MalformedRecord,
     RecordGone,
     UnsupportedMount,
     VaultError,
@@ -417,8 +418,17 @@ class VaultStore:
 
     # -- key state ------------------------------------------------------------------------------
     def read_key_state(self, consumer: str) -> KeyState:
-        data, version = self._read(self.path("keys", consumer))
-        return KeyState.from_dict(data, version)
+        """The staging labels of ``consumer`` (``<mount>/data/<prefix>/keys/<consumer>``), each record
+        checked before use (:func:`rotation.records.check_key_record`). Raises :class:`VaultError`
+        naming the path and the field of a malformed record (:class:`MalformedRecord`, failure case H8)."""
+        path = self.path("keys", consumer)
+        data, version = self._read(path)
+        try:
+            return KeyState.from_dict(data, version)
+        except ValueError as exc:
+            raise MalformedRecord(f"{self.mount}/data/{path} version {version}: malformed key record ({exc}); "
+                             "nothing was changed: restore a good version (`bao kv rollback`) or fix the "
+                             "record") from None
 
     def write_key_state(self, consumer: str, state: KeyState, *, mirror_labels: bool = True) -> KeyState:
         """CAS-write ``state`` (expected version ``state.version``); return it at its new version.

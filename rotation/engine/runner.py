@@ -63,6 +63,7 @@ from rotation.errors import (
     CasConflict,
     LeaseLost,
     LockHeld,
+    MalformedRecord,
     PushError,
     RecordGone,
     RotationError,
@@ -296,7 +297,7 @@ class Engine:
                     else KeyState()
                 journal = self.vault.read_rotation(c.name) if have_rotation is None or c.name in have_rotation \
                     else RotationRecord()
-            except RecordGone as exc:
+            except (RecordGone, MalformedRecord) as exc:
                 return (c, KeyState(), RotationRecord(), Decision(c.name, "blocked", str(exc)))
             return (c, state, journal, decide(c, state, journal, now, force=c.name in force,
                                               emergency=c.name in emergency or bool(journal.emergency_request),

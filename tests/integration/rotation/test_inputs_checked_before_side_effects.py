@@ -70,3 +70,27 @@ def test_a_world_writable_file_target_directory_stops_the_rotation_before_an_api
     assert out.outcome == "failed" and "world-writable" in out.detail, out
     assert env.state("billing").version == before.version
     assert _api_key_ids(env) == before_keys
+
+
+@pytest.mark.parametrize("field,bad", [("value", "short"), ("value", "x" * 30 + "\x1b[2K" + "y" * 10),
+                                       ("serial", "2"), ("created_at", "yesterday")])
+def test_a_malformed_key_record_in_vault_is_refused_before_any_api_key_is_created(env, field, bad):
+    """A pending record someone wrote by hand (or a bad restore) is read, checked and refused: the
+    run names the record and the field, creates no API key and writes nothing."""
+    env.engine().run()
+    root = env.root()
+    path = "mail-api/keys/crm"
+    r = root.secrets.kv.v2.read_secret_version(path=path, mount_point="secret", raise_on_deleted_version=True)
+    data = r["data"]["data"]
+    data["pending"] = {"serial": 2, "value": "P" * 40, "rotation_id": "by-hand", "created_at": "2026-12-01T00:00:00+00:00",
+                       field: bad}
+    root.secrets.kv.v2.create_or_update_secret(path=path, secret=data, cas=r["data"]["metadata"]["version"],
+                                               mount_point="secret")
+    before_keys, version = _api_key_ids(env), r["data"]["metadata"]["version"] + 1
+    out = env.engine().run(only=["crm"]).outcomes[0]
+    assert out.outcome == "failed", out
+    assert f"pending.{field}" in out.detail and "malformed key record" in out.detail
+    assert "\x1b" not in out.detail and (field != "value" or bad not in out.detail)
+    assert _api_key_ids(env) == before_keys
+    meta = root.secrets.kv.v2.read_secret_metadata(path=path, mount_point="secret")["data"]
+    assert int(meta["current_version"]) == version                   # nothing written over it
