@@ -87,20 +87,30 @@ def _ca_bundle() -> str:
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
 
 
-def _connection(url: str, timeout: float) -> tuple[HTTPConnection, str]:
+def _connection(url: str, timeout: float, connect_to: str | None) -> tuple[HTTPConnection, str, str | None]:
+    """``(connection, request target, Host header or None)``; with ``connect_to`` the socket goes
+    to that address while TLS (SNI, certificate check) and ``Host`` still use the URL's name."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if parts.scheme not in ("http", "https"):
+        raise ExchangeFailed(f"unsupported URL scheme {parts.scheme!r}", retryable=False)
+    default = 443 if parts.scheme == "https" else 80
+    port = parts.port or default
+    address = connect_to or host
+    host_header = None
+    if connect_to:
+        shown = f"[{host}]" if ":" in host else host
+        host_header = shown if port == default else f"{shown}:{port}"
     if parts.scheme == "https":
         ctx = ssl.create_default_context(cafile=_ca_bundle())
-        return HTTPSConnection(host, parts.port or 443, timeout=timeout, ssl_context=ctx), target
-    if parts.scheme == "http":
-        return HTTPConnection(host, parts.port or 80, timeout=timeout), target
-    raise ExchangeFailed(f"unsupported URL scheme {parts.scheme!r}", retryable=False)
+        return HTTPSConnection(address, port, timeout=timeout, ssl_context=ctx, server_hostname=host,
+                               assert_hostname=host), target, host_header
+    return HTTPConnection(address, port, timeout=timeout), target, host_header
 
 
 def post(url: str, body: bytes, headers: Mapping[str, str], *, deadline: float, connect_timeout: float,
-         read_timeout: float, max_body_bytes: int,
+         read_timeout: float, max_body_bytes: int, connect_to: str | None = None,
          clock: Callable[[], float] = time.monotonic) -> Answer:
     """POST ``body`` to ``url`` and return the :class:`Answer`, all before ``deadline``.
 
@@ -108,12 +118,17 @@ def post(url: str, body: bytes, headers: Mapping[str, str], *, deadline: float, 
     :param connect_timeout: seconds for the TCP connect (capped by the time left).
     :param read_timeout: seconds any one socket read may wait (capped by the time left).
     :param max_body_bytes: the longest answer body accepted (bytes on the wire).
+    :param connect_to: an IP address to connect to instead of resolving the URL's host again (the
+        address the caller checked: no DNS rebinding between check and connect); TLS still
+        verifies the certificate for the URL's host name.
     :raises ExchangeFailed: :class:`DeadlineExceeded`, :class:`AnswerTooLarge`, or another failure.
     """
     left = deadline - clock()
     if left <= 0:
         raise DeadlineExceeded("waiting to start")
-    conn, target = _connection(url, min(connect_timeout, left))
+    conn, target, host_header = _connection(url, min(connect_timeout, left), connect_to)
+    if host_header is not None:
+        headers = {**headers, "Host": host_header}
     fired = threading.Event()
 
     def abort() -> None:

@@ -104,7 +104,7 @@ class SignedWebhookTarget:
 
     def push(self, delivery: Delivery) -> PushResult:
         started = self.clock()
-        refused = _refused_destination(self.url, self.allow)
+        refused, address = _resolve_checked(self.url, self.allow)
         if refused:
             return PushResult(self.target_id, False, refused)
         try:
@@ -139,7 +139,7 @@ class SignedWebhookTarget:
             ts = int(time.time())
             headers = {"Content-Type": "application/json", **standard_headers(secret, idem, ts, body),
                        TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sign(secret, ts, body), IDEMPOTENCY_HEADER: idem}
-            return self._exchange(body, headers, started + self.deadline)
+            return self._exchange(body, headers, started + self.deadline, address)
 
         backoff = wait_random_exponential(multiplier=0.2, max=2)
         try:
@@ -166,13 +166,15 @@ class SignedWebhookTarget:
                               {"wrap_token_hash": _h(wrap["token"]), "wrap_expires_at": expires_at})
         return PushResult(self.target_id, False, f"HTTP {resp.status}", {"wrap_accessor": wrap.get("accessor")})
 
-    def _exchange(self, body: bytes, headers: dict[str, str], deadline: float) -> Answer:
-        """One attempt, over by ``deadline`` (on ``self.clock``). Raises ``_Retryable`` for a failure
+    def _exchange(self, body: bytes, headers: dict[str, str], deadline: float, address: str | None) -> Answer:
+        """One attempt to ``address`` (checked by :func:`_resolve_checked`; ``None``: resolve the
+        URL's host), over by ``deadline`` (on ``self.clock``). Raises ``_Retryable`` for a failure
         worth another attempt (5xx, connection error, per-read timeout), ``ExchangeFailed`` for one
         that is not (deadline passed, answer too large or malformed)."""
         try:
             answer = bounded_post(self.url, body, headers, deadline=deadline, connect_timeout=CONNECT_TIMEOUT_S,
-                                  read_timeout=READ_TIMEOUT_S, max_body_bytes=MAX_ANSWER_BYTES, clock=self.clock)
+                                  read_timeout=READ_TIMEOUT_S, max_body_bytes=MAX_ANSWER_BYTES, connect_to=address,
+                                  clock=self.clock)
         except ExchangeFailed as exc:
             if exc.retryable:
                 raise _Retryable(str(exc)) from None
@@ -183,26 +185,35 @@ class SignedWebhookTarget:
 
 
 def _refused_destination(url: str, allow: dict[str, bool]) -> str | None:
-    """Why ``url`` must not be sent to *after DNS resolution*, or ``None``: a host that resolves to
-    a link-local / cloud metadata, unspecified or multicast address is refused whatever the
-    settings, and one that resolves to a loopback or private address unless ``allow`` says so
-    (the consumers file was checked for literal addresses already; this catches a *name* that
-    resolves there). A name that does not resolve is left to the HTTP client's error. The HTTP
-    client resolves the name again when it connects, so a DNS answer that changes in between
-    (rebinding) is not covered: keep webhook hosts under your own DNS."""
+    """Why ``url`` must not be sent to after DNS resolution, or ``None`` (:func:`_resolve_checked`)."""
+    return _resolve_checked(url, allow)[0]
+
+
+def _resolve_checked(url: str, allow: dict[str, bool]) -> tuple[str | None, str | None]:
+    """``(why url must not be sent to, or None; the address to connect to, or None)``, after DNS
+    resolution: a host that resolves to a link-local / cloud metadata, unspecified or multicast
+    address is refused whatever the settings, and one that resolves to a loopback or private
+    address unless ``allow`` says so (the consumers file was checked for literal addresses already;
+    this catches a *name* that resolves there). Every address of the answer is checked; the first
+    is the one the push connects to (:func:`rotation.targets.bounded_http.post`'s ``connect_to``),
+    so a DNS answer that changes between the check and the connection (rebinding) is not used.
+    A name that does not resolve is left to the HTTP client's error."""
     host = urlsplit(url).hostname or ""
     try:
         infos = socket.getaddrinfo(host, urlsplit(url).port or 443, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
-        return None
+        return None, None
+    first = None
     for info in infos:
+        address = str(info[4][0]).split("%", 1)[0]
         try:
-            kind = classify_ip(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
+            kind = classify_ip(ipaddress.ip_address(address))
         except ValueError:
             continue
         if kind in allow and not allow[kind]:
-            return f"not sent: the host resolves to a {kind} address"
-    return None
+            return f"not sent: the host resolves to a {kind} address", None
+        first = first or address
+    return None, first
 
 
 def _h(token: str) -> str:

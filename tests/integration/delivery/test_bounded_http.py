@@ -46,7 +46,8 @@ def tls_server(tmp_path_factory):
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
             .not_valid_after(now + dt.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("hooks.example.test")]), False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
             .sign(key, hashes.SHA256()))
     (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -79,6 +80,17 @@ def test_a_certificate_trusted_through_requests_ca_bundle_is_accepted(tls_server
     url, ca = tls_server
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)
     assert _post(url + "/hook").status == 204
+
+
+def test_connect_to_pins_the_address_while_tls_checks_the_name(tls_server, monkeypatch):
+    """The socket goes to the checked address; SNI, the certificate check and Host use the name
+    (which this machine cannot even resolve)."""
+    url, ca = tls_server
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca)
+    port = url.rsplit(":", 1)[1]
+    answer = post(f"https://hooks.example.test:{port}/hook", b"{}", {}, deadline=time.monotonic() + 10,
+                  connect_timeout=3, read_timeout=5, max_body_bytes=1024, connect_to="127.0.0.1")
+    assert answer.status == 204
 
 
 def test_a_redirect_is_answered_as_is_never_followed(tls_server, monkeypatch):

@@ -254,3 +254,33 @@ def test_a_receiver_answering_with_a_short_body_is_a_success_for_contrast(stack,
     finally:
         server.close()
     assert result.ok, result.detail
+
+
+def test_the_push_connects_to_the_address_it_checked_not_to_a_later_dns_answer(stack, rotator, monkeypatch):
+    """DNS rebinding (failure case H9): the name resolves to the receiver (loopback, allowed here)
+    when it is checked, and to another address on every later lookup. The push goes to the
+    address that was checked."""
+    server = HostileServer(lambda s, conn: s.send(conn, b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"))
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1"])
+
+    def rebinding(host, port, *a, **k):
+        if host != "hooks.example.test":
+            return real(host, port, *a, **k)
+        address = next(answers, "10.255.255.1")                    # later: somewhere else entirely
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    c = make_consumer(stack)
+    from datetime import timedelta
+    # plain http to a name is refused by the consumers file (https only); built unchecked here so the
+    # receiver can stay a plain socket: what is tested is where the connection goes
+    spec = WebhookTarget.model_construct(type="webhook", url=f"http://hooks.example.test:{server.port}/hook",
+                                         required=True, wrap_ttl=timedelta(minutes=5))
+    target = SignedWebhookTarget(spec, rotator, deadline_seconds=10.0, allow_loopback=True, allow_private=True)
+    try:
+        result = target.push(Delivery(consumer=c.name, serial=2, rotation_id="rot-2", key_id="kid2", value="v" * 40))
+    finally:
+        server.close()
+    assert result.ok, result.detail
+    assert server.sent > 0                                         # the checked address got the request
