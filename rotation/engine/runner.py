@@ -71,7 +71,7 @@ from rotation.errors import (
     VerificationFailed,
 )
 from rotation.records import KeyRecord, KeyState, RotationRecord, Step, to_iso, utcnow
-from rotation.targets import Delivery, PushTarget, preflight, safe_push
+from rotation.targets import Delivery, PushTarget, preflight_problems, safe_push
 
 __all__ = ["KEY_LENGTH", "ConsumerOutcome", "Engine", "ProgressHook", "RunSummary", "generate_key_value"]
 
@@ -666,17 +666,12 @@ class Engine:
 
     def _preflight(self, c: Consumer) -> list[str]:
         """What would make a required target refuse the new key, found before the rotation's first
-        side effect by reading only (the webhook signing secret in Vault, the file target's
-        directory): ``["<target id>: <problem>"]``, each audited. Failure case H8."""
-        problems = []
-        for target in self.targets_for(c):
-            if not target.required:
-                continue
-            problem = preflight(target, c.name)
-            if problem:
-                problems.append(f"{target.target_id}: {problem}")
-                self.audit.emit("preflight", "failed", consumer=c.name, target=target.target_id, detail=problem)
-        return problems
+        side effect by reading only (:func:`rotation.targets.preflight_problems`), each audited.
+        Failure case H8."""
+        problems = preflight_problems(self.targets_for(c), c.name)
+        for target_id, problem in problems:
+            self.audit.emit("preflight", "failed", consumer=c.name, target=target_id, detail=problem)
+        return [f"{target_id}: {problem}" for target_id, problem in problems]
 
     def _create(self, c: Consumer, state: KeyState, journal: RotationRecord, *, fresh: bool = False):
         """CreateApiKey (no lookup by name for a ``fresh`` rotation: its key cannot exist yet),

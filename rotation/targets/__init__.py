@@ -10,10 +10,11 @@ engine can stop a rotation before its first side effect (failure case H8; :func:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Delivery", "PushResult", "PushTarget", "preflight", "safe_push"]
+__all__ = ["Delivery", "PushResult", "PushTarget", "preflight", "preflight_problems", "safe_push"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,13 @@ def preflight(target: PushTarget, consumer: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - reported as this target's problem
         return REDACTOR.scrub(f"{type(exc).__name__}: {exc}")[:200]
     return REDACTOR.scrub(problem)[:300] if problem else None
+
+
+def preflight_problems(targets: Iterable[PushTarget], consumer: str) -> list[tuple[str, str]]:
+    """``[(target id, problem)]`` of the *required* targets that would refuse ``consumer``'s next
+    key (:func:`preflight`); empty when a rotation may start (failure case H8)."""
+    out = []
+    for target in targets:
+        if target.required and (problem := preflight(target, consumer)):
+            out.append((target.target_id, problem))
+    return out
