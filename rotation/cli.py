@@ -47,12 +47,13 @@ from rotation.progress import RunProgress, wants_progress
 from rotation.records import from_iso, utcnow
 from rotation.reporting.machine import dumps, plan_document, run_document, status_document
 from rotation.settings import Settings, load_settings
+from rotation.terminal import echo, for_terminal
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED = 0, 1, 2, 3
 
 
 def _fail(message: str, code: int) -> click.exceptions.Exit:
-    click.echo(REDACTOR.scrub(message), err=True)
+    echo(message, err=True)
     return click.exceptions.Exit(code)
 
 
@@ -200,11 +201,11 @@ def status(obj: _Ctx, output: str, as_json: bool) -> None:
                     + (" (emergency queued)" if journal.emergency_request else ""),
         })
     cols = ["consumer", "tier", "current", "key_id", "age", "next_due", "previous", "retired", "in_flight", "last"]
-    table = [[str(r[k]) if r[k] is not None else "-" for k in cols] for r in rows]
+    table = [[for_terminal(r[k]) if r[k] is not None else "-" for k in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
+    echo("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
     for row in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
     if blocked:
         raise click.exceptions.Exit(EXIT_FAILED)
 
@@ -243,23 +244,25 @@ def plan(obj: _Ctx, emergency: tuple[str, ...], force: tuple[str, ...], iam_poli
         except UsageError as exc:
             raise _fail(f"error: {exc}", EXIT_USAGE) from None
         for line in unwritable:
-            click.echo(f"iam: cannot write: {line}", err=True)
+            echo(f"iam: cannot write: {for_terminal(line)}", err=True)
         if unwritable:
             raise _fail(f"error: {len(unwritable)} permission(s) missing from {iam_policy}", EXIT_FAILED)
-        click.echo(f"iam: {iam_policy} lets the rotator write every push target")
+        echo(f"iam: {for_terminal(iam_policy)} lets the rotator write every push target")
     with obj.engine(settings, consumers, audit=AuditLog(stream=io.StringIO())) as engine:
         decisions = engine.decisions(force=force, emergency=emergency, digests=True)
     for c, _state, _journal, d in decisions:
-        click.echo(f"{c.name}: {d.rotate if d.rotate != 'none' else 'nothing to rotate'} - {d.reason}")
+        echo(f"{for_terminal(c.name)}: {d.rotate if d.rotate != 'none' else 'nothing to rotate'} - "
+             f"{for_terminal(d.reason)}")
         for call in calls_for(d, c):
-            click.echo(f"    {call}")
+            echo(f"    {for_terminal(call)}")
 
 
 def _check_names(consumers: ConsumersFile, names) -> None:
     known = {c.name for c in consumers.consumers}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise _fail(f"error: unknown consumer(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}", EXIT_USAGE)
+        raise _fail(f"error: unknown consumer(s) {', '.join(map(for_terminal, unknown))}; "
+                    f"known: {', '.join(sorted(known))}", EXIT_USAGE)
 
 
 def _run(obj: _Ctx, *, only=None, force=(), emergency=(), output: str = "table", command: str = "run",
@@ -291,11 +294,11 @@ def _run(obj: _Ctx, *, only=None, force=(), emergency=(), output: str = "table",
         return summary.exit_code
     for o in summary.outcomes:
         extra = f" serial={o.serial}" if o.serial is not None else ""
-        click.echo(f"{o.consumer}: {o.action} {o.outcome}{extra} - {REDACTOR.scrub(o.detail)}")
+        echo(f"{for_terminal(o.consumer)}: {o.action} {o.outcome}{extra} - {for_terminal(REDACTOR.scrub(o.detail))}")
     failed = len(summary.failed)
     n = len(summary.outcomes)
     deferred = f", {len(summary.deferred)} locked or queued (exit 3: retry)" if summary.deferred else ""
-    click.echo(f"{n} consumer{'' if n == 1 else 's'}, {failed} failed{deferred}")
+    echo(f"{n} consumer{'' if n == 1 else 's'}, {failed} failed{deferred}")
     return summary.exit_code
 
 
@@ -356,7 +359,7 @@ def schedule_cmd(obj: _Ctx, every_seconds: int, jitter_seconds: int, heartbeat_f
 
     stats = Daemon(job, every_seconds=every_seconds, jitter_seconds=jitter_seconds,
                    heartbeat_file=heartbeat_file).serve()
-    click.echo(f"stopped after {stats.runs} runs, {stats.failures} failed")
+    echo(f"stopped after {stats.runs} runs, {stats.failures} failed")
 
 
 from rotation.reporting.command import audit as _audit  # `rotation audit` lives in rotation/reporting

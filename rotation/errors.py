@@ -12,6 +12,7 @@
     │   ├── LockHeld              another runner holds the consumer's rotation lease
     │   ├── LeaseLost             our lease expired or was taken over: fenced, no further side effect
     │   ├── RecordGone            the latest version of a record is deleted or destroyed (not absent)
+    │   ├── MalformedRecord       a record read from Vault fails its checks (failure case H8): not used
     │   └── UnsupportedMount      the KV mount is not KV v2 (failure case V3)
     ├── AwsError                  an AWS control-plane call failed (after retries)
     ├── PushError                 a push target failed to take the new key
@@ -39,6 +40,7 @@ __all__ = [
     "EmptyKeyValue",
     "LeaseLost",
     "LockHeld",
+    "MalformedRecord",
     "PushError",
     "RecordGone",
     "RotationError",
@@ -93,6 +95,11 @@ class LockHeld(VaultError):
 class LeaseLost(CasConflict):
     """Our lease is no longer ours: it ran out on the shared clock (we stalled) or another runner
     took it over. Raised by the fence before a side effect, so nothing more is done under it."""
+
+
+class MalformedRecord(VaultError):
+    """A record read from Vault fails its checks (a field of the wrong type or shape); the message
+    names the path and the field, never the value. Nothing acts on it (failure case H8)."""
 
 
 class RecordGone(VaultError):

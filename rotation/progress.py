@@ -16,6 +16,7 @@ from typing import Any, Self, TextIO
 import structlog
 
 from rotation.engine.runner import FAILED_OUTCOMES
+from rotation.terminal import for_terminal
 
 __all__ = ["RunProgress", "wants_progress"]
 
@@ -55,7 +56,8 @@ class RunProgress:
                 TextColumn("[red]{task.fields[failed]} failed"),
                 TextColumn("{task.fields[rate]} /s"), TimeElapsedColumn(),
                 console=console, transient=False, refresh_per_second=8)
-            self._label = label
+            from rich.markup import escape
+            self._label = escape(for_terminal(label))     # shown by rich: no markup, no control characters
 
     def __enter__(self) -> Self:
         if self._progress is not None:

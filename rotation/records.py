@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-__all__ = ["KeyRecord", "KeyState", "RotationRecord", "Step", "fingerprint", "from_iso", "to_iso", "utcnow"]
+__all__ = ["KEY_VALUE_LENGTH", "KeyRecord", "KeyState", "RotationRecord", "Step", "check_key_record", "fingerprint", "from_iso", "to_iso", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -54,6 +54,41 @@ class Step(str, Enum):
     FAILED = "failed"
 
 
+#: API Gateway key values: "an alphanumeric string between 20 and 128 characters"
+#: (https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-api-usage-plans.html)
+KEY_VALUE_LENGTH = (20, 128)
+
+
+def check_key_record(d: dict[str, Any]) -> None:
+    """Check a key record as read from Vault before it is used: ``serial`` a positive integer,
+    ``value`` 20-128 ASCII letters and digits (an API Gateway key value, the rule
+    :meth:`rotation.backends.apigateway.ApiGatewayKeys.create_key` applies too), ``rotation_id`` and ``created_at`` non-empty strings, ``created_at``
+    / ``promoted_at`` / ``disabled_at`` ISO 8601 timestamps, ``key_id`` / ``key_name`` strings or
+    null, ``emergency`` a boolean. Raises ``ValueError("<field>: <problem>")``; the value itself is
+    never quoted (it is a secret)."""
+    serial = d.get("serial")
+    if not isinstance(serial, int) or isinstance(serial, bool) or serial < 1:
+        raise ValueError("serial: must be a positive integer")
+    value = d.get("value")
+    lo, hi = KEY_VALUE_LENGTH
+    if not isinstance(value, str) or not lo <= len(value) <= hi or not (value.isascii() and value.isalnum()):
+        raise ValueError(f"value: must be {lo}-{hi} ASCII letters and digits (an API Gateway key value)")
+    for name in ("rotation_id", "created_at"):
+        if not isinstance(d.get(name), str) or not d[name]:
+            raise ValueError(f"{name}: must be a non-empty string")
+    for name in ("key_id", "key_name", "promoted_at", "disabled_at"):
+        if d.get(name) is not None and not isinstance(d[name], str):
+            raise ValueError(f"{name}: must be a string or null")
+    for name in ("created_at", "promoted_at", "disabled_at"):
+        if d.get(name):
+            try:
+                datetime.fromisoformat(d[name])
+            except ValueError:
+                raise ValueError(f"{name}: must be an ISO 8601 timestamp") from None
+    if not isinstance(d.get("emergency", False), bool):
+        raise ValueError("emergency: must be true or false")  # noqa: TRY004 - one error type for every field
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     """One API key generation. ``value`` is the secret; everything else is safe to log."""
@@ -77,8 +112,11 @@ class KeyRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> KeyRecord | None:
+        """A record read from Vault, checked field by field (:func:`check_key_record`) before
+        anything acts on it. Raises ``ValueError`` naming the field (never the value)."""
         if not d:
             return None
+        check_key_record(d)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -110,14 +148,24 @@ class KeyState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, version: int) -> KeyState:
+        """The labels as read from Vault. Raises ``ValueError`` naming the label and field of a
+        record that fails :func:`check_key_record` (``"pending.serial: must be ..."``)."""
         d = d or {}
-        return cls(
-            current=KeyRecord.from_dict(d.get("current")),
-            previous=KeyRecord.from_dict(d.get("previous")),
-            pending=KeyRecord.from_dict(d.get("pending")),
-            retired=tuple(KeyRecord.from_dict(r) for r in d.get("retired") or []),
-            version=version,
-        )
+        if not isinstance(d, dict) or not isinstance(d.get("retired") or [], list):
+            raise ValueError("the key record must be an object whose 'retired' is a list")  # noqa: TRY004
+
+        def rec(label: str, raw: Any) -> KeyRecord | None:
+            if raw is not None and not isinstance(raw, dict):
+                raise ValueError(f"{label}: must be an object or null")
+            try:
+                return KeyRecord.from_dict(raw)
+            except ValueError as exc:
+                raise ValueError(f"{label}.{exc}") from None
+
+        retired = tuple(rec(f"retired.{i}", r) for i, r in enumerate(d.get("retired") or []))
+        return cls(current=rec("current", d.get("current")), previous=rec("previous", d.get("previous")),
+                   pending=rec("pending", d.get("pending")), retired=tuple(r for r in retired if r),
+                   version=version)
 
     def known_key_ids(self) -> set[str]:
         recs = [self.current, self.previous, self.pending, *self.retired]

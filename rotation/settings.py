@@ -103,6 +103,7 @@ from pydantic.functional_validators import BeforeValidator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rotation.errors import ConfigError
+from rotation.special_addresses import embedded_ipv4, is_globally_reachable
 
 __all__ = ["AUTH_METHODS", "Settings", "check_service_url", "classify_host", "classify_ip", "decode_host", "is_loopback_url",
            "load_settings"]
@@ -152,14 +153,31 @@ def decode_host(url: str) -> tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Ad
 
 def classify_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> HostKind:
     """``metadata`` (link-local, cloud metadata), ``unroutable`` (unspecified, multicast, reserved),
-    ``loopback``, ``private`` (any other non-global address) or ``public``."""
+    ``loopback``, ``private`` (any other address not globally reachable: ``ipaddress``'s
+    ``is_global`` and the IANA special-purpose registries, e.g. ``192.0.0.0/24``) or ``public``.
+
+    An IPv6 address that carries an IPv4 address (IPv4-mapped or -compatible, 6to4 ``2002::/16``,
+    NAT64 ``64:ff9b::/96``, Teredo) is the IPv4 address it carries, the most restrictive kind
+    winning for Teredo's two: ``2002:a9fe:a9fe::`` is ``metadata``. Registries and forms:
+    :mod:`rotation.special_addresses`."""
+    carried = embedded_ipv4(ip)
+    if carried:
+        return max((_classify_one(v4) for v4 in carried), key=_KIND_SEVERITY.index)
+    return _classify_one(ip)
+
+
+#: the kinds from the least to the most restricted (webhook hosts: metadata and unroutable never)
+_KIND_SEVERITY: tuple[HostKind, ...] = ("public", "private", "loopback", "unroutable", "metadata")
+
+
+def _classify_one(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> HostKind:
     if any(ip in net for net in _METADATA_NETS if net.version == ip.version) or ip.is_link_local:
         return "metadata"
     if ip.is_loopback:
         return "loopback"
     if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
         return "unroutable"
-    return "public" if ip.is_global else "private"
+    return "public" if is_globally_reachable(ip) else "private"
 
 
 def classify_host(url: str) -> HostKind:

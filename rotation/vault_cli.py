@@ -16,16 +16,16 @@ import json
 
 import click
 
-from rotation.audit import REDACTOR
 from rotation.config import load_consumers_file
 from rotation.errors import UsageError, VaultError
+from rotation.terminal import echo, for_terminal
 from rotation.vault_setup import VaultSetupError, apply_setup, load_setup_file, summarize
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 def _fail(message: str, code: int) -> click.exceptions.Exit:
-    click.echo(REDACTOR.scrub(message), err=True)
+    echo(message, err=True)
     return click.exceptions.Exit(code)
 
 
@@ -77,7 +77,7 @@ def setup_cmd(ctx: click.Context, setup_path: str, dry_run: bool, aws_auth: bool
             click.echo(json.dumps({"action": change.action, "kind": change.step.kind, "name": change.step.name,
                                    "call": change.step.describe(), "dry_run": dry_run}))
         else:
-            click.echo(("would " if dry_run and change.action != "unchanged" else "") + str(change))
+            echo(("would " if dry_run and change.action != "unchanged" else "") + for_terminal(change))
     counts = summarize(changes)
     if not as_json:
-        click.echo(("dry run: " if dry_run else "") + ", ".join(f"{n} {a}" for a, n in counts.items()))
+        echo(("dry run: " if dry_run else "") + ", ".join(f"{n} {a}" for a, n in counts.items()))

@@ -52,7 +52,7 @@ def make_targets(c: Consumer, vault: VaultStore, settings: Settings) -> list[Pus
     out: list[PushTarget] = []
     for spec in c.targets:
         if isinstance(spec, FileTarget):
-            out.append(AtomicFileTarget(spec))
+            out.append(AtomicFileTarget(spec, allowed_dirs=settings.file_target_dirs))
         elif isinstance(spec, WebhookTarget):
             out.append(SignedWebhookTarget(spec, vault, deadline_seconds=settings.push_timeout_seconds,
                                            allow_loopback=settings.webhook_allow_loopback,

@@ -41,6 +41,7 @@ from rotation.errors import (
     CasConflict,
     EmptyKeyValue,
     LockHeld,
+    MalformedRecord,
     RecordGone,
     UnsupportedMount,
     VaultError,
@@ -435,8 +436,18 @@ class VaultStore:
 
     # -- key state ------------------------------------------------------------------------------
     def read_key_state(self, consumer: str) -> KeyState:
-        data, version = self._read(self.path("keys", consumer))
-        return self._saw_keys(consumer, KeyState.from_dict(data, version))
+        """The staging labels of ``consumer`` (``<mount>/data/<prefix>/keys/<consumer>``), each record
+        checked before use (:func:`rotation.records.check_key_record`). Raises :class:`VaultError`
+        naming the path and the field of a malformed record (:class:`MalformedRecord`, failure case H8)."""
+        path = self.path("keys", consumer)
+        data, version = self._read(path)
+        try:
+            state = KeyState.from_dict(data, version)
+        except ValueError as exc:
+            raise MalformedRecord(f"{self.mount}/data/{path} version {version}: malformed key record ({exc}); "
+                                  "nothing was changed: restore a good version (`bao kv rollback`) or fix the "
+                                  "record") from None
+        return self._saw_keys(consumer, state)
 
     def _saw_keys(self, consumer: str, state: KeyState) -> KeyState:
         with self._seen_lock:
@@ -703,7 +714,7 @@ class VaultStore:
         return found
 
     def read_fleet(self, consumers: list[str], *, max_workers: int = 16, digests: bool = True
-                   ) -> dict[str, tuple[KeyState, RotationRecord] | RecordGone]:
+                   ) -> dict[str, tuple[KeyState, RotationRecord] | RecordGone | MalformedRecord]:
         """Key record and rotation record of every consumer, for ``status`` and ``plan``.
 
         Where the server lists detailed metadata (:meth:`list_detailed_metadata`): two LIST
@@ -711,7 +722,8 @@ class VaultStore:
         current; a consumer whose digest is stale or missing, or whose latest key version is
         deleted or destroyed, has its records read. Elsewhere (HashiCorp Vault): one name-only
         LIST per kind, then the records of the consumers that have one, read concurrently, at most
-        ``max_workers`` at a time. A deleted or destroyed record gives :class:`RecordGone`.
+        ``max_workers`` at a time. A deleted or destroyed record gives :class:`RecordGone`, a record
+        that fails its checks :class:`MalformedRecord`.
         ``digests=False``: the full records for everyone (their acks, traffic counters and handled
         reports, which a digest leaves out; ``rotation audit`` needs them).
         """
@@ -723,7 +735,7 @@ class VaultStore:
                 keys_f = lists.submit(self.list_detailed_metadata, "keys")
                 rot_f = lists.submit(self.list_detailed_metadata, "rotations")
                 keys_meta, rot_meta = keys_f.result(), rot_f.result()
-        out: dict[str, tuple[KeyState, RotationRecord] | RecordGone] = {}
+        out: dict[str, tuple[KeyState, RotationRecord] | RecordGone | MalformedRecord] = {}
         todo: list[tuple[str, KeyState | None, RotationRecord | None]] = []
         if keys_meta is not None and rot_meta is not None:
             for name in consumers:
@@ -750,12 +762,12 @@ class VaultStore:
                      None if have_rot is None or n in have_rot else RotationRecord()) for n in consumers]
 
         def one(item: tuple[str, KeyState | None, RotationRecord | None]
-                ) -> tuple[str, tuple[KeyState, RotationRecord] | RecordGone]:
+                ) -> tuple[str, tuple[KeyState, RotationRecord] | RecordGone | MalformedRecord]:
             name, state, journal = item
             try:
                 state = state if state is not None else self.read_key_state(name)
                 journal = journal if journal is not None else self.read_rotation(name)
-            except RecordGone as exc:
+            except (RecordGone, MalformedRecord) as exc:
                 return name, exc
             return name, (state, journal)
         if len(todo) <= 1:

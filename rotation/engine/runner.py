@@ -63,6 +63,7 @@ from rotation.errors import (
     CasConflict,
     LeaseLost,
     LockHeld,
+    MalformedRecord,
     PushError,
     RecordGone,
     RotationError,
@@ -70,7 +71,7 @@ from rotation.errors import (
     VerificationFailed,
 )
 from rotation.records import KeyRecord, KeyState, RotationRecord, Step, to_iso, utcnow
-from rotation.targets import Delivery, PushTarget, safe_push
+from rotation.targets import Delivery, PushTarget, preflight_problems, safe_push
 
 __all__ = ["KEY_LENGTH", "ConsumerOutcome", "Engine", "ProgressHook", "RunSummary", "generate_key_value"]
 
@@ -303,7 +304,7 @@ class Engine:
 
         def one(c: Consumer):
             got = records[c.name]
-            if isinstance(got, RecordGone):
+            if isinstance(got, (RecordGone, MalformedRecord)):
                 return (c, KeyState(), RotationRecord(), Decision(c.name, "blocked", str(got)))
             state, journal = got
             return (c, state, journal, decide(c, state, journal, now, force=c.name in force,
@@ -581,6 +582,11 @@ class Engine:
                      or bool(state.pending and state.pending.emergency)
                      or (d.rotate == "resume" and journal.emergency
                          and journal.rotation_id == (state.pending.rotation_id if state.pending else None)))
+        problems = self._preflight(c) if state.pending is None or state.pending.key_id is None else []
+        if problems and state.pending is None:
+            # nothing changed yet: no pending key, no API key (failure case H8)
+            return state, journal, ConsumerOutcome(c.name, d.rotate, "failed",
+                                                   f"not started: {'; '.join(problems)}")
         journal = self._fence(c, journal, vault_write=True)
         if state.pending is not None and emergency and not state.pending.emergency:
             state = self.vault.write_key_state(c.name, state.evolve(pending=replace(state.pending, emergency=True)),
@@ -616,6 +622,8 @@ class Engine:
         try:
             if step == Step.ROLLED_BACK.value or step == "rolling_back":
                 raise VerificationFailed("resuming an interrupted rollback")
+            if problems:        # a resumed rotation whose API key does not exist yet: roll back, create nothing
+                raise PushError(f"required target(s) would refuse the key: {'; '.join(problems)}")
             if pending.key_id is None or step in (Step.PENDING_RECORDED.value, Step.LOCKED.value, None):
                 # A resumed rotation looks the key up by name (it may exist); a fresh one cannot.
                 state, journal, created = self._create(c, state, journal, fresh=fresh)
@@ -658,6 +666,15 @@ class Engine:
         self._fresh.pop(c.name, None)
         self.after_step(c.name, Step.PROMOTED.value)
         return state, journal, out
+
+    def _preflight(self, c: Consumer) -> list[str]:
+        """What would make a required target refuse the new key, found before the rotation's first
+        side effect by reading only (:func:`rotation.targets.preflight_problems`), each audited.
+        Failure case H8."""
+        problems = preflight_problems(self.targets_for(c), c.name)
+        for target_id, problem in problems:
+            self.audit.emit("preflight", "failed", consumer=c.name, target=target_id, detail=problem)
+        return [f"{target_id}: {problem}" for target_id, problem in problems]
 
     def _create(self, c: Consumer, state: KeyState, journal: RotationRecord, *, fresh: bool = False):
         """CreateApiKey (no lookup by name for a ``fresh`` rotation: its key cannot exist yet),

@@ -19,6 +19,7 @@ from rotation.audit import REDACTOR, AuditLog
 from rotation.errors import RotationError, UsageError
 from rotation.records import utcnow
 from rotation.reporting.audit_report import SEVERITIES, build_report, observe
+from rotation.terminal import echo
 
 __all__ = ["audit"]
 
@@ -26,7 +27,7 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 def _usage(message: str) -> click.exceptions.Exit:
-    click.echo(f"error: {message}", err=True)
+    echo(f"error: {message}", err=True)
     return click.exceptions.Exit(EXIT_USAGE)
 
 
@@ -144,7 +145,7 @@ def audit(obj, output: str, as_json: bool, html_path: str | None, expected_polic
         if expected is not None or iam_doc is not None:
             observed.policy_drift = {"items": items}
     except RotationError as exc:
-        click.echo(REDACTOR.scrub(f"error: {exc}"), err=True)
+        echo(f"error: {exc}", err=True)
         raise click.exceptions.Exit(EXIT_FAILED) from None
     observed.security_policy = security
     if vault_audit_log:
@@ -160,7 +161,10 @@ def audit(obj, output: str, as_json: bool, html_path: str | None, expected_polic
     report = build_report(observed, utcnow())
     if html_path:
         Path(html_path).write_text(REDACTOR.scrub(render_html(report)), encoding="utf-8")
-    click.echo(REDACTOR.scrub(render_json(report) if output == "json" else render_table(report)))
+    if output == "json":
+        click.echo(REDACTOR.scrub(render_json(report)))     # exact JSON: it escapes control characters itself
+    else:
+        echo(render_table(report))                          # each field neutralised, then the block
     if fail_on:
         worst = SEVERITIES[: SEVERITIES.index(fail_on) + 1]
         if any(f["severity"] in worst for f in report["findings"]):

@@ -13,6 +13,8 @@ import json
 from datetime import datetime
 from typing import Any
 
+from rotation.terminal import for_terminal
+
 __all__ = ["render_html", "render_json", "render_table"]
 
 _DAY = 86400.0
@@ -64,8 +66,11 @@ def _rows(report: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def render_table(report: dict[str, Any]) -> str:
-    """A plain-text report: one row per consumer, then the findings (most severe first)."""
-    rows = _rows(report)
+    """A plain-text report for a terminal: one row per consumer, then the findings (most severe
+    first). Every value from outside (names, API key names in findings, error texts) is
+    neutralised on its own (:func:`rotation.terminal.for_terminal`): it cannot move the cursor,
+    erase or add a line."""
+    rows = [{k: for_terminal(v) for k, v in r.items()} for r in _rows(report)]
     cols = ["consumer", "tier", "serial", "kv", "age", "previous", "last", "acks", "traffic cur/prev"]
     lines = []
     if rows:
@@ -77,13 +82,14 @@ def render_table(report: dict[str, Any]) -> str:
     lines.append(f"key inventory: {inv['managed_keys']} managed API keys, "
                  f"{len(inv['unknown_to_vault'])} unknown to Vault, "
                  f"{len(inv['missing_in_api_gateway'])} missing in API Gateway"
-                 + ("" if inv["checked"] else f" (not checked: {inv['error']})"))
+                 + ("" if inv["checked"] else f" (not checked: {for_terminal(inv['error'])})"))
     drift = report["policy_drift"]
     if drift is not None:
         states: dict[str, int] = {}
         for i in drift["items"]:
             states[i["state"]] = states.get(i["state"], 0) + 1
-        lines.append("policy drift: " + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "nothing compared"))
+        lines.append("policy drift: " + (", ".join(f"{n} {for_terminal(s)}" for s, n in sorted(states.items()))
+                                         or "nothing compared"))
     sec = report["security_policy"]
     if sec is not None:
         lines.append(f"security policy check: {sec['mandatory']} mandatory, {sec['advisory']} advisory violation(s)")
@@ -93,7 +99,8 @@ def render_table(report: dict[str, Any]) -> str:
                      f"{len(va['unexpected_logins'])} unexpected logins, {len(va['failed_logins'])} failed logins")
     f = report["summary"]["findings"]
     lines.append(f"findings: {f['high']} high, {f['medium']} medium, {f['low']} low")
-    lines += [f"  [{x['severity']}] {x['kind']}: {x['message']}" for x in report["findings"]]
+    lines += [f"  [{for_terminal(x['severity'])}] {for_terminal(x['kind'])}: {for_terminal(x['message'])}"
+              for x in report["findings"]]
     return "\n".join(lines)
 
 

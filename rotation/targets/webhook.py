@@ -5,10 +5,16 @@ Body (JSON): ``consumer``, ``serial``, ``rotation_id``, ``key_id``, ``fingerprin
 ``wrap_token`` (unwrap it once with ``sys/wrapping/unwrap``), ``wrap_ttl`` (seconds).
 Signed per :mod:`rotation.client.signing`: Standard Webhooks headers (``webhook-id`` =
 ``<rotation id>:<serial>``, ``webhook-timestamp``, ``webhook-signature``), plus the deprecated
-``X-Mail-Api-*`` / ``Idempotency-Key`` headers for receivers not yet upgraded (this release only). Connect timeout 3 s, read timeout 10 s, and an overall
-deadline (``push_timeout_seconds``); at most 3 attempts, retried only on 5xx and connection
-errors, with the same ``Idempotency-Key`` so a consumer that already processed one ignores the rest
-(failure case S2).
+``X-Mail-Api-*`` / ``Idempotency-Key`` headers for receivers not yet upgraded (this release only).
+
+Bounded whatever the receiver does (failure cases S2 and H1, :mod:`rotation.targets.bounded_http`):
+one overall deadline (``push_timeout_seconds``, counted from the start of :meth:`push`) covers
+every attempt's connect, request, status line, headers and body, enforced by a watchdog that
+shuts the socket down, so a receiver that hangs or trickles cannot hold the push past it; connect
+timeout 3 s and read timeout 10 s per socket operation within it; the answer body is read in
+bounded chunks and refused beyond :data:`MAX_ANSWER_BYTES` (64 KiB), so a flood costs at most that
+much memory. At most 3 attempts, retried only on 5xx, connection errors and per-read timeouts,
+with the same ``Idempotency-Key`` so a consumer that already processed one ignores the rest.
 """
 
 from __future__ import annotations
@@ -17,10 +23,10 @@ import ipaddress
 import json
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-import requests
 from tenacity import (
     RetryError,
     Retrying,
@@ -42,12 +48,17 @@ from rotation.client.signing import (
 from rotation.config import WebhookTarget
 from rotation.settings import classify_ip
 from rotation.targets import Delivery, PushResult
+from rotation.targets.bounded_http import Answer, DeadlineExceeded, ExchangeFailed
+from rotation.targets.bounded_http import post as bounded_post
 
 __all__ = ["SignedWebhookTarget"]
 
 CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 3
+#: the longest answer body read from a receiver (bytes); Standard Webhooks receivers answer 2xx with
+#: an empty or short body (https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md)
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class _Retryable(Exception):
@@ -63,8 +74,8 @@ class SignedWebhookTarget:
     """
 
     def __init__(self, spec: WebhookTarget, vault, *, deadline_seconds: float = 15.0,
-                 session: requests.Session | None = None, allow_loopback: bool = False,
-                 allow_private: bool = False):
+                 allow_loopback: bool = False, allow_private: bool = False,
+                 clock: Callable[[], float] = time.monotonic):
         self.allow = {"metadata": False, "unroutable": False, "loopback": allow_loopback,
                       "private": allow_private}
         self.url = spec.url
@@ -73,10 +84,27 @@ class SignedWebhookTarget:
         self.wrap_ttl = int(spec.wrap_ttl.total_seconds())
         self.vault = vault
         self.deadline = deadline_seconds
-        self.session = session or requests.Session()
+        self.clock = clock
+
+    def preflight(self, consumer: str) -> str | None:
+        """Why a push to ``consumer`` would be refused, found by reading only: the destination
+        (after DNS resolution) and the signing secret read from Vault, which must be at least 32
+        bytes (:func:`rotation.client.receiver.check_signing_secret`). The secret never appears in
+        the answer. Raises what the Vault read raises (the engine reports it)."""
+        refused = _refused_destination(self.url, self.allow)
+        if refused:
+            return refused
+        secret = self.vault.read_webhook_secret(consumer)
+        REDACTOR.register(secret)
+        try:
+            check_signing_secret(secret)
+        except ValueError as exc:
+            return f"the webhook signing secret read from Vault is unusable: {exc}"
+        return None
 
     def push(self, delivery: Delivery) -> PushResult:
-        refused = _refused_destination(self.url, self.allow)
+        started = self.clock()
+        refused, address = _resolve_checked(self.url, self.allow)
         if refused:
             return PushResult(self.target_id, False, refused)
         try:
@@ -106,69 +134,86 @@ class SignedWebhookTarget:
             "wrap_token": wrap["token"], "wrap_ttl": self.wrap_ttl,
         }, separators=(",", ":")).encode()
         idem = f"{delivery.rotation_id}:{delivery.serial}"
-        started = time.monotonic()
 
-        def attempt() -> requests.Response:
+        def attempt() -> Answer:
             ts = int(time.time())
-            left = self.deadline - (time.monotonic() - started)
-            if left <= 0:
-                raise TimeoutError("deadline")
-            try:
-                resp = self.session.post(
-                    self.url, data=body, allow_redirects=False,
-                    timeout=(min(CONNECT_TIMEOUT_S, left), min(READ_TIMEOUT_S, left)),
-                    headers={"Content-Type": "application/json", **standard_headers(secret, idem, ts, body),
-                             TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sign(secret, ts, body),
-                             IDEMPOTENCY_HEADER: idem})
-            except requests.ConnectionError as exc:
-                raise _Retryable(f"connection error ({type(exc).__name__})") from None
-            except requests.Timeout:
-                raise _Retryable("timed out") from None
-            if resp.status_code >= 500:
-                raise _Retryable(f"HTTP {resp.status_code}")
-            return resp
+            headers = {"Content-Type": "application/json", **standard_headers(secret, idem, ts, body),
+                       TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sign(secret, ts, body), IDEMPOTENCY_HEADER: idem}
+            return self._exchange(body, headers, started + self.deadline, address)
 
+        backoff = wait_random_exponential(multiplier=0.2, max=2)
         try:
             resp = Retrying(
                 retry=retry_if_exception_type(_Retryable),
                 stop=stop_after_attempt(MAX_ATTEMPTS) | stop_after_delay(self.deadline),
-                wait=wait_random_exponential(multiplier=0.2, max=2), reraise=True,
+                wait=lambda rs: min(backoff(rs), max(0.0, started + self.deadline - self.clock())), reraise=True,
             )(attempt)
-        except (_Retryable, TimeoutError, RetryError) as exc:
+        except (_Retryable, RetryError) as exc:
             return PushResult(self.target_id, False, f"no answer after retries: {exc}",
                               {"wrap_accessor": wrap.get("accessor")})
-        if 200 <= resp.status_code < 300:
-            return PushResult(self.target_id, True, f"HTTP {resp.status_code}",
+        except DeadlineExceeded as exc:
+            return PushResult(self.target_id, False, f"no answer within the {self.deadline:g} s deadline ({exc})",
+                              {"wrap_accessor": wrap.get("accessor")})
+        except ExchangeFailed as exc:
+            return PushResult(self.target_id, False, f"answer refused: {exc}", {"wrap_accessor": wrap.get("accessor")})
+        if 200 <= resp.status < 300:
+            return PushResult(self.target_id, True, f"HTTP {resp.status}",
                               {"wrap_accessor": wrap.get("accessor"), "wrap_token_hash": _h(wrap["token"]),
                                "wrap_expires_at": expires_at})
-        if resp.status_code == 410:
+        if resp.status == 410:
             return PushResult(self.target_id, False, "HTTP 410: the consumer could not unwrap the token "
                                                      "(tamper suspected)",
                               {"wrap_token_hash": _h(wrap["token"]), "wrap_expires_at": expires_at})
-        return PushResult(self.target_id, False, f"HTTP {resp.status_code}", {"wrap_accessor": wrap.get("accessor")})
+        return PushResult(self.target_id, False, f"HTTP {resp.status}", {"wrap_accessor": wrap.get("accessor")})
+
+    def _exchange(self, body: bytes, headers: dict[str, str], deadline: float, address: str | None) -> Answer:
+        """One attempt to ``address`` (checked by :func:`_resolve_checked`; ``None``: resolve the
+        URL's host), over by ``deadline`` (on ``self.clock``). Raises ``_Retryable`` for a failure
+        worth another attempt (5xx, connection error, per-read timeout), ``ExchangeFailed`` for one
+        that is not (deadline passed, answer too large or malformed)."""
+        try:
+            answer = bounded_post(self.url, body, headers, deadline=deadline, connect_timeout=CONNECT_TIMEOUT_S,
+                                  read_timeout=READ_TIMEOUT_S, max_body_bytes=MAX_ANSWER_BYTES, connect_to=address,
+                                  clock=self.clock)
+        except ExchangeFailed as exc:
+            if exc.retryable:
+                raise _Retryable(str(exc)) from None
+            raise
+        if answer.status >= 500:
+            raise _Retryable(f"HTTP {answer.status}")
+        return answer
 
 
 def _refused_destination(url: str, allow: dict[str, bool]) -> str | None:
-    """Why ``url`` must not be sent to *after DNS resolution*, or ``None``: a host that resolves to
-    a link-local / cloud metadata, unspecified or multicast address is refused whatever the
-    settings, and one that resolves to a loopback or private address unless ``allow`` says so
-    (the consumers file was checked for literal addresses already; this catches a *name* that
-    resolves there). A name that does not resolve is left to the HTTP client's error. The HTTP
-    client resolves the name again when it connects, so a DNS answer that changes in between
-    (rebinding) is not covered: keep webhook hosts under your own DNS."""
+    """Why ``url`` must not be sent to after DNS resolution, or ``None`` (:func:`_resolve_checked`)."""
+    return _resolve_checked(url, allow)[0]
+
+
+def _resolve_checked(url: str, allow: dict[str, bool]) -> tuple[str | None, str | None]:
+    """``(why url must not be sent to, or None; the address to connect to, or None)``, after DNS
+    resolution: a host that resolves to a link-local / cloud metadata, unspecified or multicast
+    address is refused whatever the settings, and one that resolves to a loopback or private
+    address unless ``allow`` says so (the consumers file was checked for literal addresses already;
+    this catches a *name* that resolves there). Every address of the answer is checked; the first
+    is the one the push connects to (:func:`rotation.targets.bounded_http.post`'s ``connect_to``),
+    so a DNS answer that changes between the check and the connection (rebinding) is not used.
+    A name that does not resolve is left to the HTTP client's error."""
     host = urlsplit(url).hostname or ""
     try:
         infos = socket.getaddrinfo(host, urlsplit(url).port or 443, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
-        return None
+        return None, None
+    first = None
     for info in infos:
+        address = str(info[4][0]).split("%", 1)[0]
         try:
-            kind = classify_ip(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]))
+            kind = classify_ip(ipaddress.ip_address(address))
         except ValueError:
             continue
         if kind in allow and not allow[kind]:
-            return f"not sent: the host resolves to a {kind} address"
-    return None
+            return f"not sent: the host resolves to a {kind} address", None
+        first = first or address
+    return None, first
 
 
 def _h(token: str) -> str:

@@ -102,6 +102,8 @@ def env(worker_stack, tmp_path, monkeypatch):
         monkeypatch.setenv(k, v)
     # the tests' webhook receivers listen on loopback, which a real rotator refuses by default
     monkeypatch.setenv("ROTATION_WEBHOOK_ALLOW_LOOPBACK", "true")
+    # the file targets live in tmp_path: the file target checks the allowed directories at write time
+    monkeypatch.setenv("ROTATION_FILE_TARGET_DIRS", str(tmp_path))
     settings = Settings()
     return Env(worker_stack, creds, cf, settings, tmp_path)
 
