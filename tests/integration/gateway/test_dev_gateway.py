@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from rotation.dev.gateway import USAGE_PATH, DevGateway, DevGatewayTraffic, NonBlockingBucket
 
@@ -258,7 +259,11 @@ def test_serve_main_embedded_stack_for_make_dev(tmp_path):
         rot_env = _source(env_file)
         assert rot_env["ROTATION_CANARY_URL"] == url
         assert oct(env_file.stat().st_mode & 0o777) == "0o600"
-        assert "targets" not in Path(rot_env["ROTATION_CONSUMERS_FILE"]).read_text()
+        dev_dir = env_file.parent.resolve()   # self-contained: local file targets under the dev directory only
+        targets = [t for c in yaml.safe_load(Path(rot_env["ROTATION_CONSUMERS_FILE"]).read_text())["consumers"]
+                   for t in c.get("targets", [])]
+        assert {t["type"] for t in targets} == {"file"} and all(Path(t["path"]).is_relative_to(dev_dir) for t in targets)
+        assert rot_env["ROTATION_FILE_TARGET_DIRS"] == str(dev_dir / "keys")
         assert requests.post(url, json={}, timeout=60).headers["x-amzn-ErrorType"] == "ForbiddenException"
         r = subprocess.run([sys.executable, "-m", "rotation.cli", "run"],
                            check=False, env={**base, **rot_env}, capture_output=True, text=True, timeout=120)
