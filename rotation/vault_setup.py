@@ -85,10 +85,13 @@ from rotation.backends.vault_errors import vault_errors
 from rotation.config import ConsumersFile, Duration, validation_problems
 from rotation.errors import ConfigError, VaultError, VaultPermissionDenied
 from rotation.vault_policies import consumer_policy_name, render_vault_policy
+from rotation.vault_server import ServerInfo, detect_server
 
 __all__ = [
     "ROTATOR_ROLE",
     "Change",
+    "PartialSetupError",
+    "SetupPreflightError",
     "Step",
     "VaultSetup",
     "VaultSetupError",
@@ -625,6 +628,65 @@ def _raise_for(status: int, op: str, path: str, data: dict[str, Any]) -> None:
     raise VaultError(f"{op} {path}: HTTP {status}" + (f": {detail}" if detail else ""))
 
 
+class SetupPreflightError(VaultSetupError):
+    """The server would refuse part of the setup: found by the read-only pre-flight, before any
+    write (nothing was changed). ``problems``: one message per refusal, naming the field and the
+    fix; ``changes``: what a run would otherwise do."""
+
+    def __init__(self, server: ServerInfo, problems: list[str], changes: list[Change]):
+        self.server, self.problems, self.changes = server, problems, changes
+        super().__init__(f"{server.name} would refuse this setup (nothing was changed):\n- " + "\n- ".join(problems))
+
+
+class PartialSetupError(VaultError):
+    """A write failed after others succeeded: ``applied`` took effect, ``not_applied`` did not.
+    The setup is idempotent, so re-running the same command after fixing the cause resumes it
+    (what was applied shows ``unchanged``)."""
+
+    def __init__(self, applied: list[Change], not_applied: list[Change], cause: VaultError):
+        self.applied, self.not_applied, self.cause = applied, not_applied, cause
+        done = "; ".join(f"{c.action} {c.step.kind} {c.step.name}" for c in applied) or "nothing"
+        left = "; ".join(f"{c.step.kind} {c.step.name}" for c in not_applied)
+        super().__init__(f"{cause}\nthe setup is HALF APPLIED: {len(applied)} change(s) applied ({done}); "
+                         f"{len(not_applied)} not applied ({left}). Fix the cause and run the same command again: "
+                         "it resumes (applied objects show unchanged)")
+
+
+def _preflight(setup: VaultSetup, changes: list[Change], server: ServerInfo) -> list[str]:
+    """What ``server`` would refuse among ``changes``; every entry names the field and the fix."""
+    problems: list[str] = []
+    if server.sealed:
+        problems.append("the server is sealed: unseal it (bao operator unseal), then run the setup again")
+    for change in changes:
+        if change.action == "unchanged":
+            continue
+        if change.step.kind == "audit" and server.refuses_api_audit_devices and setup.audit is not None:
+            problems.append(
+                f"audit: {server.name} refuses audit devices created through the API (CVE-2025-54997): declare "
+                "it in the server configuration and restart the server, then run the setup again (the device then "
+                "shows unchanged), or remove audit: from the setup file. The stanza:\n"
+                + audit_config_stanza(setup.audit))
+        if change.step.kind == "auth" and change.step.body.get("type") == "aws" and not server.has_aws_auth:
+            problems.append(f"rotator.aws: {server.name} has no AWS auth method: use rotator.jwt "
+                            "(rotationSchedule.vaultAuth jwt) and drop --aws-auth")
+    return problems
+
+
+def _write_order(changes: list[Change]) -> list[Change]:
+    """The order writes are sent in: the audit device first (every later call is audited), then
+    the Kubernetes auth method and its config, which the server validates against what only it
+    can see (its own pod's service account when no CA/reviewer token is given), so a refusal comes
+    before anything else is written; then the rest in plan order."""
+    def rank(c: Change) -> int:
+        if c.step.kind == "audit":
+            return 0
+        if c.step.kind in ("auth", "config") and (c.step.body.get("type") == "kubernetes"
+                                                   or "kubernetes_host" in c.step.body):
+            return 1
+        return 2
+    return sorted((c for c in changes if c.action != "unchanged"), key=rank)
+
+
 def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run: bool = False,
                 aws_auth: bool = False, steps: Iterable[Step] | None = None) -> list[Change]:
     """Bring Vault to the state ``setup`` defines; return one :class:`Change` per step, in order.
@@ -633,12 +695,21 @@ def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run:
     the changes returned are those a real run would make. Idempotent: a second run returns only
     ``unchanged``.
 
-    :raises VaultSetupError: an object of another kind is in the way, or the server refused an
-        audit device created through the API (the message carries the configuration stanza).
-    :raises VaultPermissionDenied: the token may not read or write a path (HTTP 403).
-    :raises VaultError: any other refusal or an unreachable server.
+    Before the first write (and in a dry run) the server is identified (:func:`detect_server`:
+    OpenBao or HashiCorp Vault, version) and every change it would refuse is reported at once:
+    an audit device through the API on OpenBao 2.3.2+, the AWS auth method on OpenBao, a sealed
+    server. A write the server refuses for reasons only it can see (the Kubernetes config) is
+    sent first; if it fails, an auth method this run created for it is disabled again, so nothing
+    is left changed.
+
+    :raises SetupPreflightError: the server would refuse part of the setup (nothing was changed).
+    :raises VaultSetupError: an object of another kind is in the way (nothing was changed).
+    :raises PartialSetupError: a write failed after others took effect; lists both; a re-run resumes.
+    :raises VaultPermissionDenied: the token may not read or write a path (HTTP 403), before any write.
+    :raises VaultError: any other refusal before any write, or an unreachable server.
     """
     http = _Http(client)
+    server = detect_server(http.call)
     tables: dict[str, dict[str, Any]] = {}
     pending_mounts: set[str] = set()
     changes: list[Change] = []
@@ -660,25 +731,57 @@ def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run:
             else:
                 action = "unchanged" if step.same and step.same(current, step.body) else "update"
         changes.append(Change(action, step))
+    # 2. pre-flight: what this server would refuse, all at once, before any write
+    problems = _preflight(setup, changes, server)
+    if problems:
+        raise SetupPreflightError(server, problems, changes)
     if dry_run:
         return changes
-    # 2. write what differs, in order (the audit device first)
-    for change in changes:
-        if change.action == "unchanged":
-            continue
+    # 3. write what differs
+    order = _write_order(changes)
+    applied: list[Change] = []
+    for i, change in enumerate(order):
         try:
-            http.write(change.step.method, change.step.path, change.step.body)
-            if change.step.kind == "mount":
-                _wait_until_kv_ready(http, change.step.path.rsplit("/", 1)[1])
+            try:
+                http.write(change.step.method, change.step.path, change.step.body)
+                if change.step.kind == "mount":
+                    _wait_until_kv_ready(http, change.step.path.rsplit("/", 1)[1])
+            except VaultError as exc:
+                if change.step.kind == "audit" and not isinstance(exc, VaultPermissionDenied):
+                    raise VaultSetupError(
+                        f"{change.step.path}: the server refused to enable the audit device through the API "
+                        "(OpenBao 2.3.2+ allows audit devices only in its configuration file); "
+                        "add this stanza to the server configuration and restart it:\n"
+                        + audit_config_stanza(setup.audit)) from exc
+                if change.step.kind == "config" and "kubernetes_host" in change.step.body \
+                        and not isinstance(exc, VaultPermissionDenied):
+                    _undo_new_auth_mount(http, applied, change)
+                    raise VaultSetupError(
+                        f"{change.step.path}: the server refused the Kubernetes auth config ({exc}); without "
+                        "kubernetes.kubernetes_ca_cert_file and kubernetes.token_reviewer_jwt_file the server reads "
+                        "its own pod's service account, so it must run inside the cluster: give both files, or "
+                        "drop the kubernetes sections from the setup file") from exc
+                raise
         except VaultError as exc:
-            if change.step.kind == "audit" and not isinstance(exc, VaultPermissionDenied):
-                raise VaultSetupError(
-                    f"{change.step.path}: the server refused to enable the audit device through the API "
-                    "(OpenBao 2.4+ allows audit devices only in its configuration file; nothing was changed); "
-                    "add this stanza to the server configuration and restart it:\n"
-                    + audit_config_stanza(setup.audit)) from exc
-            raise
+            if not applied:
+                raise
+            raise PartialSetupError(applied, order[i:], exc) from exc
+        applied.append(change)
     return changes
+
+
+def _undo_new_auth_mount(http: _Http, applied: list[Change], failed: Change) -> None:
+    """The Kubernetes config was refused: disable its auth method if this run created it (it holds
+    nothing yet), so the refusal leaves nothing changed. Best effort: a failed disable is left in
+    ``applied`` and reported."""
+    mount = failed.step.path.split("/")[1]
+    for c in list(applied):
+        if c.step.kind == "auth" and c.action == "create" and c.step.path == f"sys/auth/{mount}":
+            try:
+                http.write("DELETE", f"sys/auth/{mount}", {})
+            except VaultError:
+                return
+            applied.remove(c)
 
 
 def _wait_until_kv_ready(http: _Http, mount: str, deadline_seconds: float = 60.0) -> None:
