@@ -22,6 +22,8 @@ What the definition holds (the *setup file*, YAML, validated by :class:`VaultSet
     apps:                      # how consumer applications log in: one role per consumer
       approle: {secret_id_ttl: 24h, token_ttl: 1h, secret_id_num_uses: 0, token_bound_cidrs: [10.0.0.0/8]}
       kubernetes: {namespace: apps, service_account: "{consumer}"}   # {consumer} = consumer name
+    auditor:                   # how `rotation audit` logs in: role mail-api-auditor (approle / kubernetes)
+      approle: {secret_id_ttl: 24h, token_ttl: 15m}
     kubernetes:                # the Kubernetes auth method's config (when any kubernetes role)
       kubernetes_host: https://kubernetes.default.svc
       kubernetes_ca_cert_file: /path/ca.crt        # optional
@@ -30,7 +32,7 @@ What the definition holds (the *setup file*, YAML, validated by :class:`VaultSet
 
 Names: policies ``mail-api-rotator``, ``mail-api-auditor``, ``mail-api-consumer-<name>``
 (:mod:`rotation.vault_policies`); every auth role of the rotator is ``mail-api-rotator``, every
-role of a consumer ``mail-api-consumer-<name>``, on the auth mounts ``jwt``, ``kubernetes``,
+role of a consumer ``mail-api-consumer-<name>``, the auditor's ``mail-api-auditor``, on the auth mounts ``jwt``, ``kubernetes``,
 ``approle``, ``aws`` (configurable per section with ``mount``).
 
 How it applies (:func:`apply_setup`): the desired state becomes a list of :class:`Step` (an HTTP
@@ -104,6 +106,8 @@ __all__ = [
 
 ROTATOR_POLICY = "mail-api-rotator"
 AUDITOR_POLICY = "mail-api-auditor"
+#: The auditor's role name on every auth method (``rotation audit``).
+AUDITOR_ROLE = "mail-api-auditor"
 #: The rotator's role name on every auth method.
 ROTATOR_ROLE = "mail-api-rotator"
 _MOUNT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -289,6 +293,14 @@ class AppsAuth(_Strict):
     kubernetes: KubernetesRoleSpec | None = None
 
 
+class AuditorAuth(_Strict):
+    """How ``rotation audit`` logs in (role ``mail-api-auditor``, policy ``mail-api-auditor``:
+    metadata, journals and acks, never a key value; docs/vault-layout.md)."""
+
+    approle: AppRoleSpec | None = None
+    kubernetes: KubernetesRoleSpec | None = None
+
+
 class KubernetesConfig(_Strict):
     """The Kubernetes auth method's config. The token reviewer JWT and CA certificate are read from
     files at apply time (so the setup file holds no credential)."""
@@ -335,6 +347,7 @@ class VaultSetup(_Strict):
     max_versions: int = Field(default=10, ge=1, le=100)
     rotator: RotatorAuth = Field(default_factory=RotatorAuth)
     apps: AppsAuth = Field(default_factory=AppsAuth)
+    auditor: AuditorAuth = Field(default_factory=AuditorAuth)
     kubernetes: KubernetesConfig | None = None
     audit: FileAudit | None = None
 
@@ -347,9 +360,9 @@ class VaultSetup(_Strict):
 
     @model_validator(mode="after")
     def _k8s_config(self):
-        if (self.rotator.kubernetes or self.apps.kubernetes) and self.kubernetes is None:
-            raise ValueError("kubernetes: required when rotator.kubernetes or apps.kubernetes is set "
-                             "(kubernetes_host at least)")
+        if (self.rotator.kubernetes or self.apps.kubernetes or self.auditor.kubernetes) and self.kubernetes is None:
+            raise ValueError("kubernetes: required when rotator.kubernetes, apps.kubernetes or auditor.kubernetes "
+                             "is set (kubernetes_host at least)")
         if self.apps.kubernetes and "{consumer}" not in self.apps.kubernetes.service_account:
             raise ValueError("apps.kubernetes.service_account: must contain {consumer}, so each app's role "
                              "binds only its own service account")
@@ -540,11 +553,13 @@ def plan_steps(setup: VaultSetup, consumers: ConsumersFile, *, aws_auth: bool = 
         steps.append(Step("role", f"{mount}/{name}", "POST", f"auth/{mount}/role/{name}", body,
                           read=f"auth/{mount}/role/{name}", same=_subset_same, after_mount=f"auth:{mount}"))
 
-    rot, apps = setup.rotator, setup.apps
-    if rot.approle or apps.approle:
-        for spec in (rot.approle, apps.approle):
+    rot, apps, aud = setup.rotator, setup.apps, setup.auditor
+    if rot.approle or apps.approle or aud.approle:
+        for spec in (rot.approle, apps.approle, aud.approle):
             if spec:
                 auth_method(spec.mount, "approle")
+        if aud.approle:
+            role(aud.approle.mount, AUDITOR_ROLE, aud.approle.role_body([AUDITOR_POLICY]))
         if rot.approle:
             role(rot.approle.mount, ROTATOR_ROLE, rot.approle.role_body([ROTATOR_POLICY]))
         if apps.approle:
@@ -557,7 +572,7 @@ def plan_steps(setup: VaultSetup, consumers: ConsumersFile, *, aws_auth: bool = 
                           rot.jwt.config_body(), read=f"auth/{rot.jwt.mount}/config", same=_subset_same,
                           after_mount=f"auth:{rot.jwt.mount}"))
         role(rot.jwt.mount, ROTATOR_ROLE, rot.jwt.role_body([ROTATOR_POLICY]))
-    if setup.kubernetes and (rot.kubernetes or apps.kubernetes):
+    if setup.kubernetes and (rot.kubernetes or apps.kubernetes or aud.kubernetes):
         k = setup.kubernetes
         auth_method(k.mount, "kubernetes")
         body: dict[str, Any] = {"kubernetes_host": k.kubernetes_host, "disable_local_ca_jwt": k.disable_local_ca_jwt}
@@ -577,6 +592,8 @@ def plan_steps(setup: VaultSetup, consumers: ConsumersFile, *, aws_auth: bool = 
             for c in consumers.consumers:
                 name = consumer_policy_name(c.name)
                 role(k.mount, name, apps.kubernetes.role_body([name], c.name))
+        if aud.kubernetes:
+            role(k.mount, AUDITOR_ROLE, aud.kubernetes.role_body([AUDITOR_POLICY]))
     if aws_auth and rot.aws:
         auth_method(rot.aws.mount, "aws")
         role(rot.aws.mount, ROTATOR_ROLE, rot.aws.role_body([ROTATOR_POLICY]))

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from rotation.cli import main
-from rotation.config import ConsumersFile
+from rotation.config import ConsumersFile, load_consumers_file
 from rotation.vault_server import detect_server
 from rotation.vault_setup import PartialSetupError, VaultSetup, VaultSetupError, _Http, apply_setup, summarize
 
@@ -119,3 +119,23 @@ def test_a_write_refused_midway_is_reported_half_applied_and_the_same_command_re
     assert "unchanged role     approle/mail-api-consumer-billing" in again.output
     changes = apply_setup(root, VaultSetup.model_validate(APPROLE_ONLY), ConsumersFile.model_validate(CONSUMERS))
     assert summarize(changes)["create"] == summarize(changes)["update"] == 0
+
+
+def test_the_shipped_example_applies_to_the_dev_openbao_as_shipped_and_production_differences_are_named(
+        fresh, tmp_path):
+    from pathlib import Path
+
+    from rotation.dev.workspace import write_dev_consumers
+
+    root_dir = Path(__file__).resolve().parents[3]
+    dev_consumers = write_dev_consumers(tmp_path / "dev")
+    fresh.bootstrap(load_consumers_file(dev_consumers))
+    env = {"VAULT_ADDR": fresh.vault_addr, "VAULT_TOKEN": fresh.root_token}
+    args = ["--consumers", str(dev_consumers), "vault", "setup", "--setup", str(root_dir / "examples/vault-setup.yaml")]
+    r = CliRunner().invoke(main, args, env=env)
+    assert r.exit_code == 0, r.output
+    assert "0 create, 0 update" in r.output            # the dev stack was set up from this very definition
+    prod = ["--consumers", str(dev_consumers), "vault", "setup", "--setup",
+            str(root_dir / "examples/vault-setup.production.yaml"), "--dry-run"]
+    r = CliRunner().invoke(main, prod, env=env)
+    assert r.exit_code == 2 and 'audit "file" "mail-api"' in r.output, r.output   # predicted, not discovered
