@@ -87,7 +87,14 @@ import boto3
 from botocore.exceptions import ClientError
 
 from rotation.backends.traffic import UsageEndpointTraffic
-from rotation.dev.workspace import DEV_DIR, REPO, rotation_command, shell_path, write_dev_consumers
+from rotation.dev.workspace import (
+    DEV_DIR,
+    REPO,
+    agent_config,
+    rotation_command,
+    shell_path,
+    write_dev_consumers,
+)
 
 __all__ = [
     "DEFAULT_CONFIGURATION_SET",
@@ -798,8 +805,9 @@ def _start_embedded(args: argparse.Namespace, exits: contextlib.ExitStack):
 def _write_env_files(args: argparse.Namespace, stack, creds, consumers_path, gw: DevGateway) -> None:
     """``<env-file>``: the rotator's environment (+ ``ROTATION_CONSUMERS_FILE``,
     ``ROTATION_CANARY_URL``, and the gateway's per-key counters as the traffic signal:
-    ``ROTATION_TRAFFIC_URL`` + ``ROTATION_TRAFFIC_TOKEN``); ``<dir>/<consumer>.env``: each app's (AppRole, ``MAIL_API_URL``).
-    Mode 0600: they hold AppRole secret ids of the local stack."""
+    ``ROTATION_TRAFFIC_URL`` + ``ROTATION_TRAFFIC_TOKEN``); ``<dir>/<consumer>.env``: each app's (AppRole, ``MAIL_API_URL``);
+    ``<dir>/<consumer>.agent.hcl`` with ``.role_id`` / ``.secret_id``: a Vault Agent for a non-Python app
+    (:func:`rotation.dev.workspace.agent_config`). Mode 0600: they hold AppRole secret ids of the local stack."""
     from pathlib import Path
 
     from rotation.targets.file import write_private_file
@@ -817,14 +825,22 @@ def _write_env_files(args: argparse.Namespace, stack, creds, consumers_path, gw:
         write_private_file(app_env, f"export VAULT_ADDR={stack.vault_addr}\nexport VAULT_AUTH_METHOD=approle\n"
                                     f"export VAULT_ROLE_ID={role_id}\nexport VAULT_SECRET_ID={secret_id}\n"
                                     f"export MAIL_API_CONSUMER={name}\nexport MAIL_API_URL={gw.url}\n")
-        print(f"  consumer {name}: app environment in {app_env} (mode 0600)", flush=True)
+        directory = env_file.parent
+        write_private_file(directory / f"{name}.role_id", role_id)
+        write_private_file(directory / f"{name}.secret_id", secret_id)
+        write_private_file(directory / f"{name}.agent.hcl", agent_config(stack.vault_addr, name, directory))
+        print(f"  consumer {name}: app environment in {app_env}, Vault Agent config in "
+              f"{directory / f'{name}.agent.hcl'} (mode 0600)", flush=True)
     rot = rotation_command()
     print("\n".join([
         "next, in another shell (Ctrl-C here stops everything):",
         f"  cd {shlex.quote(str(REPO))}",
         f"  (. {shell_path(env_file)} && {rot} run)                 # first keys; the test step calls this gateway",
         (f"  (. {shell_path(env_file.parent / 'billing.env')} && {shell_path(Path(sys.executable))} "
-         "examples/sample_app/app.py --iterations 3)   # the Python app sends mail (202)"),
+         "examples/sample_app/app.py --iterations 3)   # a Python app sends mail (202)"),
+        (f"  {shell_path(Path(sys.executable).parent / 'bao')} agent "
+         f"-config={shell_path(env_file.parent / 'newsletter.agent.hcl')} &   # a non-Python app's key, rendered to "
+         f"{shell_path(env_file.parent / 'newsletter.key.json')}"),
     ]), flush=True)
 
 

@@ -14,7 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-__all__ = ["DEV_CONSUMERS", "DEV_DIR", "REPO", "rotation_command", "shell_path", "write_dev_consumers"]
+__all__ = ["DEV_CONSUMERS", "DEV_DIR", "REPO", "agent_config", "rotation_command", "shell_path",
+           "write_dev_consumers"]
 
 #: The checkout this package runs from (``rotation.dev`` is repository-only).
 REPO = Path(__file__).resolve().parents[2]
@@ -76,3 +77,39 @@ def rotation_command() -> str:
     started in the checkout (``.venv/bin/rotation`` for ``make install``)."""
     script = Path(sys.executable).parent / "rotation"
     return shell_path(script) if script.exists() else f"{shell_path(Path(sys.executable))} -m rotation.cli"
+
+
+def agent_config(vault_addr: str, consumer: str, directory: Path, *, mount: str = "secret",
+                 prefix: str = "mail-api", render_interval_seconds: int = 2) -> str:
+    """An OpenBao/Vault Agent configuration for a non-Python app on the dev stack
+    (docs/vault-layout.md, "Apps that use Vault Agent"): AppRole auto-auth from
+    ``<directory>/<consumer>.role_id`` / ``.secret_id``, and a template rendering the consumer's
+    current key as JSON (``serial``, ``key_id``, ``api_key``) to ``<directory>/<consumer>.key.json``,
+    mode 0600, re-read every ``render_interval_seconds`` (agent templates re-read static secrets on
+    that interval: https://openbao.org/docs/agent-and-proxy/agent/template/)."""
+    d = directory.absolute()
+    template = (f'{{{{ with secret "{mount}/data/{prefix}/keys/{consumer}" }}}}{{"serial": '
+                '{{ .Data.data.current.serial }}, "key_id": "{{ .Data.data.current.key_id }}", '
+                '"api_key": "{{ .Data.data.current.value }}"}{{ end }}')
+    return f"""# OpenBao/Vault Agent for consumer {consumer} on the dev stack: `bao agent -config=<this file>`
+vault {{ address = "{vault_addr}" }}
+auto_auth {{
+  method "approle" {{
+    config = {{
+      role_id_file_path = "{d / f"{consumer}.role_id"}"
+      secret_id_file_path = "{d / f"{consumer}.secret_id"}"
+      remove_secret_id_file_after_reading = false
+    }}
+  }}
+}}
+template_config {{
+  static_secret_render_interval = "{render_interval_seconds}s"
+}}
+template {{
+  destination = "{d / f"{consumer}.key.json"}"
+  perms = "0600"
+  contents = <<EOT
+{template}
+EOT
+}}
+"""
