@@ -152,6 +152,12 @@ def _age(iso: str | None, now=None) -> str:
     return _fmt((now or utcnow()) - t)
 
 
+def _until(td: timedelta, due: str, prefix: str = "") -> str:
+    """``prefix`` + the time left, or ``due`` once the moment has passed (never a negative time:
+    a revoke or rotation past its moment waits for the next run)."""
+    return due if td.total_seconds() <= 0 else prefix + _fmt(td)
+
+
 def _fmt(td: timedelta) -> str:
     s = int(td.total_seconds())
     sign = "-" if s < 0 else ""
@@ -199,8 +205,8 @@ def status(obj: _Ctx, output: str, as_json: bool) -> None:
             "current": cur.serial if cur else None, "key_id": cur.key_id if cur else None,
             "fingerprint": cur.fingerprint if cur else None,
             "age": _age(cur.promoted_at, now) if cur else "-",
-            "next_due": _fmt(promoted + c.max_age - now) if promoted else "now",
-            "previous": (f"{state.previous.serial} (revoke in {_fmt(promoted + c.grace_period - now)})"
+            "next_due": _until(promoted + c.max_age - now, "now") if promoted else "now",
+            "previous": (f"{state.previous.serial} ({_until(promoted + c.grace_period - now, 'revoke due: next run', 'revoke in ')})"
                          if state.previous and promoted else "-"),
             "retired": len(state.retired), "in_flight": in_flight,
             "last": (journal.last_outcome or {}).get("outcome", "-")
