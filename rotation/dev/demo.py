@@ -24,6 +24,7 @@ from pathlib import Path
 
 from rotation.config import load_consumers_file
 from rotation.dev.stack import EmbeddedStack
+from rotation.dev.workspace import DEV_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 # what `rotation audit --expected-policies` needs to read the ACL policies in place
@@ -225,8 +226,8 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                           "because it ran after their retention had passed too)", flush=True)
                 cli("status")
                 follow.report()
-                report = Path(".dev-stack") / "audit-report.html"
-                report.parent.mkdir(exist_ok=True)
+                report = DEV_DIR / "audit-report.html"
+                report.parent.mkdir(exist_ok=True, mode=0o700)
                 root = stack.root_client()   # a token that may read the ACL policies in place (drift check)
                 root.sys.create_or_update_acl_policy("audit-policy-reader", POLICY_READER)
                 env["AUDIT_VAULT_TOKEN"] = root.auth.token.create(

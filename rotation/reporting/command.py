@@ -19,6 +19,7 @@ from rotation.audit import REDACTOR, AuditLog
 from rotation.errors import RotationError, UsageError
 from rotation.records import utcnow
 from rotation.reporting.audit_report import SEVERITIES, build_report, observe
+from rotation.targets.file import write_private_file
 
 __all__ = ["audit"]
 
@@ -159,7 +160,8 @@ def audit(obj, output: str, as_json: bool, html_path: str | None, expected_polic
     from rotation.reporting.render import render_html, render_json, render_table
     report = build_report(observed, utcnow())
     if html_path:
-        Path(html_path).write_text(REDACTOR.scrub(render_html(report)), encoding="utf-8")
+        # mode 0600 like the rest of what the rotator writes (it names key ids, consumers and findings)
+        write_private_file(html_path, REDACTOR.scrub(render_html(report)))
     click.echo(REDACTOR.scrub(render_json(report) if output == "json" else render_table(report)))
     if fail_on:
         worst = SEVERITIES[: SEVERITIES.index(fail_on) + 1]
