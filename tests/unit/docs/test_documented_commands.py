@@ -42,3 +42,12 @@ def test_global_options_are_accepted_before_the_command_and_refused_after_it():
     assert check_command(("rotation", "--consumers", "c.yaml", "vault", "setup", "--setup", "s.yaml",
                           "--dry-run")) == []
     assert check_command(("rotation", "status", "--consumers", "c.yaml"))
+
+
+def test_the_runbooks_need_only_what_a_rotator_install_has():
+    from tests.support.doc_commands import ROOT
+
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    onboarding = text[text.index("### Onboarding a new consuming app"):]
+    assert "policies.vault" not in text and "from policies" not in text          # not in a [rotator] install
+    assert "vault setup --setup" in onboarding and "bao write auth/approle/role/" not in onboarding
