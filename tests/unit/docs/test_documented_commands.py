@@ -48,6 +48,7 @@ def test_the_runbooks_need_only_what_a_rotator_install_has():
     from tests.support.doc_commands import ROOT
 
     text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
-    onboarding = text[text.index("### Onboarding a new consuming app"):]
+    start = text.index("### Onboarding a new consuming app")
+    onboarding = text[start:text.index("\n#", start + 5)]
     assert "policies.vault" not in text and "from policies" not in text          # not in a [rotator] install
     assert "vault setup --setup" in onboarding and "bao write auth/approle/role/" not in onboarding
