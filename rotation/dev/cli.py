@@ -57,7 +57,9 @@ def dev_gateway(ctx: click.Context) -> None:
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=str(DEV_DIR), show_default=True,
               help="Where the environment files, the consumers file and file targets' keys are written.")
 def dev_up(path: str | None, directory: str) -> None:
-    """Start the stack, write its environment under DIR, print what to run next, wait for Ctrl-C."""
+    """Start the stack, write its environments under DIR (the rotator's ``env``, each app's
+    ``<consumer>.env``, the administrator's ``admin.env``; mode 0600), print what to run next,
+    wait for Ctrl-C."""
     import signal as _signal
     import threading
 
@@ -79,10 +81,14 @@ def dev_up(path: str | None, directory: str) -> None:
         admin_file = env_file.with_name("admin.env")
         write_private_file(admin_file, f"export VAULT_ADDR={stack.vault_addr}\nexport VAULT_AUTH_METHOD=token\n"
                                        f"export VAULT_TOKEN={stack.root_token}\n")
+        for name, (role_id, secret_id) in creds.consumer_roles.items():   # each app's AppRole login
+            write_private_file(out / f"{name}.env", f"export VAULT_ADDR={stack.vault_addr}\n"
+                               f"export VAULT_AUTH_METHOD=approle\nexport VAULT_ROLE_ID={role_id}\n"
+                               f"export VAULT_SECRET_ID={secret_id}\nexport MAIL_API_CONSUMER={name}\n")
         click.echo(f"OpenBao {stack.vault_addr}, AWS emulator {stack.aws_endpoint}; consumers file "
                    f"{shell_path(consumers_path)}")
-        click.echo(f"rotator environment in {shell_path(env_file)}, administrator token of this local stack in "
-                   f"{shell_path(admin_file)} (both mode 0600)")
+        click.echo(f"rotator environment in {shell_path(env_file)}, each app's in {shell_path(out)}/<consumer>.env, "
+                   f"administrator token of this local stack in {shell_path(admin_file)} (all mode 0600)")
         click.echo(next_steps(env_file, admin_file, consumers_path))
         stop = threading.Event()
         _signal.signal(_signal.SIGTERM, lambda *_: stop.set())

@@ -52,7 +52,7 @@ def test_dev_up_uses_its_own_consumers_file_with_local_targets_and_its_printed_c
         assert targets and {t["type"] for t in targets} == {"file"}           # no webhook: no host to call
         assert all(Path(t["path"]).is_relative_to(directory.resolve()) for t in targets)
         assert env["ROTATION_FILE_TARGET_DIRS"] == str((directory / "keys").resolve())
-        for f in ("env", "admin.env"):
+        for f in ("env", "admin.env", "billing.env", "crm.env", "newsletter.env"):
             assert oct((directory / f).stat().st_mode & 0o777) == "0o600"
 
         block = lines[next(i for i, x in enumerate(lines) if x.startswith("next, in another shell")) + 1:]
