@@ -75,7 +75,8 @@ def dev_up(path: str | None, directory: str) -> None:
     with EmbeddedStack() as stack:
         creds = stack.bootstrap(consumers)
         env = {**stack.env(creds), "ROTATION_CONSUMERS_FILE": str(consumers_path),
-               "ROTATION_FILE_TARGET_DIRS": str((out / "keys").absolute())}
+               "ROTATION_FILE_TARGET_DIRS": str((out / "keys").absolute()),
+               "ROTATION_AUDIT_LOG": str((out / "audit.jsonl").absolute())}   # the trail in its own file
         write_private_file(env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
         # the dev server's root token, for `rotation vault setup` on this stack (local stack only)
         admin_file = env_file.with_name("admin.env")
@@ -87,8 +88,9 @@ def dev_up(path: str | None, directory: str) -> None:
                                f"export VAULT_SECRET_ID={secret_id}\nexport MAIL_API_CONSUMER={name}\n")
         click.echo(f"OpenBao {stack.vault_addr}, AWS emulator {stack.aws_endpoint}; consumers file "
                    f"{shell_path(consumers_path)}")
-        click.echo(f"rotator environment in {shell_path(env_file)}, each app's in {shell_path(out)}/<consumer>.env, "
-                   f"administrator token of this local stack in {shell_path(admin_file)} (all mode 0600)")
+        click.echo(f"rotator environment in {shell_path(env_file)} (audit trail to {shell_path(out / 'audit.jsonl')}), "
+                   f"each app's in {shell_path(out)}/<consumer>.env, administrator token of this local stack in "
+                   f"{shell_path(admin_file)} (all mode 0600)")
         click.echo(next_steps(env_file, admin_file, consumers_path))
         stop = threading.Event()
         _signal.signal(_signal.SIGTERM, lambda *_: stop.set())

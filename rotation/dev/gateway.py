@@ -815,11 +815,13 @@ def _write_env_files(args: argparse.Namespace, stack, creds, consumers_path, gw:
     env_file = Path(args.env_file)
     env = {**stack.env(creds, stack=args.stack), "ROTATION_CONSUMERS_FILE": str(consumers_path),
            "ROTATION_FILE_TARGET_DIRS": str((env_file.parent / "keys").absolute()),
+           "ROTATION_AUDIT_LOG": str((env_file.parent / "audit.jsonl").absolute()),
            "ROTATION_CANARY_URL": gw.url, "ROTATION_TRAFFIC_URL": gw.usage_url,
            "ROTATION_TRAFFIC_TOKEN": gw.usage_token}
     write_private_file(env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
     print(f"embedded stack: OpenBao {stack.vault_addr}, AWS emulator {stack.aws_endpoint}; rotator environment "
-          f"in {env_file} (mode 0600), consumers file {consumers_path}", flush=True)
+          f"in {env_file} (mode 0600; audit trail to {env['ROTATION_AUDIT_LOG']}), consumers file {consumers_path}",
+          flush=True)
     for name, (role_id, secret_id) in creds.consumer_roles.items():
         app_env = env_file.parent / f"{name}.env"
         write_private_file(app_env, f"export VAULT_ADDR={stack.vault_addr}\nexport VAULT_AUTH_METHOD=approle\n"

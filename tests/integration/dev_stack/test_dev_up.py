@@ -52,6 +52,7 @@ def test_dev_up_uses_its_own_consumers_file_with_local_targets_and_its_printed_c
         assert targets and {t["type"] for t in targets} == {"file"}           # no webhook: no host to call
         assert all(Path(t["path"]).is_relative_to(directory.resolve()) for t in targets)
         assert env["ROTATION_FILE_TARGET_DIRS"] == str((directory / "keys").resolve())
+        assert env["ROTATION_AUDIT_LOG"] == str((directory / "audit.jsonl").resolve())
         for f in ("env", "admin.env", "billing.env", "crm.env", "newsletter.env"):
             assert oct((directory / f).stat().st_mode & 0o777) == "0o600"
 
@@ -65,6 +66,8 @@ def test_dev_up_uses_its_own_consumers_file_with_local_targets_and_its_printed_c
         assert "3 consumers, 0 failed" in r.stdout
         assert '"command": "rotate"' in r.stdout                         # the JSON document, pretty-printed
         assert "dry run: 0 create, 0 update" in r.stdout                  # the shipped Vault setup is this stack's
+        assert '"audit_schema"' not in r.stdout + r.stderr                # the trail went to its own file
+        assert '"event": "promote"' in (directory / "audit.jsonl").read_text()
         key = directory / "keys" / "crm.key"
         assert key.exists() and oct(key.stat().st_mode & 0o777) == "0o600"
         written = {p for p in tmp_path.rglob("*") if p.is_file()}
