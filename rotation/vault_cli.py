@@ -95,6 +95,12 @@ def setup_cmd(ctx: click.Context, setup_path: str, dry_run: bool, aws_auth: bool
     except VaultError as exc:
         raise _fail(f"error: {exc}", EXIT_FAILED) from None
     _print_changes(changes, dry_run=dry_run, as_json=as_json)
+    k8s = setup.kubernetes
+    if dry_run and k8s and not (k8s.kubernetes_ca_cert_file or k8s.token_reviewer_jwt_file) and any(
+            c.action != "unchanged" and c.step.kind == "config" and "kubernetes_host" in c.step.body for c in changes):
+        click.echo("note: kubernetes: without kubernetes_ca_cert_file and token_reviewer_jwt_file the server reads its "
+                   "own pod's service account, which only a server inside the cluster has; a real run sends this config "
+                   "first and, if the server refuses it, changes nothing", err=True)
     counts = summarize(changes)
     if not as_json:
         click.echo(("dry run: " if dry_run else "") + ", ".join(f"{n} {a}" for a, n in counts.items()))

@@ -139,3 +139,17 @@ def test_the_shipped_example_applies_to_the_dev_openbao_as_shipped_and_productio
             str(root_dir / "examples/vault-setup.production.yaml"), "--dry-run"]
     r = CliRunner().invoke(main, prod, env=env)
     assert r.exit_code == 2 and 'audit "file" "mail-api"' in r.output, r.output   # predicted, not discovered
+
+
+def test_a_dry_run_says_when_the_kubernetes_config_needs_a_server_inside_the_cluster(fresh, tmp_path):
+    setup = {**APPROLE_ONLY, "kubernetes": {"kubernetes_host": "https://kubernetes.default.svc"},
+             "rotator": {"kubernetes": {"namespace": "mail-api-rotation", "service_account": "rotator"}}}
+    r = _cli(tmp_path, fresh, setup, "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "note: kubernetes:" in r.output and "token_reviewer_jwt_file" in r.output
+    with_files = {**setup, "kubernetes": {**setup["kubernetes"], "token_reviewer_jwt_file": str(tmp_path / "jwt"),
+                                          "kubernetes_ca_cert_file": str(tmp_path / "ca.crt")}}
+    (tmp_path / "jwt").write_text("reviewer")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    r = _cli(tmp_path, fresh, with_files, "--dry-run")
+    assert r.exit_code == 0 and "note: kubernetes:" not in r.output, r.output
