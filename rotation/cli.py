@@ -21,8 +21,9 @@ code  meaning
 Streams: ``--output json`` (or ``--json``) prints one JSON document on stdout (schemas in
 ``rotation/reporting/schemas/``, :mod:`rotation.reporting.machine`); operational logs are JSON
 lines on stderr (:mod:`rotation.logs`; ``--log-level``); the audit trail goes to its own sink,
-``--audit-to PATH`` (appends; env ``ROTATION_AUDIT_LOG``) or ``--audit-to -`` (stdout; the default
-for the table output); a progress bar is drawn on stderr only when it is a terminal and
+``--audit-to PATH`` (appends; env ``ROTATION_AUDIT_LOG``), by default stderr (JSON lines beside the
+logs; never stdout, which holds only the table or the document), or ``--audit-to -`` (stdout, with
+the table output only); a progress bar is drawn on stderr only when it is a terminal and
 ``--quiet`` is not given. Output never contains a key value.
 """
 
@@ -68,14 +69,19 @@ class _Ctx:
         self.exporter = None   # rotation.metrics.PrometheusExporter of the schedule daemon
 
     def audit_log(self, settings: Settings, output: str) -> AuditLog:
-        """The audit trail's sink: ``--audit-to PATH`` / ``ROTATION_AUDIT_LOG`` (appends), or stdout
-        (``-``, the default for the table output). With ``--output json`` stdout carries the
-        document, so the trail needs a file: exit 2 (before any side effect) without one."""
+        """The audit trail's sink: ``--audit-to PATH`` / ``ROTATION_AUDIT_LOG`` (appends); by
+        default stderr (beside the JSON-line logs), so stdout carries only the table or the JSON
+        document. ``--audit-to -`` asks for stdout explicitly: allowed with the table output, a
+        usage error (exit 2, before any side effect) with ``--output json``, whose document must
+        be alone on stdout."""
         dest = self.audit_to or (str(settings.audit_log) if settings.audit_log else None)
-        if dest in (None, "-"):
+        if dest is None:
+            return AuditLog(stream=sys.stderr)
+        if dest == "-":
             if output == "json":
-                raise _fail("error: --output json prints its document on stdout, so the audit trail cannot go "
-                            "there too: pass --audit-to PATH (or set ROTATION_AUDIT_LOG)", EXIT_USAGE)
+                raise _fail("error: --audit-to -: --output json prints its document on stdout, so the audit "
+                            "trail cannot go there too: drop --audit-to (the trail then goes to stderr) or pass "
+                            "--audit-to PATH", EXIT_USAGE)
             return AuditLog(stream=sys.stdout)
         try:
             return AuditLog(dest)
@@ -117,8 +123,9 @@ class _Ctx:
 @click.option("-v", "--verbose", is_flag=True, help="Same as --log-level info.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, even on a terminal.")
 @click.option("--audit-to", "audit_to", envvar="ROTATION_AUDIT_LOG", metavar="PATH|-",
-              help="Audit trail (JSON lines): append to PATH, or - for stdout (the default with the table "
-                   "output). Env: ROTATION_AUDIT_LOG.")
+              help="Audit trail (JSON lines): append to PATH, or - for stdout (table output only). "
+                   "Default: stderr, so stdout holds only the table or the JSON document. "
+                   "Env: ROTATION_AUDIT_LOG.")
 @click.option("--metrics-textfile", type=click.Path(dir_okay=False), envvar="ROTATION_METRICS_TEXTFILE",
               help="After each run, write the Prometheus metrics to this file (node-exporter textfile "
                    "collector). Env: ROTATION_METRICS_TEXTFILE.")
@@ -144,6 +151,12 @@ def _age(iso: str | None, now=None) -> str:
     if not t:
         return "-"
     return _fmt((now or utcnow()) - t)
+
+
+def _until(td: timedelta, due: str, prefix: str = "") -> str:
+    """``prefix`` + the time left, or ``due`` once the moment has passed (never a negative time:
+    a revoke or rotation past its moment waits for the next run)."""
+    return due if td.total_seconds() <= 0 else prefix + _fmt(td)
 
 
 def _fmt(td: timedelta) -> str:
@@ -193,8 +206,8 @@ def status(obj: _Ctx, output: str, as_json: bool) -> None:
             "current": cur.serial if cur else None, "key_id": cur.key_id if cur else None,
             "fingerprint": cur.fingerprint if cur else None,
             "age": _age(cur.promoted_at, now) if cur else "-",
-            "next_due": _fmt(promoted + c.max_age - now) if promoted else "now",
-            "previous": (f"{state.previous.serial} (revoke in {_fmt(promoted + c.grace_period - now)})"
+            "next_due": _until(promoted + c.max_age - now, "now") if promoted else "now",
+            "previous": (f"{state.previous.serial} ({_until(promoted + c.grace_period - now, 'revoke due: next run', 'revoke in ')})"
                          if state.previous and promoted else "-"),
             "retired": len(state.retired), "in_flight": in_flight,
             "last": (journal.last_outcome or {}).get("outcome", "-")

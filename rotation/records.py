@@ -176,7 +176,13 @@ class KeyState:
         return max([r.serial for r in recs if r] + [0]) + 1
 
     def labels_summary(self) -> dict[str, str]:
-        """custom_metadata mirror (string map, no secrets) for auditors and `status`."""
+        """custom_metadata mirror (string map, no secrets) for auditors and `status`.
+
+        ``previous_*`` names the key that was current before the current one: the ``previous``
+        label while it is in its grace period (``previous_state`` ``grace``), else the newest retired
+        key until it is deleted (``revoked``: disabled and detached, e.g. at once after an
+        emergency rotation), so the leaked-key runbook finds the old key id in the metadata
+        (``bao kv metadata get``; docs/operations.md, "A key leaked")."""
         out: dict[str, str] = {}
         for label in ("current", "previous", "pending"):
             rec = getattr(self, label)
@@ -184,6 +190,13 @@ class KeyState:
                 out[f"{label}_serial"] = str(rec.serial)
                 out[f"{label}_key_id"] = rec.key_id or ""
                 out[f"{label}_fingerprint"] = rec.fingerprint
+        older = [r for r in self.retired if self.current is None or r.serial < self.current.serial]
+        if self.previous is not None:
+            out["previous_state"] = "revoked" if self.previous.disabled_at else "grace"
+        elif older:
+            last = max(older, key=lambda r: r.serial)
+            out.update(previous_serial=str(last.serial), previous_key_id=last.key_id or "",
+                       previous_fingerprint=last.fingerprint, previous_state="revoked")
         if self.current and self.current.promoted_at:
             out["current_promoted_at"] = self.current.promoted_at
         out["retired_count"] = str(len(self.retired))

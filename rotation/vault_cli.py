@@ -5,8 +5,16 @@
 Connects with ``VAULT_ADDR`` / ``VAULT_TOKEN`` (an administrator token: the setup writes
 ``sys/mounts``, ``sys/auth``, ``sys/policies/acl`` and ``auth/*``), ``VAULT_CACERT``,
 ``VAULT_NAMESPACE``. Prints one line per object: ``create``, ``update`` or ``unchanged``
-(``--dry-run``: what a real run would do; only GET requests are sent). Exit codes: 0 done; 1 Vault
-refused or is unreachable; 2 a bad setup/consumers file, missing token or an object in the way
+(``--dry-run``: what a real run would do; only GET requests are sent).
+
+Before the first write, and in a dry run, it identifies the server (OpenBao or HashiCorp Vault and
+its version: :mod:`rotation.vault_server`) and reports everything that server would refuse (an
+audit device through the API on OpenBao 2.3.2+, the AWS auth method on OpenBao): exit 2, nothing
+changed. If a write fails after others took effect, it lists what was applied and what was not
+("HALF APPLIED"); running the same command again resumes.
+
+Exit codes: 0 done; 1 Vault refused or is unreachable (a half-applied setup is listed); 2 a bad
+setup/consumers file, missing token, an object in the way or a change the server would refuse
 (nothing was changed).
 """
 
@@ -19,7 +27,15 @@ import click
 from rotation.config import load_consumers_file
 from rotation.errors import UsageError, VaultError
 from rotation.terminal import echo, for_terminal
-from rotation.vault_setup import VaultSetupError, apply_setup, load_setup_file, summarize
+from rotation.vault_setup import (
+    Change,
+    PartialSetupError,
+    SetupPreflightError,
+    VaultSetupError,
+    apply_setup,
+    load_setup_file,
+    summarize,
+)
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -66,18 +82,36 @@ def setup_cmd(ctx: click.Context, setup_path: str, dry_run: bool, aws_auth: bool
                          timeout=settings.vault_timeout_seconds)
     try:
         changes = apply_setup(client, setup, consumers, dry_run=dry_run, aws_auth=aws_auth)
+    except SetupPreflightError as exc:
+        _print_changes(exc.changes, dry_run=True, as_json=as_json)
+        raise _fail(f"error: {exc}", EXIT_USAGE) from None
+    except PartialSetupError as exc:
+        _print_changes(exc.applied, dry_run=False, as_json=as_json)
+        raise _fail(f"error: {exc}", EXIT_FAILED) from None
     except VaultSetupError as exc:
         raise _fail(f"error: {exc}", EXIT_USAGE) from None
     except UsageError as exc:
         raise _fail(f"error: {exc}", EXIT_USAGE) from None
     except VaultError as exc:
         raise _fail(f"error: {exc}", EXIT_FAILED) from None
+    _print_changes(changes, dry_run=dry_run, as_json=as_json)
+    k8s = setup.kubernetes
+    if dry_run and k8s and not (k8s.kubernetes_ca_cert_file or k8s.token_reviewer_jwt_file) and any(
+            c.action != "unchanged" and c.step.kind == "config" and "kubernetes_host" in c.step.body for c in changes):
+        click.echo("note: kubernetes: without kubernetes_ca_cert_file and token_reviewer_jwt_file the server reads its "
+                   "own pod's service account, which only a server inside the cluster has; a real run sends this config "
+                   "first and, if the server refuses it, changes nothing", err=True)
+    counts = summarize(changes)
+    if not as_json:
+        echo(("dry run: " if dry_run else "") + ", ".join(f"{n} {a}" for a, n in counts.items()))
+
+
+def _print_changes(changes: list[Change], *, dry_run: bool, as_json: bool) -> None:
+    """One line per object on stdout: ``[would ]create|update|unchanged kind name: call``, or one
+    JSON object per line with ``--json``."""
     for change in changes:
         if as_json:
             click.echo(json.dumps({"action": change.action, "kind": change.step.kind, "name": change.step.name,
                                    "call": change.step.describe(), "dry_run": dry_run}))
         else:
             echo(("would " if dry_run and change.action != "unchanged" else "") + for_terminal(change))
-    counts = summarize(changes)
-    if not as_json:
-        echo(("dry run: " if dry_run else "") + ", ".join(f"{n} {a}" for a, n in counts.items()))

@@ -23,6 +23,8 @@ What the definition holds (the *setup file*, YAML, validated by :class:`VaultSet
     apps:                      # how consumer applications log in: one role per consumer
       approle: {secret_id_ttl: 24h, token_ttl: 1h, secret_id_num_uses: 0, token_bound_cidrs: [10.0.0.0/8]}
       kubernetes: {namespace: apps, service_account: "{consumer}"}   # {consumer} = consumer name
+    auditor:                   # how `rotation audit` logs in: role mail-api-auditor (approle / kubernetes)
+      approle: {secret_id_ttl: 24h, token_ttl: 15m}
     kubernetes:                # the Kubernetes auth method's config (when any kubernetes role)
       kubernetes_host: https://kubernetes.default.svc
       kubernetes_ca_cert_file: /path/ca.crt        # optional
@@ -31,7 +33,7 @@ What the definition holds (the *setup file*, YAML, validated by :class:`VaultSet
 
 Names: policies ``mail-api-rotator``, ``mail-api-auditor``, ``mail-api-consumer-<name>``
 (:mod:`rotation.vault_policies`); every auth role of the rotator is ``mail-api-rotator``, every
-role of a consumer ``mail-api-consumer-<name>``, on the auth mounts ``jwt``, ``kubernetes``,
+role of a consumer ``mail-api-consumer-<name>``, the auditor's ``mail-api-auditor``, on the auth mounts ``jwt``, ``kubernetes``,
 ``approle``, ``aws`` (configurable per section with ``mount``).
 
 How it applies (:func:`apply_setup`): the desired state becomes a list of :class:`Step` (an HTTP
@@ -87,10 +89,13 @@ from rotation.backends.vault_errors import vault_errors
 from rotation.config import ConsumersFile, Duration, validation_problems
 from rotation.errors import ConfigError, VaultError, VaultPermissionDenied
 from rotation.vault_policies import consumer_policy_name, render_vault_policy
+from rotation.vault_server import ServerInfo, detect_server
 
 __all__ = [
     "ROTATOR_ROLE",
     "Change",
+    "PartialSetupError",
+    "SetupPreflightError",
     "Step",
     "UserLockout",
     "VaultSetup",
@@ -104,6 +109,8 @@ __all__ = [
 
 ROTATOR_POLICY = "mail-api-rotator"
 AUDITOR_POLICY = "mail-api-auditor"
+#: The auditor's role name on every auth method (``rotation audit``).
+AUDITOR_ROLE = "mail-api-auditor"
 #: The rotator's role name on every auth method.
 ROTATOR_ROLE = "mail-api-rotator"
 _MOUNT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -329,6 +336,14 @@ class AppsAuth(_Strict):
     kubernetes: KubernetesRoleSpec | None = None
 
 
+class AuditorAuth(_Strict):
+    """How ``rotation audit`` logs in (role ``mail-api-auditor``, policy ``mail-api-auditor``:
+    metadata, journals and acks, never a key value; docs/vault-layout.md)."""
+
+    approle: AppRoleSpec | None = None
+    kubernetes: KubernetesRoleSpec | None = None
+
+
 class KubernetesConfig(_Strict):
     """The Kubernetes auth method's config. The token reviewer JWT and CA certificate are read from
     files at apply time (so the setup file holds no credential)."""
@@ -375,6 +390,7 @@ class VaultSetup(_Strict):
     max_versions: int = Field(default=10, ge=1, le=100)
     rotator: RotatorAuth = Field(default_factory=RotatorAuth)
     apps: AppsAuth = Field(default_factory=AppsAuth)
+    auditor: AuditorAuth = Field(default_factory=AuditorAuth)
     kubernetes: KubernetesConfig | None = None
     audit: FileAudit | None = None
 
@@ -387,9 +403,9 @@ class VaultSetup(_Strict):
 
     @model_validator(mode="after")
     def _k8s_config(self):
-        if (self.rotator.kubernetes or self.apps.kubernetes) and self.kubernetes is None:
-            raise ValueError("kubernetes: required when rotator.kubernetes or apps.kubernetes is set "
-                             "(kubernetes_host at least)")
+        if (self.rotator.kubernetes or self.apps.kubernetes or self.auditor.kubernetes) and self.kubernetes is None:
+            raise ValueError("kubernetes: required when rotator.kubernetes, apps.kubernetes or auditor.kubernetes "
+                             "is set (kubernetes_host at least)")
         if self.apps.kubernetes and "{consumer}" not in self.apps.kubernetes.service_account:
             raise ValueError("apps.kubernetes.service_account: must contain {consumer}, so each app's role "
                              "binds only its own service account")
@@ -603,9 +619,9 @@ def plan_steps(setup: VaultSetup, consumers: ConsumersFile, *, aws_auth: bool = 
         steps.append(Step("role", f"{mount}/{name}", "POST", f"auth/{mount}/role/{name}", body,
                           read=f"auth/{mount}/role/{name}", same=_subset_same, after_mount=f"auth:{mount}"))
 
-    rot, apps = setup.rotator, setup.apps
-    if rot.approle or apps.approle:
-        for spec in (rot.approle, apps.approle):
+    rot, apps, aud = setup.rotator, setup.apps, setup.auditor
+    if rot.approle or apps.approle or aud.approle:
+        for spec in (rot.approle, apps.approle, aud.approle):
             if spec:
                 auth_method(spec.mount, "approle")
         for spec in (rot.approle, apps.approle):   # one lockout policy per mount (VaultSetup checks they agree)
@@ -614,6 +630,8 @@ def plan_steps(setup: VaultSetup, consumers: ConsumersFile, *, aws_auth: bool = 
                 steps.append(Step("lockout", f"{spec.mount}/ user lockout", "POST", f"sys/auth/{spec.mount}/tune",
                                   spec.user_lockout.tune_body(), read=f"sys/auth/{spec.mount}/tune",
                                   same=_lockout_same, after_mount=f"auth:{spec.mount}", verify=True))
+        if aud.approle:
+            role(aud.approle.mount, AUDITOR_ROLE, aud.approle.role_body([AUDITOR_POLICY]))
         if rot.approle:
             role(rot.approle.mount, ROTATOR_ROLE, rot.approle.role_body([ROTATOR_POLICY]))
         if apps.approle:
@@ -626,7 +644,7 @@ def plan_steps(setup: VaultSetup, consumers: ConsumersFile, *, aws_auth: bool = 
                           rot.jwt.config_body(), read=f"auth/{rot.jwt.mount}/config", same=_subset_same,
                           after_mount=f"auth:{rot.jwt.mount}"))
         role(rot.jwt.mount, ROTATOR_ROLE, rot.jwt.role_body([ROTATOR_POLICY]))
-    if setup.kubernetes and (rot.kubernetes or apps.kubernetes):
+    if setup.kubernetes and (rot.kubernetes or apps.kubernetes or aud.kubernetes):
         k = setup.kubernetes
         auth_method(k.mount, "kubernetes")
         body: dict[str, Any] = {"kubernetes_host": k.kubernetes_host, "disable_local_ca_jwt": k.disable_local_ca_jwt}
@@ -646,6 +664,8 @@ def plan_steps(setup: VaultSetup, consumers: ConsumersFile, *, aws_auth: bool = 
             for c in consumers.consumers:
                 name = consumer_policy_name(c.name)
                 role(k.mount, name, apps.kubernetes.role_body([name], c.name))
+        if aud.kubernetes:
+            role(k.mount, AUDITOR_ROLE, aud.kubernetes.role_body([AUDITOR_POLICY]))
     if aws_auth and rot.aws:
         auth_method(rot.aws.mount, "aws")
         role(rot.aws.mount, ROTATOR_ROLE, rot.aws.role_body([ROTATOR_POLICY]))
@@ -697,6 +717,65 @@ def _raise_for(status: int, op: str, path: str, data: dict[str, Any]) -> None:
     raise VaultError(f"{op} {path}: HTTP {status}" + (f": {detail}" if detail else ""))
 
 
+class SetupPreflightError(VaultSetupError):
+    """The server would refuse part of the setup: found by the read-only pre-flight, before any
+    write (nothing was changed). ``problems``: one message per refusal, naming the field and the
+    fix; ``changes``: what a run would otherwise do."""
+
+    def __init__(self, server: ServerInfo, problems: list[str], changes: list[Change]):
+        self.server, self.problems, self.changes = server, problems, changes
+        super().__init__(f"{server.name} would refuse this setup (nothing was changed):\n- " + "\n- ".join(problems))
+
+
+class PartialSetupError(VaultError):
+    """A write failed after others succeeded: ``applied`` took effect, ``not_applied`` did not.
+    The setup is idempotent, so re-running the same command after fixing the cause resumes it
+    (what was applied shows ``unchanged``)."""
+
+    def __init__(self, applied: list[Change], not_applied: list[Change], cause: VaultError):
+        self.applied, self.not_applied, self.cause = applied, not_applied, cause
+        done = "; ".join(f"{c.action} {c.step.kind} {c.step.name}" for c in applied) or "nothing"
+        left = "; ".join(f"{c.step.kind} {c.step.name}" for c in not_applied)
+        super().__init__(f"{cause}\nthe setup is HALF APPLIED: {len(applied)} change(s) applied ({done}); "
+                         f"{len(not_applied)} not applied ({left}). Fix the cause and run the same command again: "
+                         "it resumes (applied objects show unchanged)")
+
+
+def _preflight(setup: VaultSetup, changes: list[Change], server: ServerInfo) -> list[str]:
+    """What ``server`` would refuse among ``changes``; every entry names the field and the fix."""
+    problems: list[str] = []
+    if server.sealed:
+        problems.append("the server is sealed: unseal it (bao operator unseal), then run the setup again")
+    for change in changes:
+        if change.action == "unchanged":
+            continue
+        if change.step.kind == "audit" and server.refuses_api_audit_devices and setup.audit is not None:
+            problems.append(
+                f"audit: {server.name} refuses audit devices created through the API (CVE-2025-54997): declare "
+                "it in the server configuration and restart the server, then run the setup again (the device then "
+                "shows unchanged), or remove audit: from the setup file. The stanza:\n"
+                + audit_config_stanza(setup.audit))
+        if change.step.kind == "auth" and change.step.body.get("type") == "aws" and not server.has_aws_auth:
+            problems.append(f"rotator.aws: {server.name} has no AWS auth method: use rotator.jwt "
+                            "(rotationSchedule.vaultAuth jwt) and drop --aws-auth")
+    return problems
+
+
+def _write_order(changes: list[Change]) -> list[Change]:
+    """The order writes are sent in: the audit device first (every later call is audited), then
+    the Kubernetes auth method and its config, which the server validates against what only it
+    can see (its own pod's service account when no CA/reviewer token is given), so a refusal comes
+    before anything else is written; then the rest in plan order."""
+    def rank(c: Change) -> int:
+        if c.step.kind == "audit":
+            return 0
+        if c.step.kind in ("auth", "config") and (c.step.body.get("type") == "kubernetes"
+                                                   or "kubernetes_host" in c.step.body):
+            return 1
+        return 2
+    return sorted((c for c in changes if c.action != "unchanged"), key=rank)
+
+
 def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run: bool = False,
                 aws_auth: bool = False, steps: Iterable[Step] | None = None) -> list[Change]:
     """Bring Vault to the state ``setup`` defines; return one :class:`Change` per step, in order.
@@ -705,12 +784,21 @@ def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run:
     the changes returned are those a real run would make. Idempotent: a second run returns only
     ``unchanged``.
 
-    :raises VaultSetupError: an object of another kind is in the way, or the server refused an
-        audit device created through the API (the message carries the configuration stanza).
-    :raises VaultPermissionDenied: the token may not read or write a path (HTTP 403).
-    :raises VaultError: any other refusal or an unreachable server.
+    Before the first write (and in a dry run) the server is identified (:func:`detect_server`:
+    OpenBao or HashiCorp Vault, version) and every change it would refuse is reported at once:
+    an audit device through the API on OpenBao 2.3.2+, the AWS auth method on OpenBao, a sealed
+    server. A write the server refuses for reasons only it can see (the Kubernetes config) is
+    sent first; if it fails, an auth method this run created for it is disabled again, so nothing
+    is left changed.
+
+    :raises SetupPreflightError: the server would refuse part of the setup (nothing was changed).
+    :raises VaultSetupError: an object of another kind is in the way (nothing was changed).
+    :raises PartialSetupError: a write failed after others took effect; lists both; a re-run resumes.
+    :raises VaultPermissionDenied: the token may not read or write a path (HTTP 403), before any write.
+    :raises VaultError: any other refusal before any write, or an unreachable server.
     """
     http = _Http(client)
+    server = detect_server(http.call)
     tables: dict[str, dict[str, Any]] = {}
     pending_mounts: set[str] = set()
     changes: list[Change] = []
@@ -732,26 +820,44 @@ def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run:
             else:
                 action = "unchanged" if step.same and step.same(current, step.body) else "update"
         changes.append(Change(action, step))
+    # 2. pre-flight: what this server would refuse, all at once, before any write
+    problems = _preflight(setup, changes, server)
+    if problems:
+        raise SetupPreflightError(server, problems, changes)
     if dry_run:
         return changes
-    # 2. write what differs, in order (the audit device first)
-    for change in changes:
-        if change.action == "unchanged":
-            continue
+    # 3. write what differs
+    order = _write_order(changes)
+    applied: list[Change] = []
+    for i, change in enumerate(order):
         try:
-            http.write(change.step.method, change.step.path, change.step.body)
-            if change.step.kind == "mount":
-                _wait_until_kv_ready(http, change.step.path.rsplit("/", 1)[1])
-            if change.step.verify:
-                _verify_applied(http, change.step)
+            try:
+                http.write(change.step.method, change.step.path, change.step.body)
+                if change.step.kind == "mount":
+                    _wait_until_kv_ready(http, change.step.path.rsplit("/", 1)[1])
+                if change.step.verify:
+                    _verify_applied(http, change.step)
+            except VaultError as exc:
+                if change.step.kind == "audit" and not isinstance(exc, VaultPermissionDenied):
+                    raise VaultSetupError(
+                        f"{change.step.path}: the server refused to enable the audit device through the API "
+                        "(OpenBao 2.3.2+ allows audit devices only in its configuration file); "
+                        "add this stanza to the server configuration and restart it:\n"
+                        + audit_config_stanza(setup.audit)) from exc
+                if change.step.kind == "config" and "kubernetes_host" in change.step.body \
+                        and not isinstance(exc, VaultPermissionDenied):
+                    _undo_new_auth_mount(http, applied, change)
+                    raise VaultSetupError(
+                        f"{change.step.path}: the server refused the Kubernetes auth config ({exc}); without "
+                        "kubernetes.kubernetes_ca_cert_file and kubernetes.token_reviewer_jwt_file the server reads "
+                        "its own pod's service account, so it must run inside the cluster: give both files, or "
+                        "drop the kubernetes sections from the setup file") from exc
+                raise
         except VaultError as exc:
-            if change.step.kind == "audit" and not isinstance(exc, VaultPermissionDenied):
-                raise VaultSetupError(
-                    f"{change.step.path}: the server refused to enable the audit device through the API "
-                    "(OpenBao 2.4+ allows audit devices only in its configuration file; nothing was changed); "
-                    "add this stanza to the server configuration and restart it:\n"
-                    + audit_config_stanza(setup.audit)) from exc
-            raise
+            if not applied:
+                raise
+            raise PartialSetupError(applied, order[i:], exc) from exc
+        applied.append(change)
     return changes
 
 
@@ -766,6 +872,20 @@ def _verify_applied(http: _Http, step: Step) -> None:
         raise VaultSetupError(f"{step.path}: the server accepted the write but reads back something else "
                               f"({step.name}); it may not support this setting (user lockout needs Vault 1.13+ "
                               "or OpenBao): check the server version, then run the setup again")
+
+
+def _undo_new_auth_mount(http: _Http, applied: list[Change], failed: Change) -> None:
+    """The Kubernetes config was refused: disable its auth method if this run created it (it holds
+    nothing yet), so the refusal leaves nothing changed. Best effort: a failed disable is left in
+    ``applied`` and reported."""
+    mount = failed.step.path.split("/")[1]
+    for c in list(applied):
+        if c.step.kind == "auth" and c.action == "create" and c.step.path == f"sys/auth/{mount}":
+            try:
+                http.write("DELETE", f"sys/auth/{mount}", {})
+            except VaultError:
+                return
+            applied.remove(c)
 
 
 def _wait_until_kv_ready(http: _Http, mount: str, deadline_seconds: float = 60.0) -> None:

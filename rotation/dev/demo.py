@@ -24,6 +24,7 @@ from pathlib import Path
 
 from rotation.config import load_consumers_file
 from rotation.dev.stack import EmbeddedStack
+from rotation.dev.workspace import DEV_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 # what `rotation audit --expected-policies` needs to read the ACL policies in place
@@ -63,6 +64,17 @@ class _AppLog:
     def __init__(self, path: Path):
         self.path, self.pos = path, 0
 
+    def wait_for(self, pattern: str, deadline_seconds: float = 90.0) -> bool:
+        """Wait until a line written since the last :meth:`report` matches ``pattern`` (checked
+        every 0.1 s, at most ``deadline_seconds``: a generous bound, not a speed claim)."""
+        end = time.monotonic() + deadline_seconds
+        while time.monotonic() < end:
+            text = self.path.read_text() if self.path.exists() else ""
+            if re.search(pattern, text[self.pos:]):
+                return True
+            time.sleep(0.1)
+        return False
+
     def report(self) -> None:
         text = self.path.read_text() if self.path.exists() else ""
         new, self.pos = text[self.pos:], len(text)
@@ -76,6 +88,43 @@ class _AppLog:
         if statuses:
             summary = ", ".join(f"{n} x HTTP {s}" for s, n in sorted(statuses.items()))
             print(f"  app (billing): {summary} since the last step (202 = accepted by the mail API)", flush=True)
+
+
+class _Trail:
+    """Reads the audit trail (JSON lines) and says what the last step actually did."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.pos = len(path.read_text()) if path.exists() else 0
+
+    def report(self, label: str) -> tuple[int, int]:
+        """Print and return the revoked and deleted keys recorded since the last call."""
+        text = self.path.read_text() if self.path.exists() else ""
+        new, self.pos = text[self.pos:], len(text)
+        events = [json.loads(line) for line in new.splitlines() if line.startswith("{")]
+        revoked = sum(1 for e in events if e.get("event") == "revoke" and e.get("outcome") in ("ok", "early"))
+        deleted = sum(1 for e in events if e.get("event") == "delete" and e.get("outcome") == "ok")
+        print(f"  => {label}: {revoked} old key(s) revoked (disabled and detached), {deleted} deleted "
+              "(from the audit trail)", flush=True)
+        return revoked, deleted
+
+
+def current_serial(stack: EmbeddedStack, consumer: str) -> int | None:
+    """The consumer's current serial, read from Vault (``None`` when it has no key)."""
+    record = stack.root_client().secrets.kv.v2.read_secret_version(
+        path=f"mail-api/keys/{consumer}", mount_point="secret", raise_on_deleted_version=True)
+    current = (record["data"]["data"] or {}).get("current") or {}
+    return current.get("serial")
+
+
+def _wait_for_switch(follow: _AppLog, serial: int | None) -> int:
+    """Wait until the sample app says it uses ``serial``, then report; 1 if it did not within 90 s."""
+    if serial is None or not follow.wait_for(rf"now using serial {serial}\b"):
+        print(f"  !! the sample app did not switch to serial {serial} within 90 s", flush=True)
+        follow.report()
+        return 1
+    follow.report()
+    return 0
 
 
 def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
@@ -146,32 +195,39 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                      "--interval-ms", "200", "--refresh-seconds", "1"],
                     env=app_env, stdout=app_out, stderr=subprocess.STDOUT, start_new_session=True)
                 follow = _AppLog(app_log)
-                time.sleep(2)
+                if not follow.wait_for(r"-> HTTP \d+"):
+                    failures += 1
+                    print("  !! the sample app sent nothing within 90 s", flush=True)
                 _banner("the sample app (billing) pulls its key from Vault and sends mail every 200 ms")
                 follow.report()
                 _banner("normal rotation of billing: the old key stays enabled for its grace period")
                 cli("rotate", "billing")
                 cli("status")
-                time.sleep(1.5)
-                follow.report()
+                failures += _wait_for_switch(follow, current_serial(stack, "billing"))
                 _banner("emergency rotation of billing (a leaked key): the old key is revoked at once")
                 cli("rotate", "billing", "--emergency")
                 cli("status")
-                time.sleep(2.5)
-                follow.report()
+                failures += _wait_for_switch(follow, current_serial(stack, "billing"))
                 _banner("emergency rotation of crm: its sidecar file gets the new key")
                 cli("rotate", "crm", "--emergency")
-                _banner(f"wait {grace_seconds}s for the grace period, then a revoke pass")
-                time.sleep(grace_seconds + 0.5)
+                trail = _Trail(stack.workdir / "audit.jsonl")
+                grace_over = time.monotonic() + grace_seconds + 0.5
+                _banner(f"once the {grace_seconds}s grace period has passed: a revoke pass")
+                time.sleep(max(0.0, grace_over - time.monotonic()))   # a deadline on the clock, not a race
                 cli("run")
+                _, deleted = trail.report("this pass")
                 cli("status")
-                _banner(f"wait {grace_seconds}s for the retention period: disabled keys are deleted")
-                time.sleep(grace_seconds + 0.5)
+                _banner(f"once the {grace_seconds}s retention has passed too: a deletion pass")
+                time.sleep(max(0.0, grace_over + grace_seconds - time.monotonic()))
                 cli("run")
+                _, deleted_now = trail.report("this pass")
+                if not deleted_now and deleted:
+                    print(f"  (nothing left to delete: the revoke pass above already deleted {deleted} key(s), "
+                          "because it ran after their retention had passed too)", flush=True)
                 cli("status")
                 follow.report()
-                report = Path(".dev-stack") / "audit-report.html"
-                report.parent.mkdir(exist_ok=True)
+                report = DEV_DIR / "audit-report.html"
+                report.parent.mkdir(exist_ok=True, mode=0o700)
                 root = stack.root_client()   # a token that may read the ACL policies in place (drift check)
                 root.sys.create_or_update_acl_policy("audit-policy-reader", POLICY_READER)
                 env["AUDIT_VAULT_TOKEN"] = root.auth.token.create(
@@ -257,14 +313,17 @@ def _proof(seconds: float) -> int:
     if not script.exists():
         print("\n(zero-downtime proof skipped: bench/zero_downtime.py is not in this checkout)")
         return 0
-    _banner(f"zero-downtime proof: {seconds:.0f}s of mail at 50 requests/s from 3 apps while keys rotate "
-            "(normal and emergency) and one rotator is killed with SIGKILL")
+    _banner(f"zero-downtime proof: {seconds:.0f}s of mail from 3 apps aiming at 50 requests/s in total while keys "
+            "rotate (normal and emergency) and one rotator is killed with SIGKILL")
     spec = importlib.util.spec_from_file_location("zero_downtime", script)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses resolve their module by name
     spec.loader.exec_module(mod)
     figures = mod.run_proof(seconds=seconds, rate=50, consumers=3, kills=1, out=lambda s: print("  " + s, flush=True))
     ok = figures.get("auth_rejected_normal", 1) == 0
+    print(f"  => rate: {figures.get('rate_achieved')} requests/s achieved of the {figures.get('rate_target')} "
+          f"aimed at ({figures.get('requests_sent')} requests; a busy machine sends fewer, the proof holds "
+          "for what was sent)", flush=True)
     print(f"  => {'zero' if ok else 'SOME'} authentication failures across normal rotations", flush=True)
     return 0 if ok else 1
 

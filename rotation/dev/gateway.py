@@ -70,6 +70,7 @@ import logging
 import os
 import queue
 import secrets
+import shlex
 import signal
 import sys
 import threading
@@ -86,6 +87,14 @@ import boto3
 from botocore.exceptions import ClientError
 
 from rotation.backends.traffic import UsageEndpointTraffic
+from rotation.dev.workspace import (
+    DEV_DIR,
+    REPO,
+    agent_config,
+    rotation_command,
+    shell_path,
+    write_dev_consumers,
+)
 
 __all__ = [
     "DEFAULT_CONFIGURATION_SET",
@@ -747,7 +756,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="attach to this AWS endpoint (default: $AWS_ENDPOINT_URL); without it, start the "
                         "embedded stack (OpenBao + moto) and bootstrap it")
     p.add_argument("--consumers-file", default=None,
-                   help="consumers file to bootstrap the embedded stack with (default examples/consumers.yaml)")
+                   help="consumers file to bootstrap the embedded stack with, its push targets dropped (default: "
+                        "the dev stack's own, local targets only, written next to --env-file)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=int(os.environ.get("MAIL_API_DEV_PORT") or 8080),
                    help="listen port (default 8080 or $MAIL_API_DEV_PORT; 0 = any free port)")
@@ -758,15 +768,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key-cache-seconds", type=float, default=2.0)
     p.add_argument("--propagation-seconds", type=float, default=0.0,
                    help="delay before a new key is honoured or a disabled key refused, once seen")
-    p.add_argument("--env-file", default=".dev-stack/env",
+    p.add_argument("--env-file", default=str(DEV_DIR / "env"),
                    help="with the embedded stack: write the rotation environment here (mode 0600)")
     p.add_argument("--quiet", action="store_true", help="only the handler's errors on stdout")
     return p
 
 
 def _start_embedded(args: argparse.Namespace, exits: contextlib.ExitStack):
-    """Start and bootstrap the embedded stack with a pull-only copy of the consumers file (push
-    targets dropped: the apps read their key from Vault). Returns (stack, creds, consumers path)."""
+    """Start and bootstrap the embedded stack with the dev stack's own consumers file (local
+    targets only, :func:`rotation.dev.workspace.write_dev_consumers`), or with a pull-only copy of
+    ``--consumers-file`` (push targets dropped: the apps read their key from Vault).
+    Returns (stack, creds, consumers path)."""
     from pathlib import Path
 
     import yaml
@@ -774,14 +786,16 @@ def _start_embedded(args: argparse.Namespace, exits: contextlib.ExitStack):
     from rotation.config import load_consumers_file
     from rotation.dev.stack import EmbeddedStack
 
-    path = args.consumers_file or str(Path(__file__).resolve().parents[2] / "examples" / "consumers.yaml")
     out_dir = Path(args.env_file).parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    raw = yaml.safe_load(Path(path).read_text())
-    for c in raw.get("consumers") or []:
-        c.pop("targets", None)
-    dev_consumers = out_dir / "consumers.yaml"
-    dev_consumers.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if args.consumers_file:
+        raw = yaml.safe_load(Path(args.consumers_file).read_text())
+        for c in raw.get("consumers") or []:
+            c.pop("targets", None)
+        dev_consumers = out_dir / "consumers.yaml"
+        dev_consumers.write_text(yaml.safe_dump(raw, sort_keys=False))
+    else:
+        dev_consumers = write_dev_consumers(out_dir)
     consumers = load_consumers_file(dev_consumers)
     stack = exits.enter_context(EmbeddedStack())
     creds = stack.bootstrap(consumers, stack=args.stack)
@@ -791,25 +805,45 @@ def _start_embedded(args: argparse.Namespace, exits: contextlib.ExitStack):
 def _write_env_files(args: argparse.Namespace, stack, creds, consumers_path, gw: DevGateway) -> None:
     """``<env-file>``: the rotator's environment (+ ``ROTATION_CONSUMERS_FILE``,
     ``ROTATION_CANARY_URL``, and the gateway's per-key counters as the traffic signal:
-    ``ROTATION_TRAFFIC_URL`` + ``ROTATION_TRAFFIC_TOKEN``); ``<dir>/<consumer>.env``: each app's (AppRole, ``MAIL_API_URL``).
-    Mode 0600: they hold AppRole secret ids of the local stack."""
+    ``ROTATION_TRAFFIC_URL`` + ``ROTATION_TRAFFIC_TOKEN``); ``<dir>/<consumer>.env``: each app's (AppRole, ``MAIL_API_URL``);
+    ``<dir>/<consumer>.agent.hcl`` with ``.role_id`` / ``.secret_id``: a Vault Agent for a non-Python app
+    (:func:`rotation.dev.workspace.agent_config`). Mode 0600: they hold AppRole secret ids of the local stack."""
     from pathlib import Path
 
     from rotation.targets.file import write_private_file
 
     env_file = Path(args.env_file)
     env = {**stack.env(creds, stack=args.stack), "ROTATION_CONSUMERS_FILE": str(consumers_path),
+           "ROTATION_FILE_TARGET_DIRS": str((env_file.parent / "keys").absolute()),
+           "ROTATION_AUDIT_LOG": str((env_file.parent / "audit.jsonl").absolute()),
            "ROTATION_CANARY_URL": gw.url, "ROTATION_TRAFFIC_URL": gw.usage_url,
            "ROTATION_TRAFFIC_TOKEN": gw.usage_token}
     write_private_file(env_file, "".join(f"export {k}={v}\n" for k, v in env.items()))
     print(f"embedded stack: OpenBao {stack.vault_addr}, AWS emulator {stack.aws_endpoint}; rotator environment "
-          f"in {env_file} (mode 0600), consumers file {consumers_path}", flush=True)
+          f"in {env_file} (mode 0600; audit trail to {env['ROTATION_AUDIT_LOG']}), consumers file {consumers_path}",
+          flush=True)
     for name, (role_id, secret_id) in creds.consumer_roles.items():
         app_env = env_file.parent / f"{name}.env"
         write_private_file(app_env, f"export VAULT_ADDR={stack.vault_addr}\nexport VAULT_AUTH_METHOD=approle\n"
                                     f"export VAULT_ROLE_ID={role_id}\nexport VAULT_SECRET_ID={secret_id}\n"
                                     f"export MAIL_API_CONSUMER={name}\nexport MAIL_API_URL={gw.url}\n")
-        print(f"  consumer {name}: app environment in {app_env} (mode 0600)", flush=True)
+        directory = env_file.parent
+        write_private_file(directory / f"{name}.role_id", role_id)
+        write_private_file(directory / f"{name}.secret_id", secret_id)
+        write_private_file(directory / f"{name}.agent.hcl", agent_config(stack.vault_addr, name, directory))
+        print(f"  consumer {name}: app environment in {app_env}, Vault Agent config in "
+              f"{directory / f'{name}.agent.hcl'} (mode 0600)", flush=True)
+    rot = rotation_command()
+    print("\n".join([
+        "next, in another shell (Ctrl-C here stops everything):",
+        f"  cd {shlex.quote(str(REPO))}",
+        f"  (. {shell_path(env_file)} && {rot} run)                 # first keys; the test step calls this gateway",
+        (f"  (. {shell_path(env_file.parent / 'billing.env')} && {shell_path(Path(sys.executable))} "
+         "examples/sample_app/app.py --iterations 3)   # a Python app sends mail (202)"),
+        (f"  {shell_path(Path(sys.executable).parent / 'bao')} agent "
+         f"-config={shell_path(env_file.parent / 'newsletter.agent.hcl')} &   # a non-Python app's key, rendered to "
+         f"{shell_path(env_file.parent / 'newsletter.key.json')}"),
+    ]), flush=True)
 
 
 def serve_main(argv: list[str] | None = None) -> int:

@@ -79,13 +79,15 @@ class DevCredentials:
 def dev_setup(mount: str = "secret", prefix: str = "mail-api", *, rotator_token_ttl: str = "1h",
               consumer_token_ttl: str = "1h") -> VaultSetup:
     """The dev stack's Vault definition: production's (:mod:`rotation.vault_setup`) with AppRole
-    logins for the rotator and every consumer, secret ids that do not expire, tokens up to 24 h.
+    logins for the rotator, every consumer and the auditor, secret ids that do not expire, tokens
+    up to 24 h; with the defaults it equals ``examples/vault-setup.yaml`` (a test keeps them equal).
     The audit device is declared in the dev server's configuration (:meth:`EmbeddedStack.start`)."""
     approle = {"secret_id_ttl": 0, "token_max_ttl": "24h"}
     return VaultSetup.model_validate({
         "mount": mount, "prefix": prefix, "max_versions": 10,
         "rotator": {"approle": {**approle, "token_ttl": rotator_token_ttl}},
         "apps": {"approle": {**approle, "token_ttl": consumer_token_ttl}},
+        "auditor": {"approle": {**approle, "token_ttl": "1h"}},
     })
 
 

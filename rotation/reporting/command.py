@@ -19,6 +19,7 @@ from rotation.audit import REDACTOR, AuditLog
 from rotation.errors import RotationError, UsageError
 from rotation.records import utcnow
 from rotation.reporting.audit_report import SEVERITIES, build_report, observe
+from rotation.targets.file import write_private_file
 from rotation.terminal import echo
 
 __all__ = ["audit"]
@@ -160,7 +161,8 @@ def audit(obj, output: str, as_json: bool, html_path: str | None, expected_polic
     from rotation.reporting.render import render_html, render_json, render_table
     report = build_report(observed, utcnow())
     if html_path:
-        Path(html_path).write_text(REDACTOR.scrub(render_html(report)), encoding="utf-8")
+        # mode 0600 like the rest of what the rotator writes (it names key ids, consumers and findings)
+        write_private_file(html_path, REDACTOR.scrub(render_html(report)))
     if output == "json":
         click.echo(REDACTOR.scrub(render_json(report)))     # exact JSON: it escapes control characters itself
     else:

@@ -10,12 +10,12 @@ from the network: it is one file that opens offline.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from rotation.terminal import for_terminal
 
-__all__ = ["render_html", "render_json", "render_table"]
+__all__ = ["LEGEND", "render_html", "render_json", "render_table"]
 
 _DAY = 86400.0
 
@@ -77,6 +77,7 @@ def render_table(report: dict[str, Any]) -> str:
         widths = [max(len(c), *(len(r[c]) for r in rows)) for c in cols]
         lines.append("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)).rstrip())
         lines += ["  ".join(r[c].ljust(w) for c, w in zip(cols, widths)).rstrip() for r in rows]
+        lines += ["", "legend:"] + [f"  {term}: {meaning}" for term, meaning in LEGEND]
     inv = report["key_inventory"]
     lines.append("")
     lines.append(f"key inventory: {inv['managed_keys']} managed API keys, "
@@ -104,7 +105,33 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: What each symbol of the consumers table means (the HTML legend and the table's footnote).
+LEGEND: tuple[tuple[str, str], ...] = (
+    ("serial", "the current key's serial (1, 2, ...); \"-\": no key yet"),
+    ("age", "time since the current key was promoted; OVERDUE: older than the consumer's max_age"),
+    ("previous", "serial of the previous key, still enabled in its grace period; \"-\": none"),
+    ("acks n/m", "n of the consumer's m push targets took the current key (0/0: no push target, the app pulls)"),
+    ("app=N", "the serial the app itself acknowledged at <prefix>/acks/<consumer>; absent: no acknowledgement"),
+    ("requests today a/b", ("requests API Gateway counted today with the current (a) and previous (b) key; "
+                           "\"?\": API Gateway did not answer (the emulator never does); \"-\": no such key; "
+                           "(last DAY): the last day with requests")),
+)
+
+
+def _time_format(span_seconds: float) -> str:
+    """A strftime format that tells apart the moments of a time axis spanning ``span_seconds``."""
+    if span_seconds < 3 * 3600:
+        return "%H:%M:%S"
+    if span_seconds < 3 * _DAY:
+        return "%m-%d %H:%M"
+    return "%Y-%m-%d"
+
+
 def _charts(report: dict[str, Any]) -> dict[str, str]:
+    """Two SVG charts, readable at any scale: each key's age as a percentage of its max_age (a
+    minutes-old key beside a 30-day limit is still a visible bar, labelled with the real age), and
+    every promotion Vault still records (current, previous, retired keys until deleted) on a time
+    axis whose labels carry seconds, minutes or days as the span needs."""
     import pygal
     from pygal.style import Style
 
@@ -113,16 +140,37 @@ def _charts(report: dict[str, Any]) -> dict[str, str]:
     common = {"js": [], "disable_xml_declaration": True, "style": style, "width": 800, "height": 360,
               "no_data_text": "no data"}
     consumers = report["consumers"]
-    age = pygal.HorizontalBar(title="Current key age vs. max age (days)", **common)
-    age.x_labels = [c["name"] for c in consumers]
-    age.add("key age", [round((c["current"] or {}).get("age_seconds") or 0) / _DAY for c in consumers])
-    age.add("max age", [c["max_age_seconds"] / _DAY for c in consumers])
-    over = pygal.DateTimeLine(title="Rotations over time (serial promoted)", x_label_rotation=20,
-                              x_value_formatter=lambda dt: dt.strftime("%Y-%m-%d %H:%M"), **common)
+    age = pygal.HorizontalBar(title="Current key age as a share of its max_age (%)", range=(0, 100),
+                              value_formatter=lambda v: f"{v:.1f}%", print_values=True, **common)
+    age.x_labels = [f"{c['name']}: {_dur((c['current'] or {}).get('age_seconds'))} of {_dur(c['max_age_seconds'])}"
+                    for c in consumers]
+    shares = []
     for c in consumers:
-        pts = [(datetime.fromisoformat(h["promoted_at"]), h["serial"]) for h in c["history"] if h["promoted_at"]]
+        seconds = (c["current"] or {}).get("age_seconds")
+        pct = 100.0 * (seconds or 0) / c["max_age_seconds"] if c["max_age_seconds"] else 0.0
+        shares.append({"value": round(min(pct, 100.0), 1) if seconds is not None else None,
+                       "label": f"{_dur(seconds)} of {_dur(c['max_age_seconds'])}"
+                                + (" (OVERDUE)" if c["overdue"] else "")})
+    age.add("key age, % of max_age", shares)
+    age.add("max_age (100%)", [100.0 for _ in consumers])
+    points = {c["name"]: [(datetime.fromisoformat(h["promoted_at"]), h["serial"], h["emergency"])
+                          for h in c["history"] if h["promoted_at"]] for c in consumers}
+    moments = [t for pts in points.values() for t, _, _ in pts]
+    span = (max(moments) - min(moments)).total_seconds() if moments else 0.0
+    fmt = _time_format(span)
+    over = pygal.DateTimeLine(title=f"Promotions over time (serial; time axis {fmt.replace('%', '')}, UTC)",
+                              x_label_rotation=20, x_value_formatter=lambda dt: dt.strftime(fmt),
+                              dots_size=5, **common)
+    for name, pts in points.items():
         if pts:
-            over.add(c["name"], pts)
+            over.add(name, [{"value": (t, serial), "label": ("emergency " if emergency else "") + f"serial {serial}"}
+                            for t, serial, emergency in pts])
+    if moments:
+        lo, hi = min(moments), max(moments)
+        if span == 0:                       # one moment: a readable axis around it
+            lo, hi = lo - timedelta(seconds=30), hi + timedelta(seconds=30)
+        step = (hi - lo) / 5
+        over.x_labels = [lo + step * i for i in range(6)]
     return {"key_age": age.render(is_unicode=True), "rotations": over.render(is_unicode=True)}
 
 
@@ -135,4 +183,5 @@ def render_html(report: dict[str, Any]) -> str:
                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
     env.filters["dur"] = _dur
     charts = {k: Markup(v) for k, v in _charts(report).items()}  # pygal's own SVG (its texts escaped)
-    return env.get_template("report.html.j2").render(report=report, charts=charts, rows=_rows(report))
+    return env.get_template("report.html.j2").render(report=report, charts=charts, rows=_rows(report),
+                                                     legend=LEGEND)

@@ -26,3 +26,10 @@ def test_the_demo_runs_every_step_as_expected_and_shows_an_access_level_refusal(
     assert re.search(r"from crm@\S+ with billing's key -> HTTP 403 sender_not_allowed", out)
     assert "$ rotation audit" in out
     assert not re.search(r"\b[A-Za-z0-9]{40}\b", out), "a 40-character key value in the demo output"
+    # what happened, whatever the machine's speed: no negative times, each pass says what it did,
+    # the proof's rate reported as achieved beside its target
+    assert "revoke in -" not in out and "!!" not in out
+    assert out.count("=> this pass:") == 2
+    assert re.search(r"rate: [\d.]+ requests/s achieved of the 50", out)
+    report = ROOT / ".dev-stack" / "audit-report.html"
+    assert oct(report.stat().st_mode & 0o777) == "0o600"

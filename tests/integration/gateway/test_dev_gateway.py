@@ -3,6 +3,7 @@ the key cache, the real handler behind it, per-key counters, and its command lin
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from rotation.dev.gateway import USAGE_PATH, DevGateway, DevGatewayTraffic, NonBlockingBucket
 
@@ -258,7 +260,11 @@ def test_serve_main_embedded_stack_for_make_dev(tmp_path):
         rot_env = _source(env_file)
         assert rot_env["ROTATION_CANARY_URL"] == url
         assert oct(env_file.stat().st_mode & 0o777) == "0o600"
-        assert "targets" not in Path(rot_env["ROTATION_CONSUMERS_FILE"]).read_text()
+        dev_dir = env_file.parent.resolve()   # self-contained: local file targets under the dev directory only
+        targets = [t for c in yaml.safe_load(Path(rot_env["ROTATION_CONSUMERS_FILE"]).read_text())["consumers"]
+                   for t in c.get("targets", [])]
+        assert {t["type"] for t in targets} == {"file"} and all(Path(t["path"]).is_relative_to(dev_dir) for t in targets)
+        assert rot_env["ROTATION_FILE_TARGET_DIRS"] == str(dev_dir / "keys")
         assert requests.post(url, json={}, timeout=60).headers["x-amzn-ErrorType"] == "ForbiddenException"
         r = subprocess.run([sys.executable, "-m", "rotation.cli", "run"],
                            check=False, env={**base, **rot_env}, capture_output=True, text=True, timeout=120)
@@ -271,6 +277,29 @@ def test_serve_main_embedded_stack_for_make_dev(tmp_path):
                            timeout=60)
         assert a.returncode == 0, a.stderr
         assert a.stdout.count("serial=1") == 3 and a.stdout.count("-> HTTP 202") == 3, a.stdout
+
+        # the next steps it printed run as pasted: a rotation, a Python app, a Vault Agent for a non-Python app
+        block = lines[next(i for i, x in enumerate(lines) if x.startswith("next, in another shell")) + 1:]
+        commands = [x.split("#")[0].strip() for x in block if x.startswith("  ")]
+        agent_cmd = next(c for c in commands if " agent -config=" in c).rstrip("&").strip()
+        r = subprocess.run(["bash", "-c", "set -eu\n" + "\n".join(c for c in commands if c != agent_cmd + " &")],
+                           env=base, capture_output=True, text=True, timeout=300, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "-> HTTP 202" in r.stdout and "3 consumers, 0 failed" in r.stdout
+        rendered = dev_dir / "newsletter.key.json"
+        agent = subprocess.Popen(["bash", "-c", f"cd {ROOT} && exec {agent_cmd}"], env=base,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 90          # generous: the agent logs in, then renders
+            while time.monotonic() < deadline and not (rendered.exists() and rendered.read_text().strip()):
+                assert agent.poll() is None, agent.stderr.read()
+                time.sleep(0.2)
+            doc = json.loads(rendered.read_text())
+            assert doc["serial"] == 1 and len(doc["api_key"]) == 40
+            assert oct(rendered.stat().st_mode & 0o777) == "0o600"
+        finally:
+            agent.terminate()
+            agent.wait(timeout=20)
         vault_addr = rot_env["VAULT_ADDR"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

@@ -141,6 +141,7 @@ def test_audit_json_and_html_report_rotations_inventory_drift_findings_and_vault
 
     page = html.read_text()
     assert page.count("<svg") == 2 and "mail-api-consumer-crm" in page
+    assert oct(html.stat().st_mode & 0o777) == "0o600"          # like the rest of what the rotator writes
     for v in world["values"]:
         assert v not in r.stdout and v not in page and v not in r.stderr
     assert "hmac-sha256" not in r.stdout and world["reader_token"] not in r.stdout + page

@@ -81,16 +81,37 @@ def test_every_command_prints_one_schema_valid_document_and_run_changes_state(en
     assert not any(v in r.stdout + r.stderr for v in values)
 
 
-def test_run_json_without_an_audit_file_is_a_usage_error_and_changes_nothing(env, cfile):  # noqa: F811
+def test_run_and_rotate_json_work_without_an_audit_file_and_the_trail_goes_to_stderr(env, cfile):  # noqa: F811
+    # `rotation rotate crm --json | jq` as pasted: no --audit-to, no ROTATION_AUDIT_LOG
     r = cli(env, "run", "--json", audit=None)
-    assert r.returncode == 2 and "--audit-to" in r.stderr and r.stdout == ""
-    assert env.state("billing").version == 0
-    # the table output sends the audit trail to stdout instead
+    assert r.returncode == 0, r.stderr
+    assert document(r, "run")["summary"]["by_outcome"] == {"ok": 3}
+    trail = [json.loads(x) for x in r.stderr.splitlines() if '"audit_schema"' in x]
+    assert {e["event"] for e in trail} >= {"create", "promote"} and all(e["audit_schema"] == "1.0" for e in trail)
+    r = cli(env, "rotate", "crm", "--json", audit=None)
+    assert r.returncode == 0, r.stderr
+    assert [o["consumer"] for o in document(r, "rotate")["outcomes"]] == ["crm"]
+    assert any('"audit_schema"' in x for x in r.stderr.splitlines())
+
+
+def test_table_output_keeps_the_audit_trail_off_stdout_by_default(env, cfile):  # noqa: F811
     r = cli(env, "run", audit=None)
+    assert r.returncode == 0, r.stderr
+    assert not [x for x in r.stdout.splitlines() if x.startswith("{")], r.stdout   # only the table
+    assert "3 consumers, 0 failed" in r.stdout
+    trail = [json.loads(x) for x in r.stderr.splitlines() if '"audit_schema"' in x]
+    assert trail and all(e["audit_schema"] == "1.0" for e in trail)
+
+
+def test_audit_to_stdout_is_refused_with_json_output_and_changes_nothing(env, cfile):  # noqa: F811
+    r = cli(env, "--audit-to", "-", "run", "--json", audit=None)
+    assert r.returncode == 2 and "--audit-to -" in r.stderr and r.stdout == ""
+    assert env.state("billing").version == 0
+    # with the table output, an explicit `--audit-to -` still puts the trail on stdout
+    r = cli(env, "--audit-to", "-", "run", audit=None)
     assert r.returncode == 0, r.stderr
     audit_lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
     assert audit_lines and all(e["audit_schema"] == "1.0" for e in audit_lines)
-    assert "3 consumers, 0 failed" in r.stdout
 
 
 def test_logs_are_json_lines_on_stderr_at_the_chosen_level(env, cfile):  # noqa: F811

@@ -222,3 +222,13 @@ def test_lambda_reads_the_approle_secret_id_from_secrets_manager_never_the_envir
     from rotation.errors import VaultError
     with pytest.raises(VaultError, match="login approle"):
         aws_lambda.handler({}, None)
+
+
+def test_status_says_revoke_due_instead_of_a_negative_time_once_the_grace_period_has_passed(env, cfile):
+    env.clock.advance(hours=-3)                        # the rotations happened 3 h ago (grace_period is 1 h)
+    assert env.engine().run().exit_code == 0
+    assert env.engine().run(only=["billing"], force=["billing"]).exit_code == 0
+    r = cli(env, "status")
+    assert r.returncode == 0, r.stderr
+    billing = next(line for line in r.stdout.splitlines() if line.startswith("billing"))
+    assert "1 (revoke due: next run)" in billing and "revoke in -" not in r.stdout, r.stdout

@@ -293,3 +293,57 @@ def test_last_seen_day_is_the_last_day_with_requests_empty_when_idle_and_none_wh
         assert last_seen_day(client, "p1", "k1", today, days=3) == ""
         assert last_seen_day(client, "p1", "k1", today, days=3) == ""
         assert last_seen_day(client, "p1", "k1", today, days=3) is None
+
+
+# -- charts readable at any scale, and a legend for every symbol -------------------------------------
+def _minutes_old_fleet() -> Observed:
+    """Keys minutes old beside a 30-day max_age, promoted seconds apart (what the demo produces)."""
+    def r(serial, seconds_ago, key_id, **kw):
+        t = NOW - timedelta(seconds=seconds_ago)
+        return KeyRecord(serial=serial, value=SECRET + str(serial), rotation_id=f"r{serial}", created_at=to_iso(t),
+                         key_id=key_id, key_name=f"k-{key_id}", promoted_at=to_iso(t), **kw)
+    billing = ConsumerObservation(
+        name="billing", tier="premium", max_age_seconds=30 * DAY, grace_period_seconds=4,
+        state=KeyState(current=r(3, 40, "b3", emergency=True), previous=r(2, 52, "b2"),
+                       retired=(r(1, 75, "b1", disabled_at=to_iso(NOW)),), version=6),
+        journal=RotationRecord())
+    crm = ConsumerObservation(name="crm", tier="standard", max_age_seconds=30 * DAY, grace_period_seconds=4,
+                              state=KeyState(current=r(1, 600, "c1"), version=1), journal=RotationRecord())
+    return Observed(stack="dev", vault_mount="secret", vault_prefix="mail-api", consumers=[billing, crm],
+                    managed_keys=[], absent_key_ids=set())
+
+
+def _svg_texts(svg: str, group_class: str) -> list[str]:
+    import re
+    start = svg.index(f'class="{group_class}"')
+    end = svg.index('<g class="series', start)
+    return re.findall(r"<text[^>]*>([^<]+)</text>", svg[start:end])
+
+
+def test_key_age_chart_is_a_share_of_max_age_and_labels_each_bar_with_the_real_age():
+    from rotation.reporting.render import _charts
+
+    svg = _charts(build_report(_minutes_old_fleet(), NOW))["key_age"]
+    assert "as a share of its max_age (%)" in svg
+    assert "crm: 10m0s of 30d0h" in svg and "billing: 0m40s of 30d0h" in svg   # the real ages, readable
+    assert "max_age (100%)" in svg and "100.0%" in svg
+
+
+def test_promotions_chart_has_every_recorded_promotion_and_a_time_axis_that_tells_seconds_apart():
+    from rotation.reporting.render import _charts
+
+    svg = _charts(build_report(_minutes_old_fleet(), NOW))["rotations"]
+    labels = _svg_texts(svg, "axis x")
+    assert len(labels) >= 3 and len(set(labels)) == len(labels), labels     # no two labels alike
+    assert all(len(x.split(":")) == 3 for x in labels), labels                # HH:MM:SS at this scale
+    assert svg.count("serial ") >= 4                                          # billing 1, 2, 3 and crm 1
+    assert "emergency serial 3" in svg
+
+
+def test_every_symbol_of_the_consumers_table_has_a_legend_in_the_html_and_the_table():
+    report = build_report(observed(), NOW)
+    html, table = render_html(report), render_table(report)
+    assert 'id="legend"' in html
+    for symbol in ('"?"', '"-"', "app=N", "0/0", "OVERDUE", "acks n/m"):
+        assert symbol in html.replace("&#34;", '"').replace("&quot;", '"'), symbol
+        assert symbol in table, symbol
