@@ -372,7 +372,7 @@ class KeyClient:
         """Read this consumer's webhook HMAC secret (``<prefix>/webhooks/<consumer>``, field
         ``signing_secret``). Raises :class:`KeyUnavailable` when it is missing."""
         with self._lock:
-            def read():
+            def read() -> Any:  # hvac's responses are untyped JSON
                 return self._client.secrets.kv.v2.read_secret_version(
                     path=self.webhook_path, mount_point=self.mount, raise_on_deleted_version=True)
             r = self._vault("read", self.webhook_path, read)
@@ -486,13 +486,14 @@ class KeyClient:
     _last_pending: Mapping[str, Any] | None = None
 
     def _read_metadata(self) -> dict[str, Any]:
-        def read():
+        def read() -> Any:  # hvac's responses are untyped JSON
             return self._client.secrets.kv.v2.read_secret_metadata(path=self.key_path, mount_point=self.mount)
         self.stats["metadata_reads"] += 1
-        return self._vault("read metadata", self.key_path, read)["data"]
+        metadata: dict[str, Any] = self._vault("read metadata", self.key_path, read)["data"]
+        return metadata
 
     def _read_current(self, version: int | None = None) -> tuple[ApiKey, int]:
-        def read():
+        def read() -> Any:  # hvac's responses are untyped JSON
             return self._client.secrets.kv.v2.read_secret_version(
                 path=self.key_path, version=version or None, mount_point=self.mount,
                 raise_on_deleted_version=True)
@@ -535,7 +536,7 @@ class KeyClient:
 
     def _update_ack(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         def current() -> tuple[int, dict[str, Any]]:
-            def read():
+            def read() -> tuple[int, dict[str, Any]]:
                 try:
                     r = self._client.secrets.kv.v2.read_secret_version(
                         path=self.ack_path, mount_point=self.mount, raise_on_deleted_version=False)
@@ -545,7 +546,7 @@ class KeyClient:
                 return int((d.get("metadata") or {}).get("version") or 0), dict(d.get("data") or {})
             return self._vault("read", self.ack_path, read)
 
-        def write(cas: int, body: dict[str, Any]):
+        def write(cas: int, body: dict[str, Any]) -> Callable[[], Any]:
             return lambda: self._client.secrets.kv.v2.create_or_update_secret(
                 path=self.ack_path, secret=body, cas=cas, mount_point=self.mount)
 
