@@ -115,7 +115,8 @@ class KeyState:
             current=KeyRecord.from_dict(d.get("current")),
             previous=KeyRecord.from_dict(d.get("previous")),
             pending=KeyRecord.from_dict(d.get("pending")),
-            retired=tuple(KeyRecord.from_dict(r) for r in d.get("retired") or []),
+            # an empty entry holds no key: skipped, never a None among the retired records
+            retired=tuple(k for r in d.get("retired") or [] if (k := KeyRecord.from_dict(r)) is not None),
             version=version,
         )
 
