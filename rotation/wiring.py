@@ -116,7 +116,8 @@ def collect_run_metrics(engine: Engine, summary: RunSummary, run: RunMetrics | N
     run)."""
     now = engine.clock()
     max_age = {c.name: c.max_age.total_seconds() for c in engine.consumers.consumers}
-    pending: int | None = 0
+    pending = 0
+    measured = True
     health: list[Sample] = []
     try:
         for o in summary.outcomes:
@@ -133,9 +134,9 @@ def collect_run_metrics(engine: Engine, summary: RunSummary, run: RunMetrics | N
                 max_age_seconds=max_age.get(o.consumer, 0), now=now)
     except RotationError as exc:
         log.warning("acknowledgements pending and consumer health not measured: %s", type(exc).__name__)
-        pending, health = None, []
+        measured, health = False, []
     return [*snapshot(outcomes=summary.outcomes, max_age_seconds=max_age, now=now, run=run,
-                      acks_pending=pending), *health]
+                      acks_pending=pending if measured else None), *health]
 
 
 def publish_run_metrics(settings: Settings, consumers: ConsumersFile, summary: RunSummary,
