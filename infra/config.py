@@ -679,8 +679,8 @@ class StackConfig(_Model):
                 if level not in self.access_levels:
                     raise ValueError(f"{field_name}.{name} names access level {level!r}, which accessLevels "
                                      f"does not define (defined: {', '.join(sorted(self.access_levels))})")
-        for name, level in self.access_levels.items():
-            for sender in level.senders:
+        for name, access_level in self.access_levels.items():
+            for sender in access_level.senders:
                 if "@" in sender and sender.rpartition("@")[2] != self.sender_domain:
                     raise ValueError(f"accessLevels.{name}.senders holds {sender!r}, which is not at senderDomain "
                                      f"{self.sender_domain}")
@@ -744,12 +744,14 @@ def access_environment(cfg: StackConfig) -> dict[str, str]:
                "maxMessageBytes": level.max_message_bytes, "recipientDomains": level.recipient_domains}
         for name, level in sorted(cfg.access_levels.items())
     }
-    compact = {"separators": (",", ":"), "sort_keys": True}
+
+    def compact(value: object) -> str:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
     return {
-        "ACCESS_LEVELS": json.dumps(levels, **compact),
-        "ACCESS_CONSUMERS": json.dumps(dict(cfg.consumer_access_levels), **compact),
-        "ACCESS_SCOPES": json.dumps({f"{OAUTH_RESOURCE_SERVER}/{k}": v for k, v in cfg.oauth_scopes.items()},
-                                    **compact),
+        "ACCESS_LEVELS": compact(levels),
+        "ACCESS_CONSUMERS": compact(dict(cfg.consumer_access_levels)),
+        "ACCESS_SCOPES": compact({f"{OAUTH_RESOURCE_SERVER}/{k}": v for k, v in cfg.oauth_scopes.items()}),
     }
 
 
