@@ -665,7 +665,8 @@ class StackConfig(_Model):
 
     @model_validator(mode="after")
     def _cross_field(self) -> StackConfig:
-        cert_region = _ACM_ARN_RE.match(self.certificate_arn).group("region")  # type: ignore[union-attr]
+        cert = _ACM_ARN_RE.match(self.certificate_arn)   # the field validator above refused a non-match
+        cert_region = cert.group("region") if cert else None
         if cert_region != self.region:
             raise ValueError(
                 f"certificateArn is in {cert_region} but a REGIONAL custom domain needs a certificate "

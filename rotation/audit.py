@@ -177,6 +177,8 @@ def install_log_redaction(redactor: Redactor = REDACTOR) -> None:
             _redact_record(record, redactor)
             return record
 
+        # marks on the installed factory (read back above, so a second call does not wrap it twice);
+        # a function object takes attributes, which its Callable type does not declare
         factory._redactor = redactor  # type: ignore[attr-defined]
         factory._wrapped = base  # type: ignore[attr-defined]
         logging.setLogRecordFactory(factory)
