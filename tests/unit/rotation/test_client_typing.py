@@ -146,3 +146,20 @@ def test_the_strict_check_reads_the_clients_types_and_reports_a_misuse(tmp_path)
         ('Argument 1 to "notify_push" of "KeyClient" has incompatible type "str"; expected "ApiKey | None"'
          "  [arg-type]"),
     ], result.stdout
+
+
+def test_the_client_override_sets_every_flag_that_mypy_strict_sets():
+    """``strict = true`` in a per-module override would make the whole run strict (mypy applies it
+    globally), so ``[tool.mypy]`` lists the flags; a mypy release that adds one to ``--strict``
+    fails here until it is listed."""
+    import tomllib
+
+    from mypy.main import define_options
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]
+    client = [o for o in config["overrides"] if "rotation.client.*" in o["module"]]
+    assert len(client) == 1 and "strict" not in client[0]
+    effective = {**{k: v for k, v in config.items() if k != "overrides"}, **client[0]}
+    _, _, strict_flags = define_options()
+    missing = {dest: value for dest, value in strict_flags if effective.get(dest) != value}
+    assert missing == {}
