@@ -361,3 +361,10 @@ def test_an_omitted_duration_is_the_files_default_and_a_given_one_is_kept_even_w
         timedelta(days=10), timedelta(hours=2), timedelta(days=3), timedelta(minutes=5))
     assert (crm.max_age, crm.grace_period, crm.retention, crm.quiet_period) == (
         timedelta(days=30), timedelta(hours=24), timedelta(days=3), timedelta(minutes=5))
+
+
+@pytest.mark.parametrize("field", ["max_age", "grace_period", "retention", "quiet_period"])
+def test_a_null_duration_is_refused_by_name_rather_than_read_as_the_default(tmp_path, field):
+    found = problems(tmp_path, variant(f"consumers.0.{field}", None))
+    assert list(found) == [f"consumers.0.{field}"]
+    assert "must be a duration" in found[f"consumers.0.{field}"]
