@@ -49,15 +49,17 @@ demo: $(STAMP)               ## the main job on the embedded stack (local OpenBa
 dev: $(STAMP)                ## local mail API on loopback (dev gateway + embedded stack); Ctrl-C stops it
 	env -u AWS_ENDPOINT_URL $(BIN)/python -m rotation.dev gateway
 
-test: $(STAMP) browser       ## lint, then the whole suite
+test: $(STAMP) browser       ## lint (ruff, mypy), then the whole suite
 	$(BIN)/ruff check rotation infra policies tests bench examples scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile
 
 test-fast: $(STAMP) browser  ## skip the slow-marked tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile -m "not slow"
 
-lint: $(STAMP)
+lint: $(STAMP)               ## ruff, then mypy ([tool.mypy] in pyproject.toml: rotation/ infra/ policies/, strict for rotation.client)
 	$(BIN)/ruff check rotation infra policies tests bench examples scripts
+	$(BIN)/mypy
 
 bench: $(STAMP)              ## fleet figures beside their targets (bench/fleet_bench.py; sizes are flags)
 	$(BIN)/python bench/fleet_bench.py $(BENCH_ARGS)
@@ -69,4 +71,4 @@ policy-check: $(STAMP)       ## the CrossGuard pack over the infra program, offl
 	$(BIN)/python -m policies.check --config policies/pack/config/dev.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .dev-stack build dist
+	rm -rf $(VENV) .pytest_cache .mypy_cache .dev-stack build dist

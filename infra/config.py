@@ -665,7 +665,8 @@ class StackConfig(_Model):
 
     @model_validator(mode="after")
     def _cross_field(self) -> StackConfig:
-        cert_region = _ACM_ARN_RE.match(self.certificate_arn).group("region")  # type: ignore[union-attr]
+        cert = _ACM_ARN_RE.match(self.certificate_arn)   # the field validator above refused a non-match
+        cert_region = cert.group("region") if cert else None
         if cert_region != self.region:
             raise ValueError(
                 f"certificateArn is in {cert_region} but a REGIONAL custom domain needs a certificate "
@@ -679,8 +680,8 @@ class StackConfig(_Model):
                 if level not in self.access_levels:
                     raise ValueError(f"{field_name}.{name} names access level {level!r}, which accessLevels "
                                      f"does not define (defined: {', '.join(sorted(self.access_levels))})")
-        for name, level in self.access_levels.items():
-            for sender in level.senders:
+        for name, access_level in self.access_levels.items():
+            for sender in access_level.senders:
                 if "@" in sender and sender.rpartition("@")[2] != self.sender_domain:
                     raise ValueError(f"accessLevels.{name}.senders holds {sender!r}, which is not at senderDomain "
                                      f"{self.sender_domain}")
@@ -744,12 +745,14 @@ def access_environment(cfg: StackConfig) -> dict[str, str]:
                "maxMessageBytes": level.max_message_bytes, "recipientDomains": level.recipient_domains}
         for name, level in sorted(cfg.access_levels.items())
     }
-    compact = {"separators": (",", ":"), "sort_keys": True}
+
+    def compact(value: object) -> str:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
     return {
-        "ACCESS_LEVELS": json.dumps(levels, **compact),
-        "ACCESS_CONSUMERS": json.dumps(dict(cfg.consumer_access_levels), **compact),
-        "ACCESS_SCOPES": json.dumps({f"{OAUTH_RESOURCE_SERVER}/{k}": v for k, v in cfg.oauth_scopes.items()},
-                                    **compact),
+        "ACCESS_LEVELS": compact(levels),
+        "ACCESS_CONSUMERS": compact(dict(cfg.consumer_access_levels)),
+        "ACCESS_SCOPES": compact({f"{OAUTH_RESOURCE_SERVER}/{k}": v for k, v in cfg.oauth_scopes.items()}),
     }
 
 

@@ -55,7 +55,7 @@ def record_infra_program(config: dict[str, str] | None = None,
     from infra.mocks import RecordingMocks, run_program
 
     class OutputRecordingMocks(RecordingMocks):
-        def __init__(self, *a, **kw):
+        def __init__(self, *a: Any, **kw: Any) -> None:
             super().__init__(*a, **kw)
             self.outputs: dict[tuple[str, str], tuple[str, dict]] = {}
 

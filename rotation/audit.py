@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 __all__ = ["AUDIT_SCHEMA_VERSION", "REDACTED", "REDACTOR", "THIRD_PARTY_LOGGERS", "AuditLog", "Redactor", "install_log_redaction",
            "is_third_party"]
@@ -55,7 +56,7 @@ class Redactor:
         return obj
 
     # structlog processor
-    def __call__(self, _logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, _logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
         return self.scrub_obj(event_dict)
 
 
@@ -127,7 +128,7 @@ class AuditLog:
             ],
         )
 
-    def _remember(self, _l: Any, _n: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def _remember(self, _l: WrappedLogger, _n: str, event_dict: EventDict) -> EventDict:
         self.events.append(dict(event_dict))
         del self.events[:-1000]
         for listener in self.listeners:
@@ -176,6 +177,8 @@ def install_log_redaction(redactor: Redactor = REDACTOR) -> None:
             _redact_record(record, redactor)
             return record
 
+        # marks on the installed factory (read back above, so a second call does not wrap it twice);
+        # a function object takes attributes, which its Callable type does not declare
         factory._redactor = redactor  # type: ignore[attr-defined]
         factory._wrapped = base  # type: ignore[attr-defined]
         logging.setLogRecordFactory(factory)

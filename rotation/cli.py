@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import sys
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 try:
     import click
@@ -50,6 +51,9 @@ from rotation.reporting.machine import dumps, plan_document, run_document, statu
 from rotation.settings import Settings, load_settings
 from rotation.terminal import echo, for_terminal
 
+if TYPE_CHECKING:    # prometheus_client is imported only by `schedule --metrics-port`
+    from rotation.metrics import PrometheusExporter
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DEFERRED = 0, 1, 2, 3
 
 
@@ -66,7 +70,9 @@ class _Ctx:
         self.quiet = quiet
         self.audit_to = audit_to
         self.metrics_textfile: str | None = None
-        self.exporter = None   # rotation.metrics.PrometheusExporter of the schedule daemon
+        #: ``run --workers``: consumers worked on at once; None keeps ROTATION_WORKERS / the default
+        self.workers: int | None = None
+        self.exporter: PrometheusExporter | None = None   # of the schedule daemon (--metrics-port)
 
     def audit_log(self, settings: Settings, output: str) -> AuditLog:
         """The audit trail's sink: ``--audit-to PATH`` / ``ROTATION_AUDIT_LOG`` (appends); by
@@ -101,11 +107,12 @@ class _Ctx:
 
     def engine(self, settings: Settings, consumers: ConsumersFile, **kw):
         from rotation.wiring import build_engine
-        if getattr(self, "workers", None):
+        if self.workers:
             settings = settings.model_copy(update={"workers": self.workers})
         try:
             engine = build_engine(settings, consumers, **kw)
-            engine.apigw.resolve_usage_plans(consumers.usage_plans, self.consumers_path)  # before any side effect
+            engine.apigw.resolve_usage_plans(  # before any side effect
+                consumers.usage_plans, self.consumers_path or "consumers file")
             return engine
         except (UnsupportedMount, UsageError) as exc:
             raise _fail(f"error: {exc}", EXIT_USAGE) from None

@@ -255,15 +255,22 @@ class Defaults(_Strict):
     acknowledged_by: AckSource = "app"
 
 
+_STANDARD = Defaults()
+
+
 class Consumer(_Strict):
-    """One consuming application: its own API key, usage plan tier, schedule and push targets."""
+    """One consuming application: its own API key, usage plan tier, schedule and push targets.
+
+    A duration the consumer omits is the file's ``defaults`` (filled in by :class:`ConsumersFile`,
+    which tells an omitted field by pydantic's ``model_fields_set``); a Consumer built on its own
+    gets the standard defaults. So every loaded consumer holds every duration."""
 
     name: str
     tier: str
-    max_age: Duration | None = None
-    grace_period: Duration | None = None
-    retention: Duration | None = None
-    quiet_period: Duration | None = None
+    max_age: Duration = _STANDARD.max_age
+    grace_period: Duration = _STANDARD.grace_period
+    retention: Duration = _STANDARD.retention
+    quiet_period: Duration = _STANDARD.quiet_period
     acknowledged_by: AckSource | None = None
     targets: list[Target] = Field(default_factory=list)
 
@@ -323,10 +330,11 @@ class ConsumersFile(_Strict):
             if c.tier not in self.usage_plans:
                 problems.append(f"consumers.{i}.tier: {c.tier!r} is not a tier of usage_plans "
                                 f"({', '.join(sorted(self.usage_plans))})")
-            max_age = c.max_age if c.max_age is not None else self.defaults.max_age
-            grace = c.grace_period if c.grace_period is not None else self.defaults.grace_period
-            retention = c.retention if c.retention is not None else self.defaults.retention
-            quiet = c.quiet_period if c.quiet_period is not None else self.defaults.quiet_period
+            given = c.model_fields_set
+            max_age = c.max_age if "max_age" in given else self.defaults.max_age
+            grace = c.grace_period if "grace_period" in given else self.defaults.grace_period
+            retention = c.retention if "retention" in given else self.defaults.retention
+            quiet = c.quiet_period if "quiet_period" in given else self.defaults.quiet_period
             acked_by = c.acknowledged_by or self.defaults.acknowledged_by
             if max_age < timedelta(hours=1):
                 problems.append(f"consumers.{i}.max_age: must be at least 1h")
@@ -437,6 +445,12 @@ def check_against_settings(consumers: ConsumersFile, settings: Settings) -> list
     return problems
 
 
+def _field_message(text: str) -> tuple[str, str]:
+    """A model rule's ``"field: message"`` split at its first ``": "``; ``("(file)", text)`` without one."""
+    field, sep, message = text.partition(": ")
+    return (field, message) if sep else ("(file)", text)
+
+
 def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
     """A pydantic ``ValidationError`` as ``[(dotted field, message)]`` for :class:`ConfigError`:
     no input echoed (secrets stay out), plain wording for unknown and missing fields; a model-level
@@ -449,9 +463,9 @@ def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
         elif err["type"] == "missing":
             msg = "is required"
         if err["loc"] == () and "; " in msg:
-            problems.extend(tuple(part.split(": ", 1)) for part in msg.split("; "))
+            problems.extend(_field_message(part) for part in msg.split("; "))
         elif err["loc"] == ():
-            problems.append(tuple(msg.split(": ", 1)) if ": " in msg else ("(file)", msg))
+            problems.append(_field_message(msg))
         else:
             problems.append((_loc(err["loc"]), msg))
     return problems

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from rotation.audit import REDACTOR, install_log_redaction
 
@@ -27,7 +28,7 @@ LOG_SCHEMA_VERSION = "1.0"
 LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-def _schema(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _schema(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     event_dict["log_schema"] = LOG_SCHEMA_VERSION
     return event_dict
 
@@ -39,7 +40,7 @@ def configure_logging(level: str = "warning", stream: TextIO | None = None) -> l
     Raises ``ValueError`` for an unknown level."""
     if level.lower() not in LEVELS:
         raise ValueError(f"log level {level!r}: expected one of {', '.join(LEVELS)}")
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

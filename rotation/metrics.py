@@ -270,10 +270,10 @@ def _families(samples: list[Sample], stack: str, previous: dict[tuple[str, tuple
         value = float(s.value) + (previous.get(key, 0.0) if s.metric.kind == "counter" else 0.0)
         seen.add(key)
         fams[s.metric.name].add_metric(values, value)
-    for (name, values), value in previous.items():       # counters not touched this run keep their value
-        m = next((m for m in METRICS if m.prometheus == name and m.kind == "counter"), None)
-        if m is not None and (name, values) not in seen:
-            fams[m.name].add_metric(list(values), value)
+    for (name, label_values), value in previous.items():       # counters not touched this run keep their value
+        counter = next((m for m in METRICS if m.prometheus == name and m.kind == "counter"), None)
+        if counter is not None and (name, label_values) not in seen:
+            fams[counter.name].add_metric(list(label_values), value)
     return list(fams.values())
 
 

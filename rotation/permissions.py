@@ -202,7 +202,7 @@ def policy_file_report(path: str, consumers: ConsumersFile, region: str, account
         named = [t.target_id for c in consumers.consumers for t in c.targets
                  if (isinstance(t, SecretsManagerTargetSpec) and not t.secret_id.startswith("arn:"))
                  or isinstance(t, SsmParameterTargetSpec)
-                 or (getattr(t, "kms_key_id", None) and not str(t.kms_key_id).startswith("arn:"))]
+                 or ((kms_key_id := getattr(t, "kms_key_id", None)) and not str(kms_key_id).startswith("arn:"))]
         if named:
             raise ConfigError("--account-id", [("--account-id", "required to resolve the ARNs of "
                                                 + ", ".join(named) + " (or set AWS_ACCOUNT_ID)")])

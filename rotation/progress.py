@@ -11,12 +11,15 @@ is drawn and the output stays line-oriented: each finished consumer is one INFO 
 from __future__ import annotations
 
 import sys
-from typing import Any, Self, TextIO
+from typing import TYPE_CHECKING, Any, Self, TextIO
 
 import structlog
 
 from rotation.engine.runner import FAILED_OUTCOMES
 from rotation.terminal import for_terminal
+
+if TYPE_CHECKING:    # rich is imported only when the bar is shown
+    from rich.progress import Progress, TaskID
 
 __all__ = ["RunProgress", "wants_progress"]
 
@@ -37,8 +40,8 @@ class RunProgress:
         self.done = 0
         self.failed = 0
         self.total: int | None = None
-        self._progress = None
-        self._task = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
         if enabled:
             from rich.console import Console
             from rich.progress import (

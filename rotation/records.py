@@ -19,7 +19,9 @@ import hashlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, overload
+
+from rotation.errors import RotationError
 
 __all__ = ["KEY_VALUE_LENGTH", "KeyRecord", "KeyState", "RotationRecord", "Step", "check_key_record", "fingerprint", "from_iso", "to_iso", "utcnow"]
 
@@ -28,11 +30,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def to_iso(dt: datetime) -> str: ...
+@overload
+def to_iso(dt: datetime | None) -> str | None: ...
 def to_iso(dt: datetime | None) -> str | None:
+    """RFC 3339 UTC with milliseconds (``2026-01-02T03:04:05.678+00:00``); ``None`` stays ``None``."""
     return dt.astimezone(UTC).isoformat(timespec="milliseconds") if dt else None
 
 
 def from_iso(s: str | None) -> datetime | None:
+    """The inverse of :func:`to_iso` (:meth:`datetime.fromisoformat`); ``None`` or ``""`` gives ``None``."""
     return datetime.fromisoformat(s) if s else None
 
 
@@ -202,8 +210,16 @@ class KeyState:
         out["retired_count"] = str(len(self.retired))
         return out
 
-    def evolve(self, **changes) -> KeyState:
+    def evolve(self, **changes: Any) -> KeyState:
         return replace(self, **changes)
+
+    def require_pending(self) -> KeyRecord:
+        """The ``pending`` record, for the steps of a rotation that wrote it first; raises
+        :class:`~rotation.errors.RotationError` if there is none (the record changed under the run)."""
+        if self.pending is None:
+            raise RotationError("the key record holds no pending key (changed by someone else); "
+                                "the next run looks again")
+        return self.pending
 
 
 @dataclass(frozen=True)

@@ -224,8 +224,12 @@ def check_service_url(url: str, example: str) -> str:
 def _split_dirs(value: object) -> tuple[Path, ...]:
     if isinstance(value, str):
         value = [v for v in value.split(":") if v.strip()]
+    elif value is None:
+        value = []
+    elif not isinstance(value, (list, tuple)):
+        raise ValueError("must be absolute directories separated by ':', e.g. /run/mail-api")
     out = []
-    for v in value or ():
+    for v in value:
         p = Path(str(v).strip())
         if not p.is_absolute() or ".." in p.parts:
             raise ValueError("must be absolute directories without '..', separated by ':', e.g. /run/mail-api")
@@ -474,10 +478,14 @@ class Settings(BaseSettings):
         return str(self.vault_client_cert), str(self.vault_client_key)
 
 
-_FIELD_TO_ENV = {
-    name: (field.validation_alias.choices[0] if isinstance(field.validation_alias, AliasChoices) else name)
-    for name, field in Settings.model_fields.items()
-}
+def _env_name(name: str, alias: object) -> str:
+    """The environment variable of the Settings field ``name``: the first of its ``AliasChoices``."""
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return name
+
+
+_FIELD_TO_ENV = {name: _env_name(name, field.validation_alias) for name, field in Settings.model_fields.items()}
 
 
 def load_settings(**overrides) -> Settings:

@@ -712,7 +712,8 @@ def _raise_for(status: int, op: str, path: str, data: dict[str, Any]) -> None:
     if status == 403:
         raise VaultPermissionDenied(f"{op} {path}: permission denied (HTTP 403): the setup needs an "
                                     "administrator token (VAULT_TOKEN) allowed on sys/ and auth/")
-    errors = data.get("errors") if isinstance(data.get("errors"), list) else []
+    reported = data.get("errors")
+    errors = reported if isinstance(reported, list) else []
     detail = "; ".join(str(e) for e in errors)[:300]  # Vault's own explanation (it never echoes a credential)
     raise VaultError(f"{op} {path}: HTTP {status}" + (f": {detail}" if detail else ""))
 
@@ -802,9 +803,12 @@ def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run:
     tables: dict[str, dict[str, Any]] = {}
     pending_mounts: set[str] = set()
     changes: list[Change] = []
+    action: Literal["create", "update", "unchanged"]
     # 1. read everything first: a conflict is reported before the first write
     for step in (plan_steps(setup, consumers, aws_auth=aws_auth) if steps is None else steps):
         if step.exists is not None:
+            if step.read is None:
+                raise ValueError(f"setup step {step.name}: an existence check needs the path to read (Step.read)")
             if step.read not in tables:
                 tables[step.read] = http.read(step.read) or {}
             present = step.exists(tables[step.read])
@@ -838,7 +842,8 @@ def apply_setup(client, setup: VaultSetup, consumers: ConsumersFile, *, dry_run:
                 if change.step.verify:
                     _verify_applied(http, change.step)
             except VaultError as exc:
-                if change.step.kind == "audit" and not isinstance(exc, VaultPermissionDenied):
+                if change.step.kind == "audit" and setup.audit is not None \
+                        and not isinstance(exc, VaultPermissionDenied):
                     raise VaultSetupError(
                         f"{change.step.path}: the server refused to enable the audit device through the API "
                         "(OpenBao 2.3.2+ allows audit devices only in its configuration file); "

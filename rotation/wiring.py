@@ -135,7 +135,8 @@ def collect_run_metrics(engine: Engine, summary: RunSummary, run: RunMetrics | N
         return state, record, ack
 
     names = [o.consumer for o in summary.outcomes]
-    pending: int | None = 0
+    pending = 0
+    measured = True
     health: list[Sample] = []
     try:
         if lister is not None and names:
@@ -160,9 +161,9 @@ def collect_run_metrics(engine: Engine, summary: RunSummary, run: RunMetrics | N
         pending = count
     except RotationError as exc:
         log.warning("acknowledgements pending and consumer health not measured: %s", type(exc).__name__)
-        pending, health = None, []
+        measured, health = False, []
     return [*snapshot(outcomes=summary.outcomes, max_age_seconds=max_age, now=now, run=run,
-                      acks_pending=pending), *health]
+                      acks_pending=pending if measured else None), *health]
 
 
 def publish_run_metrics(settings: Settings, consumers: ConsumersFile, summary: RunSummary,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -122,9 +123,13 @@ class FanOut(pulumi.ComponentResource):
 
         fn = rot.function
 
-        def function(role: str, handler: str, extra_env: pulumi.Input[dict], **kw) -> aws.lambda_.Function:
-            env = pulumi.Output.all(fn.environment, extra_env).apply(
-                lambda a: {"variables": {**((a[0] or {}).get("variables") or {}), **a[1]}})
+        def merged_environment(a: list[Any]) -> aws.lambda_.FunctionEnvironmentArgsDict:
+            """The rotator function's variables, then ``extra_env``'s (``a``: the two resolved inputs)."""
+            return {"variables": {**((a[0] or {}).get("variables") or {}), **a[1]}}
+
+        def function(role: str, handler: str, extra_env: pulumi.Input[dict[str, Any]], **kw: Any
+                     ) -> aws.lambda_.Function:
+            env = pulumi.Output.all(fn.environment, extra_env).apply(merged_environment)
             return aws.lambda_.Function(
                 f"{name}-{role}", name=f"{args.prefix}-rotation-{role}",
                 description=f"secure-mail-api: rotation fan-out {role} ({handler})",

@@ -64,7 +64,7 @@ import pulumi_aws as aws
 from infra.artifacts import LAMBDA_ARCHITECTURE, LAMBDA_RUNTIME, ROTATOR, code_archive
 from infra.components._common import encrypted_log_group, json_doc, lambda_runtime_statements
 from infra.components.signing import CodeSigning
-from infra.config import RotationScheduleConfig
+from infra.config import IrsaTrust, RoleTrust, RotationScheduleConfig
 from policies.iam import render_policy
 from rotation.config import load_consumers_file
 from rotation.permissions import required_statements
@@ -97,7 +97,7 @@ JWT_DURATION_SECONDS = 300
 def vault_login_environment(cfg: RotationScheduleConfig) -> dict[str, str]:
     """The ``rotation.settings`` variables for the function's Vault login (no credential in them)."""
     mount_var = {"aws": "VAULT_AWS_MOUNT", "jwt": "VAULT_JWT_MOUNT", "approle": "VAULT_APPROLE_MOUNT"}[cfg.vault_auth]
-    env = {"VAULT_AUTH_METHOD": cfg.vault_auth}
+    env: dict[str, str] = {"VAULT_AUTH_METHOD": cfg.vault_auth}
     if cfg.vault_auth == "aws":
         env["VAULT_AWS_ROLE"] = cfg.vault_auth_role
         if cfg.vault_aws_server_id:
@@ -156,7 +156,7 @@ def rotator_trust_policy(account_id: str, principals: Sequence[str], trust: Sequ
             statements.append({"Sid": f"LambdaService{n}", "Effect": "Allow",
                                "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole",
                                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}}})
-        elif kind == "irsa":
+        elif isinstance(entry, IrsaTrust):   # type "irsa"
             issuer = entry.oidc_provider_arn.split(":oidc-provider/", 1)[1]
             statements.append({"Sid": f"KubernetesServiceAccount{n}", "Effect": "Allow",
                                "Principal": {"Federated": entry.oidc_provider_arn},
@@ -169,7 +169,7 @@ def rotator_trust_policy(account_id: str, principals: Sequence[str], trust: Sequ
                                "Principal": {"Service": "pods.eks.amazonaws.com"},
                                "Action": ["sts:AssumeRole", "sts:TagSession"],
                                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}}})
-        elif kind == "role":
+        elif isinstance(entry, RoleTrust):   # type "role"
             statements.append({"Sid": f"IamRole{n}", "Effect": "Allow", "Principal": {"AWS": entry.arn},
                                "Action": "sts:AssumeRole"})
         else:
@@ -192,10 +192,10 @@ def service_trust_policy(service: str, account_id: str) -> dict:
 
 
 def consumers_layer_assets(consumers_file: str, root: Path = REPO_ROOT,
-                           ca_bundle: str | None = None) -> dict[str, pulumi.asset.Asset]:
+                           ca_bundle: str | None = None) -> dict[str, pulumi.asset.Asset | pulumi.asset.Archive]:
     """Content of the consumers-file layer: the file at its repository-relative path (archive path ->
     asset), and the Vault CA bundle as :data:`CA_BUNDLE_NAME` when one is configured."""
-    assets: dict[str, pulumi.asset.Asset] = {consumers_file: pulumi.FileAsset(str(root / consumers_file))}
+    assets: dict[str, pulumi.asset.Asset | pulumi.asset.Archive] = {consumers_file: pulumi.FileAsset(str(root / consumers_file))}
     if ca_bundle:
         assets[CA_BUNDLE_NAME] = pulumi.StringAsset(ca_bundle)
     return assets
@@ -285,9 +285,10 @@ class ScheduledRotator(pulumi.ComponentResource):
                 f"{name}-vault-secret-id", name=f"{args.prefix}/rotator/vault-approle-secret-id",
                 description="Vault AppRole secret id of the scheduled rotator (from secret config rotationVaultSecretId)",
                 kms_key_id=args.data_key_arn, recovery_window_in_days=7, tags=dict(args.tags), opts=child)
+            secret_id: pulumi.Output[str] = pulumi.Output.secret(args.vault_secret_id)
             self.vault_secret_version = aws.secretsmanager.SecretVersion(
                 f"{name}-vault-secret-id-version", secret_id=self.vault_secret.id,
-                secret_string=pulumi.Output.secret(args.vault_secret_id),
+                secret_string=secret_id,
                 opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["secretString"]))
 
         # --- the function's role: Lambda-only trust, rotator.json + runtime needs -------------------
@@ -341,6 +342,8 @@ class ScheduledRotator(pulumi.ComponentResource):
                         + (" and Vault CA bundle" if cfg.vault_ca_bundle else ""),
             **layer_code,
             compatible_runtimes=[LAMBDA_RUNTIME], compatible_architectures=[LAMBDA_ARCHITECTURE], opts=child)
+        if cfg.vault_addr is None:   # RotationScheduleConfig requires it when enabled; this guards direct use
+            raise ValueError("rotationSchedule.vaultAddr is required for the scheduled rotator")
         environment: dict[str, pulumi.Input[str]] = {
             "VAULT_ADDR": cfg.vault_addr,
             **vault_login_environment(cfg),

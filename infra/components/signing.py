@@ -111,5 +111,14 @@ class CodeSigning(pulumi.ComponentResource):
             source={"s3": {"bucket": bucket, "key": package.key, "version": package.version_id}},
             destination={"s3": {"bucket": bucket, "prefix": f"{SIGNED_PREFIX}{name}/"}},
             ignore_signing_job_failure=False, opts=opts)
-        signed = job.signed_objects.apply(lambda objs: objs[0].s3s[0])
-        return signed.apply(lambda o: o.bucket), signed.apply(lambda o: o.key)
+        signed = job.signed_objects.apply(_signed_s3)
+        return signed.apply(lambda o: o[0]), signed.apply(lambda o: o[1])
+
+
+def _signed_s3(objs: Sequence[aws.signer.outputs.SigningJobSignedObject]) -> tuple[str, str]:
+    """``(bucket, key)`` of the S3 object a signing job wrote (its ``signed_objects[0].s3s[0]``);
+    ``ValueError`` when the job reports none (AWS Signer StartSigningJob writes one object per job)."""
+    s3s = objs[0].s3s if objs else None
+    if not s3s or s3s[0].bucket is None or s3s[0].key is None:
+        raise ValueError("the signing job reported no signed S3 object (bucket and key)")
+    return s3s[0].bucket, s3s[0].key

@@ -56,12 +56,13 @@ class SecureBucket(pulumi.ComponentResource):
         if locked and args.object_lock_mode not in ("GOVERNANCE", "COMPLIANCE"):
             raise ValueError("object_lock_mode must be GOVERNANCE or COMPLIANCE")
         self.bucket = aws.s3.Bucket(name, force_destroy=args.force_destroy, tags=dict(args.tags),
-                                    **({"object_lock_enabled": True} if locked else {}), opts=child)
+                                    object_lock_enabled=True if locked else None, opts=child)
         bpa = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access-block", bucket=self.bucket.id, block_public_acls=True,
             block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True, opts=child)
         aws.s3.BucketOwnershipControls(
             f"{name}-ownership", bucket=self.bucket.id, rule={"object_ownership": "BucketOwnerEnforced"}, opts=child)
+        default: aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgsDict
         if args.kms_key_arn is not None:
             default = {"sse_algorithm": "aws:kms", "kms_master_key_id": args.kms_key_arn}
         else:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -35,17 +34,17 @@ MANAGED_GROUPS = ("AWSManagedRulesAmazonIpReputationList", "AWSManagedRulesCommo
                   "AWSManagedRulesKnownBadInputsRuleSet")
 
 
-def _visibility(metric: str) -> dict[str, Any]:
+def _visibility(metric: str) -> aws.wafv2.WebAclVisibilityConfigArgsDict:
     return {"cloudwatch_metrics_enabled": True, "metric_name": metric, "sampled_requests_enabled": True}
 
 
-def web_acl_rules(prefix: str, waf: WafConfig) -> list[dict[str, Any]]:
+def web_acl_rules(prefix: str, waf: WafConfig) -> list[aws.wafv2.WebAclRuleArgsDict]:
     """Return the web ACL ``rules`` (snake_case input dicts) for ``waf`` limits.
 
     Rate limits are requests per evaluation window (seconds) per IP / per API key.
     """
-    too_many = {"block": {"custom_response": {"response_code": 429}}}
-    rules: list[dict[str, Any]] = [
+    too_many: aws.wafv2.WebAclRuleActionArgsDict = {"block": {"custom_response": {"response_code": 429}}}
+    rules: list[aws.wafv2.WebAclRuleArgsDict] = [
         {"name": "rate-per-ip", "priority": 0, "action": too_many,
          "statement": {"rate_based_statement": {
              "limit": waf.ip_rate_limit, "evaluation_window_sec": waf.ip_evaluation_window_sec,
@@ -60,7 +59,8 @@ def web_acl_rules(prefix: str, waf: WafConfig) -> list[dict[str, Any]]:
          "visibility_config": _visibility(f"{prefix}-rate-per-api-key")},
     ]
     for priority, group in enumerate(MANAGED_GROUPS, start=10):
-        statement: dict[str, Any] = {"vendor_name": "AWS", "name": group}
+        statement: aws.wafv2.WebAclRuleStatementManagedRuleGroupStatementArgsDict = {"vendor_name": "AWS",
+                                                                                      "name": group}
         if group == "AWSManagedRulesCommonRuleSet" and waf.allow_large_bodies:
             statement["rule_action_overrides"] = [{"name": "SizeRestrictions_BODY", "action_to_use": {"count": {}}}]
         rules.append({"name": group, "priority": priority, "override_action": {"none": {}},

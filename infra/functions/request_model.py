@@ -27,9 +27,9 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-if __package__:
+if TYPE_CHECKING or __package__:   # the type checker reads the package form
     from .validation import RequestRejected, parse_request_body
 else:  # zipped as the Lambda code: modules sit at the top level
     from validation import RequestRejected, parse_request_body

@@ -56,7 +56,7 @@ import os
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools import Logger
@@ -66,7 +66,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-if __package__:
+if TYPE_CHECKING or __package__:   # the type checker reads the package form
     from .access import (
         AccessConfig,
         AccessConfigError,

@@ -15,9 +15,9 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import SMTP, compat32
 from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-if __package__:
+if TYPE_CHECKING or __package__:   # the type checker reads the package form
     from .validation import MessageRequest
 else:  # zipped as the Lambda code: modules sit at the top level
     from validation import MessageRequest

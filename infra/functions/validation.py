@@ -46,7 +46,7 @@ import json
 import re
 from dataclasses import dataclass
 from email.utils import formataddr
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -62,7 +62,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-if __package__:
+if TYPE_CHECKING or __package__:   # the type checker reads the package form
     from .header_text import HeaderTextError, check_address_text, check_filename, check_header_text
 else:  # zipped as the Lambda code: modules sit at the top level
     from header_text import HeaderTextError, check_address_text, check_filename, check_header_text
@@ -431,6 +431,9 @@ def _parse_address(value: Any) -> EmailAddress:
             "The email address is not valid (RFC 5321/5322, ASCII local part).",
             **({"sub": sub} if sub else {}),
         ) from None
+    if result.ascii_email is None:   # only with SMTPUTF8, which allow_smtputf8=False refuses above
+        raise _reject("invalid_address", "The email address is not valid (RFC 5321/5322, ASCII local part).",
+                      **({"sub": sub} if sub else {}))
     return EmailAddress(address=result.ascii_email, name=name)
 
 

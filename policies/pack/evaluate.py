@@ -17,6 +17,7 @@ from pulumi_policy import (
     PolicyResource,
     PolicyResourceOptions,
     ResourceValidationArgs,
+    ResourceValidationPolicy,
     StackValidationArgs,
 )
 
@@ -114,9 +115,10 @@ def evaluate(resources: Iterable[Any], config: Mapping[str, Any] | None = None, 
         cfg = _rule_config(config, rule.name)
 
         def report(message: str, urn: str | None = None, _rule=rule, _level=level) -> None:
-            out.append(Violation(_rule.name, _rule.controls, by_urn.get(urn, "stack"), urn, _level, message))
+            out.append(Violation(_rule.name, _rule.controls, by_urn.get(urn, "stack") if urn else "stack", urn,
+                                 _level, message))
 
-        if rule.kind == "resource":
+        if isinstance(rule.policy, ResourceValidationPolicy):   # rule.kind == "resource"
             for r in prs:
                 args = ResourceValidationArgs(r.resource_type, r.props, r.urn, r.name, r.opts, None, config=cfg)
                 try:

@@ -72,6 +72,14 @@ def token_lifetime(lookup: dict[str, Any]) -> float | None:
     return max(ttl, 0.0)
 
 
+def _required(value: T | None, env: str, method: str) -> T:
+    """``value``, which :class:`Settings` requires for ``VAULT_AUTH_METHOD=method``; raises
+    :class:`VaultError` naming ``env`` when a directly constructed Settings lacks it."""
+    if value is None:
+        raise VaultError(f"{env} is required for VAULT_AUTH_METHOD={method}")
+    return value
+
+
 class VaultClock:
     """Vault's time, which every runner shares: epoch seconds from the ``Date`` header of the
     latest Vault answer (RFC 9110 section 6.6.1, one-second resolution), carried forward between
@@ -178,7 +186,8 @@ class VaultStore:
         with self._lock, vault_errors("login", method):
             if method == "token":
                 self.client.token = (read_credential_file(s.vault_token_file, "VAULT_TOKEN_FILE")
-                                     if s.vault_token_file is not None else s.vault_token.get_secret_value())
+                                     if s.vault_token_file is not None
+                                     else _required(s.vault_token, "VAULT_TOKEN", method).get_secret_value())
                 self._logged_in = False
             elif method == "approle":
                 secret_id = self._secret_ids.secret_id(self._unwrap)
@@ -196,7 +205,8 @@ class VaultStore:
             elif method == "jwt":
                 self.client.auth.jwt.jwt_login(role=s.vault_jwt_role, jwt=self._jwt(), path=s.vault_jwt_mount)
             elif method == "aws":
-                payload = aws_iam_login_payload(self._aws_session().get_credentials(), s.vault_aws_role,
+                payload = aws_iam_login_payload(self._aws_session().get_credentials(),
+                                                _required(s.vault_aws_role, "VAULT_AWS_ROLE", method),
                                                 server_id=s.vault_aws_iam_server_id, sts_region=s.vault_aws_sts_region)
                 self.client.adapter.login(f"/v1/auth/{s.vault_aws_mount}/login", json=payload)
             else:   # Settings validates the method; this guards direct construction
@@ -227,7 +237,7 @@ class VaultStore:
             # GetWebIdentityToken is not served by STS's global endpoint: always the regional one
             self._sts = self._aws_session().client(
                 "sts", region_name=region, endpoint_url=s.aws_endpoint_url or f"https://sts.{region}.amazonaws.com")
-        return aws_web_identity_token(self._sts, s.vault_jwt_aws_audience)
+        return aws_web_identity_token(self._sts, _required(s.vault_jwt_aws_audience, "VAULT_JWT_AWS_AUDIENCE", "jwt"))
 
     def _aws_session(self):
         if self._boto_session is None:

@@ -71,7 +71,7 @@ class AppRoleAuth:
     mount: str = "approle"
     secret_id_file: str | None = None
     wrapped: bool = False
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     can_relogin = True
 

@@ -792,7 +792,7 @@ class KeyClient:
 
     def _update_ack(self, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         def current() -> tuple[int, dict[str, Any]]:
-            def read():
+            def read() -> tuple[int, dict[str, Any]]:
                 try:
                     r = self._client.secrets.kv.v2.read_secret_version(
                         path=self.ack_path, mount_point=self.mount, raise_on_deleted_version=False)
@@ -802,7 +802,7 @@ class KeyClient:
                 return int((d.get("metadata") or {}).get("version") or 0), dict(d.get("data") or {})
             return self._vault("read", self.ack_path, read)
 
-        def write(cas: int, body: dict[str, Any]):
+        def write(cas: int, body: dict[str, Any]) -> Callable[[], Any]:
             return lambda: self._client.secrets.kv.v2.create_or_update_secret(
                 path=self.ack_path, secret=body, cas=cas, mount_point=self.mount)
 

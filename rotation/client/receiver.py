@@ -39,7 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from rotation.client.bounded_server import CONNECTION_TIMEOUT_SECONDS, MAX_CONNECTIONS, bounded
-from rotation.client.keys import ApiKey, KeyClient, KeyClientError, TamperSuspected, VaultUnavailable
+from rotation.client.errors import KeyClientError, TamperSuspected, VaultUnavailable
+from rotation.client.keys import ApiKey, KeyClient
 from rotation.client.signing import (
     IDEMPOTENCY_HEADER,
     TIMESTAMP_HEADER,
@@ -72,7 +73,7 @@ def check_signing_secret(secret: object) -> str:
         key = webhook_key(secret) if isinstance(secret, str) else b""
     except ValueError:
         key = b""
-    if len(key) < MIN_SIGNING_SECRET_BYTES:
+    if not isinstance(secret, str) or len(key) < MIN_SIGNING_SECRET_BYTES:
         raise ValueError(f"signing_secret must be at least {MIN_SIGNING_SECRET_BYTES} bytes "
                          "(e.g. secrets.token_urlsafe(32)); rotate the consumer's webhook secret in Vault")
     return secret
@@ -127,7 +128,7 @@ class WebhookReceiver:
                  consumer: str | None = None, clock: Callable[[], float] = time.time):
         self._secret = check_signing_secret(signing_secret)
         if isinstance(target, KeyClient):
-            self._unwrap = target.unwrap
+            self._unwrap: Callable[[str], Mapping[str, Any]] = target.unwrap
             self._client: KeyClient | None = target
             consumer = consumer or target.consumer
         else:
@@ -157,6 +158,7 @@ class WebhookReceiver:
             return ReceiveResult("bad_signature", detail="missing or malformed timestamp header")
         if abs(now - ts) > self.window:
             return ReceiveResult("replay", detail=f"timestamp outside the {self.window}s window")
+        idem: str | None
         try:
             if standard:
                 idem, _ = standard_verify(self._secret, dict(headers), body, window_seconds=self.window, now=now)

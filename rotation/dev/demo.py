@@ -263,7 +263,7 @@ def run_demo(grace_seconds: int = 4, proof_seconds: float = 20.0) -> int:
                 record = root.secrets.kv.v2.read_secret_version(
                     path=f"mail-api/keys/{c.name}", mount_point="secret", raise_on_deleted_version=True)
                 previous = (record["data"]["data"] or {}).get("previous")
-                in_grace += bool(previous) and not previous.get("disabled_at")
+                in_grace += previous is not None and not previous.get("disabled_at")
             print(f"API Gateway now holds {len(keys)} keys, {sum(k['enabled'] for k in keys)} enabled: one current "
                   f"key per consumer ({len(consumers.consumers)}) plus {in_grace} previous key(s) still in "
                   "their grace period")
@@ -316,6 +316,8 @@ def _proof(seconds: float) -> int:
     _banner(f"zero-downtime proof: {seconds:.0f}s of mail from 3 apps aiming at 50 requests/s in total while keys "
             "rotate (normal and emergency) and one rotator is killed with SIGKILL")
     spec = importlib.util.spec_from_file_location("zero_downtime", script)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{script}: not loadable as a Python module")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses resolve their module by name
     spec.loader.exec_module(mod)

@@ -81,7 +81,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import boto3
 from botocore.exceptions import ClientError
@@ -95,6 +95,9 @@ from rotation.dev.workspace import (
     shell_path,
     write_dev_consumers,
 )
+
+if TYPE_CHECKING:
+    from rotation.dev.stack import DevCredentials, EmbeddedStack
 
 __all__ = [
     "DEFAULT_CONFIGURATION_SET",
@@ -295,11 +298,15 @@ def _handler_modules(n: int, code_dir: Path = HANDLER_DIR) -> list[Any]:
             package = f"_mail_handler_instance_{abs(hash(code_dir))}_{len(copies)}"
             pkg_spec = importlib.util.spec_from_file_location(
                 package, code_dir / "__init__.py", submodule_search_locations=[str(code_dir)])
+            if pkg_spec is None or pkg_spec.loader is None:
+                raise ImportError(f"{code_dir / '__init__.py'}: not loadable as a Python package")
             pkg = importlib.util.module_from_spec(pkg_spec)
             sys.modules[package] = pkg
             pkg_spec.loader.exec_module(pkg)
             name = f"{package}.{HANDLER_MODULE}"
             spec = importlib.util.spec_from_file_location(name, code_dir / f"{HANDLER_MODULE}.py")
+            if spec is None or spec.loader is None:
+                raise ImportError(f"{code_dir / HANDLER_MODULE}.py: not loadable as a Python module")
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module  # dataclasses look their module up while it executes
             # powertools keeps one formatter per logging.Logger name: give each copy its own service
@@ -458,7 +465,7 @@ class DevGateway:
     def usage_url(self) -> str:
         return self.base_url + USAGE_PATH
 
-    def start(self) -> DevGateway:
+    def start(self) -> Self:
         """Resolve the REST API, set the handler's environment, create the mail backend if
         missing, and serve in a daemon thread. Raises ``LookupError`` (no REST API) or the
         AWS client's error (endpoint unreachable)."""
@@ -481,7 +488,7 @@ class DevGateway:
             if self.quiet:
                 module.logger.setLevel(logging.ERROR)
             self._instances.put(module.handler)
-        gateway = self
+        gateway: DevGateway = self
 
         class _Handler(_RequestHandler):
             gw = gateway
@@ -595,7 +602,7 @@ class DevGateway:
             self._counts[entry.key_id] = self._counts.get(entry.key_id, 0) + 1
         if not entry.enabled or entry.plan_id is None:
             return self._gateway_response(FORBIDDEN)
-        if entry.rate is not None and not self._bucket(entry).try_take():
+        if entry.rate is not None and not self._bucket(entry, entry.rate).try_take():
             return self._gateway_response(THROTTLED)
         try:
             body = read_body()
@@ -621,12 +628,13 @@ class DevGateway:
         data = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode()
         return int(result.get("statusCode") or 502), out_headers, data
 
-    def _bucket(self, entry: _KeyEntry) -> NonBlockingBucket:
-        k = (entry.key_id, entry.rate, entry.burst or 1)
+    def _bucket(self, entry: _KeyEntry, rate: float) -> NonBlockingBucket:
+        """The token bucket of ``entry``'s key at ``rate`` requests/s (its plan's throttle)."""
+        k = (entry.key_id, rate, entry.burst or 1)
         with self._lock:
             bucket = self._buckets.get(k)
             if bucket is None:
-                bucket = self._buckets[k] = NonBlockingBucket(entry.rate, max(1, entry.burst or 1),
+                bucket = self._buckets[k] = NonBlockingBucket(rate, max(1, entry.burst or 1),
                                                                        clock=self._clock)
             return bucket
 
@@ -737,13 +745,16 @@ class DevGatewayTraffic:
 
     def __init__(self, source: DevGateway | str, *, token: str | None = None, timeout_seconds: float = 2.0):
         self.source = source
+        self._local = source if isinstance(source, DevGateway) else None
         self._remote = None if isinstance(source, DevGateway) else UsageEndpointTraffic(
             source.rstrip("/") + USAGE_PATH, token=token, timeout_seconds=timeout_seconds)
 
     def request_count(self, key_id: str, usage_plan_id: str) -> int | None:
-        if self._remote is None:
-            return self.source.request_count(key_id)
-        return self._remote.request_count(key_id, usage_plan_id)
+        if self._local is not None:
+            return self._local.request_count(key_id)
+        if self._remote is not None:
+            return self._remote.request_count(key_id, usage_plan_id)
+        return None   # unreachable: built with one of the two
 
 
 # -- command line ----------------------------------------------------------------------------------
@@ -774,7 +785,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _start_embedded(args: argparse.Namespace, exits: contextlib.ExitStack):
+def _start_embedded(args: argparse.Namespace, exits: contextlib.ExitStack
+                    ) -> tuple[EmbeddedStack, DevCredentials, Path]:
     """Start and bootstrap the embedded stack with the dev stack's own consumers file (local
     targets only, :func:`rotation.dev.workspace.write_dev_consumers`), or with a pull-only copy of
     ``--consumers-file`` (push targets dropped: the apps read their key from Vault).
@@ -802,7 +814,8 @@ def _start_embedded(args: argparse.Namespace, exits: contextlib.ExitStack):
     return stack, creds, dev_consumers.resolve()
 
 
-def _write_env_files(args: argparse.Namespace, stack, creds, consumers_path, gw: DevGateway) -> None:
+def _write_env_files(args: argparse.Namespace, stack: EmbeddedStack, creds: DevCredentials, consumers_path: Path,
+                     gw: DevGateway) -> None:
     """``<env-file>``: the rotator's environment (+ ``ROTATION_CONSUMERS_FILE``,
     ``ROTATION_CANARY_URL``, and the gateway's per-key counters as the traffic signal:
     ``ROTATION_TRAFFIC_URL`` + ``ROTATION_TRAFFIC_TOKEN``); ``<dir>/<consumer>.env``: each app's (AppRole, ``MAIL_API_URL``);

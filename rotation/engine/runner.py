@@ -158,7 +158,8 @@ class Engine:
         self.verifiers = list(verifiers)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # the clock every runner shares (Vault's); a test injects a fake one
-        self.clock: Callable[[], datetime] = clock or getattr(vault, "utcnow", utcnow)
+        vault_clock: Callable[[], datetime] = getattr(vault, "utcnow", utcnow)   # a test double may lack it
+        self.clock = clock or vault_clock
         self.traffic = traffic
         self.quota = quota
         self.progress = progress
@@ -327,7 +328,7 @@ class Engine:
         # serials so a rotation completed meanwhile by another runner satisfies the request.
         self._asked_serial = {}
         self._snapshot = {}
-        self._requested = set()
+        self._requested: set[str] = set()
         failed_early: dict[str, ConsumerOutcome] = {}
         lock = threading.Lock()
 
@@ -616,7 +617,7 @@ class Engine:
                                         emergency=emergency, started_at=to_iso(self.clock()), acks={})
             self.audit.emit("resume", "ok", consumer=c.name, rotation_id=state.pending.rotation_id,
                             serial=state.pending.serial, step=journal.step)
-        pending = state.pending
+        pending = state.require_pending()
         out = ConsumerOutcome(c.name, d.rotate, "ok", d.reason, pending.serial, pending.rotation_id)
         step = Step.PENDING_RECORDED.value if fresh else journal.step
         try:
@@ -629,13 +630,13 @@ class Engine:
                 state, journal, created = self._create(c, state, journal, fresh=fresh)
                 step = Step.KEY_CREATED.value
             if step == Step.KEY_CREATED.value:
-                self._test(c, state.pending, created=created)
+                self._test(c, state.require_pending(), created=created)
                 journal = self._journal(c, journal, Step.TESTED)
                 self.audit.emit("test", "ok", consumer=c.name, rotation_id=pending.rotation_id,
-                                key_id=state.pending.key_id, serial=pending.serial)
+                                key_id=state.require_pending().key_id, serial=pending.serial)
                 step = journal.step
             if step == Step.TESTED.value:
-                journal, failed_required = self._distribute(c, state.pending, journal)
+                journal, failed_required = self._distribute(c, state.require_pending(), journal)
                 if failed_required:
                     raise PushError(f"required target(s) failed: {'; '.join(failed_required)}")
                 # no journal write of its own: each ack is journaled; a resume at "tested"
@@ -650,7 +651,7 @@ class Engine:
             return state, journal, out
         # promote: one CAS write moves every label
         now = to_iso(self.clock())
-        new_current = replace(state.pending, promoted_at=now)
+        new_current = replace(state.require_pending(), promoted_at=now)
         if emergency and (not journal.emergency or journal.reissue_required):
             journal = self._renew(c.name, journal, emergency=True, reissue_required=False)
         journal = self._fence(c, journal, vault_write=True)   # the promote write happens under a confirmed lease
@@ -681,7 +682,7 @@ class Engine:
         CreateUsagePlanKey, the quota carry-over. The key id is kept in memory and reaches Vault
         with the promote write: a resume finds the key by its deterministic name. Returns
         ``(state, journal, created)``; ``created`` is CreateApiKey's answer or ``None``."""
-        pending = state.pending
+        pending = state.require_pending()
         plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
         journal = self._fence(c, journal)
         created = None
@@ -750,6 +751,8 @@ class Engine:
             delay = min(delay * 2, 1.0)   # a canary answer costs no control-plane call: ask often
 
     def _check_key(self, pending: KeyRecord, plan_id: str) -> str | None:
+        if pending.key_id is None:
+            return "the pending key has no API key id yet"
         key = self.apigw.get_key(pending.key_id, include_value=True)
         if key is None:
             return f"API key {pending.key_id} does not exist"
@@ -764,7 +767,7 @@ class Engine:
     def _distribute(self, c: Consumer, pending: KeyRecord, journal: RotationRecord) -> tuple[RotationRecord, list[str]]:
         """Push to every target not yet acked for this serial; journal each ack. Returns the
         journal at its new version and the failed required targets."""
-        delivery = Delivery(c.name, pending.serial, pending.rotation_id, pending.key_id, pending.value,
+        delivery = Delivery(c.name, pending.serial, pending.rotation_id, pending.key_id or "", pending.value,
                             pending.fingerprint)
         acks = dict(journal.acks)
         failed_required = []
@@ -799,7 +802,7 @@ class Engine:
         if fresh.owner != self.owner:
             raise LeaseLost(f"{c.name}: the rotation lease was taken over before the rollback")
         journal = fresh
-        pending = state.pending
+        pending = state.require_pending()
         state = self.vault.read_key_state(c.name)
         if state.pending is None or state.pending.rotation_id != pending.rotation_id:
             raise VaultError(f"{c.name}: the pending key of rotation {pending.rotation_id} changed before the "
@@ -807,7 +810,8 @@ class Engine:
         pending = state.pending
         journal = self._fence(c, journal)
         journal = self._renew(c.name, journal, step="rolling_back")
-        restored, not_restored = [], []
+        restored: list[str] = []
+        not_restored: list[str] = []
         if state.current is not None:
             # Every target, even one whose push failed for us: another runner's concurrent push
             # (after a lease takeover) may still have handed it the new key.

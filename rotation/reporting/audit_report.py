@@ -207,7 +207,7 @@ def _consumer(obs: ConsumerObservation, now: datetime, findings: list) -> dict[s
         serial = obs.app_ack.get("serial")
         app = {"serial": serial if isinstance(serial, int) else None, "key_id": obs.app_ack.get("key_id"),
                "at": _ts(obs.app_ack.get("at")), "host": obs.app_ack.get("host"),
-               "on_current": bool(st.current) and serial == st.current.serial}
+               "on_current": st.current is not None and serial == st.current.serial}
 
     def traffic(rec: KeyRecord | None) -> dict[str, Any] | None:
         if rec is None or not rec.key_id:
@@ -219,9 +219,9 @@ def _consumer(obs: ConsumerObservation, now: datetime, findings: list) -> dict[s
                 "window_days": TRAFFIC_WINDOW_DAYS,
                 "snapshot_count": snap.get("count"), "snapshot_since": _ts(snap.get("since"))}
 
-    history = sorted(({"serial": r.serial, "promoted_at": _ts(r.promoted_at), "emergency": bool(r.emergency)}
-                      for r in (st.current, st.previous, *st.retired) if r and r.promoted_at),
-                     key=lambda h: h["serial"])
+    history = [{"serial": r.serial, "promoted_at": _ts(r.promoted_at), "emergency": bool(r.emergency)}
+               for r in sorted((r for r in (st.current, st.previous, *st.retired) if r and r.promoted_at),
+                               key=lambda r: r.serial)]
     overdue = cur is not None and cur["age_seconds"] is not None and cur["age_seconds"] >= obs.max_age_seconds
     name = obs.name
     if cur is None:

@@ -133,7 +133,7 @@ def audit(obj, output: str, as_json: bool, html_path: str | None, expected_polic
             client = _policy_client(settings, engine.vault, policy_token_env)
             texts, listed, error = pd.read_vault_policies(client, sorted(expected))
             items += pd.compare_vault(expected, texts, listed, error)
-        if iam_doc is not None:
+        if iam_doc is not None and iam_policy is not None and iam_role is not None:  # given together (above)
             import boto3
             iam = boto3.session.Session(region_name=settings.aws_region).client(
                 "iam", endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region)

@@ -60,7 +60,7 @@ def status_document(decisions: Iterable[tuple[Consumer, KeyState, RotationRecord
     """``rotation status``: per consumer its state (``ok`` | ``due`` | ``waiting`` | ``in_flight`` |
     ``blocked``), current and previous key (identifiers, fingerprints and times only), the rotation
     in flight and the last outcome. ``now`` is the shared (Vault's) clock."""
-    rows = []
+    rows: list[dict[str, Any]] = []   # JSON objects of the document
     for c, state, journal, d in decisions:
         if d.rotate == "blocked":
             rows.append({"name": c.name, "tier": c.tier, "state": "blocked", "reason": "record_gone",
@@ -120,7 +120,7 @@ def plan_document(decisions: Iterable[tuple[Consumer, KeyState, RotationRecord, 
     """``rotation plan``: per consumer the action, its reason code, the serials to revoke and
     delete, and the Vault/AWS/push calls a run would make. ``iam``: the ``--iam-policy`` check
     (``{"policy", "ok", "unwritable"}``) or ``None``."""
-    rows = []
+    rows: list[dict[str, Any]] = []   # JSON objects of the document
     for c, _state, _journal, d in decisions:
         calls = [] if d.locked_by or d.rotate == "blocked" else [_call(x) for x in calls_for(d, c)]
         rows.append({"name": c.name, "tier": c.tier, "action": d.rotate, "reason": _reason(d),

@@ -8,6 +8,8 @@ and for overriding enforcement per rule.
 
 from __future__ import annotations
 
+from pulumi_policy import Policy
+
 from . import apigateway, compute, data, identity, kms_iam, logging, s3, waf  # noqa: F401  (registers rules)
 from ._base import RULES, Finding, Rule, format_message
 
@@ -22,7 +24,7 @@ __all__ = [
     "format_message",
 ]
 
-ALL_POLICIES = [r.policy for r in RULES.values()]
+ALL_POLICIES: list[Policy] = [r.policy for r in RULES.values()]
 RESOURCE_POLICIES = [r.policy for r in RULES.values() if r.kind == "resource"]
 STACK_POLICIES = [r.policy for r in RULES.values() if r.kind == "stack"]
 

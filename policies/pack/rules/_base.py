@@ -146,7 +146,6 @@ def resource_rule(name: str, controls: Iterable[str], types: str | Iterable[str]
             name=name, description=f"{description} ({', '.join(controls)})", validate=validate,
             enforcement_level=EnforcementLevel.MANDATORY, config_schema=_schema(options))
         _register(Rule(name, controls, description, "resource", types, policy, options, check.__doc__ or ""))
-        check.rule_name = name
         return check
 
     return wrap
@@ -172,7 +171,6 @@ def stack_rule(name: str, controls: Iterable[str], description: str,
             name=name, description=f"{description} ({', '.join(controls)})", validate=validate,
             enforcement_level=EnforcementLevel.MANDATORY, config_schema=_schema(options))
         _register(Rule(name, controls, description, "stack", tuple(types), policy, options, check.__doc__ or ""))
-        check.rule_name = name
         return check
 
     return wrap
@@ -222,13 +220,13 @@ def parse_doc(value: Any) -> dict[str, Any] | None:
     return None
 
 
-def statements(doc: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def statements(doc: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     return [s for s in as_list((doc or {}).get("Statement")) if isinstance(s, Mapping)]
 
 
-def public_allows(doc: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def public_allows(doc: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     """Allow statements whose principal is ``*`` (or ``{"AWS": "*"}``) without any Condition."""
-    out = []
+    out: list[Mapping[str, Any]] = []
     for s in statements(doc):
         if s.get("Effect") != "Allow" or s.get("Condition"):
             continue

@@ -33,7 +33,7 @@ RECOMMENDED_TLS_POLICIES = (
 )
 ACCESS_MODES = ("STRICT", "BASIC")
 _TLS_FIX = "securityPolicy=SecurityPolicy_TLS13_1_3_2025_09 with endpointAccessMode=STRICT"
-_TLS_OPTIONS = {
+_TLS_OPTIONS: dict[str, tuple[dict[str, Any], Any]] = {
     "allowedSecurityPolicies": ({"type": "array", "items": {"type": "string", "enum": list(RECOMMENDED_TLS_POLICIES)}},
                                 list(RECOMMENDED_TLS_POLICIES)),
     "requireStrictAccessMode": ({"type": "boolean"}, False),

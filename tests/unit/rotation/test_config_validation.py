@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import os
 import stat
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,26 @@ def test_a_webhook_host_name_that_resolves_to_loopback_or_private_needs_the_same
     flags = {"allow_loopback": True} if kind == "loopback" else {"allow_private": True}
     result = SignedWebhookTarget(spec, allowed, **flags).push(Delivery("crm", 2, "rot-2", "kid2", "v" * 40))
     assert "resolves to a" not in result.detail      # went on to the signing secret (short here: refused)
+
+
+def test_an_omitted_duration_is_the_files_default_and_a_given_one_is_kept_even_when_standard(tmp_path):
+    """Issue 23: a loaded consumer holds every duration (typed ``timedelta``, never None); an
+    omitted one comes from the file's ``defaults``, a given one stays, also when it equals the
+    standard default that the file's ``defaults`` overrides."""
+    data = copy.deepcopy(GOOD)
+    data["defaults"] = {"max_age": "10d", "grace_period": "2h", "retention": "3d", "quiet_period": "5m"}
+    data["consumers"].append({"name": "crm", "tier": "standard", "max_age": "30d", "grace_period": "24h"})
+    f = tmp_path / "consumers.yaml"
+    f.write_text(yaml.safe_dump(data))
+    billing, crm = load_consumers_file(f).consumers
+    assert (billing.max_age, billing.grace_period, billing.retention, billing.quiet_period) == (
+        timedelta(days=10), timedelta(hours=2), timedelta(days=3), timedelta(minutes=5))
+    assert (crm.max_age, crm.grace_period, crm.retention, crm.quiet_period) == (
+        timedelta(days=30), timedelta(hours=24), timedelta(days=3), timedelta(minutes=5))
+
+
+@pytest.mark.parametrize("field", ["max_age", "grace_period", "retention", "quiet_period"])
+def test_a_null_duration_is_refused_by_name_rather_than_read_as_the_default(tmp_path, field):
+    found = problems(tmp_path, variant(f"consumers.0.{field}", None))
+    assert list(found) == [f"consumers.0.{field}"]
+    assert "must be a duration" in found[f"consumers.0.{field}"]

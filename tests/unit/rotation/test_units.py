@@ -159,3 +159,42 @@ def test_settings_error_never_echoes_a_secret():
         load_settings(vault_token=canary, vault_addr="ftp://x")
     assert canary not in str(info.value) and "VAULT_ADDR" in str(info.value)
     assert canary not in repr(Settings(vault_token=canary, vault_addr="http://127.0.0.1:1"))
+
+
+# -- issue 23: Optional values handled where they arise ------------------------------------------
+def test_an_empty_retired_entry_is_skipped_so_the_key_state_round_trips():
+    state = KeyState.from_dict({"current": rec(2).to_dict(), "retired": [{}, rec(1).to_dict(), None]}, 7)
+    assert [r.serial for r in state.retired] == [1]
+    assert KeyState.from_dict(state.to_dict(), 7) == state
+
+
+def test_require_pending_returns_the_pending_key_or_raises_a_rotation_error_without_a_value():
+    from rotation.errors import RotationError
+
+    assert KeyState(pending=rec(3)).require_pending() == rec(3)
+    with pytest.raises(RotationError, match="no pending key") as info:
+        KeyState(current=rec(2)).require_pending()
+    assert "v" * 40 not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [123, {"dir": "/run/mail-api"}])
+def test_file_target_dirs_of_another_type_are_a_usage_error_naming_the_variable(value):
+    from rotation.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(vault_token="t" * 20, file_target_dirs=value)
+    assert [field for field, _ in info.value.problems] == ["ROTATION_FILE_TARGET_DIRS"]
+    assert "separated by ':'" in info.value.problems[0][1]
+
+
+@pytest.mark.parametrize(("method", "missing"), [("token", "VAULT_TOKEN"), ("aws", "VAULT_AWS_ROLE")])
+def test_a_login_of_settings_built_without_validation_names_the_missing_setting(method, missing):
+    """``Settings`` itself refuses these (tested above); a caller that builds one with
+    ``model_construct`` gets our error naming the variable, before any request to Vault."""
+    from rotation.backends.vault import VaultStore
+    from rotation.errors import VaultError
+
+    settings = Settings.model_construct(vault_addr="https://vault.invalid:8200", vault_auth_method=method,
+                                        aws_region="eu-west-1")
+    with pytest.raises(VaultError, match=f"^{missing} is required for VAULT_AUTH_METHOD={method}$"):
+        VaultStore(settings).login()
