@@ -56,7 +56,9 @@ from rotation.backends.apigateway import TAG_CONSUMER, ApiGatewayKeys
 from rotation.backends.traffic import QuotaCarrier, TrafficSignal
 from rotation.backends.vault import VaultStore
 from rotation.config import Consumer, ConsumersFile
+from rotation.engine.lease import Lease
 from rotation.engine.planner import Decision, decide
+from rotation.engine.reconcile import Reconciler
 from rotation.engine.revocation import RevocationSignals
 from rotation.errors import (
     CanaryMisconfigured,
@@ -158,66 +160,26 @@ class Engine:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # the clock every runner shares (Vault's); a test injects a fake one
         self.clock: Callable[[], datetime] = clock or getattr(vault, "utcnow", utcnow)
+        latest = None if clock is not None else getattr(vault, "latest_utcnow", None)
+        self.lease = Lease(vault, audit, self.owner, lease_ttl_seconds, clock=self.clock, latest=latest)
         self.traffic = traffic
         self.quota = quota
         self.progress = progress
         self.signals = RevocationSignals(
             vault=vault, audit=audit, traffic=traffic, targets_for=self.targets_for, clock=self.clock,
             usage_plan_id=lambda c: apigw.resolve_usage_plan(consumers.usage_plans[c.tier]),
-            lease_ttl=lease_ttl_seconds, renew=self._renew, fence=self._fence)
+            lease_ttl=lease_ttl_seconds, renew=self.lease.renew,
+            fence=lambda c, rec: self.lease.fence(c.name, rec))
+        self.reconciler = Reconciler(audit, self.lease, self.targets_for)
         self._managed_keys: list[dict] | None = None
         self._managed_lock = threading.Lock()
         self._asked_serial: dict[str, int] = {}   # consumer -> current serial when a rotation was asked
         self._snapshot: dict[str, KeyState] = {}  # consumer -> key state read at run start (reused once)
-        # consumer -> journal version we CAS-wrote with no external side effect since (a fresh fence)
-        self._fresh: dict[str, int] = {}
-        # consumer -> journal fields decided but not yet written (they go with the next CAS write)
-        self._unsaved: dict[str, dict] = {}
         self.workers = workers
         self.max_in_flight = max_in_flight
         self._sleep = sleep
         self._slots = threading.BoundedSemaphore(workers)
         self._holding = threading.local()
-
-    # -- time, lease, fence ----------------------------------------------------------------------
-    def _now(self) -> float:
-        """Epoch seconds on the shared clock (leases are judged on it, never on the wall clock)."""
-        return self.clock().timestamp()
-
-    def _renew(self, consumer: str, journal: RotationRecord, **changes) -> RotationRecord:
-        """Renew our lease (CAS) with journal ``changes``; then the fence's clock check."""
-        changes = {**self._unsaved.pop(consumer, {}), **changes}
-        journal = self.vault.renew_lease(consumer, journal, self.lease_ttl, now=self._now(), **changes)
-        journal = self._check_lease(consumer, journal)
-        self._fresh[consumer] = journal.version
-        return journal
-
-    def _check_lease(self, consumer: str, journal: RotationRecord) -> RotationRecord:
-        if journal.owner != self.owner or self._now() >= journal.lease_expires_at:
-            self.audit.emit("lease", "expired", consumer=consumer, vault_version=journal.version)
-            raise LeaseLost(f"{consumer}: our rotation lease ran out (this runner stalled past its "
-                            f"{self.lease_ttl:.0f}s lease); stopping before the next side effect")
-        return journal
-
-    def _fence(self, c: Consumer | str, journal: RotationRecord, *, vault_write: bool = False) -> RotationRecord:
-        """Right before a side effect: confirm the lease by a CAS renewal and check that it has
-        not run out on the shared clock. Raises :class:`LeaseLost` (or :class:`CasConflict` when
-        another runner took the record); returns the journal at its new version.
-
-        The CAS renewal is skipped when the journal we hold is the one our own last CAS write
-        returned and no side effect outside Vault happened since (that write *is* the
-        confirmation; the clock check still runs). A Vault key write (``vault_write``) does not
-        use the confirmation up: it is a CAS write itself, which another writer makes fail."""
-        name = c if isinstance(c, str) else c.name
-        journal = self._check_lease(name, journal)
-        if self._fresh.get(name) == journal.version:
-            if not vault_write:
-                self._fresh.pop(name, None)
-            return journal
-        journal = self._renew(name, journal)
-        if not vault_write:
-            self._fresh.pop(name, None)
-        return journal
 
     # -- the bounded pool ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -255,14 +217,6 @@ class Engine:
         with ThreadPoolExecutor(max_workers=min(len(names), self.max_in_flight),
                                 thread_name_prefix="rotation") as pool:
             return list(pool.map(one, names))
-
-    def _guard(self, c: Consumer, journal: RotationRecord) -> RotationRecord:
-        """A lighter fence before AWS calls in a loop: the clock check, and a CAS renewal once
-        less than half the lease is left."""
-        journal = self._check_lease(c.name, journal)
-        if journal.lease_expires_at - self._now() < self.lease_ttl / 2:
-            journal = self._renew(c.name, journal)
-        return journal
 
     def close(self) -> None:
         """End of the run: revoke the Vault token this process logged in with (not a VAULT_TOKEN)."""
@@ -337,7 +291,7 @@ class Engine:
                 if name in emergency:
                     # durable before anything else: if this process dies now, the next run does it
                     req = self.vault.request_emergency(name, by=self.owner, asked_serial=self._asked_serial[name],
-                                                       now=self._now())
+                                                       now=self.lease.now())
                     with lock:
                         self._requested.add(name)
                     self.audit.emit("emergency", "requested", consumer=name, request_id=req["id"],
@@ -399,11 +353,12 @@ class Engine:
         requested = bool(journal.emergency_request)
         emergency = emergency or requested
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
-                   lease_now=self._now())
+                   lease_now=self.lease.now())
         orphans = self._orphans(c, state)
         early_possible = bool(d.waiting) and self.traffic is not None and state.previous is not None
         reports = self.signals.new_unwrap_reports(c, journal) if any(t.type == "webhook" for t in c.targets) else []
-        if (not d.has_work and not orphans and not early_possible and not reports and not requested
+        drift = self.reconciler.drift(c, state) if not d.has_work and not d.locked_by else []
+        if (not d.has_work and not orphans and not early_possible and not reports and not requested and not drift
                 and not (journal.rotation_id and journal.step == Step.DISTRIBUTED.value)):
             outcome = "waiting" if d.waiting and (force or "waiting" in d.reason) else "skipped"
             return ConsumerOutcome(c.name, "none", outcome, d.reason,
@@ -412,10 +367,10 @@ class Engine:
             return self._deferred(c, d.rotate, journal, f"lease held by {d.locked_by}")
         prior_owner = journal.owner if journal.owner != self.owner else None   # set: a stale lease taken over
         try:
-            journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl, journal, now=self._now())
+            journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl, journal, now=self.lease.now())
         except LockHeld as exc:
             return self._deferred(c, d.rotate, self.vault.read_rotation(c.name), str(exc))
-        self._fresh[c.name] = journal.version    # the acquire write confirms the lease
+        self.lease.confirmed(c.name, journal)    # the acquire write confirms the lease
         self.audit.emit("lock", "ok", consumer=c.name, vault_version=journal.version, taken_over_from=prior_owner)
         known = state if self._known_fresh(state, journal) else None
         try:
@@ -531,7 +486,7 @@ class Engine:
         state, journal = self._sweep_orphans(c, state, journal)
         journal, tampered = self.signals.check_unwrap_reports(c, state, journal)
         if tampered and not journal.reissue_required:
-            journal = self._renew(c.name, journal, reissue_required=True)
+            journal = self.lease.renew(c.name, journal, reissue_required=True)
         if journal.reissue_required:
             # Someone else unwrapped a key: re-issue by an emergency rotation. A pending key went
             # out over the same channel, so it is rolled back first, never promoted.
@@ -539,13 +494,13 @@ class Engine:
             if state.pending is not None:
                 state, journal = self._rollback(c, state, journal, "tamper suspected: the pending key may be exposed")
         if state.previous is not None and state.previous.serial in decide(
-                c, state, journal, self.clock(), owner=self.owner, lease_now=self._now()).revoke:
+                c, state, journal, self.clock(), owner=self.owner, lease_now=self.lease.now()).revoke:
             early = False       # past its grace already: no traffic read, no snapshot write
         else:
             journal, early = self.signals.early_revoke_ok(c, state, journal)
         early = early or revoke_now
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
-                   lease_now=self._now(), early_revoke=early)
+                   lease_now=self.lease.now(), early_revoke=early)
         result = ConsumerOutcome(c.name, d.rotate, "ok", d.reason)
         if d.rotate in ("bootstrap", "rotate", "emergency", "resume"):
             state, journal, result = self._rotate(c, state, journal, d, emergency_requested=emergency)
@@ -554,18 +509,29 @@ class Engine:
         # revoke / delete (re-decide: a promotion just changed the labels)
         just_promoted = result.outcome == "ok" and d.rotate != "none"
         d2 = decide(c, state, journal, self.clock(), emergency=journal.emergency and just_promoted,
-                    owner=self.owner, lease_now=self._now(),
+                    owner=self.owner, lease_now=self.lease.now(),
                     early_revoke=early and d.rotate == "none")
         if result.outcome == "ok" and (d2.revoke or d2.delete):
             state, journal = self._revoke_and_delete(c, state, journal, d2)
             if result.action == "none":
                 result.action = "emergency" if revoke_now else "revoke"
                 result.detail = f"revoked {list(d2.revoke)}, deleted {list(d2.delete)}"
+        if result.outcome == "ok" and d.rotate == "none":
+            # reconciliation: a target that holds another key than current gets it back (a run
+            # that rotated has just pushed the new key to every target)
+            drift = self.reconciler.drift(c, state)
+            if drift:
+                journal, failed = self.reconciler.repair(c, state, journal, drift)
+                repaired = [x.target.target_id for x in drift]
+                result.detail = f"{result.detail}; gave the current key back to {', '.join(repaired)}".lstrip("; ")
+                if failed:
+                    result.outcome = "failed"
+                    result.detail = f"could not give the current key back to {'; '.join(failed)}"
         return result, state, journal
 
     # -- rotation steps --------------------------------------------------------------------------
     def _journal(self, c: Consumer, journal: RotationRecord, step: Step, **changes) -> RotationRecord:
-        journal = self._renew(c.name, journal, step=step.value, **changes)
+        journal = self.lease.renew(c.name, journal, step=step.value, **changes)
         self.after_step(c.name, step.value)
         return journal
 
@@ -578,7 +544,7 @@ class Engine:
                      or bool(state.pending and state.pending.emergency)
                      or (d.rotate == "resume" and journal.emergency
                          and journal.rotation_id == (state.pending.rotation_id if state.pending else None)))
-        journal = self._fence(c, journal, vault_write=True)
+        journal = self.lease.fence(c.name, journal, vault_write=True)
         if state.pending is not None and emergency and not state.pending.emergency:
             state = self.vault.write_key_state(c.name, state.evolve(pending=replace(state.pending, emergency=True)),
                                                mirror_labels=False)
@@ -591,14 +557,13 @@ class Engine:
             REDACTOR.register(value)
             pending = KeyRecord(serial=serial, value=value, rotation_id=rotation_id, created_at=to_iso(self.clock()),
                                 key_name=self.apigw.key_name(c.name, serial), emergency=emergency)
-            state = self.vault.write_key_state(c.name, state.evolve(pending=pending), mirror_labels=False)
+            state = self._record_pending(c, state, pending, journal)
             self.audit.emit("create", "pending_recorded", consumer=c.name, rotation_id=rotation_id, serial=serial,
                             fingerprint=pending.fingerprint, vault_version=state.version, emergency=emergency)
             # The journal learns the rotation id with the test step's write: until then the
             # pending record in the key record is the journal (a resume starts from it).
-            self._unsaved[c.name] = {"rotation_id": rotation_id, "emergency": emergency,
-                                     "started_at": to_iso(self.clock()), "step": Step.PENDING_RECORDED.value,
-                                     "acks": {}}
+            self.lease.defer(c.name, rotation_id=rotation_id, emergency=emergency, started_at=to_iso(self.clock()),
+                             step=Step.PENDING_RECORDED.value, acks={})
             self.after_step(c.name, Step.PENDING_RECORDED.value)
         else:
             REDACTOR.register(state.pending.value)
@@ -641,8 +606,8 @@ class Engine:
         now = to_iso(self.clock())
         new_current = replace(state.pending, promoted_at=now)
         if emergency and (not journal.emergency or journal.reissue_required):
-            journal = self._renew(c.name, journal, emergency=True, reissue_required=False)
-        journal = self._fence(c, journal, vault_write=True)   # the promote write happens under a confirmed lease
+            journal = self.lease.renew(c.name, journal, emergency=True, reissue_required=False)
+        journal = self.lease.fence(c.name, journal, vault_write=True)   # the promote write happens under a confirmed lease
         retired = list(state.retired)
         if state.previous is not None:
             retired.append(state.previous)  # an older key still around: revoked by this run
@@ -652,9 +617,26 @@ class Engine:
                         serial=new_current.serial, key_id=new_current.key_id, fingerprint=new_current.fingerprint,
                         vault_version=state.version, emergency=emergency)
         # the journal's "promoted" entry goes with the next write (a revoke's, or the release)
-        self._fresh.pop(c.name, None)
+        self.lease.spent(c.name)
         self.after_step(c.name, Step.PROMOTED.value)
         return state, journal, out
+
+    def _record_pending(self, c: Consumer, state: KeyState, pending: KeyRecord, journal: RotationRecord) -> KeyState:
+        """The create step's Vault write: ``pending`` recorded (CAS on the key record). A runner
+        frozen between its fence and this write must not leave a pending key behind once its
+        lease ran out: the lease is checked again after the write, and when it ran out, the write
+        is undone (CAS on the version just written; if someone wrote since, it is theirs now)
+        and :class:`LeaseLost` raised."""
+        written = self.vault.write_key_state(c.name, state.evolve(pending=pending), mirror_labels=False)
+        try:
+            self.lease.confirm_after(c.name, journal)
+        except LeaseLost:
+            with contextlib.suppress(CasConflict):
+                self.vault.write_key_state(c.name, written.evolve(pending=None), mirror_labels=False)
+                self.audit.emit("create", "pending_withdrawn", consumer=c.name, rotation_id=pending.rotation_id,
+                                serial=pending.serial, reason="lease ran out before the pending key was recorded")
+            raise
+        return written
 
     def _create(self, c: Consumer, state: KeyState, journal: RotationRecord, *, fresh: bool = False):
         """CreateApiKey (no lookup by name for a ``fresh`` rotation: its key cannot exist yet),
@@ -663,7 +645,7 @@ class Engine:
         ``(state, journal, created)``; ``created`` is CreateApiKey's answer or ``None``."""
         pending = state.pending
         plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
-        journal = self._fence(c, journal)
+        journal = self.lease.fence(c.name, journal)
         created = None
         if fresh and hasattr(self.apigw, "create_new_key"):
             created = self.apigw.create_new_key(consumer=c.name, serial=pending.serial, value=pending.value,
@@ -675,7 +657,7 @@ class Engine:
         if pending.key_id != key_id:
             state = state.evolve(pending=replace(pending, key_id=key_id))   # in memory (see above)
         self.after_step(c.name, "api_key_created")
-        journal = self._guard(c, journal)
+        journal = self.lease.guard(c.name, journal)
         self.apigw.attach(plan_id, key_id)
         if self.quota is not None and state.current is not None and state.current.key_id:
             carried = self.quota.carry(plan_id, state.current.key_id, key_id)
@@ -752,13 +734,15 @@ class Engine:
             prior = acks.get(target.target_id)
             if prior and prior.get("ok") and prior.get("serial") == pending.serial:
                 continue
-            journal = self._fence(c, journal)   # still ours, and not run out, right before each push
-            result = safe_push(target, delivery)
+            journal = self.lease.fence(c.name, journal)   # still ours, and not run out, right before each push
+            # the fencing token rides with the write: the target refuses it if a later lease
+            # holder wrote first (we may stall right here; rotation.engine.lease)
+            result = safe_push(target, replace(delivery, fence=journal.version))
             acks[target.target_id] = {"ok": result.ok, "serial": pending.serial, "at": to_iso(self.clock()),
                                       "detail": REDACTOR.scrub(result.detail)[:200], "required": target.required,
                                       **{k: v for k, v in result.extra.items()
                                          if k in ("wrap_token_hash", "wrap_expires_at")}}
-            journal = self._renew(c.name, journal, acks=acks)
+            journal = self.lease.renew(c.name, journal, acks=acks)
             self.audit.emit("distribute", "ok" if result.ok else "failed", consumer=c.name,
                             rotation_id=pending.rotation_id, serial=pending.serial, target=target.target_id,
                             detail=REDACTOR.scrub(result.detail))
@@ -785,17 +769,17 @@ class Engine:
             raise VaultError(f"{c.name}: the pending key of rotation {pending.rotation_id} changed before the "
                              "rollback; the next run looks again")
         pending = state.pending
-        journal = self._fence(c, journal)
-        journal = self._renew(c.name, journal, step="rolling_back")
+        journal = self.lease.fence(c.name, journal)
+        journal = self.lease.renew(c.name, journal, step="rolling_back")
         restored, not_restored = [], []
         if state.current is not None:
             # Every target, even one whose push failed for us: another runner's concurrent push
             # (after a lease takeover) may still have handed it the new key.
             cur = state.current
             for target in self.targets_for(c):
-                journal = self._fence(c, journal)
+                journal = self.lease.fence(c.name, journal)
                 r = safe_push(target, Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "",
-                                                     cur.value, cur.fingerprint))
+                                               cur.value, cur.fingerprint, fence=journal.version))
                 (restored if r.ok else not_restored).append(target.target_id)
         if not_restored:
             self.audit.emit("rollback", "incomplete", consumer=c.name, rotation_id=pending.rotation_id,
@@ -806,11 +790,11 @@ class Engine:
         key_ids |= {k["id"] for k in self.apigw.find_keys_by_name(self.apigw.key_name(c.name, pending.serial))}
         plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
         for kid in key_ids:
-            journal = self._guard(c, journal)
+            journal = self.lease.guard(c.name, journal)
             self._disable(kid)
             self.apigw.detach(plan_id, kid)
             self.apigw.delete_key(kid)
-        journal = self._fence(c, journal)
+        journal = self.lease.fence(c.name, journal)
         state = self.vault.write_key_state(c.name, state.evolve(pending=None))
         journal = self._journal(c, journal, Step.ROLLED_BACK, acks={})
         self.audit.emit("rollback", "rolled_back", consumer=c.name, rotation_id=pending.rotation_id,
@@ -836,7 +820,7 @@ class Engine:
             if rec is None:
                 continue
             if rec.key_id:
-                journal = self._guard(c, journal)
+                journal = self.lease.guard(c.name, journal)
                 self._disable(rec.key_id)
                 self.apigw.detach(plan_id, rec.key_id)
             disabled = replace(rec, disabled_at=now)
@@ -852,12 +836,12 @@ class Engine:
             if rec is None:
                 continue
             if rec.key_id:
-                journal = self._guard(c, journal)
+                journal = self.lease.guard(c.name, journal)
                 self.apigw.delete_key(rec.key_id)
             retired = [r for r in retired if r.serial != serial]
             self.audit.emit("delete", "ok", consumer=c.name, serial=serial, key_id=rec.key_id,
                             fingerprint=rec.fingerprint)
-        journal = self._guard(c, journal)
+        journal = self.lease.guard(c.name, journal)
         state = self.vault.write_key_state(c.name, state.evolve(previous=previous, retired=tuple(retired)))
         return state, journal      # the lease is renewed by the release that follows
 
@@ -894,7 +878,7 @@ class Engine:
                              f"has no record at {self.vault.mount}/{self.vault.path('keys', c.name)}; restore it, "
                              "or delete those keys by hand")
         for k in orphans:
-            journal = self._guard(c, journal)
+            journal = self.lease.guard(c.name, journal)
             if k.get("enabled"):
                 self.apigw.set_enabled(k["id"], False)
             self.apigw.delete_key(k["id"])

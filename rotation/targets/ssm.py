@@ -1,24 +1,35 @@
 """AWS SSM Parameter Store target: the key as a ``SecureString`` parameter encrypted with a KMS key.
 
-Value (JSON): ``{"api_key", "serial", "key_id"}``. ``put_parameter(Type="SecureString",
+Value (JSON): ``{"api_key", "serial", "key_id", "fence"}``. ``put_parameter(Type="SecureString",
 KeyId=<kms key>, Overwrite=True, Tier="Standard")``; each push makes a new parameter version. The
-parameter's ``Description`` carries the delivery's idempotency key (``rotation <id> serial <n>``,
-no secret), so a retry of a delivery that already landed is detected with ``DescribeParameters``
-(which needs no ``kms:Decrypt``) and writes nothing. Without ``ssm:DescribeParameters`` it simply
-writes again (a new parameter version with the same value).
+parameter's ``Description`` carries the delivery's idempotency key and fencing token
+(``rotation <id> serial <n> fence <f>``, no secret).
+
+Fencing (:func:`rotation.targets.supersedes`): before every overwrite the target reads the latest
+version's ``Description`` with ``GetParameterHistory`` (no ``kms:Decrypt`` needed; IAM
+``ssm:GetParameterHistory`` on the parameter) and writes nothing when it holds a newer
+``(fence, serial)``; the same read detects a retry of a delivery that already landed. A parameter
+that cannot be read is not written (fail closed). PutParameter has no condition, so two writers
+racing inside the same second could still interleave; the lease makes that a stalled runner
+against the lease holder, and the holder's reconciliation (:mod:`rotation.engine.reconcile`)
+repairs it on its next run.
 
 AWS API: https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_PutParameter.html and
-https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_DescribeParameters.html.
+https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParameterHistory.html.
 The target never raises for an AWS failure: it reports ``ok=False`` with the AWS error code only.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from rotation.backends.aws_errors import error_code
-from rotation.targets import Delivery, PushResult
+from rotation.errors import PushError
+from rotation.targets import Delivery, Held, PushResult, refused, supersedes
+
+_DESCRIBED = re.compile(r"serial (?P<serial>\d+)(?: fence (?P<fence>\d+))? key (?P<key_id>\S+)")
 
 __all__ = ["SsmParameterTarget"]
 
@@ -48,23 +59,63 @@ class SsmParameterTarget:
     @staticmethod
     def description(delivery: Delivery) -> str:
         return (f"mail API key for {delivery.consumer}: rotation {delivery.rotation_id} serial {delivery.serial} "
-                f"key {delivery.key_id} (managed by the rotation job)")[:1024]
+                f"fence {delivery.fence} key {delivery.key_id} (managed by the rotation job)")[:1024]
+
+    def _latest(self) -> dict[str, Any] | None:
+        """The parameter's latest version (GetParameterHistory, last page), ``None`` when absent."""
+        latest, token = None, None
+        while True:
+            kwargs: dict[str, Any] = {"Name": self.name, "WithDecryption": False, "MaxResults": 50}
+            if token:
+                kwargs["NextToken"] = token
+            try:
+                page = self.client.get_parameter_history(**kwargs)
+            except Exception as exc:
+                if error_code(exc) == "ParameterNotFound":
+                    return None
+                raise
+            versions = page.get("Parameters") or []
+            if versions:
+                latest = max(versions, key=lambda v: int(v.get("Version") or 0))
+            token = page.get("NextToken")
+            if not token:
+                return latest
+
+    @staticmethod
+    def _held(latest: dict[str, Any] | None) -> Held | None:
+        if latest is None:
+            return None
+        m = _DESCRIBED.search(latest.get("Description") or "")
+        if m is None:
+            return Held(0, 0)       # not written by us (by hand?): any fenced write replaces it
+        return Held(int(m["serial"]), int(m["fence"] or 0), m["key_id"])
+
+    def read_back(self, consumer: str) -> Held | None:
+        """What the parameter holds (serial, fence, key id from its latest version's description).
+        Raises :class:`~rotation.errors.PushError` (AWS error code only)."""
+        try:
+            return self._held(self._latest())
+        except Exception as exc:  # noqa: BLE001 - reported by code only
+            raise PushError(f"{self.target_id}: cannot read it back: aws: {error_code(exc)}") from None
 
     def push(self, delivery: Delivery) -> PushResult:
         desc = self.description(delivery)
         try:
-            existing = self.client.describe_parameters(
-                ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [self.name]}])["Parameters"]
-        except Exception:  # noqa: BLE001 - the check is an optimisation; put_parameter decides
-            existing = []
-        if existing and existing[0].get("Description") == desc:
-            return PushResult(self.target_id, True, "already up to date", {"version": existing[0].get("Version")})
+            latest = self._latest()
+        except Exception as exc:  # noqa: BLE001 - fail closed: without the held serial, no overwrite
+            return PushResult(self.target_id, False, f"aws: {error_code(exc)} (cannot read the held serial; "
+                                                     "not written)")
+        if latest is not None and latest.get("Description") == desc:
+            return PushResult(self.target_id, True, "already up to date", {"version": latest.get("Version")})
+        held = self._held(latest)
+        if held is not None and not supersedes(delivery.serial, delivery.fence, held):
+            return refused(self.target_id, delivery, held)
         try:
             kwargs: dict[str, Any] = {
                 "Name": self.name, "Type": "SecureString", "Overwrite": True, "Tier": self.tier,
                 "Description": desc,
                 "Value": json.dumps({"api_key": delivery.value, "serial": delivery.serial,
-                                     "key_id": delivery.key_id}, separators=(",", ":")),
+                                     "key_id": delivery.key_id, "fence": delivery.fence}, separators=(",", ":")),
             }
             if self.kms_key_id:
                 kwargs["KeyId"] = self.kms_key_id
