@@ -1,21 +1,26 @@
 """AWS SSM Parameter Store target: the key as a ``SecureString`` parameter encrypted with a KMS key.
 
-Value (JSON): ``{"api_key", "serial", "key_id", "fence"}``. ``put_parameter(Type="SecureString",
+Value (JSON): ``{"api_key", "serial", "key_id"}``. ``put_parameter(Type="SecureString",
 KeyId=<kms key>, Overwrite=True, Tier="Standard")``; each push makes a new parameter version. The
 parameter's ``Description`` carries the delivery's idempotency key and fencing token
 (``rotation <id> serial <n> fence <f>``, no secret).
 
-Fencing (:func:`rotation.targets.supersedes`): before every overwrite the target reads the latest
-version's ``Description`` with ``GetParameterHistory`` (no ``kms:Decrypt`` needed; IAM
-``ssm:GetParameterHistory`` on the parameter) and writes nothing when it holds a newer
-``(fence, serial)``; the same read detects a retry of a delivery that already landed. A parameter
-that cannot be read is not written (fail closed). PutParameter has no condition, so two writers
-racing inside the same second could still interleave; the lease makes that a stalled runner
-against the lease holder, and the holder's reconciliation (:mod:`rotation.engine.reconcile`)
-repairs it on its next run.
+Fencing (:func:`rotation.targets.supersedes`): each version this target writes gets the parameter
+label ``fence-<f>-serial-<n>`` (LabelParameterVersion, right after the put). Before every overwrite
+the target reads the versions with ``GetParameterHistory`` (no ``kms:Decrypt`` needed) and writes
+nothing when the latest one holds a newer ``(fence, serial)``; a latest version without our label
+(put by hand, or a writer killed between its put and its label) has an unknown serial (0) and the
+highest fence any version carries, so a later lease holder's write, or its reconciliation,
+replaces it and a stalled runner's does not. The same read detects a retry of a delivery that
+already landed. A parameter that cannot be read is not written (fail closed). PutParameter has no
+condition, so two writers racing within one call could still interleave; the lease makes that a
+stalled runner against the lease holder, whose reconciliation (:mod:`rotation.engine.reconcile`)
+repairs it on its next run. IAM: ``ssm:PutParameter``, ``ssm:GetParameterHistory``,
+``ssm:LabelParameterVersion`` on the parameter.
 
 AWS API: https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_PutParameter.html and
-https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParameterHistory.html.
+https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParameterHistory.html,
+https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_LabelParameterVersion.html.
 The target never raises for an AWS failure: it reports ``ok=False`` with the AWS error code only.
 """
 
@@ -29,7 +34,7 @@ from rotation.backends.aws_errors import error_code
 from rotation.errors import PushError
 from rotation.targets import Delivery, Held, PushResult, refused, supersedes
 
-_DESCRIBED = re.compile(r"serial (?P<serial>\d+)(?: fence (?P<fence>\d+))? key (?P<key_id>\S+)")
+_LABEL = re.compile(r"^fence-(?P<fence>\d+)-serial-(?P<serial>\d+)$")
 
 __all__ = ["SsmParameterTarget"]
 
@@ -61,9 +66,11 @@ class SsmParameterTarget:
         return (f"mail API key for {delivery.consumer}: rotation {delivery.rotation_id} serial {delivery.serial} "
                 f"fence {delivery.fence} key {delivery.key_id} (managed by the rotation job)")[:1024]
 
-    def _latest(self) -> dict[str, Any] | None:
-        """The parameter's latest version (GetParameterHistory, last page), ``None`` when absent."""
-        latest, token = None, None
+    def _history(self) -> list[dict[str, Any]]:
+        """Every version of the parameter (GetParameterHistory, all pages), oldest first; ``[]``
+        when it does not exist."""
+        versions: list[dict[str, Any]] = []
+        token = None
         while True:
             kwargs: dict[str, Any] = {"Name": self.name, "WithDecryption": False, "MaxResults": 50}
             if token:
@@ -72,42 +79,50 @@ class SsmParameterTarget:
                 page = self.client.get_parameter_history(**kwargs)
             except Exception as exc:
                 if error_code(exc) == "ParameterNotFound":
-                    return None
+                    return []
                 raise
-            versions = page.get("Parameters") or []
-            if versions:
-                latest = max(versions, key=lambda v: int(v.get("Version") or 0))
+            versions += page.get("Parameters") or []
             token = page.get("NextToken")
             if not token:
-                return latest
+                return sorted(versions, key=lambda v: int(v.get("Version") or 0))
 
     @staticmethod
-    def _held(latest: dict[str, Any] | None) -> Held | None:
-        if latest is None:
+    def _held(history: list[dict[str, Any]]) -> Held | None:
+        """What the latest version holds, from its label (module docstring)."""
+        if not history:
             return None
-        m = _DESCRIBED.search(latest.get("Description") or "")
-        if m is None:
-            return Held(0, 0)       # not written by us (by hand?): any fenced write replaces it
-        return Held(int(m["serial"]), int(m["fence"] or 0), m["key_id"])
+        marks = [(int(m["fence"]), int(m["serial"])) for v in history for label in v.get("Labels") or []
+                 if (m := _LABEL.match(label))]
+        latest = [(int(m["fence"]), int(m["serial"])) for label in history[-1].get("Labels") or []
+                  if (m := _LABEL.match(label))]
+        if latest:
+            return Held(max(latest)[1], max(latest)[0])
+        return Held(0, max((f for f, _ in marks), default=0))
+
+    @staticmethod
+    def label(delivery: Delivery) -> str:
+        return f"fence-{delivery.fence}-serial-{delivery.serial}"
 
     def read_back(self, consumer: str) -> Held | None:
         """What the parameter holds (serial, fence, key id from its latest version's description).
         Raises :class:`~rotation.errors.PushError` (AWS error code only)."""
         try:
-            return self._held(self._latest())
+            return self._held(self._history())
         except Exception as exc:  # noqa: BLE001 - reported by code only
             raise PushError(f"{self.target_id}: cannot read it back: aws: {error_code(exc)}") from None
 
     def push(self, delivery: Delivery) -> PushResult:
         desc = self.description(delivery)
         try:
-            latest = self._latest()
+            history = self._history()
         except Exception as exc:  # noqa: BLE001 - fail closed: without the held serial, no overwrite
             return PushResult(self.target_id, False, f"aws: {error_code(exc)} (cannot read the held serial; "
                                                      "not written)")
-        if latest is not None and latest.get("Description") == desc:
+        latest = history[-1] if history else None
+        if latest is not None and latest.get("Description") == desc and self.label(delivery) in (latest.get("Labels")
+                                                                                                  or []):
             return PushResult(self.target_id, True, "already up to date", {"version": latest.get("Version")})
-        held = self._held(latest)
+        held = self._held(history)
         if held is not None and not supersedes(delivery.serial, delivery.fence, held):
             return refused(self.target_id, delivery, held)
         try:
@@ -115,11 +130,13 @@ class SsmParameterTarget:
                 "Name": self.name, "Type": "SecureString", "Overwrite": True, "Tier": self.tier,
                 "Description": desc,
                 "Value": json.dumps({"api_key": delivery.value, "serial": delivery.serial,
-                                     "key_id": delivery.key_id, "fence": delivery.fence}, separators=(",", ":")),
+                                     "key_id": delivery.key_id}, separators=(",", ":")),
             }
             if self.kms_key_id:
                 kwargs["KeyId"] = self.kms_key_id
             r = self.client.put_parameter(**kwargs)
+            self.client.label_parameter_version(Name=self.name, ParameterVersion=r["Version"],
+                                                Labels=[self.label(delivery)])
         except Exception as exc:  # noqa: BLE001 - a target never raises (targets/__init__.py)
             return PushResult(self.target_id, False, f"aws: {error_code(exc)}")
         return PushResult(self.target_id, True, "SecureString written", {"version": r.get("Version")})
