@@ -92,6 +92,9 @@ class Reconciler:
             if d.revoked:
                 self.audit.emit("reconcile", "revoked_key_found", alarm=True, consumer=c.name,
                                 target=d.target.target_id, current_serial=cur.serial, **held)
+            elif d.held is not None and d.held.serial == 0:
+                self.audit.emit("reconcile", "unknown_key_found", alarm=True, consumer=c.name,
+                                target=d.target.target_id, current_serial=cur.serial, **held)
             journal = self.lease.fence(c.name, journal)
             result = safe_push(d.target, Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "", cur.value,
                                                   cur.fingerprint, fence=journal.version))
