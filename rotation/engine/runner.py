@@ -434,9 +434,13 @@ class Engine:
                     self._release(c, state, journal, result, done)
                     break
                 except CasConflict:
+                    journal = self.vault.refresh_own(c.name, journal)   # CasConflict: really taken over
                     if attempt == 2:
-                        raise
-                    journal = self.vault.refresh_own(c.name, journal)
+                        # Requests keep arriving (each is a write): stop serving them, but never
+                        # leave the lease held. The release keeps every request (a merging write),
+                        # so the next run, or the holder that comes next, carries it out at once.
+                        done = None
+                        result = self._release_leaving_requests(c, state, journal, result)
             if done:
                 self.audit.emit("emergency", "done", consumer=c.name, request_id=done.get("id"))
             return result
@@ -454,6 +458,22 @@ class Engine:
             except Exception as release_exc:  # noqa: BLE001 - the original error matters more
                 self.audit.emit("lease", "release_failed", consumer=c.name, error=type(release_exc).__name__)
             raise
+
+    def _release_leaving_requests(self, c: Consumer, state: KeyState, journal: RotationRecord,
+                                  result: ConsumerOutcome) -> ConsumerOutcome:
+        """Release the lease without clearing the emergency request (``release_lease`` merges a
+        request recorded meanwhile). An open request makes the outcome ``queued`` (exit 3): it is
+        recorded in Vault and the next run carries it out."""
+        released = self.vault.release_lease(c.name, journal, last_outcome={
+            "outcome": result.outcome, "action": result.action, "at": to_iso(self.clock()),
+            "rotation_id": result.rotation_id, "detail": result.detail[:300], "keys_version": state.version})
+        if released.emergency_request and result.outcome == "ok":
+            self.audit.emit("emergency", "queued", consumer=c.name, holder=self.owner,
+                            request_id=released.emergency_request.get("id"))
+            return replace(result, outcome="queued",
+                           detail="emergency requests kept arriving while the lease was released; the "
+                                  "latest is recorded in Vault and the next run carries it out")
+        return result
 
     @staticmethod
     def _request_open(state: KeyState, journal: RotationRecord) -> bool:
