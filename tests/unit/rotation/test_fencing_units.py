@@ -92,3 +92,27 @@ def test_redactor_scrubbing_while_another_thread_registers_a_secret_does_not_fai
         th.join(60)
     assert out == f"line with {REDACTED}"
     assert redactor.scrub("third-secret-value") == REDACTED
+
+
+def test_a_runner_judges_its_own_lease_on_the_upper_bound_of_vaults_clock(tmp_path):
+    """Vault's time is known to lie in [lower, lower + 5 s]: a lease that ends inside that
+    interval may already have run out, so its holder stops (conservative end)."""
+    import io
+
+    from rotation.audit import AuditLog
+    from rotation.engine.lease import Lease
+    from rotation.errors import LeaseLost
+    from rotation.records import RotationRecord
+
+    lower = dt.datetime(2026, 12, 2, 15, 0, tzinfo=dt.UTC)
+    audit = AuditLog(stream=io.StringIO())
+    lease = Lease(None, audit, "runner-a", 300, clock=lambda: lower,  # type: ignore[arg-type]
+                  latest=lambda: lower + dt.timedelta(seconds=5))
+    inside = RotationRecord(owner="runner-a", lease_expires_at=lower.timestamp() + 3)
+    with pytest.raises(LeaseLost, match="stalled past"):
+        lease.check("billing", inside)
+    assert audit.events[-1]["event"] == "lease" and audit.events[-1]["outcome"] == "expired"
+    beyond = RotationRecord(owner="runner-a", lease_expires_at=lower.timestamp() + 6)
+    assert lease.check("billing", beyond) is beyond
+    with pytest.raises(LeaseLost):
+        lease.check("billing", RotationRecord(owner="runner-b", lease_expires_at=lower.timestamp() + 600))
