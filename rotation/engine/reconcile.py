@@ -80,8 +80,8 @@ class Reconciler:
     def repair(self, c: Consumer, state: KeyState, journal: RotationRecord,
                drift: list[Drift]) -> tuple[RotationRecord, list[str]]:
         """Give the current key back to each drifted target, fenced (the target refuses it if a
-        later lease holder wrote first). Returns the journal at its new version and the targets
-        that could not be repaired. Raises :class:`~rotation.errors.LeaseLost` /
+        later lease holder wrote first). Returns the journal at its new version and the required
+        targets that could not be repaired (an optional one is reported in the audit trail only). Raises :class:`~rotation.errors.LeaseLost` /
         ``CasConflict`` when the lease is lost."""
         cur = state.current
         failed: list[str] = []
@@ -101,6 +101,6 @@ class Reconciler:
             self.audit.emit("reconcile", "restored" if result.ok else "failed", consumer=c.name,
                             target=d.target.target_id, serial=cur.serial, fingerprint=cur.fingerprint,
                             detail=REDACTOR.scrub(result.detail)[:200], **held)
-            if not result.ok:
+            if not result.ok and d.target.required:      # an optional target never fails the run
                 failed.append(f"{d.target.target_id}: {REDACTOR.scrub(result.detail)[:200]}")
         return journal, failed
