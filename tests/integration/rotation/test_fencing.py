@@ -218,3 +218,22 @@ def test_a_run_after_a_target_was_set_back_to_an_older_serial_restores_it_withou
     assert json.loads(path.read_text())["serial"] == 2
     assert '"revoked_key_found"' not in env.audit_text()
     assert '"restored"' in env.audit_text()
+
+
+def test_an_optional_target_that_cannot_be_repaired_is_audited_and_never_fails_the_run(env):
+    class Unwritable:
+        """An optional target that holds nothing and refuses every write (a sidecar volume gone)."""
+        target_id, required = "file:/gone/billing.key", False
+
+        def push(self, d: Delivery) -> PushResult:
+            return PushResult(self.target_id, False, "OSError: read-only file system")
+
+        def read_back(self, consumer: str):
+            return None
+
+    engine = lambda: env.engine(targets_for=lambda c: [Unwritable()])
+    assert engine().run(only=["billing"]).outcomes[0].outcome == "ok"      # the push failed: optional
+    summary = engine().run(only=["billing"])
+    assert (summary.outcomes[0].outcome, summary.exit_code) == ("ok", 0), summary.outcomes[0]
+    events = [json.loads(line) for line in env.audit_text().splitlines()]
+    assert [e for e in events if (e["event"], e["outcome"]) == ("reconcile", "failed")], "repair not audited"
