@@ -14,9 +14,10 @@
    re-issued under the same key with a *fresh* wrapping token: that one is processed;
 3. the body (JSON: ``consumer``, ``serial``, ``fence``, ``rotation_id``, ``key_id``, ``fingerprint``,
    ``wrap_token``, ``wrap_ttl``) names this consumer, and is not older than the key this receiver
-   last accepted (:func:`rotation.client.fencing.supersedes` on ``(serial, fence)``; a body without
-   ``fence`` counts as fence 0): an older one answers ``409 stale`` before its token is unwrapped, so
-   a rotator that stalled past its lease can never move the app back to a revoked key;
+   last accepted (:func:`rotation.client.fencing.supersedes` on ``(serial, fence)``): an older one
+   answers ``409 stale`` before its token is unwrapped, so a rotator that stalled past its lease can
+   never move the app back to a revoked key. A body without ``fence`` (a rotator from before
+   fencing, accepted for one release) is not checked, so its rollback restores still apply;
 4. unwraps ``wrap_token`` exactly once (``sys/wrapping/lookup`` then ``sys/wrapping/unwrap``:
    https://openbao.org/api-docs/system/wrapping-lookup/, https://openbao.org/api-docs/system/wrapping-unwrap/)
    and checks that the unwrapped ``serial``/``key_id`` (and fingerprint, when sent) match the body.
@@ -216,9 +217,9 @@ class WebhookReceiver:
         try:
             msg = json.loads(body)
             serial, key_id, token = msg["serial"], msg["key_id"], msg["wrap_token"]
-            fence = msg.get("fence", 0)
+            fence = msg.get("fence")
             if not isinstance(serial, int) or not isinstance(key_id, str) or not isinstance(token, str) \
-                    or not isinstance(fence, int) or isinstance(fence, bool):
+                    or (fence is not None and (not isinstance(fence, int) or isinstance(fence, bool))):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             return ReceiveResult("bad_request", detail="body is not a key notification")
@@ -259,14 +260,16 @@ class WebhookReceiver:
                     self.on_key(key)
             except KeyClientError as exc:
                 return ReceiveResult("mismatch", serial=serial, key_id=key_id, detail=str(exc))
-            self._held = Held(serial, fence, key_id)
+            if fence is not None:
+                self._held = Held(serial, fence, key_id)
         log.info("key webhook: serial %s (%s) accepted", serial, key.fingerprint)
         return ReceiveResult("accepted", processed=True, serial=serial, key_id=key_id)
 
-    def _stale(self, serial: int, fence: int) -> ReceiveResult | None:
-        """``409 stale`` when ``(serial, fence)`` is older than the key last handed over."""
+    def _stale(self, serial: int, fence: int | None) -> ReceiveResult | None:
+        """``409 stale`` when ``(serial, fence)`` is older than the fenced key last handed over;
+        ``None`` (go on) otherwise, and for an unfenced body (module docstring)."""
         held = self._held
-        if held is None or supersedes(serial, fence, held):
+        if held is None or fence is None or supersedes(serial, fence, held):
             return None
         return ReceiveResult("stale", serial=serial,
                              detail=f"serial {serial} (fence {fence}) is older than the key in use "
