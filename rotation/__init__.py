@@ -10,7 +10,8 @@ Subpackages, one audience each; imports point one way (``client`` <- ``engine`` 
 ``rotation.targets``        where a new key is pushed (webhook, Secrets          ``[rotator]``
                             Manager, SSM, file)
 ``rotation.verifiers``      proof that the API honours a new key (canary)      ``[rotator]``
-``rotation.engine``         planner, lease, steps, rollback, revocation          ``[rotator]``
+``rotation.engine``         planner, lease, steps, rollback, revocation,         ``[rotator]``
+                            sweep, reconcile
 ``rotation.cli`` ...        entry points: CLI, Lambda handler, daemon, wiring    ``[rotator]``
 ``rotation.dev``            embedded stack, local gateway, demo: repository     ``[dev]``
                             only, imported by nothing outside it and the tests

@@ -33,15 +33,19 @@ class Redactor:
     """Remembers secret values seen in this process and scrubs them from strings and events."""
 
     def __init__(self) -> None:
-        self._secrets: set[str] = set()
+        # copy-on-write: register() swaps in a new frozenset, so scrub() in another thread
+        # iterates a snapshot that never changes under it ("Set changed size during iteration")
+        self._secrets: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
     def register(self, *values: str | None) -> None:
+        new = {v for v in values if v and len(v) >= 8}
         with self._lock:
-            self._secrets |= {v for v in values if v and len(v) >= 8}
+            if not new <= self._secrets:
+                self._secrets = self._secrets | new
 
     def scrub(self, text: str) -> str:
-        for s in self._secrets:
+        for s in self._secrets:         # a snapshot: register() never mutates it
             if s in text:
                 text = text.replace(s, REDACTED)
         return text

@@ -10,7 +10,8 @@ What each target type calls (``rotation/targets``) and so needs:
   secret is created, tagged, when absent), ``DescribeSecret``; on the secret's ARN. A secret given
   by name matches ``...:secret:<name>-??????`` (Secrets Manager appends six random characters:
   https://docs.aws.amazon.com/secretsmanager/latest/userguide/auth-and-access_iam-policies.html).
-* ``ssm``: ``PutParameter`` on ``arn:<partition>:ssm:<region>:<account>:parameter/<name without
+* ``ssm``: ``PutParameter``, ``GetParameterHistory`` and ``LabelParameterVersion`` (the fence check) on
+  ``arn:<partition>:ssm:<region>:<account>:parameter/<name without
   the leading slash>`` (https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-paramstore-access.html).
 * a customer KMS key (``kms_key_id``): ``kms:Encrypt`` and ``kms:GenerateDataKey`` only through
   those two services (``kms:ViaService``). A key ARN or id is named directly; an alias cannot be
@@ -40,7 +41,7 @@ __all__ = ["Grant", "missing_grants", "required_grants", "required_statements", 
 
 SECRETSMANAGER_ACTIONS = ("secretsmanager:PutSecretValue", "secretsmanager:CreateSecret",
                           "secretsmanager:TagResource", "secretsmanager:DescribeSecret")
-SSM_ACTIONS = ("ssm:PutParameter",)
+SSM_ACTIONS = ("ssm:PutParameter", "ssm:GetParameterHistory", "ssm:LabelParameterVersion")
 KMS_ACTIONS = ("kms:Encrypt", "kms:GenerateDataKey")
 _KEY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$|^mrk-[0-9a-f]{32}$")
 _SECRET_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")

@@ -39,6 +39,19 @@ TAG_ROTATION = "secure-mail-api:rotation-id"
 MANAGED_BY = "secure-mail-api-rotation"
 
 
+def _no_retry_on_server_error(response: Any = None, **_: Any) -> bool | None:
+    """botocore ``needs-retry`` handler for DeleteUsagePlanKey: ``False`` (do not retry) for an
+    HTTP 5xx answer, ``None`` (the retry mode decides: throttling, connection errors) otherwise.
+    A key another runner already detached is answered 404 by AWS but HTTP 500 by moto, and eight
+    standard-mode attempts with backoff took 6-10 s, longer than a short lease; :meth:`detach`
+    reads the plan back instead. A handler for the operation's own event runs before the service's
+    retry handler, and ``False`` stops the retry (botocore ``Endpoint._needs_retry``)."""
+    http = response[0] if isinstance(response, tuple) and response else None
+    if http is not None and getattr(http, "status_code", 0) >= 500:
+        return False
+    return None
+
+
 class ApiGatewayKeys:
     """API keys and usage-plan membership for one stack (``settings.stack``)."""
 
@@ -55,6 +68,8 @@ class ApiGatewayKeys:
         )
         # before-send fires once per HTTP attempt, so retries are rate-limited too.
         self.client.meta.events.register("before-send.apigateway", self._before_send)
+        # detach() reads the plan back on any error: a server error is not retried blindly first
+        self.client.meta.events.register("needs-retry.api-gateway.DeleteUsagePlanKey", _no_retry_on_server_error)
         self._plan_ids: dict[str, str] = {}
 
     def _before_send(self, event_name: str = "", **_: Any) -> None:

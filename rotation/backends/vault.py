@@ -81,18 +81,27 @@ def _required(value: T | None, env: str, method: str) -> T:
 
 
 class VaultClock:
-    """Vault's time, which every runner shares: epoch seconds from the ``Date`` header of the
-    latest Vault answer (RFC 9110 section 6.6.1, one-second resolution), carried forward between
-    answers with ``monotonic`` so a step of the local wall clock never moves it. Re-anchored
-    only when the carried-forward value leaves the second the header names."""
+    """Vault's time, which every runner shares, as an interval that only moves forward.
+
+    A Vault answer's ``Date`` header (RFC 9110 section 6.6.1: one-second resolution, the moment
+    the answer was made) was stamped somewhere inside the request's round trip. So when the answer
+    is read, Vault's time is at least ``Date`` (a **lower bound**: the answer may have been held in
+    transit for any time since), and at most ``Date + 1 s + round trip`` (an **upper bound**; the
+    round trip is requests' ``Response.elapsed``). Both bounds are carried forward between answers
+    with ``monotonic``, so a step of the local wall clock never moves them, and an answer only ever
+    raises them: a late answer (its ``Date`` behind the carried-forward bound) never moves the clock
+    back. ``now()`` (``__call__``) is the lower bound: lease expiries written and leases taken over
+    are judged on it. :meth:`latest` is the upper bound: a runner asks whether its *own* lease may
+    have run out with it (the conservative end: it stops early rather than late)."""
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic):
         self._monotonic = monotonic
-        self._anchor: tuple[float, float] | None = None   # (vault epoch seconds, monotonic)
+        # (lower bound, upper bound, monotonic reading), in epoch seconds
+        self._anchor: tuple[float, float, float] | None = None
         self._lock = threading.Lock()
 
     def observe(self, response: Any, *args: Any, **kwargs: Any) -> None:
-        """A requests response hook: read the answer's ``Date`` header."""
+        """A requests response hook: read the answer's ``Date`` header and round trip."""
         date = getattr(response, "headers", {}).get("Date")
         if not date:
             return
@@ -100,23 +109,40 @@ class VaultClock:
             ts = parsedate_to_datetime(date).timestamp()
         except (TypeError, ValueError):
             return
+        elapsed = getattr(response, "elapsed", None)
+        rtt = max(elapsed.total_seconds(), 0.0) if elapsed is not None else 0.0
+        self.observe_date(ts, rtt)
+
+    def observe_date(self, date: float, round_trip: float) -> None:
+        """Take in one answer: ``date`` (epoch seconds of its ``Date`` header) read now, after a
+        round trip of ``round_trip`` seconds. Raises the bounds, never lowers them."""
         with self._lock:
             m = self._monotonic()
+            lower, upper = date, date + 1.0 + round_trip
             if self._anchor is not None:
-                carried = self._anchor[0] + (m - self._anchor[1])
-                if ts <= carried <= ts + 1.0:
-                    return
-            self._anchor = (ts + 0.5, m)
+                lo, up, at = self._anchor
+                lower, upper = max(lower, lo + (m - at)), max(upper, up + (m - at))
+            self._anchor = (lower, max(upper, lower), m)
 
     @property
     def anchored(self) -> bool:
         return self._anchor is not None
 
-    def __call__(self) -> float:
+    def _bounds(self) -> tuple[float, float]:
         with self._lock:
             if self._anchor is None:
                 raise VaultError("Vault's time is not known yet: no answer from Vault so far")
-            return self._anchor[0] + (self._monotonic() - self._anchor[1])
+            lo, up, at = self._anchor
+            elapsed = self._monotonic() - at
+            return lo + elapsed, up + elapsed
+
+    def __call__(self) -> float:
+        """Vault's time, lower bound (epoch seconds). Raises :class:`VaultError` before any answer."""
+        return self._bounds()[0]
+
+    def latest(self) -> float:
+        """Vault's time, upper bound (epoch seconds): what a lease holder judges its lease on."""
+        return self._bounds()[1]
 
 
 class VaultStore:
@@ -175,6 +201,12 @@ class VaultStore:
     def utcnow(self) -> datetime:
         """Vault's time as an aware UTC datetime: the engine's default clock."""
         return datetime.fromtimestamp(self.now(), UTC)
+
+    def latest_utcnow(self) -> datetime:
+        """The upper bound of Vault's time (:meth:`VaultClock.latest`) as an aware UTC datetime: the
+        engine judges its own lease on it."""
+        self.now()
+        return datetime.fromtimestamp(self.vault_clock.latest(), UTC)
 
     # -- authentication -------------------------------------------------------------------------
     def login(self) -> None:

@@ -12,8 +12,12 @@
    sender's retry after a lost response must not look like a failure); a repeat of anything else
    with the same wrapping token answers ``409 replay``. A delivery that failed (e.g. 410) may be
    re-issued under the same key with a *fresh* wrapping token: that one is processed;
-3. the body (JSON: ``consumer``, ``serial``, ``rotation_id``, ``key_id``, ``fingerprint``,
-   ``wrap_token``, ``wrap_ttl``) names this consumer;
+3. the body (JSON: ``consumer``, ``serial``, ``fence``, ``rotation_id``, ``key_id``, ``fingerprint``,
+   ``wrap_token``, ``wrap_ttl``) names this consumer, and is not older than the key this receiver
+   last accepted (:func:`rotation.client.fencing.supersedes` on ``(serial, fence)``): an older one
+   answers ``409 stale`` before its token is unwrapped, so a rotator that stalled past its lease can
+   never move the app back to a revoked key. A body without ``fence`` (a rotator from before
+   fencing, accepted for one release) is not checked, so its rollback restores still apply;
 4. unwraps ``wrap_token`` exactly once (``sys/wrapping/lookup`` then ``sys/wrapping/unwrap``:
    https://openbao.org/api-docs/system/wrapping-lookup/, https://openbao.org/api-docs/system/wrapping-unwrap/)
    and checks that the unwrapped ``serial``/``key_id`` (and fingerprint, when sent) match the body.
@@ -40,6 +44,7 @@ from typing import Any
 
 from rotation.client.bounded_server import CONNECTION_TIMEOUT_SECONDS, MAX_CONNECTIONS, bounded
 from rotation.client.errors import KeyClientError, TamperSuspected, VaultUnavailable
+from rotation.client.fencing import Held, supersedes
 from rotation.client.keys import ApiKey, KeyClient
 from rotation.client.signing import (
     IDEMPOTENCY_HEADER,
@@ -141,6 +146,8 @@ class WebhookReceiver:
         # idempotency key -> (wall time, outcome, fingerprint of the wrapping token)
         self._seen: dict[str, tuple[float, str, str]] = {}
         self._lock = threading.Lock()
+        self._held: Held | None = None           # (serial, fence) of the last key handed over
+        self._apply = threading.Lock()           # the fence check and the hand-over, as one step
 
     def __repr__(self) -> str:
         return f"WebhookReceiver(consumer={self.consumer!r}, window_seconds={self.window})"
@@ -213,7 +220,9 @@ class WebhookReceiver:
         try:
             msg = json.loads(body)
             serial, key_id, token = msg["serial"], msg["key_id"], msg["wrap_token"]
-            if not isinstance(serial, int) or not isinstance(key_id, str) or not isinstance(token, str):
+            fence = msg.get("fence")
+            if not isinstance(serial, int) or not isinstance(key_id, str) or not isinstance(token, str) \
+                    or (fence is not None and (not isinstance(fence, int) or isinstance(fence, bool))):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             return ReceiveResult("bad_request", detail="body is not a key notification")
@@ -223,6 +232,9 @@ class WebhookReceiver:
         if idem != f"{msg.get('rotation_id')}:{serial}":
             return ReceiveResult("bad_request", serial=serial, key_id=key_id,
                                  detail="Idempotency-Key does not match rotation_id:serial")
+        stale = self._stale(serial, fence)
+        if stale is not None:
+            return stale
         try:
             data = self._unwrap(token)
         except VaultUnavailable as exc:
@@ -239,16 +251,32 @@ class WebhookReceiver:
         fp = msg.get("fingerprint")
         if fp and fp != key.fingerprint:
             raise TamperSuspected(f"unwrapped key's fingerprint does not match the notification (serial {serial})")
-        try:
-            if self._client is not None and not self._client.notify_push(key):
-                return ReceiveResult("stale", serial=serial, key_id=key_id,
-                                     detail="an older key than the one in use, and not Vault's current: ignored")
-            if self.on_key is not None:
-                self.on_key(key)
-        except KeyClientError as exc:
-            return ReceiveResult("mismatch", serial=serial, key_id=key_id, detail=str(exc))
+        with self._apply:
+            stale = self._stale(serial, fence)      # again: a newer delivery may have landed meanwhile
+            if stale is not None:
+                return stale
+            try:
+                if self._client is not None and not self._client.notify_push(key):
+                    return ReceiveResult("stale", serial=serial, key_id=key_id,
+                                         detail="an older key than the one in use, and not Vault's current: ignored")
+                if self.on_key is not None:
+                    self.on_key(key)
+            except KeyClientError as exc:
+                return ReceiveResult("mismatch", serial=serial, key_id=key_id, detail=str(exc))
+            if fence is not None:
+                self._held = Held(serial, fence, key_id)
         log.info("key webhook: serial %s (%s) accepted", serial, key.fingerprint)
         return ReceiveResult("accepted", processed=True, serial=serial, key_id=key_id)
+
+    def _stale(self, serial: int, fence: int | None) -> ReceiveResult | None:
+        """``409 stale`` when ``(serial, fence)`` is older than the fenced key last handed over;
+        ``None`` (go on) otherwise, and for an unfenced body (module docstring)."""
+        held = self._held
+        if held is None or fence is None or supersedes(serial, fence, held):
+            return None
+        return ReceiveResult("stale", serial=serial,
+                             detail=f"serial {serial} (fence {fence}) is older than the key in use "
+                                    f"(serial {held.serial}, fence {held.fence}): refused")
 
     def _record(self, idem: str, now: float, outcome: str, fp: str) -> None:
         with self._lock:

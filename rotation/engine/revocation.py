@@ -4,6 +4,8 @@
   acknowledged the current key (its app's ack in Vault, or every required push target took it)
   *and* the previous key's request counter (a :class:`~rotation.backends.traffic.TrafficSignal`) has not
   moved for ``quiet_period``. The grace period stays the upper bound.
+* **Revocation itself** (:class:`Revoker`): disable and detach the old key, delete it after the
+  retention period, each AWS call guarded by the lease.
 * **Tamper detection** (failure case V6). A receiver that cannot unwrap a wrapping token reports it
   in the consumer's ack record; each report is checked once. A token gone although its TTL had not
   run out when the consumer tried was unwrapped by someone else: an alarm event, and the engine
@@ -16,16 +18,20 @@ a consumer can never make a run raise or do unbounded work.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 from rotation.audit import AuditLog
+from rotation.backends.apigateway import ApiGatewayKeys
 from rotation.backends.traffic import TrafficSignal
 from rotation.backends.vault import VaultStore
-from rotation.config import Consumer
+from rotation.config import Consumer, ConsumersFile
+from rotation.engine.lease import Lease
+from rotation.engine.planner import Decision
 from rotation.records import KeyRecord, KeyState, RotationRecord, fingerprint, from_iso, to_iso
 from rotation.targets import Delivery, PushTarget, safe_push
 
-__all__ = ["RevocationSignals"]
+__all__ = ["RevocationSignals", "Revoker"]
 
 
 class RevocationSignals:
@@ -159,9 +165,69 @@ class RevocationSignals:
                     if t.target_id.startswith("webhook:"):
                         journal = self.fence(c, journal)
                         res = safe_push(t, Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "",
-                                                          cur.value, cur.fingerprint))
+                                                    cur.value, cur.fingerprint, fence=journal.version))
                         self.audit.emit("reissue", "ok" if res.ok else "failed", consumer=c.name,
                                         target=t.target_id, serial=cur.serial)
         if reports:
             journal = self.renew(c.name, journal, handled_reports=handled[-5 * self.MAX_UNWRAP_REPORTS:])
         return journal, tampered
+
+
+class Revoker:
+    """Carries out revocation (disable + detach at the end of the grace period; at once for an
+    emergency) and deletion (after the retention period) for one consumer under its lease."""
+
+    def __init__(self, vault: VaultStore, apigw: ApiGatewayKeys, audit: AuditLog, lease: Lease,
+                 consumers: ConsumersFile, clock: Callable[[], datetime]):
+        self.vault = vault
+        self.apigw = apigw
+        self.audit = audit
+        self.lease = lease
+        self.consumers = consumers
+        self.clock = clock
+
+    def revoke_and_delete(self, c: Consumer, state: KeyState, journal: RotationRecord,
+                          d: Decision) -> tuple[KeyState, RotationRecord]:
+        """Disable and detach the keys of ``d.revoke`` (recorded ``disabled_at``), delete those of
+        ``d.delete``, then one CAS write of the key record. Each AWS call is guarded by the lease."""
+        plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
+        now = to_iso(self.clock())
+        previous, retired = state.previous, list(state.retired)
+        for serial in d.revoke:
+            rec = previous if previous is not None and previous.serial == serial else \
+                next((r for r in retired if r.serial == serial), None)
+            if rec is None:
+                continue
+            if rec.key_id:
+                journal = self.lease.guard(c.name, journal)
+                self.disable(rec.key_id)
+                self.apigw.detach(plan_id, rec.key_id)
+            disabled = replace(rec, disabled_at=now)
+            if rec is previous:
+                previous = None
+                retired.append(disabled)
+            else:
+                retired = [disabled if r.serial == serial else r for r in retired]
+            self.audit.emit("revoke", "ok", consumer=c.name, serial=serial, key_id=rec.key_id,
+                            fingerprint=rec.fingerprint, rotation_id=rec.rotation_id)
+        for serial in d.delete:
+            rec = next((r for r in retired if r.serial == serial), None)
+            if rec is None:
+                continue
+            if rec.key_id:
+                journal = self.lease.guard(c.name, journal)
+                self.apigw.delete_key(rec.key_id)
+            retired = [r for r in retired if r.serial != serial]
+            self.audit.emit("delete", "ok", consumer=c.name, serial=serial, key_id=rec.key_id,
+                            fingerprint=rec.fingerprint)
+        journal = self.lease.guard(c.name, journal)
+        state = self.vault.write_key_state(c.name, state.evolve(previous=previous, retired=tuple(retired)))
+        return state, journal      # the lease is renewed by the release that follows
+
+    def disable(self, key_id: str) -> None:
+        """Disable an API key; already gone is fine. One UpdateApiKey (no GetApiKey first)."""
+        disable = getattr(self.apigw, "disable_key", None)
+        if disable is not None:
+            disable(key_id)
+        elif self.apigw.get_key(key_id) is not None:
+            self.apigw.set_enabled(key_id, False)

@@ -1,23 +1,22 @@
 """Drives each consumer's rotation through its steps, resumably, under a CAS lease.
 
-Steps (docs/architecture.md, modelled on AWS Secrets Manager's create/set/test/finish):
+The engine is the driver; each concern lives in its own module (docs/architecture.md, "Package
+layout"), so a reader can check each one alone:
 
-1. **lock**: take the consumer's lease in ``rotations/<consumer>`` (CAS; a stale lease is taken over).
-2. **create**: generate the value (CSPRNG, 40 alphanumerics), record it as ``pending`` in Vault
-   (CAS) *before* touching AWS, then create the API key under a deterministic name (looked up
-   first), enabled, tagged, attached to the tier's usage plan; record its id (CAS).
-3. **test**: the key is enabled, holds the value Vault holds, and sits in the right usage plan,
-   checked with backoff up to a deadline (failure case A1); extra verifiers (a canary call) plug in.
-4. **distribute**: push to each target; each ack is journaled, so a resumed run skips acked ones.
-5. **promote**: ``current`` -> new, ``previous`` -> old, in one CAS write.
-6. **revoke** (a later run, after the grace period; at once for an emergency; earlier once
-   acknowledged and idle, see :mod:`rotation.engine.revocation`): disable and detach the old key;
-   **delete** it after its retention period.
-
-The test step runs before distribution (docs/architecture.md, "A rotation, step by step"): a
-key is proven to work before any consumer is handed it, so a failed test never leaves a consumer holding a key
-that is then deleted. A failure before promotion rolls back: targets that took the new key get
-the current one back, the new key is disabled and deleted, and ``current`` is untouched.
+* :mod:`rotation.engine.lease`: the lease and the fence before every side effect (where the
+  fencing rule lives on the runner's side; the targets apply :mod:`rotation.client.fencing`);
+* :mod:`rotation.engine.steps`: the rotation steps, named as AWS Secrets Manager names them:
+  **create** (``pending`` recorded in Vault before AWS is touched), **set** (the API key created,
+  attached, quota carried), **test** (control plane + canary, with backoff), **distribute** (each
+  target, fenced, each ack journaled), **finish** (promote in one CAS write);
+* :mod:`rotation.engine.rollback`: a failure before finish gives every target the current key
+  back, then disables and deletes the new key; ``current`` is untouched;
+* :mod:`rotation.engine.revocation`: revoke (disable, detach) after the grace period, at once for
+  an emergency, earlier once acknowledged and idle; delete after the retention period; tamper checks;
+* :mod:`rotation.engine.sweep`: the orphan sweep (API keys tagged for a consumer Vault does not know);
+* :mod:`rotation.engine.reconcile`: every run reads the targets back and restores the current key
+  where a target holds another one;
+* :mod:`rotation.engine.planner`: what is due (pure).
 
 Every step is journaled with CAS before the next begins; a run killed anywhere resumes from the
 journal (or from what Vault and AWS show) and never leaves two pending keys, an enabled API key
@@ -25,9 +24,9 @@ Vault does not know (the orphan sweep removes those), or a consumer without a wo
 
 **Time and fencing.** Leases, grace periods and retention are judged on one clock every runner
 shares: Vault's (:class:`rotation.backends.vault.VaultClock`), unless a clock is injected. Every
-side effect (a push, an AWS write, a Vault write of the keys) is *fenced*: the lease is confirmed
-by a check-and-set renewal, and the lease must not have run out on that clock since, right before
-it; a runner that lost its lease does nothing more and reports ``lost_lease`` (a failure).
+side effect is fenced (:mod:`rotation.engine.lease`), and every push carries the fencing token
+that the target checks where the write lands; a runner that lost its lease does nothing more and
+reports ``lost_lease`` (a failure).
 
 **Emergency requests are durable.** ``run(emergency=...)`` first records the request in the
 consumer's rotation record (``emergency_request``, CAS), whoever holds the lease. Whoever holds
@@ -39,94 +38,46 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import socket
-import string
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Self
 
 from rotation.audit import REDACTOR, AuditLog
-from rotation.backends.apigateway import TAG_CONSUMER, ApiGatewayKeys
+from rotation.backends.apigateway import ApiGatewayKeys
 from rotation.backends.traffic import QuotaCarrier, TrafficSignal
 from rotation.backends.vault import VaultStore
 from rotation.config import Consumer, ConsumersFile
+from rotation.engine.lease import Lease
+from rotation.engine.outcome import DEFERRED_OUTCOMES, FAILED_OUTCOMES, ConsumerOutcome, RunSummary
 from rotation.engine.planner import Decision, decide
-from rotation.engine.revocation import RevocationSignals
+from rotation.engine.reconcile import Reconciler
+from rotation.engine.revocation import RevocationSignals, Revoker
+from rotation.engine.rollback import Rollback
+from rotation.engine.steps import KEY_LENGTH, RotationSteps, Verifier, generate_key_value
+from rotation.engine.sweep import OrphanSweep
 from rotation.errors import (
-    CanaryMisconfigured,
     CasConflict,
-    LeaseLost,
     LockHeld,
     MalformedRecord,
-    PushError,
     RecordGone,
     RotationError,
-    VaultError,
-    VerificationFailed,
 )
-from rotation.records import KeyRecord, KeyState, RotationRecord, Step, to_iso, utcnow
-from rotation.targets import Delivery, PushTarget, preflight_problems, safe_push
+from rotation.records import KeyState, RotationRecord, Step, to_iso, utcnow
+from rotation.targets import PushTarget
 
-__all__ = ["KEY_LENGTH", "ConsumerOutcome", "Engine", "ProgressHook", "RunSummary", "generate_key_value"]
-
-KEY_LENGTH = 40  # alphanumerics: about 238 bits from the OS CSPRNG; API Gateway allows 20-128
-_ALPHABET = string.ascii_letters + string.digits
-
-
-def generate_key_value(length: int = KEY_LENGTH) -> str:
-    """A new API key value from :mod:`secrets` (the OS CSPRNG): ``length`` alphanumerics."""
-    if length < 30:
-        raise ValueError("key length must be at least 30 characters")
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
-
-
-@dataclass
-class ConsumerOutcome:
-    consumer: str
-    action: str            # none | bootstrap | rotate | emergency | resume | revoke | blocked
-    outcome: str           # ok | failed | rolled_back | skipped | locked | queued | waiting | lost_lease
-    detail: str = ""
-    serial: int | None = None
-    rotation_id: str | None = None
-    current_promoted_at: str | None = None   # after this run; feeds the key-age metrics
-
-
-#: outcomes that mean "not done": a failure (exit 1)
-FAILED_OUTCOMES = ("failed", "rolled_back", "lost_lease")
-#: outcomes that mean "not done yet, retry": another runner holds the lease (exit 3)
-DEFERRED_OUTCOMES = ("locked", "queued")
-
-
-@dataclass
-class RunSummary:
-    outcomes: list[ConsumerOutcome] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[ConsumerOutcome]:
-        return [o for o in self.outcomes if o.outcome in FAILED_OUTCOMES]
-
-    @property
-    def deferred(self) -> list[ConsumerOutcome]:
-        return [o for o in self.outcomes if o.outcome in DEFERRED_OUTCOMES]
-
-    @property
-    def exit_code(self) -> int:
-        """0 all done; 1 some consumer failed (rolled back, lost its lease); 3 none failed but
-        some were skipped because another runner holds the lease, or an emergency is queued."""
-        return 1 if self.failed else 3 if self.deferred else 0
-
+__all__ = ["DEFERRED_OUTCOMES", "FAILED_OUTCOMES", "KEY_LENGTH", "ConsumerOutcome", "Engine", "ProgressHook",
+           "RunSummary", "generate_key_value"]
 
 StepHook = Callable[[str, str], None]      # (consumer, step) -> None; may raise (tests: crash injection)
 #: progress events of a run, for a progress bar or metrics: ``("started", total: int)`` once, then
 #: ``("done", ConsumerOutcome)`` per consumer as it finishes. Must not raise (errors are ignored).
 ProgressHook = Callable[[str, Any], None]
-Verifier = Callable[[Consumer, KeyRecord], None]  # raises VerificationFailed
 
 
 class Engine:
@@ -160,66 +111,34 @@ class Engine:
         # the clock every runner shares (Vault's); a test injects a fake one
         vault_clock: Callable[[], datetime] = getattr(vault, "utcnow", utcnow)   # a test double may lack it
         self.clock = clock or vault_clock
+        latest = None if clock is not None else getattr(vault, "latest_utcnow", None)
+        self.lease = Lease(vault, audit, self.owner, lease_ttl_seconds, clock=self.clock, latest=latest)
         self.traffic = traffic
         self.quota = quota
         self.progress = progress
         self.signals = RevocationSignals(
             vault=vault, audit=audit, traffic=traffic, targets_for=self.targets_for, clock=self.clock,
             usage_plan_id=lambda c: apigw.resolve_usage_plan(consumers.usage_plans[c.tier]),
-            lease_ttl=lease_ttl_seconds, renew=self._renew, fence=self._fence)
-        self._managed_keys: list[dict] | None = None
-        self._managed_lock = threading.Lock()
+            lease_ttl=lease_ttl_seconds, renew=self.lease.renew,
+            fence=lambda c, rec: self.lease.fence(c.name, rec))
+        # the seams (docs/architecture.md, "Package layout"): lease and fence, the steps, rollback,
+        # revocation, the orphan sweep, reconciliation; the engine drives them per consumer
+        self.revoker = Revoker(vault, apigw, audit, self.lease, consumers, self.clock)
+        self.rollback = Rollback(vault, apigw, audit, self.lease, consumers, self.targets_for,
+                                 journal=lambda *a, **kw: self.steps.journal(*a, **kw), disable=self.revoker.disable)
+        self.steps = RotationSteps(vault, apigw, audit, self.lease, consumers, self.targets_for, clock=self.clock,
+                                   after_step=lambda c, s: self.after_step(c, s), verifiers=self.verifiers,
+                                   verify_timeout=verify_timeout_seconds, quota=quota, wait=self._wait,
+                                   rollback=self.rollback)
+        self.sweep = OrphanSweep(vault, apigw, audit, self.lease)
+        self.reconciler = Reconciler(audit, self.lease, self.targets_for)
         self._asked_serial: dict[str, int] = {}   # consumer -> current serial when a rotation was asked
         self._snapshot: dict[str, KeyState] = {}  # consumer -> key state read at run start (reused once)
-        # consumer -> journal version we CAS-wrote with no external side effect since (a fresh fence)
-        self._fresh: dict[str, int] = {}
-        # consumer -> journal fields decided but not yet written (they go with the next CAS write)
-        self._unsaved: dict[str, dict] = {}
         self.workers = workers
         self.max_in_flight = max_in_flight
         self._sleep = sleep
         self._slots = threading.BoundedSemaphore(workers)
         self._holding = threading.local()
-
-    # -- time, lease, fence ----------------------------------------------------------------------
-    def _now(self) -> float:
-        """Epoch seconds on the shared clock (leases are judged on it, never on the wall clock)."""
-        return self.clock().timestamp()
-
-    def _renew(self, consumer: str, journal: RotationRecord, **changes) -> RotationRecord:
-        """Renew our lease (CAS) with journal ``changes``; then the fence's clock check."""
-        changes = {**self._unsaved.pop(consumer, {}), **changes}
-        journal = self.vault.renew_lease(consumer, journal, self.lease_ttl, now=self._now(), **changes)
-        journal = self._check_lease(consumer, journal)
-        self._fresh[consumer] = journal.version
-        return journal
-
-    def _check_lease(self, consumer: str, journal: RotationRecord) -> RotationRecord:
-        if journal.owner != self.owner or self._now() >= journal.lease_expires_at:
-            self.audit.emit("lease", "expired", consumer=consumer, vault_version=journal.version)
-            raise LeaseLost(f"{consumer}: our rotation lease ran out (this runner stalled past its "
-                            f"{self.lease_ttl:.0f}s lease); stopping before the next side effect")
-        return journal
-
-    def _fence(self, c: Consumer | str, journal: RotationRecord, *, vault_write: bool = False) -> RotationRecord:
-        """Right before a side effect: confirm the lease by a CAS renewal and check that it has
-        not run out on the shared clock. Raises :class:`LeaseLost` (or :class:`CasConflict` when
-        another runner took the record); returns the journal at its new version.
-
-        The CAS renewal is skipped when the journal we hold is the one our own last CAS write
-        returned and no side effect outside Vault happened since (that write *is* the
-        confirmation; the clock check still runs). A Vault key write (``vault_write``) does not
-        use the confirmation up: it is a CAS write itself, which another writer makes fail."""
-        name = c if isinstance(c, str) else c.name
-        journal = self._check_lease(name, journal)
-        if self._fresh.get(name) == journal.version:
-            if not vault_write:
-                self._fresh.pop(name, None)
-            return journal
-        journal = self._renew(name, journal)
-        if not vault_write:
-            self._fresh.pop(name, None)
-        return journal
 
     # -- the bounded pool ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -257,14 +176,6 @@ class Engine:
         with ThreadPoolExecutor(max_workers=min(len(names), self.max_in_flight),
                                 thread_name_prefix="rotation") as pool:
             return list(pool.map(one, names))
-
-    def _guard(self, c: Consumer, journal: RotationRecord) -> RotationRecord:
-        """A lighter fence before AWS calls in a loop: the clock check, and a CAS renewal once
-        less than half the lease is left."""
-        journal = self._check_lease(c.name, journal)
-        if journal.lease_expires_at - self._now() < self.lease_ttl / 2:
-            journal = self._renew(c.name, journal)
-        return journal
 
     def close(self) -> None:
         """End of the run: revoke the Vault token this process logged in with (not a VAULT_TOKEN)."""
@@ -323,7 +234,7 @@ class Engine:
         only = set(only) if only is not None else None
         force, emergency = set(force), set(emergency)
         summary = RunSummary()
-        self._managed_keys = None
+        self.sweep.reset()
         # What "rotate now" means: a key newer than the one current when asked. Snapshot the
         # serials so a rotation completed meanwhile by another runner satisfies the request.
         self._asked_serial = {}
@@ -342,7 +253,7 @@ class Engine:
                 if name in emergency:
                     # durable before anything else: if this process dies now, the next run does it
                     req = self.vault.request_emergency(name, by=self.owner, asked_serial=self._asked_serial[name],
-                                                       now=self._now())
+                                                       now=self.lease.now())
                     with lock:
                         self._requested.add(name)
                     self.audit.emit("emergency", "requested", consumer=name, request_id=req["id"],
@@ -386,13 +297,6 @@ class Engine:
             except Exception:  # noqa: BLE001, S110 - a progress display never fails a rotation
                 pass
 
-    def _managed_by_consumer(self, consumer: str) -> list[dict]:
-        with self._managed_lock:       # one listing per run, whichever worker asks first
-            if self._managed_keys is None:
-                self._managed_keys = self.apigw.list_managed_keys()
-            keys = self._managed_keys
-        return [k for k in keys if (k.get("tags") or {}).get(TAG_CONSUMER) == consumer]
-
     def process(self, c: Consumer, *, force: bool = False, emergency: bool = False) -> ConsumerOutcome:
         """Everything one run does for consumer ``c``, under its lease.
 
@@ -404,11 +308,12 @@ class Engine:
         requested = bool(journal.emergency_request)
         emergency = emergency or requested
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
-                   lease_now=self._now())
-        orphans = self._orphans(c, state)
+                   lease_now=self.lease.now())
+        orphans = self.sweep.orphans(c, state)
         early_possible = bool(d.waiting) and self.traffic is not None and state.previous is not None
         reports = self.signals.new_unwrap_reports(c, journal) if any(t.type == "webhook" for t in c.targets) else []
-        if (not d.has_work and not orphans and not early_possible and not reports and not requested
+        drift = self.reconciler.drift(c, state) if not d.has_work and not d.locked_by else []
+        if (not d.has_work and not orphans and not early_possible and not reports and not requested and not drift
                 and not (journal.rotation_id and journal.step == Step.DISTRIBUTED.value)):
             outcome = "waiting" if d.waiting and (force or "waiting" in d.reason) else "skipped"
             return ConsumerOutcome(c.name, "none", outcome, d.reason,
@@ -417,10 +322,10 @@ class Engine:
             return self._deferred(c, d.rotate, journal, f"lease held by {d.locked_by}")
         prior_owner = journal.owner if journal.owner != self.owner else None   # set: a stale lease taken over
         try:
-            journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl, journal, now=self._now())
+            journal = self.vault.acquire_lease(c.name, self.owner, self.lease_ttl, journal, now=self.lease.now())
         except LockHeld as exc:
             return self._deferred(c, d.rotate, self.vault.read_rotation(c.name), str(exc))
-        self._fresh[c.name] = journal.version    # the acquire write confirms the lease
+        self.lease.confirmed(c.name, journal)    # the acquire write confirms the lease
         self.audit.emit("lock", "ok", consumer=c.name, vault_version=journal.version, taken_over_from=prior_owner)
         known = state if self._known_fresh(state, journal) else None
         try:
@@ -484,9 +389,13 @@ class Engine:
                     self._release(c, state, journal, result, done)
                     break
                 except CasConflict:
+                    journal = self.vault.refresh_own(c.name, journal)   # CasConflict: really taken over
                     if attempt == 2:
-                        raise
-                    journal = self.vault.refresh_own(c.name, journal)
+                        # Requests keep arriving (each is a write): stop serving them, but never
+                        # leave the lease held. The release keeps every request (a merging write),
+                        # so the next run, or the holder that comes next, carries it out at once.
+                        done = None
+                        result = self._release_leaving_requests(c, state, journal, result)
             if done:
                 self.audit.emit("emergency", "done", consumer=c.name, request_id=done.get("id"))
             return result
@@ -505,6 +414,22 @@ class Engine:
                 self.audit.emit("lease", "release_failed", consumer=c.name, error=type(release_exc).__name__)
             raise
 
+    def _release_leaving_requests(self, c: Consumer, state: KeyState, journal: RotationRecord,
+                                  result: ConsumerOutcome) -> ConsumerOutcome:
+        """Release the lease without clearing the emergency request (``release_lease`` merges a
+        request recorded meanwhile). An open request makes the outcome ``queued`` (exit 3): it is
+        recorded in Vault and the next run carries it out."""
+        released = self.vault.release_lease(c.name, journal, last_outcome={
+            "outcome": result.outcome, "action": result.action, "at": to_iso(self.clock()),
+            "rotation_id": result.rotation_id, "detail": result.detail[:300], "keys_version": state.version})
+        if released.emergency_request and result.outcome == "ok":
+            self.audit.emit("emergency", "queued", consumer=c.name, holder=self.owner,
+                            request_id=released.emergency_request.get("id"))
+            return replace(result, outcome="queued",
+                           detail="emergency requests kept arriving while the lease was released; the "
+                                  "latest is recorded in Vault and the next run carries it out")
+        return result
+
     @staticmethod
     def _request_open(state: KeyState, journal: RotationRecord) -> bool:
         """Is the recorded emergency request not yet carried out? It is once a key newer than
@@ -521,7 +446,7 @@ class Engine:
               known: KeyState | None = None) -> tuple[ConsumerOutcome, KeyState, RotationRecord]:
         state = known if known is not None else self.vault.read_key_state(c.name)  # fresh, under the lease
         REDACTOR.register(*(r.value for r in (state.current, state.previous, state.pending, *state.retired) if r))
-        journal = self._finish_promoted_journal(c, state, journal)
+        journal = self.steps.finish_promoted_journal(c, state, journal)
         revoke_now = False
         if journal.emergency_request:
             emergency = True
@@ -533,396 +458,49 @@ class Engine:
             # by us): it satisfies the request; an emergency still revokes the older keys now
             revoke_now = emergency
             force = emergency = False
-        state, journal = self._sweep_orphans(c, state, journal)
+        state, journal = self.sweep.sweep(c, state, journal)
         journal, tampered = self.signals.check_unwrap_reports(c, state, journal)
         if tampered and not journal.reissue_required:
-            journal = self._renew(c.name, journal, reissue_required=True)
+            journal = self.lease.renew(c.name, journal, reissue_required=True)
         if journal.reissue_required:
             # Someone else unwrapped a key: re-issue by an emergency rotation. A pending key went
             # out over the same channel, so it is rolled back first, never promoted.
             emergency = True
             if state.pending is not None:
-                state, journal = self._rollback(c, state, journal, "tamper suspected: the pending key may be exposed")
+                state, journal = self.rollback.run(c, state, journal, "tamper suspected: the pending key may be exposed")
         if state.previous is not None and state.previous.serial in decide(
-                c, state, journal, self.clock(), owner=self.owner, lease_now=self._now()).revoke:
+                c, state, journal, self.clock(), owner=self.owner, lease_now=self.lease.now()).revoke:
             early = False       # past its grace already: no traffic read, no snapshot write
         else:
             journal, early = self.signals.early_revoke_ok(c, state, journal)
         early = early or revoke_now
         d = decide(c, state, journal, self.clock(), force=force, emergency=emergency, owner=self.owner,
-                   lease_now=self._now(), early_revoke=early)
+                   lease_now=self.lease.now(), early_revoke=early)
         result = ConsumerOutcome(c.name, d.rotate, "ok", d.reason)
         if d.rotate in ("bootstrap", "rotate", "emergency", "resume"):
-            state, journal, result = self._rotate(c, state, journal, d, emergency_requested=emergency)
+            state, journal, result = self.steps.rotate(c, state, journal, d, emergency_requested=emergency)
         elif d.waiting and force:
             result = ConsumerOutcome(c.name, "none", "waiting", d.reason)
         # revoke / delete (re-decide: a promotion just changed the labels)
         just_promoted = result.outcome == "ok" and d.rotate != "none"
         d2 = decide(c, state, journal, self.clock(), emergency=journal.emergency and just_promoted,
-                    owner=self.owner, lease_now=self._now(),
+                    owner=self.owner, lease_now=self.lease.now(),
                     early_revoke=early and d.rotate == "none")
         if result.outcome == "ok" and (d2.revoke or d2.delete):
-            state, journal = self._revoke_and_delete(c, state, journal, d2)
+            state, journal = self.revoker.revoke_and_delete(c, state, journal, d2)
             if result.action == "none":
                 result.action = "emergency" if revoke_now else "revoke"
                 result.detail = f"revoked {list(d2.revoke)}, deleted {list(d2.delete)}"
+        if result.outcome == "ok" and d.rotate == "none":
+            # reconciliation: a target that holds another key than current gets it back (a run
+            # that rotated has just pushed the new key to every target)
+            drift = self.reconciler.drift(c, state)
+            if drift:
+                journal, failed = self.reconciler.repair(c, state, journal, drift)
+                repaired = [x.target.target_id for x in drift]
+                result.detail = f"{result.detail}; gave the current key back to {', '.join(repaired)}".lstrip("; ")
+                if failed:
+                    result.outcome = "failed"
+                    result.detail = f"could not give the current key back to {'; '.join(failed)}"
         return result, state, journal
 
-    # -- rotation steps --------------------------------------------------------------------------
-    def _journal(self, c: Consumer, journal: RotationRecord, step: Step, **changes) -> RotationRecord:
-        journal = self._renew(c.name, journal, step=step.value, **changes)
-        self.after_step(c.name, step.value)
-        return journal
-
-    def _rotate(self, c: Consumer, state: KeyState, journal: RotationRecord, d: Decision, *,
-                emergency_requested: bool = False):
-        # The emergency flag lives on the pending record itself (same CAS write), so a crash
-        # before the journal is written cannot lose it; a later emergency request upgrades a
-        # normal rotation in flight.
-        emergency = (d.rotate == "emergency" or emergency_requested
-                     or bool(state.pending and state.pending.emergency)
-                     or (d.rotate == "resume" and journal.emergency
-                         and journal.rotation_id == (state.pending.rotation_id if state.pending else None)))
-        problems = self._preflight(c) if state.pending is None or state.pending.key_id is None else []
-        if problems and state.pending is None:
-            # nothing changed yet: no pending key, no API key (failure case H8)
-            return state, journal, ConsumerOutcome(c.name, d.rotate, "failed",
-                                                   f"not started: {'; '.join(problems)}")
-        journal = self._fence(c, journal, vault_write=True)
-        if state.pending is not None and emergency and not state.pending.emergency:
-            state = self.vault.write_key_state(c.name, state.evolve(pending=replace(state.pending, emergency=True)),
-                                               mirror_labels=False)
-        created = None      # CreateApiKey's answer when this run mints the key
-        fresh = state.pending is None
-        if state.pending is None:
-            rotation_id = uuid.uuid4().hex
-            serial = state.next_serial()
-            value = generate_key_value()
-            REDACTOR.register(value)
-            pending = KeyRecord(serial=serial, value=value, rotation_id=rotation_id, created_at=to_iso(self.clock()),
-                                key_name=self.apigw.key_name(c.name, serial), emergency=emergency)
-            state = self.vault.write_key_state(c.name, state.evolve(pending=pending), mirror_labels=False)
-            self.audit.emit("create", "pending_recorded", consumer=c.name, rotation_id=rotation_id, serial=serial,
-                            fingerprint=pending.fingerprint, vault_version=state.version, emergency=emergency)
-            # The journal learns the rotation id with the test step's write: until then the
-            # pending record in the key record is the journal (a resume starts from it).
-            self._unsaved[c.name] = {"rotation_id": rotation_id, "emergency": emergency,
-                                     "started_at": to_iso(self.clock()), "step": Step.PENDING_RECORDED.value,
-                                     "acks": {}}
-            self.after_step(c.name, Step.PENDING_RECORDED.value)
-        else:
-            REDACTOR.register(state.pending.value)
-            if journal.rotation_id != state.pending.rotation_id or journal.emergency != emergency:
-                journal = self._journal(c, journal, Step.PENDING_RECORDED, rotation_id=state.pending.rotation_id,
-                                        emergency=emergency, started_at=to_iso(self.clock()), acks={})
-            self.audit.emit("resume", "ok", consumer=c.name, rotation_id=state.pending.rotation_id,
-                            serial=state.pending.serial, step=journal.step)
-        pending = state.require_pending()
-        out = ConsumerOutcome(c.name, d.rotate, "ok", d.reason, pending.serial, pending.rotation_id)
-        step = Step.PENDING_RECORDED.value if fresh else journal.step
-        try:
-            if step == Step.ROLLED_BACK.value or step == "rolling_back":
-                raise VerificationFailed("resuming an interrupted rollback")
-            if problems:        # a resumed rotation whose API key does not exist yet: roll back, create nothing
-                raise PushError(f"required target(s) would refuse the key: {'; '.join(problems)}")
-            if pending.key_id is None or step in (Step.PENDING_RECORDED.value, Step.LOCKED.value, None):
-                # A resumed rotation looks the key up by name (it may exist); a fresh one cannot.
-                state, journal, created = self._create(c, state, journal, fresh=fresh)
-                step = Step.KEY_CREATED.value
-            if step == Step.KEY_CREATED.value:
-                self._test(c, state.require_pending(), created=created)
-                journal = self._journal(c, journal, Step.TESTED)
-                self.audit.emit("test", "ok", consumer=c.name, rotation_id=pending.rotation_id,
-                                key_id=state.require_pending().key_id, serial=pending.serial)
-                step = journal.step
-            if step == Step.TESTED.value:
-                journal, failed_required = self._distribute(c, state.require_pending(), journal)
-                if failed_required:
-                    raise PushError(f"required target(s) failed: {'; '.join(failed_required)}")
-                # no journal write of its own: each ack is journaled; a resume at "tested"
-                # skips the acked targets
-                self.after_step(c.name, Step.DISTRIBUTED.value)
-                step = Step.DISTRIBUTED.value
-        except (VerificationFailed, PushError, RotationError) as exc:
-            if isinstance(exc, (CasConflict, CanaryMisconfigured)):
-                raise
-            state, journal = self._rollback(c, state, journal, str(exc))
-            out.outcome, out.detail = "rolled_back", REDACTOR.scrub(str(exc))
-            return state, journal, out
-        # promote: one CAS write moves every label
-        now = to_iso(self.clock())
-        new_current = replace(state.require_pending(), promoted_at=now)
-        if emergency and (not journal.emergency or journal.reissue_required):
-            journal = self._renew(c.name, journal, emergency=True, reissue_required=False)
-        journal = self._fence(c, journal, vault_write=True)   # the promote write happens under a confirmed lease
-        retired = list(state.retired)
-        if state.previous is not None:
-            retired.append(state.previous)  # an older key still around: revoked by this run
-        state = self.vault.write_key_state(c.name, state.evolve(
-            current=new_current, previous=state.current, pending=None, retired=tuple(retired)))
-        self.audit.emit("promote", "ok", consumer=c.name, rotation_id=new_current.rotation_id,
-                        serial=new_current.serial, key_id=new_current.key_id, fingerprint=new_current.fingerprint,
-                        vault_version=state.version, emergency=emergency)
-        # the journal's "promoted" entry goes with the next write (a revoke's, or the release)
-        self._fresh.pop(c.name, None)
-        self.after_step(c.name, Step.PROMOTED.value)
-        return state, journal, out
-
-    def _preflight(self, c: Consumer) -> list[str]:
-        """What would make a required target refuse the new key, found before the rotation's first
-        side effect by reading only (:func:`rotation.targets.preflight_problems`), each audited.
-        Failure case H8."""
-        problems = preflight_problems(self.targets_for(c), c.name)
-        for target_id, problem in problems:
-            self.audit.emit("preflight", "failed", consumer=c.name, target=target_id, detail=problem)
-        return [f"{target_id}: {problem}" for target_id, problem in problems]
-
-    def _create(self, c: Consumer, state: KeyState, journal: RotationRecord, *, fresh: bool = False):
-        """CreateApiKey (no lookup by name for a ``fresh`` rotation: its key cannot exist yet),
-        CreateUsagePlanKey, the quota carry-over. The key id is kept in memory and reaches Vault
-        with the promote write: a resume finds the key by its deterministic name. Returns
-        ``(state, journal, created)``; ``created`` is CreateApiKey's answer or ``None``."""
-        pending = state.require_pending()
-        plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
-        journal = self._fence(c, journal)
-        created = None
-        if fresh and hasattr(self.apigw, "create_new_key"):
-            created = self.apigw.create_new_key(consumer=c.name, serial=pending.serial, value=pending.value,
-                                                rotation_id=pending.rotation_id)
-            key_id = created["id"]
-        else:
-            key_id = self.apigw.create_key(consumer=c.name, serial=pending.serial, value=pending.value,
-                                           rotation_id=pending.rotation_id)
-        if pending.key_id != key_id:
-            state = state.evolve(pending=replace(pending, key_id=key_id))   # in memory (see above)
-        self.after_step(c.name, "api_key_created")
-        journal = self._guard(c, journal)
-        self.apigw.attach(plan_id, key_id)
-        if self.quota is not None and state.current is not None and state.current.key_id:
-            carried = self.quota.carry(plan_id, state.current.key_id, key_id)
-            self.audit.emit("quota", "carried" if carried is not None else "skipped", consumer=c.name,
-                            rotation_id=pending.rotation_id, key_id=key_id, remaining=carried)
-        self.audit.emit("create", "ok", consumer=c.name, rotation_id=pending.rotation_id, serial=pending.serial,
-                        key_id=key_id, usage_plan=plan_id, vault_version=state.version)
-        self.after_step(c.name, Step.KEY_CREATED.value)
-        return state, journal, created
-
-    def _test(self, c: Consumer, pending: KeyRecord, *, created: dict | None = None) -> None:
-        """Prove the new key works: enabled, right value, right usage plan; then the verifiers
-        (the canary: the gateway honours the key). Retries with exponential backoff until
-        ``verify_timeout`` (failure case A1).
-
-        The control-plane state is checked from CreateApiKey's answer when this run created the
-        key (``created``: enabled, value; CreateUsagePlanKey succeeded), else read once
-        (GetApiKey, GetUsagePlans) and read again only while it is wrong: retries wait for
-        propagation, which only the verifiers observe. Waits hold no worker slot."""
-        plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
-        deadline = time.monotonic() + self.verify_timeout
-        delay = 0.2
-        problem = None
-        if created is not None and created.get("value") is not None:
-            if not created.get("enabled"):
-                problem = f"API key {pending.key_id} is not enabled"
-            elif created.get("value") != pending.value:
-                problem = f"API key {pending.key_id} does not hold the value Vault holds"
-        else:
-            created = None
-        control_ok = created is not None and problem is None
-        while True:
-            if control_ok:
-                problem = None
-            else:
-                problem = self._check_key(pending, plan_id)
-                control_ok = problem is None
-            if problem is None:
-                try:
-                    for verify in self.verifiers:
-                        verify(c, pending)
-                    return
-                except CanaryMisconfigured:
-                    raise
-                except VerificationFailed as exc:
-                    problem = str(exc)
-                except Exception as exc:  # noqa: BLE001 - a broken verifier is a failed test, not a crash
-                    problem = REDACTOR.scrub(f"verifier error {type(exc).__name__}: {exc}")
-            if time.monotonic() + delay > deadline:
-                raise VerificationFailed(f"{c.name} serial {pending.serial}: {problem}")
-            self._wait(delay)
-            delay = min(delay * 2, 1.0)   # a canary answer costs no control-plane call: ask often
-
-    def _check_key(self, pending: KeyRecord, plan_id: str) -> str | None:
-        if pending.key_id is None:
-            return "the pending key has no API key id yet"
-        key = self.apigw.get_key(pending.key_id, include_value=True)
-        if key is None:
-            return f"API key {pending.key_id} does not exist"
-        if not key.get("enabled"):
-            return f"API key {pending.key_id} is not enabled"
-        if key.get("value") != pending.value:
-            return f"API key {pending.key_id} does not hold the value Vault holds"
-        if plan_id not in self.apigw.plans_of_key(pending.key_id):
-            return f"API key {pending.key_id} is not in usage plan {plan_id}"
-        return None
-
-    def _distribute(self, c: Consumer, pending: KeyRecord, journal: RotationRecord) -> tuple[RotationRecord, list[str]]:
-        """Push to every target not yet acked for this serial; journal each ack. Returns the
-        journal at its new version and the failed required targets."""
-        delivery = Delivery(c.name, pending.serial, pending.rotation_id, pending.key_id or "", pending.value,
-                            pending.fingerprint)
-        acks = dict(journal.acks)
-        failed_required = []
-        for target in self.targets_for(c):
-            prior = acks.get(target.target_id)
-            if prior and prior.get("ok") and prior.get("serial") == pending.serial:
-                continue
-            journal = self._fence(c, journal)   # still ours, and not run out, right before each push
-            result = safe_push(target, delivery)
-            acks[target.target_id] = {"ok": result.ok, "serial": pending.serial, "at": to_iso(self.clock()),
-                                      "detail": REDACTOR.scrub(result.detail)[:200], "required": target.required,
-                                      **{k: v for k, v in result.extra.items()
-                                         if k in ("wrap_token_hash", "wrap_expires_at")}}
-            journal = self._renew(c.name, journal, acks=acks)
-            self.audit.emit("distribute", "ok" if result.ok else "failed", consumer=c.name,
-                            rotation_id=pending.rotation_id, serial=pending.serial, target=target.target_id,
-                            detail=REDACTOR.scrub(result.detail))
-            if not result.ok and target.required:
-                failed_required.append(f"{target.target_id}: {result.detail}")
-        return journal, failed_required
-
-    def _rollback(self, c: Consumer, state: KeyState, journal: RotationRecord, reason: str):
-        """Undo a rotation that failed before promotion: give the current key back to every
-        target (any of them may hold the new one), and only when
-        all of them took it back, disable and delete the new key and clear ``pending``.
-        ``current`` is untouched. A failed restore raises :class:`PushError` and leaves the
-        rotation at ``rolling_back`` with both keys enabled; the next run retries the rollback."""
-        # Work from what Vault holds now, not from what was read before the failed step: that
-        # step's write may have gone through although its answer was lost (a race against
-        # ourselves is not a lost lease). Someone else holding the record is one.
-        fresh = self.vault.read_rotation(c.name)
-        if fresh.owner != self.owner:
-            raise LeaseLost(f"{c.name}: the rotation lease was taken over before the rollback")
-        journal = fresh
-        pending = state.require_pending()
-        state = self.vault.read_key_state(c.name)
-        if state.pending is None or state.pending.rotation_id != pending.rotation_id:
-            raise VaultError(f"{c.name}: the pending key of rotation {pending.rotation_id} changed before the "
-                             "rollback; the next run looks again")
-        pending = state.pending
-        journal = self._fence(c, journal)
-        journal = self._renew(c.name, journal, step="rolling_back")
-        restored: list[str] = []
-        not_restored: list[str] = []
-        if state.current is not None:
-            # Every target, even one whose push failed for us: another runner's concurrent push
-            # (after a lease takeover) may still have handed it the new key.
-            cur = state.current
-            for target in self.targets_for(c):
-                journal = self._fence(c, journal)
-                r = safe_push(target, Delivery(c.name, cur.serial, cur.rotation_id, cur.key_id or "",
-                                                     cur.value, cur.fingerprint))
-                (restored if r.ok else not_restored).append(target.target_id)
-        if not_restored:
-            self.audit.emit("rollback", "incomplete", consumer=c.name, rotation_id=pending.rotation_id,
-                            serial=pending.serial, not_restored=not_restored)
-            raise PushError(f"rollback of serial {pending.serial} waits: could not give the current key back to "
-                            f"{', '.join(not_restored)}; both keys stay enabled, the next run retries")
-        key_ids = {pending.key_id} if pending.key_id else set()
-        key_ids |= {k["id"] for k in self.apigw.find_keys_by_name(self.apigw.key_name(c.name, pending.serial))}
-        plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
-        for kid in key_ids:
-            journal = self._guard(c, journal)
-            self._disable(kid)
-            self.apigw.detach(plan_id, kid)
-            self.apigw.delete_key(kid)
-        journal = self._fence(c, journal)
-        state = self.vault.write_key_state(c.name, state.evolve(pending=None))
-        journal = self._journal(c, journal, Step.ROLLED_BACK, acks={})
-        self.audit.emit("rollback", "rolled_back", consumer=c.name, rotation_id=pending.rotation_id,
-                        serial=pending.serial, key_id=pending.key_id, reason=REDACTOR.scrub(reason),
-                        restored=restored, vault_version=state.version)
-        return state, journal
-
-    def _finish_promoted_journal(self, c: Consumer, state: KeyState, journal: RotationRecord) -> RotationRecord:
-        """A crash after the promote write but before its journal entry: record it now."""
-        if (state.pending is None and state.current is not None and journal.rotation_id == state.current.rotation_id
-                and journal.step not in (Step.PROMOTED.value, None)):
-            return self._journal(c, journal, Step.PROMOTED)
-        return journal
-
-    # -- revoke, delete, orphans -----------------------------------------------------------------
-    def _revoke_and_delete(self, c: Consumer, state: KeyState, journal: RotationRecord, d: Decision):
-        plan_id = self.apigw.resolve_usage_plan(self.consumers.usage_plans[c.tier])
-        now = to_iso(self.clock())
-        previous, retired = state.previous, list(state.retired)
-        for serial in d.revoke:
-            rec = previous if previous is not None and previous.serial == serial else \
-                next((r for r in retired if r.serial == serial), None)
-            if rec is None:
-                continue
-            if rec.key_id:
-                journal = self._guard(c, journal)
-                self._disable(rec.key_id)
-                self.apigw.detach(plan_id, rec.key_id)
-            disabled = replace(rec, disabled_at=now)
-            if rec is previous:
-                previous = None
-                retired.append(disabled)
-            else:
-                retired = [disabled if r.serial == serial else r for r in retired]
-            self.audit.emit("revoke", "ok", consumer=c.name, serial=serial, key_id=rec.key_id,
-                            fingerprint=rec.fingerprint, rotation_id=rec.rotation_id)
-        for serial in d.delete:
-            rec = next((r for r in retired if r.serial == serial), None)
-            if rec is None:
-                continue
-            if rec.key_id:
-                journal = self._guard(c, journal)
-                self.apigw.delete_key(rec.key_id)
-            retired = [r for r in retired if r.serial != serial]
-            self.audit.emit("delete", "ok", consumer=c.name, serial=serial, key_id=rec.key_id,
-                            fingerprint=rec.fingerprint)
-        journal = self._guard(c, journal)
-        state = self.vault.write_key_state(c.name, state.evolve(previous=previous, retired=tuple(retired)))
-        return state, journal      # the lease is renewed by the release that follows
-
-    def _disable(self, key_id: str) -> None:
-        """Disable an API key; already gone is fine. One UpdateApiKey (no GetApiKey first)."""
-        disable = getattr(self.apigw, "disable_key", None)
-        if disable is not None:
-            disable(key_id)
-        elif self.apigw.get_key(key_id) is not None:
-            self.apigw.set_enabled(key_id, False)
-
-    def _orphans(self, c: Consumer, state: KeyState) -> list[dict]:
-        known = state.known_key_ids()
-        pending_name = state.pending.key_name if state.pending else None
-        return [k for k in self._managed_by_consumer(c.name)
-                if k["id"] not in known and k.get("name") != pending_name]
-
-    def _sweep_orphans(self, c: Consumer, state: KeyState, journal: RotationRecord):
-        """Remove API keys tagged for this consumer that Vault does not know (a crash between
-        CreateApiKey and recording its id, or a rolled-back key whose delete failed). A key named
-        as the pending one is adopted by the create step instead."""
-        # The run-start listing is safe here: under our lease no other runner adds keys for this
-        # consumer, and a key it misses (created after the listing) is swept by the next run.
-        orphans = self._orphans(c, state)
-        if orphans:
-            # deleting is a rare path: judge it on a fresh read of the key record
-            state = self.vault.read_key_state(c.name)
-            orphans = self._orphans(c, state)
-        if orphans and state.version == 0:
-            # API keys for a consumer Vault has no record of at all: Vault lost its state (a
-            # destroyed path?). Deleting them could cut every app off: a human decides.
-            self.audit.emit("orphan", "held", consumer=c.name, key_ids=[k["id"] for k in orphans])
-            raise VaultError(f"{c.name}: API Gateway holds {len(orphans)} key(s) tagged for this consumer but Vault "
-                             f"has no record at {self.vault.mount}/{self.vault.path('keys', c.name)}; restore it, "
-                             "or delete those keys by hand")
-        for k in orphans:
-            journal = self._guard(c, journal)
-            if k.get("enabled"):
-                self.apigw.set_enabled(k["id"], False)
-            self.apigw.delete_key(k["id"])
-            self.audit.emit("orphan", "removed", consumer=c.name, key_id=k["id"], key_name=k.get("name"))
-            with self._managed_lock:
-                self._managed_keys = [m for m in self._managed_keys or [] if m["id"] != k["id"]]
-        return state, journal

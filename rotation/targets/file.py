@@ -1,7 +1,15 @@
 """Atomic file target for sidecars: write to a temp file in the same directory, created with mode
 0600 (``O_CREAT|O_EXCL``, never created open and chmod-ed after), fsync, then rename over the
 target, so a reader sees the old key or the new one, never a partial file, and no other user
-can read it at any moment. Format: one JSON object ``{"consumer", "serial", "key_id", "api_key"}``.
+can read it at any moment. Format: one JSON object ``{"consumer", "serial", "key_id", "api_key",
+"fence"}``.
+
+Fencing (:func:`rotation.targets.supersedes`): the push reads the file, compares and replaces it
+while holding an exclusive ``flock(2)`` on ``.<name>.lock`` beside it, so a runner that stalled
+after its lease check can never replace a newer key, whatever the timing. Under the same lock it
+removes temporary files a killed writer left behind (``.<name>.*``: they hold a key value). The
+lock, the read and the clean-up go through the same directory descriptor as the write, so a parent
+swapped for a symbolic link is never followed.
 
 **Directory safety at write time** (failure case H10). The consumers file is checked against
 ``ROTATION_FILE_TARGET_DIRS`` when it is loaded, but a directory can change between that check and
@@ -23,6 +31,7 @@ tools' environment files).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -31,7 +40,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePath
 
 from rotation.config import FileTarget
-from rotation.targets import Delivery, PushResult
+from rotation.errors import PushError
+from rotation.targets import Delivery, Held, PushResult, refused, supersedes
 
 __all__ = ["AtomicFileTarget", "UnsafeDirectory", "open_directory_under", "write_private_file"]
 
@@ -148,6 +158,54 @@ def write_private_file(path: str | Path, data: str | bytes, *, dir_mode: int = 0
         write_into_directory(dfd, path.name, payload)
 
 
+@contextlib.contextmanager
+def _locked(dir_fd: int, name: str) -> Iterator[None]:
+    """Hold an exclusive ``flock(2)`` on ``.<name>.lock`` in directory ``dir_fd`` (created 0600, no
+    secret, never through a symbolic link); the kernel releases it when the holder dies. Raises ``OSError``."""
+    fd = os.open(f".{name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)      # closing the descriptor releases the lock
+
+
+def _remove_leftovers(dir_fd: int, name: str) -> list[str]:
+    """Remove temporary files of :func:`write_into_directory` for ``name`` (``.<name>.<random>``)
+    that a killed writer left behind; call it holding :func:`_locked`. Returns the names removed."""
+    removed = []
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if not entry.name.startswith(f".{name}.") or entry.name == f".{name}.lock" \
+                    or not entry.is_file(follow_symlinks=False):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.name, dir_fd=dir_fd)
+                removed.append(entry.name)
+    return removed
+
+
+def _read_held(dir_fd: int, name: str) -> Held | None:
+    """What file ``name`` of ``dir_fd`` holds (:class:`~rotation.targets.Held`), ``None`` when it
+    does not exist; a file that is not our JSON counts as serial 0, fence 0 (any write replaces it).
+    Never follows a symbolic link. Raises ``OSError``."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(1 << 20)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        return Held(0, 0)
+    if not isinstance(data, dict):
+        return Held(0, 0)
+    serial, fence = data.get("serial"), data.get("fence", 0)
+    return Held(serial if isinstance(serial, int) else 0, fence if isinstance(fence, int) else 0,
+                data.get("key_id") if isinstance(data.get("key_id"), str) else None)
+
+
 class AtomicFileTarget:
     """Write each new key to ``spec.path``, below one of ``allowed_dirs`` (the setting
     ``ROTATION_FILE_TARGET_DIRS``; ``None``: the file's parent directory is the allowed one)."""
@@ -177,13 +235,32 @@ class AtomicFileTarget:
         return None
 
     def push(self, delivery: Delivery) -> PushResult:
-        payload = json.dumps({"consumer": delivery.consumer, "serial": delivery.serial,
-                              "key_id": delivery.key_id, "api_key": delivery.value}).encode()
+        """Replace the file with ``delivery`` unless it holds a newer ``(fence, serial)``
+        (:func:`rotation.targets.supersedes`), all under the file's lock, through the directory
+        descriptor reached safely (module docstring). Never raises."""
+        payload = json.dumps({"consumer": delivery.consumer, "serial": delivery.serial, "key_id": delivery.key_id,
+                              "api_key": delivery.value, "fence": delivery.fence}).encode()
         try:
-            with _directory(self._open_parent()) as dfd:
+            with _directory(self._open_parent()) as dfd, _locked(dfd, self.path.name):
+                _remove_leftovers(dfd, self.path.name)
+                held = _read_held(dfd, self.path.name)
+                if held is not None and not supersedes(delivery.serial, delivery.fence, held):
+                    return refused(self.target_id, delivery, held)
                 write_into_directory(dfd, self.path.name, payload)
             return PushResult(self.target_id, True, "written")
         except UnsafeDirectory as exc:
             return PushResult(self.target_id, False, f"not written: {exc}")
         except OSError as exc:
             return PushResult(self.target_id, False, f"{type(exc).__name__}: {exc.strerror or 'I/O error'}")
+
+    def read_back(self, consumer: str) -> Held | None:
+        """What the file holds now (no lock: the replace is atomic). Raises ``PushError``."""
+        try:
+            with _directory(self._open_parent(create=False)) as dfd:
+                return _read_held(dfd, self.path.name)
+        except FileNotFoundError:
+            return None
+        except UnsafeDirectory as exc:
+            raise PushError(f"{self.target_id}: cannot read it back: {exc}") from None
+        except OSError as exc:
+            raise PushError(f"{self.target_id}: cannot read it back: {exc.strerror or 'I/O error'}") from None

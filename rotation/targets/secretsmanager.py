@@ -19,7 +19,16 @@ when ``AWSCURRENT`` is on another version it puts the key again as a new version
 recognises its own restore (``AWSCURRENT`` = restore token of the ``AWSPREVIOUS`` version) and
 writes nothing. (A new version rather than UpdateSecretVersionStage: it needs no further IAM action,
 and GetSecretValue without ``VersionStage`` follows it on the emulator too.)
-IAM: ``secretsmanager:PutSecretValue``, ``CreateSecret``, ``DescribeSecret``.
+IAM: ``secretsmanager:PutSecretValue``, ``CreateSecret``, ``DescribeSecret``, ``TagResource``.
+
+Fencing (:func:`rotation.targets.supersedes`): the secret's tag ``mail-api:held`` records
+``serial=<n> fence=<f> version=<version id>`` of the key it serves (no secret; tags are returned by
+DescribeSecret, so no ``GetSecretValue``/``kms:Decrypt`` is needed). Every push reads it with
+DescribeSecret first and puts nothing when the secret holds a newer ``(fence, serial)``; after the
+put has made the delivered key ``AWSCURRENT`` it tags the secret again. When ``AWSCURRENT`` is no
+longer the tagged version (a version put by hand, or a writer killed between its put and its tag),
+the tag's fence still counts and the serial is unknown (0), so a later lease holder's write, or
+its reconciliation, replaces it and a stalled runner's does not.
 
 AWS API: https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_PutSecretValue.html,
 https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_CreateSecret.html and
@@ -34,9 +43,13 @@ import uuid
 from typing import Any
 
 from rotation.backends.aws_errors import error_code
-from rotation.targets import Delivery, PushResult
+from rotation.errors import PushError
+from rotation.targets import Delivery, Held, PushResult, refused, supersedes
 
-__all__ = ["SecretsManagerTarget", "request_token", "restore_token"]
+__all__ = ["HELD_TAG", "SecretsManagerTarget", "request_token", "restore_token"]
+
+#: the secret's tag that records what it serves: ``serial=<n> fence=<f> version=<version id>``
+HELD_TAG = "mail-api:held"
 
 #: namespace for the deterministic ClientRequestToken (uuid5 of "<rotation_id>:<serial>")
 TOKEN_NAMESPACE = uuid.UUID("5b0f1f7e-8d4e-4d61-9a57-6a3a1f0c2b11")
@@ -75,11 +88,49 @@ class SecretsManagerTarget:
     def __repr__(self) -> str:
         return f"SecretsManagerTarget(secret_id={self.secret_id!r}, kms_key_id={self.kms_key_id!r})"
 
+    def _describe(self) -> dict[str, Any] | None:
+        """DescribeSecret, ``None`` when the secret does not exist."""
+        try:
+            return dict(self.client.describe_secret(SecretId=self.secret_id))
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+
+    @staticmethod
+    def _held(described: dict[str, Any] | None) -> Held | None:
+        """What a described secret serves, from its :data:`HELD_TAG` (module docstring)."""
+        if described is None:
+            return None
+        tags = {t.get("Key"): t.get("Value") for t in described.get("Tags") or []}
+        fields = dict(part.split("=", 1) for part in (tags.get(HELD_TAG) or "").split() if "=" in part)
+        current = next((v for v, labels in (described.get("VersionIdsToStages") or {}).items()
+                        if "AWSCURRENT" in labels), None)
+        try:
+            serial, fence = int(fields.get("serial", "0")), int(fields.get("fence", "0"))
+        except ValueError:
+            serial, fence = 0, 0
+        if current is None or fields.get("version") != current:
+            serial = 0      # AWSCURRENT is not the version we tagged: its serial is unknown
+        return Held(serial, fence)
+
+    def read_back(self, consumer: str) -> Held | None:
+        """What ``AWSCURRENT`` serves (serial, fence) per the secret's tag; ``None`` when the secret
+        does not exist. Raises :class:`~rotation.errors.PushError` (AWS error code only)."""
+        try:
+            return self._held(self._describe())
+        except Exception as exc:  # noqa: BLE001 - reported by code only
+            raise PushError(f"{self.target_id}: cannot read it back: aws: {error_code(exc)}") from None
+
     def push(self, delivery: Delivery) -> PushResult:
         token = request_token(delivery.rotation_id, delivery.serial)
+        # no fence in the secret string: a re-delivery under a later fence reuses the token
         secret = json.dumps({"api_key": delivery.value, "serial": delivery.serial, "key_id": delivery.key_id},
                             separators=(",", ":"))
         try:
+            held = self._held(self._describe())
+            if held is not None and not supersedes(delivery.serial, delivery.fence, held):
+                return refused(self.target_id, delivery, held)
             try:
                 r = self.client.put_secret_value(SecretId=self.secret_id, ClientRequestToken=token,
                                                  SecretString=secret, VersionStages=["AWSCURRENT"])
@@ -88,6 +139,9 @@ class SecretsManagerTarget:
                     raise
                 r = self._create(token, secret)
             version_id, restored = self._make_current(token, secret, r.get("VersionId") or token)
+            if version_id is not None:
+                self.client.tag_resource(SecretId=self.secret_id, Tags=[{
+                    "Key": HELD_TAG, "Value": f"serial={delivery.serial} fence={delivery.fence} version={version_id}"}])
         except Exception as exc:  # noqa: BLE001 - a target never raises (targets/__init__.py)
             return PushResult(self.target_id, False, f"aws: {error_code(exc)}")
         if version_id is None:

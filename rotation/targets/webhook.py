@@ -1,8 +1,9 @@
 """Signed webhook target: tells a consumer that a new key is ready, carrying a single-use Vault
 response-wrapping token instead of the key (docs/architecture.md, "Delivery to consuming apps").
 
-Body (JSON): ``consumer``, ``serial``, ``rotation_id``, ``key_id``, ``fingerprint``,
-``wrap_token`` (unwrap it once with ``sys/wrapping/unwrap``), ``wrap_ttl`` (seconds).
+Body (JSON): ``consumer``, ``serial``, ``fence`` (the fencing token, :mod:`rotation.client.fencing`:
+the receiver refuses a delivery older than the key it holds), ``rotation_id``, ``key_id``,
+``fingerprint``, ``wrap_token`` (unwrap it once with ``sys/wrapping/unwrap``), ``wrap_ttl`` (seconds).
 Signed per :mod:`rotation.client.signing`: Standard Webhooks headers (``webhook-id`` =
 ``<rotation id>:<serial>``, ``webhook-timestamp``, ``webhook-signature``), plus the deprecated
 ``X-Mail-Api-*`` / ``Idempotency-Key`` headers for receivers not yet upgraded (this release only).
@@ -129,7 +130,8 @@ class SignedWebhookTarget:
                                                      "(tamper suspected); not sent")
         expires_at = (datetime.now(UTC) + timedelta(seconds=self.wrap_ttl)).isoformat(timespec="milliseconds")
         body = json.dumps({
-            "consumer": delivery.consumer, "serial": delivery.serial, "rotation_id": delivery.rotation_id,
+            "consumer": delivery.consumer, "serial": delivery.serial, "fence": delivery.fence,
+            "rotation_id": delivery.rotation_id,
             "key_id": delivery.key_id, "fingerprint": delivery.fingerprint,
             "wrap_token": wrap["token"], "wrap_ttl": self.wrap_ttl,
         }, separators=(",", ":")).encode()

@@ -95,7 +95,7 @@ def test_consumer_chosen_token_redacts_other_consumers_from_the_audit_log(env):
         assert "newsletter" in consumers_seen, consumers_seen
         assert "[REDACTED]" not in consumers_seen, consumers_seen
     finally:
-        REDACTOR._secrets.discard("newsletter")  # do not poison later tests in this process
+        REDACTOR._secrets = REDACTOR._secrets - {"newsletter"}  # do not poison later tests in this process
 
 
 # -- 3. reports beyond the last 50 are re-checked on every run, forever ------------------------------

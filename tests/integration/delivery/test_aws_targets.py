@@ -16,9 +16,9 @@ from rotation.targets.ssm import SsmParameterTarget
 CANARY = "CANARY-aws-" + "q" * 30
 
 
-def d(serial: int, value: str | None = None, rotation_id: str | None = None) -> Delivery:
+def d(serial: int, value: str | None = None, rotation_id: str | None = None, fence: int = 0) -> Delivery:
     return Delivery(consumer="billing", serial=serial, rotation_id=rotation_id or f"rot-{serial}",
-                    key_id=f"kid{serial}", value=value or f"{CANARY}-{serial}")
+                    key_id=f"kid{serial}", value=value or f"{CANARY}-{serial}", fence=fence)
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,9 @@ def test_secrets_manager_redelivering_an_older_key_makes_it_awscurrent_again(aws
     sm, _, kms_key = aws
     sid = "mail-api/billing/sm-rollback"
     target = SecretsManagerTarget(sm, sid, kms_key_id=kms_key)
-    assert target.push(d(1)).ok
-    assert target.push(d(2)).ok                       # the rotation's new key
-    back = target.push(d(1))                          # the rollback gives serial 1 back
+    assert target.push(d(1, fence=1)).ok
+    assert target.push(d(2, fence=2)).ok              # the rotation's new key
+    back = target.push(d(1, fence=3))                 # the rollback (a later fence) gives serial 1 back
     assert back.ok, back.detail
     for read in ({}, {"VersionStage": "AWSCURRENT"}):   # as apps read it: default stage, or named
         current = json.loads(sm.get_secret_value(SecretId=sid, **read)["SecretString"])
@@ -84,11 +84,11 @@ def test_secrets_manager_redelivering_an_older_key_makes_it_awscurrent_again(aws
     stages = {v["VersionId"]: v["VersionStages"] for v in sm.list_secret_version_ids(SecretId=sid)["Versions"]}
     assert stages[back.extra["version_id"]] == ["AWSCURRENT"]
     assert stages[request_token("rot-2", 2)] == ["AWSPREVIOUS"]
-    again = target.push(d(1))                         # a retry of the rollback writes nothing
+    again = target.push(d(1, fence=3))                # a retry of the rollback writes nothing
     assert again.ok and again.extra["version_id"] == back.extra["version_id"]
     assert len(sm.list_secret_version_ids(SecretId=sid)["Versions"]) == len(stages)
     assert json.loads(sm.get_secret_value(SecretId=sid)["SecretString"])["serial"] == 1
-    assert target.push(d(3)).ok                       # the next rotation proceeds as usual
+    assert target.push(d(3, fence=4)).ok              # the next rotation proceeds as usual
     assert json.loads(sm.get_secret_value(SecretId=sid)["SecretString"])["serial"] == 3
 
 

@@ -42,3 +42,20 @@ def test_detach_error_is_raised_when_the_key_is_still_in_the_plan(env, monkeypat
     assert key_id in apigw.plan_key_ids(plan)
     apigw.detach(plan, key_id)
     assert key_id not in apigw.plan_key_ids(plan)
+
+
+def test_detaching_a_key_another_runner_already_detached_makes_one_attempt_not_eight(env):
+    """Issue 19: moto answers HTTP 500 for a key already out of the plan; botocore's standard
+    retry mode tried eight times with backoff (6-10 s, longer than a short lease). The plan read
+    back decides instead: exactly one DeleteUsagePlanKey attempt."""
+    apigw = ApiGatewayKeys(env.settings, limiter=ControlPlaneLimiter(1e6, 10**6, 1e6))
+    plan = env.creds.usage_plan_ids["standard"]
+    key_id = apigw.create_key(consumer="crm", serial=9, value="x" * 40, rotation_id="rot-9")
+    apigw.attach(plan, key_id)
+    ApiGatewayKeys(env.settings, limiter=ControlPlaneLimiter(1e6, 10**6, 1e6)).detach(plan, key_id)  # runner B
+    attempts: list[str] = []
+    apigw.client.meta.events.register("before-send.api-gateway.DeleteUsagePlanKey",
+                                      lambda **kw: attempts.append("DeleteUsagePlanKey"))
+    apigw.detach(plan, key_id)
+    assert attempts == ["DeleteUsagePlanKey"], f"{len(attempts)} attempts"
+    assert key_id not in apigw.plan_key_ids(plan)

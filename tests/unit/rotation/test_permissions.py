@@ -70,9 +70,10 @@ def test_plan_with_a_policy_lacking_a_target_reports_it_and_exits_1_before_any_c
     r = CliRunner().invoke(main, ["--consumers", EXAMPLE, "plan", "--iam-policy", str(tmp_path / "p.json"),
                                   "--account-id", ACCOUNT], env=ENV)
     assert r.exit_code == 1, r.output
-    expected = ("iam: cannot write: crm: ssm:/secure-mail-api-prod/consumers/crm/api-key: missing ssm:PutParameter on "
-                f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/secure-mail-api-prod/consumers/crm/api-key")
-    assert [line for line in r.output.splitlines() if line.startswith("iam:")] == [expected]
+    expected = [f"iam: cannot write: crm: ssm:/secure-mail-api-prod/consumers/crm/api-key: missing {action} on "
+                f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/secure-mail-api-prod/consumers/crm/api-key"
+                for action in ("ssm:PutParameter", "ssm:GetParameterHistory", "ssm:LabelParameterVersion")]
+    assert [line for line in r.output.splitlines() if line.startswith("iam:")] == expected
 
 
 @pytest.mark.parametrize(("content", "args", "text"), [
