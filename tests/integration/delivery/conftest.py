@@ -83,8 +83,7 @@ class Consumer:
         sub, what = kind.split("-")
         want = f"{MOUNT}/{sub}/{PREFIX}/{what}/{self.name}"
         n = 0
-        for line in self.stack.audit_log.read_text().splitlines():
-            ev = json.loads(line)
+        for ev in self._audit_events():
             if ev.get("type") != "request" or ev.get("request", {}).get("path") != want:
                 continue
             if "root" in ((ev.get("auth") or {}).get("policies") or []):
@@ -96,9 +95,16 @@ class Consumer:
     def audit_count_path(self, path: str) -> int:
         """Requests to ``path`` logged by Vault under this consumer's own AppRole policy."""
         policy = consumer_policy_name(self.name)
-        return sum(1 for line in self.stack.audit_log.read_text().splitlines()
-                   if (ev := json.loads(line)).get("type") == "request" and ev["request"].get("path") == path
+        return sum(1 for ev in self._audit_events()
+                   if ev.get("type") == "request" and ev["request"].get("path") == path
                    and policy in ((ev.get("auth") or {}).get("policies") or []))
+
+    def _audit_events(self) -> list[dict]:
+        """The audit device's complete entries: the server may be writing the last line while the
+        test reads (a busy machine), and a line without its newline is not complete yet."""
+        text = self.stack.audit_log.read_text()
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line]
 
 
 def record(serial: int, value: str | None = None, *, key_id: str | None = "kid", disabled: bool = False,

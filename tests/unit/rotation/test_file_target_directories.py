@@ -91,7 +91,9 @@ def test_a_safe_directory_is_written_atomically_owner_only_creating_missing_dire
     assert json.loads(f.read_text())["serial"] == 3
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
     assert stat.S_IMODE(f.parent.stat().st_mode) == 0o700
-    assert sorted(p.name for p in f.parent.iterdir()) == ["api.key"]     # no temp file left
+    # no temp file left; the fencing lock file (no secret in it) stays beside the key
+    assert sorted(p.name for p in f.parent.iterdir()) == [".api.key.lock", "api.key"]
+    assert (f.parent / ".api.key.lock").read_bytes() == b""
 
 
 def test_an_allowed_directory_spelled_through_a_link_still_works(tmp_path, dirs):
