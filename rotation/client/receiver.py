@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,11 +42,13 @@ from typing import Any
 from rotation.client.keys import ApiKey, KeyClient, KeyClientError, TamperSuspected, VaultUnavailable
 from rotation.client.signing import (
     IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WEBHOOK_ID_HEADER,
     WEBHOOK_SIGNATURE_HEADER,
     WEBHOOK_TIMESTAMP_HEADER,
     SignatureError,
+    parse_timestamp,
     standard_verify,
     verify,
     webhook_key,
@@ -149,10 +152,13 @@ class WebhookReceiver:
         the idempotency key so the same delivery is not tried again."""
         now = self._clock()
         lower = {k.lower(): v for k, v in headers.items()}
+        if _SIGNED_HEADERS & _repeated(headers):
+            return ReceiveResult("bad_request", detail="a webhook header appears twice (names differ only in case)")
         standard = any(h in lower for h in (WEBHOOK_ID_HEADER, WEBHOOK_TIMESTAMP_HEADER, WEBHOOK_SIGNATURE_HEADER))
         try:
-            ts = int(lower.get(WEBHOOK_TIMESTAMP_HEADER if standard else TIMESTAMP_HEADER.lower(), ""))
-        except ValueError:
+            ts = parse_timestamp(lower.get(WEBHOOK_TIMESTAMP_HEADER if standard else TIMESTAMP_HEADER.lower()),
+                                 WEBHOOK_TIMESTAMP_HEADER if standard else TIMESTAMP_HEADER)
+        except SignatureError:
             return ReceiveResult("bad_signature", detail="missing or malformed timestamp header")
         if abs(now - ts) > self.window:
             return ReceiveResult("replay", detail=f"timestamp outside the {self.window}s window")
@@ -212,7 +218,7 @@ class WebhookReceiver:
             serial, key_id, token = msg["serial"], msg["key_id"], msg["wrap_token"]
             if not isinstance(serial, int) or not isinstance(key_id, str) or not isinstance(token, str):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return ReceiveResult("bad_request", detail="body is not a key notification")
         if self.consumer and msg.get("consumer") != self.consumer:
             return ReceiveResult("bad_request", serial=serial, key_id=key_id,
@@ -260,13 +266,37 @@ class WebhookReceiver:
             self._seen.pop(next(iter(self._seen)))
 
 
+#: Headers whose value decides the outcome: each must appear once (case-insensitively).
+_SIGNED_HEADERS = frozenset(h.lower() for h in (WEBHOOK_ID_HEADER, WEBHOOK_TIMESTAMP_HEADER, WEBHOOK_SIGNATURE_HEADER,
+                                                TIMESTAMP_HEADER, SIGNATURE_HEADER, IDEMPOTENCY_HEADER))
+
+
+def _repeated(headers: Mapping[str, str]) -> set[str]:
+    """Header names of ``headers`` that another key repeats case-insensitively."""
+    seen: dict[str, int] = {}
+    for name in headers:
+        seen[name.lower()] = seen.get(name.lower(), 0) + 1
+    return {name for name, count in seen.items() if count > 1}
+
+
 def _token_fingerprint(body: bytes) -> str:
     """sha256 of the body's ``wrap_token`` (never stored in clear), or ``""``."""
     try:
         token = json.loads(body).get("wrap_token")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
     return hashlib.sha256(token.encode()).hexdigest() if isinstance(token, str) else ""
+
+
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,10}", re.ASCII)
+
+
+def _content_length(raw: str | None) -> int:
+    """``Content-Length`` (RFC 9110 section 8.6: ``1*DIGIT``) as an int: 0 when absent, -1 when it is
+    not 1 to 10 ASCII digits (a sign, a space, a non-ASCII digit), which the caller answers 400."""
+    if raw is None:
+        return 0
+    return int(raw) if _CONTENT_LENGTH.fullmatch(raw) else -1
 
 
 def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 0, *,
@@ -285,13 +315,12 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
         def do_POST(self) -> None:
             if self.path.split("?")[0] != path:
                 return self._answer(404, "not found")
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
+            length = _content_length(self.headers.get("Content-Length"))
             if length < 0 or length > MAX_BODY_BYTES:
                 return self._answer(413 if length > 0 else 400, "bad length")
             body = self.rfile.read(length)
+            if any(len(self.headers.get_all(name) or ()) > 1 for name in _SIGNED_HEADERS):
+                return self._answer(400, "bad_request")
             try:
                 result = receiver.handle({k: v for k, v in self.headers.items()}, body)
             except TamperSuspected:
