@@ -61,7 +61,7 @@ _WHSEC = "whsec_"
 #: Most digits of a timestamp header: Unix seconds have 10 digits until the year 2286; 12 keep any
 #: value exact as a float (the clock's type), so ``now - ts`` can never overflow.
 MAX_TIMESTAMP_DIGITS = 12
-_TIMESTAMP = re.compile(r"0|[1-9][0-9]{0,%d}" % (MAX_TIMESTAMP_DIGITS - 1), re.ASCII)
+_TIMESTAMP = re.compile(rf"0|[1-9][0-9]{{0,{MAX_TIMESTAMP_DIGITS - 1}}}", re.ASCII)
 
 
 class SignatureError(ValueError):
