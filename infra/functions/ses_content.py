@@ -46,7 +46,8 @@ def build_mime_message(message: MessageRequest) -> bytes:
 
     Raises:
         ValueError: from the ``email`` package if a header value still contained a line break, or
-        when the written message's top-level header names are not exactly the ones set here
+        when a header field would appear twice (names compare case-insensitively, RFC 5322
+        s. 1.2.2), or when the written message's top-level header names are not exactly the ones set here
         (validation refuses decoded line breaks first; this is a second line of defence against a
         header smuggled through a decoder, RFC 2047 or otherwise).
     """
@@ -75,6 +76,8 @@ def build_mime_message(message: MessageRequest) -> bytes:
         )
     raw = mime.as_bytes(policy=SMTP)
     expected = sorted(name.lower() for name in mime)
+    if len(set(expected)) != len(expected):   # validation refuses a repeated custom header first
+        raise ValueError("a header field would appear twice in the message")
     written = sorted(name.lower() for name in BytesHeaderParser(policy=compat32).parsebytes(raw))
     if written != expected:
         raise ValueError("the written message has other header fields than the ones set")
