@@ -98,9 +98,10 @@ def _well_typed(entry: dict[str, Any]) -> dict[str, Any]:
     entry = dict(entry)
     for path in (*_OBJECTS, *_LISTS):
         kind = dict if path in _OBJECTS else list
-        parent = entry
+        parent: dict[str, Any] = entry
         for key in path[:-1]:
-            parent = parent.get(key) if isinstance(parent.get(key), dict) else {}
+            child = parent.get(key)
+            parent = child if isinstance(child, dict) else {}
         if path[-1] in parent and not isinstance(parent[path[-1]], kind):
             del parent[path[-1]]
         elif kind is dict and isinstance(parent.get(path[-1]), dict):
