@@ -201,3 +201,17 @@ def test_the_cli_answers_a_deeply_nested_file_with_exit_2_and_no_traceback(tmp_p
     assert f"is nested more than {MAX_DEPTH} levels" in result.output
     assert "Traceback" not in result.output and not isinstance(result.exception, RecursionError)
 
+
+
+@given(mount=mount_values, template=st.sampled_from(["rotator", "auditor", "consumer"]))
+@example(mount="secret\n", template="rotator")
+def test_a_vault_policy_renders_only_from_whole_matching_segments(mount, template):
+    from rotation.vault_policies import render_vault_policy
+
+    try:
+        text = render_vault_policy(template, mount=mount, prefix="mail-api", consumer="billing")
+    except ValueError as exc:
+        assert "mount" in str(exc) and not MOUNT.fullmatch(mount)
+        return
+    assert MOUNT.fullmatch(mount) and f'"{mount}/' in text
+
