@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra.functions.validation import RequestRejected, parse_request_body, validate_message  # noqa: E402
+from infra.functions.validation import RequestRejected, parse_request_body, validate_message
 
 BODIES: dict[str, Callable[[int], str]] = {
     "lists": lambda n: '{"to":[' + ",".join(["[]"] * n) + "]}",           # 1.4 M values in 4.2 MB

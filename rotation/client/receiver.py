@@ -24,6 +24,12 @@
 :func:`serve_webhook` wraps a receiver in a tiny ``http.server`` (for the sample app): 204 accepted,
 200 duplicate, 400 bad request, 401 bad signature, 409 replay, 410 wrapping token already used or
 otherwise suspect, 422 body/unwrapped mismatch, 503 Vault unreachable (the sender may retry).
+
+Header text is validated before it is used: the timestamp by
+:func:`rotation.client.signing.parse_timestamp` (1-12 ASCII digits, else 401), ``Content-Length``
+as 1-10 ASCII digits (RFC 9110 section 8.6, else 400 before anything is read), and a signed
+header (``webhook-*``, ``X-Mail-Api-*``, ``Idempotency-Key``) present twice, names differing only
+in case, is a 400: which copy a proxy forwards is not ours to guess.
 """
 
 from __future__ import annotations
