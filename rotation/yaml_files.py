@@ -47,7 +47,12 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class _DuplicateKey(yaml.constructor.ConstructorError):
-    pass
+    """Two keys of one mapping that YAML resolves to the same value (``1`` and ``0x1``)."""
+
+    def __init__(self, key: object, node: yaml.Node, key_node: yaml.Node) -> None:
+        super().__init__("while constructing a mapping", node.start_mark, "found a duplicate key",
+                         key_node.start_mark)
+        self.key = key
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -66,8 +71,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:   # an unhashable key: SafeLoader refuses it below
                 continue
             if duplicate:
-                raise _DuplicateKey(
-                    "while constructing a mapping", node.start_mark, "found a duplicate key", key_node.start_mark)
+                raise _DuplicateKey(key, node, key_node)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -150,7 +154,8 @@ def load_yaml_file(path: str | Path, *, missing_hint: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = "has a duplicate key" if isinstance(exc, _DuplicateKey) else "is not valid YAML"
+        what = (f"has the key {exc.key!r} twice in one mapping (two spellings of one YAML value); remove one"
+                if isinstance(exc, _DuplicateKey) else "is not valid YAML")
         raise ConfigError(source, [("(file)", f"{what}{where}")]) from None
     except RecursionError:   # not reachable past the depth checks above; a traceback is never the answer
         raise ConfigError(source, [("(file)", f"is nested too deeply (at most {MAX_DEPTH} levels)")]) from None
