@@ -155,8 +155,8 @@ def load_yaml_file(path: str | Path, *, missing_hint: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         if isinstance(exc, _DuplicateKey):
-            raise ConfigError(source, [("(file)", f"has the key {exc.key!r} twice in one mapping{where} (two "
-                                                  "spellings of one YAML value); remove one")]) from None
+            raise ConfigError(source, [("(file)", (f"has the key {exc.key!r} twice in one mapping{where} (two "
+                                                  "spellings of one YAML value); remove one"))]) from None
         raise ConfigError(source, [("(file)", f"is not valid YAML{where}")]) from None
     except RecursionError:   # not reachable past the depth checks above; a traceback is never the answer
         raise ConfigError(source, [("(file)", f"is nested too deeply (at most {MAX_DEPTH} levels)")]) from None
