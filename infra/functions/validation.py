@@ -339,28 +339,32 @@ def parse_request_body(
 # every string is one linear pass (an unbalanced quote cannot make it quadratic).
 _JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+#: The four whitespace characters of JSON (RFC 8259 s. 2), deleted by ``str.translate`` (no pieces list).
+_JSON_WHITESPACE = str.maketrans("", "", " \t\r\n")
 
 
 def _check_json_shape(text: str) -> None:
     """Refuse a body with more than :data:`MAX_JSON_VALUES` values or deeper than
     :data:`MAX_JSON_DEPTH` levels before ``json.loads`` builds any object (``json_too_complex``).
 
-    Outside strings, every value but the top level follows a ``[``, ``{`` (its first member) or a
-    ``,``, so ``1 + count("[", "{", ",")`` bounds the number of values; it is exact for valid
-    JSON, and for invalid JSON it only decides whether ``json.loads`` gets to say so. Cost: one
-    linear regular-expression pass that drops the strings (commas and brackets inside text do not
-    count), a few ``str.count`` calls, and a depth walk over at most ``2 * MAX_JSON_VALUES``
-    brackets.
+    Outside strings, every value but the top level follows a ``,`` or the ``[`` / ``{`` of a
+    non-empty array or object (an object member's value follows its key, which follows one of
+    those), so ``1 + count("[", "{") - count("[]", "{}") + count(",")`` is the number of values of
+    valid JSON (object keys not counted); for invalid JSON it only decides whether ``json.loads``
+    gets to say so. Cost: one linear regular-expression pass that turns each string into one
+    character (commas and brackets inside text do not count), one ``str.translate`` that drops
+    whitespace, a few ``str.count`` calls, and a depth walk over at most ``2 * MAX_JSON_VALUES``
+    brackets (every array or object is a value, so valid JSON within the limit has no more).
     """
-    def bound(t: str) -> int:
-        return 1 + t.count("[") + t.count("{") + t.count(",")
-
-    structure = _JSON_STRING.sub("", text) if '"' in text else text
-    if bound(structure) > MAX_JSON_VALUES:
+    # strings become one character, so "[]" below is an empty array and not ["a"]; whitespace goes
+    structure = (_JSON_STRING.sub("0", text) if '"' in text else text).translate(_JSON_WHITESPACE)
+    empty = structure.count("[]") + structure.count("{}")
+    values = 1 + structure.count("[") + structure.count("{") - empty + structure.count(",")
+    if values > MAX_JSON_VALUES:
         raise RequestRejected("json_too_complex", "$",
                               f"The JSON holds more than {MAX_JSON_VALUES} values; a valid request holds a few hundred.")
     brackets = _NOT_BRACKET.sub("", structure)
-    if len(brackets) > 2 * MAX_JSON_VALUES:          # more closers than openers: json.loads refuses it
+    if len(brackets) > 2 * MAX_JSON_VALUES:          # more than 1,000 values can hold: not valid JSON
         raise RequestRejected("malformed_json", "$", "The request body is not valid JSON (unbalanced brackets).")
     depth = 0
     for bracket in brackets:
@@ -639,7 +643,8 @@ def _custom_headers(value: dict[str, str]) -> dict[str, str]:
                 sub=name,
             )
         _check_header_text(header_value, sub=name)
-    return value
+    # as for the subject: the value a reader of the message sees, without surrounding whitespace
+    return {name: header_value.strip() for name, header_value in value.items()}
 
 
 class MessageRequest(BaseModel):
@@ -695,7 +700,9 @@ class MessageRequest(BaseModel):
         _check_header_text(value)
         if not value.strip():
             raise _reject("empty_value", "The subject must not be empty.")
-        return value
+        # A reader drops the whitespace around a field body (RFC 5322 s. 2.2, 3.2.2): what is
+        # accepted is what every reader of the message will see.
+        return value.strip()
 
     @field_validator("text", "html")
     @classmethod
