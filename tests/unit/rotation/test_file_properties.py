@@ -151,6 +151,10 @@ k8s_values = st.one_of(st.text(max_size=70), st.sampled_from(["apps\n", "apps", 
 @given(namespace=k8s_values, host=st.one_of(st.text(max_size=40), st.sampled_from(
     ["https://kubernetes.default.svc", "https://k\n", "https://k/\u00e9", "https://[::1]:6443", "ftp://k"])),
     account_digits=st.text(alphabet="0123456789\u0661\u0662\uff11", min_size=12, max_size=12))
+@example(namespace="mail-api", host="https://kubernetes.default.svc", account_digits="123456789012")   # accepted
+@example(namespace="apps\n", host="https://k", account_digits="123456789012")
+@example(namespace="apps", host="https://k\n", account_digits="123456789012")
+@example(namespace="apps", host="https://k", account_digits="12345678901\u0662")
 def test_accepted_kubernetes_and_iam_names_match_their_patterns_whole(tmp_path_factory, namespace, host,
                                                                       account_digits):
     text = yaml.safe_dump({"rotator": {"kubernetes": {"namespace": namespace, "service_account": "rotator"},
