@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo dev test test-fast lint bench proof policy-check clean package lock lock-upgrade lock-check audit
+.PHONY: install browser demo dev test test-fast fuzz lint bench proof policy-check clean package lock lock-upgrade lock-check audit
 
 # The dev environment installs exactly requirements/dev.lock and resolves nothing, so no package
 # released after the lock can change or break it: the venv's own pip (whatever `python3 -m venv`
@@ -56,6 +56,9 @@ test: $(STAMP) browser       ## lint (ruff, mypy), then the whole suite
 
 test-fast: $(STAMP) browser  ## skip the slow-marked tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 3 --dist loadfile -m "not slow"
+
+fuzz: $(STAMP)               ## property-based tests of every parser of outside input, large budget (HYPOTHESIS_PROFILE=deep)
+	HYPOTHESIS_PROFILE=deep $(BIN)/python -m pytest -q -p no:cacheprovider -m property
 
 lint: $(STAMP)               ## ruff, then mypy ([tool.mypy] in pyproject.toml: rotation/ infra/ policies/, strict for rotation.client)
 	$(BIN)/ruff check rotation infra policies tests bench examples scripts

@@ -57,12 +57,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from rotation.errors import ConfigError
 from rotation.settings import Settings, check_service_url, classify_host
+from rotation.yaml_files import load_yaml_file
 
 __all__ = [
     "Consumer",
@@ -87,8 +87,6 @@ _SM_ARN = re.compile(r"arn:aws(-[a-z]+)*:secretsmanager:[a-z]{2}(-[a-z]+)+-[0-9]
 #: SSM parameter name: a-zA-Z0-9_.- and '/' between levels (PutParameter, ``Name``).
 _SSM_SEGMENT = re.compile(r"[A-Za-z0-9_.-]+")
 MAX_DURATION = timedelta(days=3650)
-MAX_FILE_BYTES = 1024 * 1024
-MAX_YAML_NODES = 100_000
 
 
 def parse_duration(value: object) -> timedelta:
@@ -361,63 +359,6 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if not (isinstance(p, str) and p in tags)) or "(file)"
 
 
-class _DuplicateKey(yaml.constructor.ConstructorError):
-    pass
-
-
-#: libyaml's parser when PyYAML was built with it (the wheels are): the same documents and errors
-#: as the pure-Python one, about ten times faster (a 1,000-consumer file: 3 s -> 0.3 s busy)
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _UniqueKeyLoader(_SafeLoader):  # type: ignore[valid-type,misc]
-    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (after YAML's own
-    resolution of the key, so ``1`` and ``0x1`` are the same key). Merge keys (``<<``) may still be
-    overridden by an explicit key, as YAML specifies."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-            except TypeError:   # an unhashable key: SafeLoader refuses it below
-                continue
-            if duplicate:
-                raise _DuplicateKey(
-                    "while constructing a mapping", node.start_mark, "found a duplicate key", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _structure_problems(root: yaml.Node | None) -> list[tuple[str, str]]:
-    """Duplicate keys (as dotted paths) and alias bombs, found on the composed node tree."""
-    problems: list[tuple[str, str]] = []
-    count = 0
-    stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())] if root is not None else []
-    while stack:
-        node, path = stack.pop()
-        count += 1
-        if count > MAX_YAML_NODES:
-            return [("(file)", f"expands to more than {MAX_YAML_NODES} values (YAML aliases?)")]
-        if isinstance(node, yaml.MappingNode):
-            lines: dict[str, int] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-                if key is not None and key_node.tag != "tag:yaml.org,2002:merge":
-                    if key in lines:
-                        problems.append((".".join((*path, key)),
-                                         (f"appears twice in the same mapping (lines {lines[key]} and "
-                                         f"{key_node.start_mark.line + 1}); remove one (YAML would keep only the last)")))
-                    lines.setdefault(key, key_node.start_mark.line + 1)
-                stack.append((value_node, (*path, key if key is not None else "?")))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, (*path, str(i))) for i, item in enumerate(node.value))
-    return sorted(set(problems))
-
-
 def check_against_settings(consumers: ConsumersFile, settings: Settings) -> list[tuple[str, str]]:
     """Problems ``(field, message)`` of a valid consumers file under ``settings``: ``file`` targets
     outside ``ROTATION_FILE_TARGET_DIRS`` (symbolic links resolved), ``webhook`` URLs naming a
@@ -473,36 +414,14 @@ def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
 
 def load_consumers_file(path: str | Path, *, settings: Settings | None = None) -> ConsumersFile:
     """Read and validate a consumers file: at most 1 MiB of UTF-8 YAML, no duplicate keys at any
-    depth, then the models above; with ``settings``, also :func:`check_against_settings`.
+    depth, at most 32 levels deep (:func:`rotation.yaml_files.load_yaml_file`), then the models
+    above; with ``settings``, also :func:`check_against_settings`.
 
     Raises :class:`~rotation.errors.ConfigError` (a usage error, exit code 2) naming every bad
     field as a dotted path such as ``consumers.1.targets.0.url``. Rejected values are never echoed.
     """
     p = Path(path)
-    try:
-        with p.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError(str(p), [("(file)", "does not exist; pass --consumers PATH or set ROTATION_CONSUMERS_FILE")]) from None
-    except OSError as exc:
-        raise ConfigError(str(p), [("(file)", f"cannot be read: {type(exc).__name__}")]) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(str(p), [("(file)", (f"is larger than {MAX_FILE_BYTES // 1024} KiB; a consumers file "
-                                              "is a few kilobytes"))])
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(str(p), [("(file)", "is not UTF-8 text")]) from None
-    try:
-        problems = _structure_problems(yaml.compose(text, Loader=_SafeLoader))
-        if problems:
-            raise ConfigError(str(p), problems)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = "has a duplicate key" if isinstance(exc, _DuplicateKey) else "is not valid YAML"
-        raise ConfigError(str(p), [("(file)", f"{what}{where}")]) from None
+    data = load_yaml_file(p, missing_hint="pass --consumers PATH or set ROTATION_CONSUMERS_FILE")
     if not isinstance(data, dict):
         raise ConfigError(str(p), [("(file)", "must be a YAML mapping with version, usage_plans and consumers")])
     try:

@@ -43,8 +43,9 @@ SECRETSMANAGER_ACTIONS = ("secretsmanager:PutSecretValue", "secretsmanager:Creat
                           "secretsmanager:TagResource", "secretsmanager:DescribeSecret")
 SSM_ACTIONS = ("ssm:PutParameter", "ssm:GetParameterHistory", "ssm:LabelParameterVersion")
 KMS_ACTIONS = ("kms:Encrypt", "kms:GenerateDataKey")
-_KEY_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$|^mrk-[0-9a-f]{32}$")
-_SECRET_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
+# fullmatch only (``$`` would accept a trailing newline)
+_KEY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}")
+_SECRET_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}\Z")   # \Z: the very end (``$`` also matches before a final newline)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def _kms_grants(consumer: str, target_id: str, key: str, region: str, account: s
     via = _via(region)
     if key.startswith("arn:") and ":alias/" not in key:
         resource, cond = key, via
-    elif _KEY_ID.match(key):
+    elif _KEY_ID.fullmatch(key):
         resource, cond = f"arn:{partition}:kms:{region}:{account}:key/{key}", via
     else:  # alias/name or an alias ARN
         alias = key.split(":", 5)[5] if key.startswith("arn:") else key

@@ -74,7 +74,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -90,6 +89,7 @@ from rotation.config import ConsumersFile, Duration, validation_problems
 from rotation.errors import ConfigError, VaultError, VaultPermissionDenied
 from rotation.vault_policies import consumer_policy_name, render_vault_policy
 from rotation.vault_server import ServerInfo, detect_server
+from rotation.yaml_files import load_yaml_file
 
 __all__ = [
     "ROTATOR_ROLE",
@@ -113,8 +113,17 @@ AUDITOR_POLICY = "mail-api-auditor"
 AUDITOR_ROLE = "mail-api-auditor"
 #: The rotator's role name on every auth method.
 ROTATOR_ROLE = "mail-api-rotator"
-_MOUNT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_IAM_ARN = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:[A-Za-z0-9+=,.@_/*-]+$")
+# Every pattern here is applied with fullmatch (``re.match`` with ``$`` lets a trailing newline
+# through) and spells its digits [0-9] (``\d`` matches any Unicode digit).
+_MOUNT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+#: IAM principal ARN (IAM User Guide, "IAM identifiers": ARNs; 12-digit account id).
+_IAM_ARN = re.compile(r"arn:aws[a-z-]*:(iam|sts)::[0-9]{12}:[A-Za-z0-9+=,.@_/*-]+")
+#: Kubernetes namespace: an RFC 1123 DNS label (Kubernetes docs, "Object Names and IDs").
+_K8S_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_K8S_SERVICE_ACCOUNT = re.compile(r"[a-z0-9{}]([-a-z0-9.{}]*[a-z0-9{}])?")
+#: The API server URL: http(s), a host name or bracketed IPv6 literal, an optional port and path,
+#: printable ASCII only.
+_K8S_HOST = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[!-~]*)?")
 #: Fields whose value is a credential: never printed.
 _REDACTED = frozenset({"token_reviewer_jwt"})
 
@@ -133,7 +142,7 @@ class _Strict(BaseModel):
 
 
 def _mount_name(v: str) -> str:
-    if not _MOUNT.match(v):
+    if not _MOUNT.fullmatch(v):
         raise ValueError("must be a plain path segment (a-z, 0-9, '-'), e.g. approle")
     return v
 
@@ -282,14 +291,22 @@ class KubernetesRoleSpec(_TokenSettings):
     (https://openbao.org/api-docs/auth/kubernetes/). For apps, ``service_account`` may contain
     ``{consumer}`` (replaced by each consumer's name)."""
 
-    namespace: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    namespace: str
     service_account: str = Field(min_length=1, max_length=253)
     audience: str | None = None
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        if not _K8S_NAMESPACE.fullmatch(v):
+            raise ValueError("must be a namespace name: 1-63 of a-z, 0-9 and '-', starting and ending "
+                             "with a letter or digit")
+        return v
 
     @field_validator("service_account")
     @classmethod
     def _sa(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z0-9{}]([-a-z0-9.{}]*[a-z0-9{}])?", v) or v.replace("{consumer}", "x").count("{"):
+        if not _K8S_SERVICE_ACCOUNT.fullmatch(v) or v.replace("{consumer}", "x").count("{"):
             raise ValueError("must be a service account name (a-z, 0-9, '-', '.'), optionally with {consumer}")
         return v
 
@@ -314,7 +331,7 @@ class AwsRotatorSpec(_TokenSettings):
     @classmethod
     def _arns(cls, v: list[str]) -> list[str]:
         for arn in v:
-            if not _IAM_ARN.match(arn):
+            if not _IAM_ARN.fullmatch(arn):
                 raise ValueError(f"{arn!r} is not an IAM principal ARN such as "
                                  "arn:aws:iam::123456789012:role/secure-mail-api-dev-rotator-lambda")
         return v
@@ -357,7 +374,7 @@ class KubernetesConfig(_Strict):
     @field_validator("kubernetes_host")
     @classmethod
     def _host(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
+        if not _K8S_HOST.fullmatch(v):
             raise ValueError("must be the API server URL, e.g. https://kubernetes.default.svc")
         return v
 
@@ -397,7 +414,7 @@ class VaultSetup(_Strict):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        if not all(_MOUNT.match(p) for p in v.split("/")):
+        if not all(_MOUNT.fullmatch(p) for p in v.split("/")):
             raise ValueError("must be path segments of a-z, 0-9, '-' separated by '/', e.g. mail-api")
         return v
 
@@ -421,15 +438,13 @@ class VaultSetup(_Strict):
 
 
 def load_setup_file(path: str | Path) -> VaultSetup:
-    """Read and validate a setup file. Raises :class:`~rotation.errors.ConfigError` (exit code 2)
-    naming every bad field (``rotator.jwt.bound_audiences``); rejected values are never echoed."""
+    """Read and validate a setup file: at most 1 MiB of UTF-8 YAML, no duplicate keys at any depth
+    (the key's dotted path and both lines are named), at most 32 levels deep
+    (:func:`rotation.yaml_files.load_yaml_file`), then :class:`VaultSetup`. Raises
+    :class:`~rotation.errors.ConfigError` (exit code 2) naming every bad field
+    (``rotator.jwt.bound_audiences``); rejected values are never echoed."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(p), [("(file)", "does not exist; pass --setup PATH")]) from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(str(p), [("(file)", f"cannot be read as YAML ({type(exc).__name__})")]) from None
+    data = load_yaml_file(p, missing_hint="pass --setup PATH")
     if not isinstance(data, dict):
         raise ConfigError(str(p), [("(file)", "must be a YAML mapping (version, mount, prefix, rotator, apps ...)")])
     try:

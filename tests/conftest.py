@@ -2,11 +2,30 @@
 
 Every test starts with the ``VAULT_*``, ``AWS_*`` and ``ROTATION_*`` variables removed and
 ``HOME`` pointed at a temporary directory (hvac reads ``~/.vault-token``; boto3 reads ``~/.aws``).
+
+Property-based tests (Hypothesis) run under a settings profile chosen by ``HYPOTHESIS_PROFILE``
+(docs/testing.md): ``ci`` (the default, ``make test``) is a small, deterministic budget;
+``deep`` (``make fuzz``) a large, randomized one. A failure prints the shrunk example either way.
 """
 
 import os
 
 import pytest
+from hypothesis import HealthCheck, Phase, settings
+
+#: ``make test``: few examples, the same ones every run (derandomized), no per-example deadline
+#: (the machine is shared: a slow example is not a failure), no example database in the tree.
+settings.register_profile(
+    "ci", max_examples=40, derandomize=True, deadline=None, database=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+#: ``make fuzz``: many random examples per property; shrinking still on, so a failure is minimal.
+settings.register_profile(
+    "deep", max_examples=2_000, derandomize=False, deadline=None, database=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
-from email.policy import SMTP, compat32
+from email.policy import SMTP, compat32, default
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,10 @@ else:  # zipped as the Lambda code: modules sit at the top level
     from validation import MessageRequest
 
 __all__ = ["SesRequest", "build_mime_message", "build_ses_request"]
+
+#: ``SMTP`` (CRLF) without refolding the address headers written with ``set_raw`` (their lines stay
+#: under RFC 5322's 998 characters: one address per line, a display name of at most 256 characters).
+_POLICY = SMTP.clone(refold_source="none")
 
 
 @dataclass(frozen=True)
@@ -46,18 +50,20 @@ def build_mime_message(message: MessageRequest) -> bytes:
 
     Raises:
         ValueError: from the ``email`` package if a header value still contained a line break, or
-        when the written message's top-level header names are not exactly the ones set here
+        when a header field would appear twice (names compare case-insensitively, RFC 5322
+        s. 1.2.2), when From, To, Cc or Reply-To would not read back as the accepted addresses, or when the written message's top-level header names are not exactly the ones set here
         (validation refuses decoded line breaks first; this is a second line of defence against a
         header smuggled through a decoder, RFC 2047 or otherwise).
     """
-    mime = EmailMessage(policy=SMTP)
-    mime["From"] = message.sender.formatted()
-    if message.to:
-        mime["To"] = ", ".join(a.formatted() for a in message.to)
-    if message.cc:
-        mime["Cc"] = ", ".join(a.formatted() for a in message.cc)
-    if message.reply_to is not None:
-        mime["Reply-To"] = message.reply_to.formatted()
+    mime = EmailMessage(policy=_POLICY)
+    addresses = {"From": [message.sender], "To": message.to, "Cc": message.cc,
+                 "Reply-To": [message.reply_to] if message.reply_to is not None else []}
+    for name, listed in addresses.items():
+        if listed:
+            # Written as-is, one address per line: the email package's own refolding (CPython 3.11)
+            # can RFC 2047-encode the comma after a non-ASCII display name into the next line
+            # ("=?utf-8?q?=2C?= b@x"), and a reader then sees one address fewer.
+            mime.set_raw(name, ",\r\n ".join(a.formatted() for a in listed))
     mime["Subject"] = message.subject
     mime["Date"] = formatdate(usegmt=True)
     for name, value in message.headers.items():
@@ -73,12 +79,26 @@ def build_mime_message(message: MessageRequest) -> bytes:
         mime.add_attachment(
             attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
         )
-    raw = mime.as_bytes(policy=SMTP)
+    raw = mime.as_bytes(policy=_POLICY)
     expected = sorted(name.lower() for name in mime)
+    if len(set(expected)) != len(expected):   # validation refuses a repeated custom header first
+        raise ValueError("a header field would appear twice in the message")
+    _check_addresses_read_back(raw, addresses)
     written = sorted(name.lower() for name in BytesHeaderParser(policy=compat32).parsebytes(raw))
     if written != expected:
         raise ValueError("the written message has other header fields than the ones set")
     return raw
+
+
+def _check_addresses_read_back(raw: bytes, addresses: dict[str, list[Any]]) -> None:
+    """``ValueError`` unless a reader of ``raw`` (the ``email`` package, policy ``default``) finds
+    exactly ``addresses`` in From, To, Cc and Reply-To: the same addresses, in order."""
+    parsed = BytesHeaderParser(policy=default).parsebytes(raw)
+    for name, listed in addresses.items():
+        header = parsed[name]
+        found = [a.addr_spec for a in header.addresses] if header is not None else []
+        if found != [a.address for a in listed]:
+            raise ValueError(f"the written {name} header does not read back as the accepted addresses")
 
 
 def build_ses_request(message: MessageRequest, *, configuration_set: str) -> SesRequest:

@@ -25,14 +25,29 @@ Limits and their sources (each is a module constant, units in its name):
 - Strings: no lone UTF-16 surrogate anywhere in the body (a JSON ``"\\ud800"`` escape decodes to
   one; it is not Unicode text, RFC 8259 s. 8.2).
 - Recipients: duplicates across to, cc and bcc are sent once (the first occurrence is kept);
-  addresses compare case-sensitively in the local part and case-insensitively in the domain
-  (RFC 5321 s. 2.4).
+  addresses compare case-insensitively in both parts. RFC 5321 s. 2.4 lets a receiving host treat
+  the local part as case-sensitive, but the mailbox providers we send to do not (and SES's account
+  suppression list compares addresses case-insensitively), so ``Dup@Example.org`` and
+  ``dup@example.org`` are one mailbox: sending twice is the failure we avoid.
+- Addresses: a local part holding ``%`` or ``!`` is refused (``invalid_address``): both are
+  routing syntax (the "percent hack" ``user%host@relay`` and UUCP bang paths ``host!user``,
+  RFC 1123 s. 5.2.16) that a relay may honour, so ``u%evil.com@partner.example`` would pass a
+  recipient-domain allow-list for ``partner.example`` and be delivered to ``evil.com``. Source
+  routes (``@relay:user@host``, RFC 5321 Appendix C) and quoted local parts are refused by the
+  address parser (email-validator, ``allow_quoted_local=False``).
 - Whole message: at most 40 MB after MIME encoding — SES v2 ``SendEmail`` message size quota
   (https://docs.aws.amazon.com/ses/latest/dg/quotas.html, "40 MB ... including attachments,
   after base64 encoding").
 - Request body: at most 6,000,000 bytes — the Lambda synchronous invocation payload quota is
   6 MB for the whole event (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html);
   the margin is left for the event's headers and request context.
+- JSON shape: at most 1,000 values and 8 levels of nesting (our policy: the largest valid request,
+  50 recipient objects, 10 attachments and 10 headers, holds about 370 values in 3 levels),
+  checked by a linear scan of the text (regular expressions and ``str.count``, no objects built)
+  *before* ``json.loads`` builds anything, so the work and memory per request stay proportional to
+  its size with a small constant: a 4.2 MB body of 1.4 million tiny values is refused in
+  milliseconds instead of building 1.4 million Python objects (hundreds of MB, more than the
+  function's 256 MB).
 - Per attachment: at most 4 MiB decoded, chosen so that one attachment's base64 form
   (4/3 larger) still fits under the request-body limit; at most 10 attachments (our policy).
 - Text and HTML bodies: at most 256 KiB each, UTF-8 encoded (our policy).
@@ -77,6 +92,8 @@ __all__ = [
     "MAX_DISPLAY_NAME_CHARS",
     "MAX_FILENAME_CHARS",
     "MAX_HEADER_VALUE_CHARS",
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_VALUES",
     "MAX_MESSAGE_BYTES",
     "MAX_RECIPIENTS_COUNT",
     "MAX_REQUEST_BODY_BYTES",
@@ -97,6 +114,13 @@ __all__ = [
 
 MAX_REQUEST_BODY_BYTES = 6_000_000
 """Largest accepted HTTP request body, in bytes (Lambda sync payload quota is 6 MB per event)."""
+
+MAX_JSON_VALUES = 1_000
+"""Most JSON values (object members' values and array elements, plus the top level) in a request
+body (our policy: a valid request holds about 370 at most)."""
+
+MAX_JSON_DEPTH = 8
+"""Deepest nesting of JSON objects and arrays in a request body (our policy: a valid request nests 3)."""
 
 MAX_RECIPIENTS_COUNT = 50
 """Most recipients per message, counted across to + cc + bcc (SES quota: 50 per message)."""
@@ -162,6 +186,7 @@ REASONS: dict[str, str] = {
     "empty_body": "The request body is empty.",
     "invalid_encoding": "The request body is not valid UTF-8 (or not valid base64 from the gateway).",
     "malformed_json": "The request body is not valid JSON.",
+    "json_too_complex": "The JSON holds more values or deeper nesting than any valid request.",
     "duplicate_key": "A JSON object repeats a key.",
     # schema
     "wrong_type": "The value has the wrong JSON type.",
@@ -182,6 +207,7 @@ REASONS: dict[str, str] = {
     "invalid_unicode": "A string contains a lone UTF-16 surrogate.",
     "subject_too_long": "The subject is too long.",
     "header_not_allowed": "This custom header name is not allowed.",
+    "duplicate_header": "A custom header name appears twice (names compare case-insensitively).",
     "header_value_too_long": "A custom header value is too long.",
     "too_many_headers": "Too many custom headers.",
     # bodies
@@ -260,8 +286,9 @@ def parse_request_body(
     Raises:
         RequestRejected: ``unsupported_media_type`` (not ``application/json``, charset other than
         UTF-8), ``empty_body``, ``request_too_large`` (over :data:`MAX_REQUEST_BODY_BYTES` bytes),
-        ``invalid_encoding``, ``malformed_json`` (also for NaN/Infinity and nesting too deep),
-        ``duplicate_key``.
+        ``invalid_encoding``, ``json_too_complex`` (over :data:`MAX_JSON_VALUES` values or
+        :data:`MAX_JSON_DEPTH` levels, found before parsing), ``malformed_json`` (also for
+        NaN/Infinity), ``duplicate_key``.
     """
     media_type, _, params = (content_type or "").partition(";")
     if media_type.strip().lower() != "application/json":
@@ -292,6 +319,7 @@ def parse_request_body(
         raise RequestRejected("invalid_encoding", "$") from None
     if not text.strip():
         raise RequestRejected("empty_body", "$")
+    _check_json_shape(text)
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
     except RequestRejected:
@@ -304,6 +332,46 @@ def parse_request_body(
         raise RequestRejected("malformed_json", "$", f"The request body is not valid JSON{where}.") from None
     _refuse_lone_surrogates(value)
     return value
+
+
+# A JSON string token, or an unterminated one running to the end of the text: possessive
+# quantifiers and the end alternative mean a match never fails and never backtracks, so stripping
+# every string is one linear pass (an unbalanced quote cannot make it quadratic).
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+#: The four whitespace characters of JSON (RFC 8259 s. 2), deleted by ``str.translate`` (no pieces list).
+_JSON_WHITESPACE = str.maketrans("", "", " \t\r\n")
+
+
+def _check_json_shape(text: str) -> None:
+    """Refuse a body with more than :data:`MAX_JSON_VALUES` values or deeper than
+    :data:`MAX_JSON_DEPTH` levels before ``json.loads`` builds any object (``json_too_complex``).
+
+    Outside strings, every value but the top level follows a ``,`` or the ``[`` / ``{`` of a
+    non-empty array or object (an object member's value follows its key, which follows one of
+    those), so ``1 + count("[", "{") - count("[]", "{}") + count(",")`` is the number of values of
+    valid JSON (object keys not counted); for invalid JSON it only decides whether ``json.loads``
+    gets to say so. Cost: one linear regular-expression pass that turns each string into one
+    character (commas and brackets inside text do not count), one ``str.translate`` that drops
+    whitespace, a few ``str.count`` calls, and a depth walk over at most ``2 * MAX_JSON_VALUES``
+    brackets (every array or object is a value, so valid JSON within the limit has no more).
+    """
+    # strings become one character, so "[]" below is an empty array and not ["a"]; whitespace goes
+    structure = (_JSON_STRING.sub("0", text) if '"' in text else text).translate(_JSON_WHITESPACE)
+    empty = structure.count("[]") + structure.count("{}")
+    values = 1 + structure.count("[") + structure.count("{") - empty + structure.count(",")
+    if values > MAX_JSON_VALUES:
+        raise RequestRejected("json_too_complex", "$",
+                              f"The JSON holds more than {MAX_JSON_VALUES} values; a valid request holds a few hundred.")
+    brackets = _NOT_BRACKET.sub("", structure)
+    if len(brackets) > 2 * MAX_JSON_VALUES:          # more than 1,000 values can hold: not valid JSON
+        raise RequestRejected("malformed_json", "$", "The request body is not valid JSON (unbalanced brackets).")
+    depth = 0
+    for bracket in brackets:
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise RequestRejected("json_too_complex", "$",
+                                  f"The JSON is nested more than {MAX_JSON_DEPTH} levels deep.")
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -343,7 +411,8 @@ def _too_large_message(limit: int) -> str:
 # Field checks
 # --------------------------------------------------------------------------------------------
 
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,75}$")
+#: A custom header name (RFC 5322 s. 2.2 field-name, narrowed to letters, digits and '-'), matched whole.
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,75}")
 
 
 def _checked(check: Any, value: str, *, sub: str | None = None) -> Any:
@@ -379,15 +448,19 @@ class EmailAddress:
         return self.address.rsplit("@", 1)[1].lower()
 
     @property
-    def dedupe_key(self) -> tuple[str, str]:
-        """``(local part, lower-case domain)``: two addresses with the same key are one mailbox
-        (RFC 5321 s. 2.4: the local part may be case-sensitive, the domain is not)."""
-        local, _, domain = self.address.rpartition("@")
-        return local, domain.lower()
+    def dedupe_key(self) -> str:
+        """The address in lower case: two addresses with the same key are one mailbox. The domain
+        is case-insensitive (RFC 5321 s. 2.4); the local part may be case-sensitive by that RFC, but
+        the providers we send to treat it case-insensitively, so we do too (module docstring)."""
+        return self.address.lower()
 
     def formatted(self) -> str:
         """RFC 5322 form: ``"Name" <addr>``, the name RFC 2047-encoded when not ASCII."""
         return formataddr((self.name, self.address), charset="utf-8") if self.name else self.address
+
+
+#: Routing syntax in a local part: the percent hack (``user%host@relay``) and bang paths (``host!user``).
+_ROUTING = re.compile(r"[%!]")
 
 
 def _parse_address(value: Any) -> EmailAddress:
@@ -434,6 +507,12 @@ def _parse_address(value: Any) -> EmailAddress:
     if result.ascii_email is None:   # only with SMTPUTF8, which allow_smtputf8=False refuses above
         raise _reject("invalid_address", "The email address is not valid (RFC 5321/5322, ASCII local part).",
                       **({"sub": sub} if sub else {}))
+    if _ROUTING.search(result.local_part):
+        raise _reject(
+            "invalid_address",
+            "The local part must not contain '%' or '!' (mail routing syntax, RFC 1123 s. 5.2.16).",
+            **({"sub": sub} if sub else {}),
+        )
     return EmailAddress(address=result.ascii_email, name=name)
 
 
@@ -548,13 +627,18 @@ class Attachment(BaseModel):
 def _custom_headers(value: dict[str, str]) -> dict[str, str]:
     if len(value) > MAX_CUSTOM_HEADERS_COUNT:
         raise _reject("too_many_headers", f"At most {MAX_CUSTOM_HEADERS_COUNT} custom headers.")
+    seen: set[str] = set()
     for name, header_value in value.items():
-        if not _HEADER_NAME.match(name) or name.lower() not in ALLOWED_CUSTOM_HEADERS:
+        if not _HEADER_NAME.fullmatch(name) or name.lower() not in ALLOWED_CUSTOM_HEADERS:
             raise _reject(
                 "header_not_allowed",
                 "Allowed custom headers: " + ", ".join(sorted(ALLOWED_CUSTOM_HEADERS)) + ".",
                 sub=name,
             )
+        if name.lower() in seen:     # RFC 5322 s. 1.2.2: field names are case-insensitive
+            raise _reject("duplicate_header", "A custom header appears twice (names compare case-insensitively).",
+                          sub=name)
+        seen.add(name.lower())
         if len(header_value) > MAX_HEADER_VALUE_CHARS:   # bound the work before decoding
             raise _reject(
                 "header_value_too_long",
@@ -562,7 +646,8 @@ def _custom_headers(value: dict[str, str]) -> dict[str, str]:
                 sub=name,
             )
         _check_header_text(header_value, sub=name)
-    return value
+    # as for the subject: the value a reader of the message sees, without surrounding whitespace
+    return {name: header_value.strip() for name, header_value in value.items()}
 
 
 class MessageRequest(BaseModel):
@@ -618,7 +703,9 @@ class MessageRequest(BaseModel):
         _check_header_text(value)
         if not value.strip():
             raise _reject("empty_value", "The subject must not be empty.")
-        return value
+        # A reader drops the whitespace around a field body (RFC 5322 s. 2.2, 3.2.2): what is
+        # accepted is what every reader of the message will see.
+        return value.strip()
 
     @field_validator("text", "html")
     @classmethod

@@ -28,6 +28,12 @@
 :func:`serve_webhook` wraps a receiver in a tiny ``http.server`` (for the sample app): 204 accepted,
 200 duplicate, 400 bad request, 401 bad signature, 409 replay, 410 wrapping token already used or
 otherwise suspect, 422 body/unwrapped mismatch, 503 Vault unreachable (the sender may retry).
+
+Header text is validated before it is used: the timestamp by
+:func:`rotation.client.signing.parse_timestamp` (1-12 ASCII digits, else 401), ``Content-Length``
+as 1-10 ASCII digits (RFC 9110 section 8.6, else 400 before anything is read), and a signed
+header (``webhook-*``, ``X-Mail-Api-*``, ``Idempotency-Key``) present twice, names differing only
+in case, is a 400: which copy a proxy forwards is not ours to guess.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,11 +55,13 @@ from rotation.client.fencing import Held, supersedes
 from rotation.client.keys import ApiKey, KeyClient
 from rotation.client.signing import (
     IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WEBHOOK_ID_HEADER,
     WEBHOOK_SIGNATURE_HEADER,
     WEBHOOK_TIMESTAMP_HEADER,
     SignatureError,
+    parse_timestamp,
     standard_verify,
     verify,
     webhook_key,
@@ -158,10 +167,13 @@ class WebhookReceiver:
         the idempotency key so the same delivery is not tried again."""
         now = self._clock()
         lower = {k.lower(): v for k, v in headers.items()}
+        if _SIGNED_HEADERS & _repeated(headers):
+            return ReceiveResult("bad_request", detail="a webhook header appears twice (names differ only in case)")
         standard = any(h in lower for h in (WEBHOOK_ID_HEADER, WEBHOOK_TIMESTAMP_HEADER, WEBHOOK_SIGNATURE_HEADER))
         try:
-            ts = int(lower.get(WEBHOOK_TIMESTAMP_HEADER if standard else TIMESTAMP_HEADER.lower(), ""))
-        except ValueError:
+            ts = parse_timestamp(lower.get(WEBHOOK_TIMESTAMP_HEADER if standard else TIMESTAMP_HEADER.lower()),
+                                 WEBHOOK_TIMESTAMP_HEADER if standard else TIMESTAMP_HEADER)
+        except SignatureError:
             return ReceiveResult("bad_signature", detail="missing or malformed timestamp header")
         if abs(now - ts) > self.window:
             return ReceiveResult("replay", detail=f"timestamp outside the {self.window}s window")
@@ -224,7 +236,7 @@ class WebhookReceiver:
             if not isinstance(serial, int) or not isinstance(key_id, str) or not isinstance(token, str) \
                     or (fence is not None and (not isinstance(fence, int) or isinstance(fence, bool))):
                 raise TypeError
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return ReceiveResult("bad_request", detail="body is not a key notification")
         if self.consumer and msg.get("consumer") != self.consumer:
             return ReceiveResult("bad_request", serial=serial, key_id=key_id,
@@ -291,13 +303,37 @@ class WebhookReceiver:
             self._seen.pop(next(iter(self._seen)))
 
 
+#: Headers whose value decides the outcome: each must appear once (case-insensitively).
+_SIGNED_HEADERS = frozenset(h.lower() for h in (WEBHOOK_ID_HEADER, WEBHOOK_TIMESTAMP_HEADER, WEBHOOK_SIGNATURE_HEADER,
+                                                TIMESTAMP_HEADER, SIGNATURE_HEADER, IDEMPOTENCY_HEADER))
+
+
+def _repeated(headers: Mapping[str, str]) -> set[str]:
+    """Header names of ``headers`` that another key repeats case-insensitively."""
+    seen: dict[str, int] = {}
+    for name in headers:
+        seen[name.lower()] = seen.get(name.lower(), 0) + 1
+    return {name for name, count in seen.items() if count > 1}
+
+
 def _token_fingerprint(body: bytes) -> str:
     """sha256 of the body's ``wrap_token`` (never stored in clear), or ``""``."""
     try:
         token = json.loads(body).get("wrap_token")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
     return hashlib.sha256(token.encode()).hexdigest() if isinstance(token, str) else ""
+
+
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,10}", re.ASCII)
+
+
+def _content_length(raw: str | None) -> int:
+    """``Content-Length`` (RFC 9110 section 8.6: ``1*DIGIT``) as an int: 0 when absent, -1 when it is
+    not 1 to 10 ASCII digits (a sign, a space, a non-ASCII digit), which the caller answers 400."""
+    if raw is None:
+        return 0
+    return int(raw) if _CONTENT_LENGTH.fullmatch(raw) else -1
 
 
 def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 0, *,
@@ -329,10 +365,7 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
         def do_POST(self) -> None:
             if self.path.split("?")[0] != path:
                 return self._answer(404, "not found")
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                length = -1
+            length = _content_length(self.headers.get("Content-Length"))
             if length < 0 or length > MAX_BODY_BYTES:
                 return self._answer(413 if length > 0 else 400, "bad length")
             try:
@@ -342,6 +375,8 @@ def serve_webhook(receiver: WebhookReceiver, host: str = "127.0.0.1", port: int 
             if len(body) < length:             # the peer stopped sending: no answer, the socket closes
                 self.close_connection = True
                 return None
+            if any(len(self.headers.get_all(name) or ()) > 1 for name in _SIGNED_HEADERS):
+                return self._answer(400, "bad_request")
             try:
                 result = receiver.handle({k: v for k, v in self.headers.items()}, body)
             except TamperSuspected:

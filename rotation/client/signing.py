@@ -27,6 +27,11 @@ receiver accepts a request carrying only them, and logs a deprecation warning.
 
 A receiver rejects timestamps outside ``window_seconds`` (default 300 s, as the spec suggests) so a
 captured request cannot be replayed later.
+
+**Header text becomes a number in one place**: :func:`parse_timestamp`. A timestamp is 1 to
+:data:`MAX_TIMESTAMP_DIGITS` ASCII digits, matched whole (no sign, space, underscore or non-ASCII
+digit or leading zero, all of which ``int()`` would accept), so a header of four hundred ``1`` s is a
+:class:`SignatureError`, never an ``OverflowError`` when compared with the clock.
 """
 
 from __future__ import annotations
@@ -35,12 +40,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from datetime import UTC, datetime
 
 from standardwebhooks import Webhook
 
-__all__ = ["IDEMPOTENCY_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WEBHOOK_ID_HEADER",
+__all__ = ["IDEMPOTENCY_HEADER", "MAX_TIMESTAMP_DIGITS", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WEBHOOK_ID_HEADER",
            "WEBHOOK_SIGNATURE_HEADER", "WEBHOOK_TIMESTAMP_HEADER", "SignatureError", "sign", "standard_headers",
            "standard_verify", "to_whsec", "verify", "webhook_key"]
 
@@ -52,10 +58,25 @@ TIMESTAMP_HEADER = "X-Mail-Api-Timestamp"
 SIGNATURE_HEADER = "X-Mail-Api-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _WHSEC = "whsec_"
+#: Most digits of a timestamp header: Unix seconds have 10 digits until the year 2286; 12 keep any
+#: value exact as a float (the clock's type), so ``now - ts`` can never overflow.
+MAX_TIMESTAMP_DIGITS = 12
+_TIMESTAMP = re.compile(rf"0|[1-9][0-9]{{0,{MAX_TIMESTAMP_DIGITS - 1}}}", re.ASCII)
 
 
 class SignatureError(ValueError):
     """The webhook's signature is missing, malformed, wrong, or outside the replay window."""
+
+
+def parse_timestamp(raw: str | None, header: str = WEBHOOK_TIMESTAMP_HEADER) -> int:
+    """The Unix time in seconds of a timestamp header value ``raw``: 1 to :data:`MAX_TIMESTAMP_DIGITS`
+    ASCII digits without a leading zero, the whole value (Standard Webhooks spec: "timestamp in
+    seconds since epoch"; the canonical form, since the signature covers the integer's own text).
+    Raises :class:`SignatureError` naming ``header`` for anything else, including ``None``."""
+    if not isinstance(raw, str) or not _TIMESTAMP.fullmatch(raw):
+        raise SignatureError(f"{header} must be Unix time in seconds (1 to {MAX_TIMESTAMP_DIGITS} digits 0-9, "
+                             "no leading zero)")
+    return int(raw)
 
 
 def webhook_key(secret: str) -> bytes:
@@ -94,10 +115,7 @@ def standard_verify(secret: str, headers: dict[str, str], body: bytes, *, window
                                                    WEBHOOK_SIGNATURE_HEADER))
     if not msg_id or not ts_raw or not sigs:
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
-    try:
-        ts = int(ts_raw)
-    except ValueError:
-        raise SignatureError("webhook-timestamp is not an integer") from None
+    ts = parse_timestamp(ts_raw)
     now = time.time() if now is None else now
     if abs(now - ts) > window_seconds:
         raise SignatureError(f"timestamp outside the {window_seconds}s replay window")
@@ -126,10 +144,7 @@ def verify(secret: str, headers: dict[str, str], body: bytes, *, window_seconds:
     sig = lower.get(SIGNATURE_HEADER.lower())
     if not ts_raw or not sig:
         raise SignatureError("missing timestamp or signature header")
-    try:
-        ts = int(ts_raw)
-    except ValueError:
-        raise SignatureError("timestamp header is not an integer") from None
+    ts = parse_timestamp(ts_raw, TIMESTAMP_HEADER)
     now = time.time() if now is None else now
     if abs(now - ts) > window_seconds:
         raise SignatureError(f"timestamp outside the {window_seconds}s replay window")

@@ -36,8 +36,9 @@ from typing import Any
 __all__ = ["AuditEvent", "default_expected_identities", "scan", "scan_file"]
 
 _ROTATION_SUBPATHS = ("data", "metadata", "delete", "undelete", "destroy", "subkeys")
-_LOGIN = re.compile(r"^auth/(?P<mount>.+)/login(/.*)?$")
-_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+# Applied with fullmatch (``$`` would let a trailing newline through), digits spelled [0-9].
+_LOGIN = re.compile(r"auth/(?P<mount>.+)/login(/.*)?")
+_FRACTION = re.compile(r"(\.[0-9]{1,6})[0-9]*")
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,31 @@ def _event(entry: dict[str, Any], auth: dict[str, Any], identity: str | None = N
                       request_id=req.get("id") if isinstance(req.get("id"), str) else None)
 
 
+#: The objects and lists the scan reads, by path from the entry: a field of another JSON type
+#: (a torn or forged line) reads as absent, so no ``.get`` meets a string or a number.
+_OBJECTS = (("request",), ("auth",), ("auth", "policy_results"), ("auth", "metadata"), ("response",),
+            ("response", "auth"), ("response", "auth", "metadata"))
+_LISTS = (("auth", "token_policies"), ("auth", "policies"), ("response", "auth", "token_policies"),
+          ("response", "auth", "policies"))
+
+
+def _well_typed(entry: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``entry`` in which each field of :data:`_OBJECTS` is a dict and each of
+    :data:`_LISTS` a list (or absent): what the audit device writes; anything else is dropped."""
+    entry = dict(entry)
+    for path in (*_OBJECTS, *_LISTS):
+        kind = dict if path in _OBJECTS else list
+        parent: dict[str, Any] = entry
+        for key in path[:-1]:
+            child = parent.get(key)
+            parent = child if isinstance(child, dict) else {}
+        if path[-1] in parent and not isinstance(parent[path[-1]], kind):
+            del parent[path[-1]]
+        elif kind is dict and isinstance(parent.get(path[-1]), dict):
+            parent[path[-1]] = dict(parent[path[-1]])       # copied before a child is dropped from it
+    return entry
+
+
 def _is_rotation_path(path: str, mount: str, prefix: str) -> bool:
     if path == f"{mount}/config":
         return True
@@ -114,13 +140,14 @@ def scan(lines: Iterable[str], *, mount: str, prefix: str, expected_identities: 
         out["entries"] += 1
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):       # RecursionError: nested deeper than the parser goes
             out["unparsed"] += 1
             continue
         if not isinstance(entry, dict) or entry.get("type") != "response":
             if not isinstance(entry, dict):
                 out["unparsed"] += 1
             continue
+        entry = _well_typed(entry)
         out["responses"] += 1
         req = entry.get("request") or {}
         path = str(req.get("path") or "")
@@ -129,7 +156,7 @@ def scan(lines: Iterable[str], *, mount: str, prefix: str, expected_identities: 
         if allowed is False and _is_rotation_path(path, mount, prefix):
             out["denied"].append(_event(entry, auth).to_dict())
             continue
-        if _LOGIN.match(path):
+        if _LOGIN.fullmatch(path):
             raw_response = entry.get("response")
             response: dict[str, Any] = raw_response if isinstance(raw_response, dict) else {}
             issued = response.get("auth")

@@ -36,7 +36,7 @@ POLICY_TEMPLATES = {
     "auditor": "mail-api-auditor",
 }
 
-_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_SEGMENT = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")   # always fullmatch: ``$`` would let "secret\n" into the HCL
 
 
 def consumer_policy_name(consumer: str) -> str:
@@ -60,7 +60,7 @@ def render_vault_policy(template: str, *, mount: str, prefix: str, consumer: str
         values["consumer"] = consumer
     for field, value in values.items():
         parts = value.split("/") if field == "prefix" else [value]
-        if not all(_SEGMENT.match(p) for p in parts):
+        if not all(_SEGMENT.fullmatch(p) for p in parts):
             raise ValueError(f"{field}: {value!r} is not a plain path segment (a-z, 0-9, '-')")
     text = resources.files(__package__).joinpath(f"{template}.hcl").read_text(encoding="utf-8")
     return string.Template(text).substitute(values)

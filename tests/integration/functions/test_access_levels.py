@@ -154,6 +154,17 @@ def test_recipient_outside_the_level_domains_is_refused(invoke, make_event, mail
                    "recipient_domain_not_allowed", "$.cc[0]")
 
 
+@pytest.mark.parametrize("address", ["u%evil.example@example.org", "evil.example!u@example.org",
+                                     "u%evil.example%example.org@example.org"])
+def test_routing_syntax_cannot_pass_the_recipient_domain_allow_list(invoke, make_event, mail_backend, keys, address):
+    """crm may send only to example.org; a relay honouring the percent hack or a bang path would
+    deliver these to evil.example (issue 20, item 7): refused as addresses, nothing sent."""
+    status, payload, _ = invoke(event_for(make_event, keys["crm"],
+                                          body(sender="crm@example.com", name=None, to=(address,))))
+    assert (status, payload["error"]["reason"], payload["error"]["field"]) == (400, "invalid_address", "$.to[0]")
+    assert mail_backend.sent_messages() == [] and mail_backend.items() == []
+
+
 @pytest.mark.parametrize("which", ["unmapped", "untagged", "other-stack"])
 def test_key_without_a_level_of_this_stack_is_refused(invoke, make_event, mail_backend, keys, which):
     assert_refused(invoke, event_for(make_event, keys[which], body()), mail_backend, "caller_not_allowed", "$")

@@ -390,9 +390,11 @@ def test_audit_key_of_the_wrong_kind_sends_nothing(invoke, make_event, mail_back
     ({"to": [{"email": "alice@example.org", "name": "A"}, {"email": "alice@example.org", "name": "B"}]},
      {"to": ["alice@example.org"]}),
     ({"to": ["bob@bücher.example", "bob@xn--bcher-kva.example"]}, {"to": ["bob@xn--bcher-kva.example"]}),
-    ({"to": ["Alice@example.org", "alice@example.org"]}, {"to": ["Alice@example.org", "alice@example.org"]}),
+    # issue 20, item 7: one mailbox whatever the case of either part (the first spelling is kept)
+    ({"to": ["Alice@example.org", "alice@example.org"]}, {"to": ["Alice@example.org"]}),
+    ({"to": ["Dup@Example.org"], "bcc": ["dup@example.org"]}, {"to": ["Dup@example.org"], "bcc": []}),
 ], ids=["same_50_times", "domain_case", "across_to_cc_bcc", "cc_and_bcc", "different_names", "idn_and_punycode",
-        "local_part_case_kept"])
+        "local_part_case_folded", "local_part_case_folded_across_to_and_bcc"])
 def test_duplicate_recipients_are_kept_once(fields, expected):
     message = validate_message(good_body(**{"to": [], **fields}), sender_identity=SENDER_IDENTITY)
     for key, addresses in expected.items():

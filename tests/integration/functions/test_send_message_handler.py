@@ -139,7 +139,7 @@ BAD_REQUESTS = [
     ("non_json", {"raw_body": "hello, not json"}, "malformed_json", "$"),
     ("truncated_json", {"raw_body": '{"from": "alerts@example.com", '}, "malformed_json", "$"),
     ("json_nan", {"raw_body": '{"subject": NaN}'}, "malformed_json", "$"),
-    ("json_nested_too_deep", {"raw_body": "[" * 100_000 + "]" * 100_000}, "malformed_json", "$"),
+    ("json_nested_too_deep", {"raw_body": "[" * 100_000 + "]" * 100_000}, "json_too_complex", "$"),
     ("duplicate_key", {"raw_body": '{"subject": "a", "subject": "b"}'}, "duplicate_key", "$"),
     (
         "content_type_text_plain",

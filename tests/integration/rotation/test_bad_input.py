@@ -88,6 +88,8 @@ BAD_FILES = [
     ("webhook-to-localhost", variant("consumers.0.targets.0", {"type": "webhook", "url": "https://localhost./h"}),
      "consumers.0.targets.0.url"),
     ("file-too-large", yaml.safe_dump(GOOD) + "#" + "x" * (1024 * 1024) + "\n", "(file)"),
+    # issue 20, item 5: nesting is refused on the parser's event stream, before the recursive composer
+    ("deeply-nested", "version: 1\nconsumers: " + "[" * 5000 + "]" * 5000 + "\n", "(file)"),
 ]
 
 BAD_SETTINGS = [
