@@ -82,16 +82,23 @@ class _UniqueKeyLoader(_SafeLoader):  # type: ignore[valid-type,misc]  # a runti
 
 
 def _event_depth(text: str) -> int:
-    """The deepest nesting of ``text``'s collections, from PyYAML's (iterative) event parser."""
+    """The deepest nesting of ``text``'s collections, from PyYAML's (iterative) event parser.
+    libyaml's scanner refuses flow collections nested past its own limit (1,000) before the events
+    get that deep: that refusal counts as too deep too."""
     depth = deepest = 0
-    for event in yaml.parse(text, Loader=_SafeLoader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                return depth
-            deepest = max(deepest, depth)
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=_SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return depth
+                deepest = max(deepest, depth)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        if "nesting depth" in str(getattr(exc, "problem", "")):
+            return MAX_DEPTH + 1
+        raise
     return deepest
 
 
