@@ -170,5 +170,8 @@ def load_yaml_file(path: str | Path, *, missing_hint: str) -> Any:
             raise ConfigError(source, [("(file)", (f"has the key {exc.key!r} twice in one mapping{where} (two "
                                                   "spellings of one YAML value); remove one"))]) from None
         raise ConfigError(source, [("(file)", f"is not valid YAML{where}")]) from None
+    except ValueError as exc:   # a scalar YAML resolves but Python cannot build: 2001-13-45, a 5,000-digit int
+        raise ConfigError(source, [("(file)", (f"holds a value that cannot be read ({type(exc).__name__}: an "
+                                              "impossible date or an over-long number?); quote it or fix it"))]) from None
     except RecursionError:   # not reachable past the depth checks above; a traceback is never the answer
         raise ConfigError(source, [("(file)", f"is nested too deeply (at most {MAX_DEPTH} levels)")]) from None

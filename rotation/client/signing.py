@@ -115,6 +115,8 @@ def standard_verify(secret: str, headers: dict[str, str], body: bytes, *, window
                                                    WEBHOOK_SIGNATURE_HEADER))
     if not msg_id or not ts_raw or not sigs:
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    if not (msg_id.isascii() and msg_id.isprintable()):
+        raise SignatureError("webhook-id is not printable ASCII")
     ts = parse_timestamp(ts_raw)
     now = time.time() if now is None else now
     if abs(now - ts) > window_seconds:
@@ -125,9 +127,16 @@ def standard_verify(secret: str, headers: dict[str, str], body: bytes, *, window
         raise SignatureError("body is not UTF-8") from None
     expected = standard_headers(secret, msg_id, ts, text.encode("utf-8"))[WEBHOOK_SIGNATURE_HEADER]
     offered = [s for s in sigs.split(" ") if s.startswith("v1,")]
-    if not any(hmac.compare_digest(expected.encode(), s.encode()) for s in offered):
+    if not any(_same(expected, s) for s in offered):
         raise SignatureError("signature does not match")
     return msg_id, ts
+
+
+def _same(expected: str, offered: str) -> bool:
+    """Constant-time comparison of two signatures as UTF-8 bytes: a header value from the network
+    may hold any character (``hmac.compare_digest`` refuses non-ASCII ``str``; a lone surrogate
+    does not encode strictly), and such a value is simply not the signature."""
+    return hmac.compare_digest(expected.encode("utf-8"), offered.encode("utf-8", "surrogatepass"))
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -148,6 +157,6 @@ def verify(secret: str, headers: dict[str, str], body: bytes, *, window_seconds:
     now = time.time() if now is None else now
     if abs(now - ts) > window_seconds:
         raise SignatureError(f"timestamp outside the {window_seconds}s replay window")
-    if not hmac.compare_digest(sign(secret, ts, body), sig):
+    if not _same(sign(secret, ts, body), sig):
         raise SignatureError("signature does not match")
     return ts

@@ -50,7 +50,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 class UnsafeDirectory(Exception):
     """A directory on the way to a target file is a symbolic link, not a directory, outside the
-    allowed directories, or world-writable; the message names it and the fix."""
+    allowed directories, or world-writable, or what stands at the file's name is not a regular
+    file; the message names it and the fix."""
 
 
 def _check_not_world_writable(fd: int, shown: PurePath) -> None:
@@ -188,22 +189,30 @@ def _remove_leftovers(dir_fd: int, name: str) -> list[str]:
 def _read_held(dir_fd: int, name: str) -> Held | None:
     """What file ``name`` of ``dir_fd`` holds (:class:`~rotation.targets.Held`), ``None`` when it
     does not exist; a file that is not our JSON counts as serial 0, fence 0 (any write replaces it).
-    Never follows a symbolic link. Raises ``OSError``."""
+    Never follows a symbolic link and never blocks on what stands at the name (opened
+    ``O_NONBLOCK``): a FIFO, device or directory there is :class:`UnsafeDirectory`. Raises ``OSError``."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise UnsafeDirectory(f"{name} is not a regular file (a FIFO, device or directory stands at the "
+                                  "target's name); remove it, the next push writes the key file")
         raw = f.read(1 << 20)
     try:
         data = json.loads(raw.decode("utf-8"))
-    except ValueError:
+    except (ValueError, RecursionError):     # not our JSON (or nested past the parser's depth)
         return Held(0, 0)
     if not isinstance(data, dict):
         return Held(0, 0)
-    serial, fence = data.get("serial"), data.get("fence", 0)
-    return Held(serial if isinstance(serial, int) else 0, fence if isinstance(fence, int) else 0,
-                data.get("key_id") if isinstance(data.get("key_id"), str) else None)
+    serial, fence = _count(data.get("serial")), _count(data.get("fence", 0))
+    return Held(serial, fence, data.get("key_id") if isinstance(data.get("key_id"), str) else None)
+
+
+def _count(value: object) -> int:
+    """A serial or fence from the file: a non-negative JSON integer (``true`` is no number), else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 class AtomicFileTarget:

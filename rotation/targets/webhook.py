@@ -199,12 +199,13 @@ def _resolve_checked(url: str, allow: dict[str, bool]) -> tuple[str | None, str 
     this catches a *name* that resolves there). Every address of the answer is checked; the first
     is the one the push connects to (:func:`rotation.targets.bounded_http.post`'s ``connect_to``),
     so a DNS answer that changes between the check and the connection (rebinding) is not used.
-    A name that does not resolve is left to the HTTP client's error."""
+    A name that does not resolve (or resolves to nothing usable) is refused too: connecting would
+    resolve it again, unchecked."""
     host = urlsplit(url).hostname or ""
     try:
         infos = socket.getaddrinfo(host, urlsplit(url).port or 443, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return None, None
+    except (OSError, UnicodeError) as exc:
+        return f"not sent: the host name does not resolve ({type(exc).__name__}); check the URL and DNS", None
     first = None
     for info in infos:
         address = str(info[4][0]).split("%", 1)[0]
@@ -215,6 +216,8 @@ def _resolve_checked(url: str, allow: dict[str, bool]) -> tuple[str | None, str 
         if kind in allow and not allow[kind]:
             return f"not sent: the host resolves to a {kind} address", None
         first = first or address
+    if first is None:
+        return "not sent: the host name resolves to no usable address; check the URL and DNS", None
     return None, first
 
 

@@ -127,6 +127,7 @@ class HostileServer:
     def __init__(self, behaviour):
         self.behaviour = behaviour
         self.sent = 0
+        self.got_request = threading.Event()     # a whole request head arrived (set before any answer)
         self.client_gone = threading.Event()
         self.stop = threading.Event()
         self.sock = socket.socket()
@@ -153,6 +154,7 @@ class HostileServer:
                 if not chunk:
                     return
                 data += chunk
+            self.got_request.set()
             self.behaviour(self, conn)
         except OSError:
             self.client_gone.set()
@@ -283,4 +285,35 @@ def test_the_push_connects_to_the_address_it_checked_not_to_a_later_dns_answer(s
     finally:
         server.close()
     assert result.ok, result.detail
-    assert server.sent > 0                                         # the checked address got the request
+    assert server.got_request.is_set()                             # the checked address got the request
+
+
+def test_a_name_that_does_not_resolve_at_the_check_is_not_sent_anywhere(stack, rotator, monkeypatch):
+    """The check is the only resolution that counts: a name whose first lookup fails is refused,
+    never handed to the HTTP client to resolve again unchecked (which could answer a metadata or
+    loopback address)."""
+    server = HostileServer(lambda s, conn: s.send(conn, b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"))
+    real = socket.getaddrinfo
+    lookups = []
+
+    def flaky(host, port, *a, **k):
+        if host != "hooks.example.test":
+            return real(host, port, *a, **k)
+        lookups.append(host)
+        if len(lookups) == 1:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", flaky)
+    c = make_consumer(stack)
+    from datetime import timedelta
+    spec = WebhookTarget.model_construct(type="webhook", url=f"http://hooks.example.test:{server.port}/hook",
+                                         required=True, wrap_ttl=timedelta(minutes=5))
+    target = SignedWebhookTarget(spec, rotator, deadline_seconds=10.0, allow_loopback=False)
+    try:
+        result = target.push(Delivery(consumer=c.name, serial=2, rotation_id="rot-2", key_id="kid2", value="v" * 40))
+    finally:
+        server.close()
+    assert result.ok is False and "does not resolve" in result.detail
+    assert lookups == ["hooks.example.test"]                          # no second, unchecked lookup
+    assert not server.got_request.is_set()

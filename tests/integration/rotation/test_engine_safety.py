@@ -280,6 +280,7 @@ def test_cached_key_client_stops_serving_a_destroyed_version(env):
     client = KeyClient(env.stack.vault_addr, "crm", auth=AppRoleAuth(role_id, secret_id),
                        mount=env.settings.vault_kv_mount, prefix=env.settings.vault_kv_prefix, refresh_interval=60.0)
     assert client.current_key().serial == 1
+    assert client.wait_for_refresh(30)       # the first read's ack write is done: no refresh in flight
     _destroy_latest(env, "keys", "crm")
     client._snap = (client._snap[0], 0.0)   # the refresh interval has passed (no sleeping)
     assert client.current_key().serial == 1  # stale-while-revalidate: served while it checks Vault

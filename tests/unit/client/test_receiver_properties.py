@@ -226,3 +226,22 @@ def test_the_http_receiver_answers_a_documented_status_never_500(server, headers
     assert status in {*STATUS.values(), 400, 413}
     if length is not None:
         assert status == 400        # a Content-Length that is not 1*DIGIT: nothing read
+
+
+@pytest.mark.parametrize("headers", [
+    {"webhook-id": "m1", "webhook-signature": "v1,\u00e9t\u00e9"},          # non-ASCII signature
+    {"webhook-id": "m1", "webhook-signature": "v1,\ud800"},                # a lone surrogate
+    {"webhook-id": "m\ud800", "webhook-signature": "v1,AAAA"},             # in the message id
+])
+def test_a_signature_header_with_any_character_is_a_signature_error_not_a_crash(headers):
+    """Before the secret is known to the sender, anyone can send these: only SignatureError (401)
+    may come out, never TypeError or UnicodeEncodeError (500)."""
+    import time
+
+    from rotation.client.signing import SignatureError, standard_verify, verify
+    now = int(time.time())
+    with pytest.raises(SignatureError):
+        standard_verify("s" * 40, {**headers, "webhook-timestamp": str(now)}, b"{}", now=now)
+    with pytest.raises(SignatureError):
+        verify("s" * 40, {"X-Mail-Api-Timestamp": str(now), "X-Mail-Api-Signature": headers["webhook-signature"]},
+               b"{}", now=now)

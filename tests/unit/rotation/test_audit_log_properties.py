@@ -89,3 +89,16 @@ def test_scan_file_reads_any_bytes_into_the_same_section(tmp_path_factory, given
 def test_an_unreadable_log_is_the_documented_oserror(tmp_path):
     with pytest.raises(OSError):
         scan_file(tmp_path / "missing.log", mount="secret", prefix="mail-api", expected_identities=set())
+
+
+def test_a_login_path_is_recognised_in_one_pass_whatever_the_log_holds():
+    """A request path in the audit log is attacker-influenced: ``auth/x`` followed by a megabyte of
+    ``/login/`` and a newline used to cost a backtracking pattern hours; it is decided in one pass
+    (the test's 300 s timeout is the bound, not a speed assertion) and it is not a login."""
+    from rotation.reporting.vault_audit_log import _is_login_path
+
+    crafted = "auth/x" + "/login/" * (1 << 17) + "\n"
+    assert _is_login_path(crafted) is False
+    assert _is_login_path("auth/approle/login") and _is_login_path("auth/jwt/login/role-name")
+    assert not _is_login_path("auth/login") and not _is_login_path("auth/jwt/loginx")
+    assert not _is_login_path("auth/approle/login\n") and not _is_login_path("sys/auth/approle/login")

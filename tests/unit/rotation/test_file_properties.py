@@ -233,3 +233,15 @@ def test_a_vault_policy_renders_only_from_whole_matching_segments(mount, templat
         return
     assert MOUNT.fullmatch(mount) and f'"{mount}/' in text
 
+
+
+@pytest.mark.parametrize("text", ["a: 2001-13-45\n", "a: " + "9" * 5000 + "\n"])
+def test_a_scalar_yaml_resolves_but_python_cannot_build_is_a_config_error(tmp_path, text):
+    """An impossible date or an integer past Python's digit limit: exit 2 naming the file, never a
+    ValueError traceback."""
+    from rotation.errors import ConfigError
+    from rotation.yaml_files import load_yaml_file
+    f = tmp_path / "f.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_yaml_file(f, missing_hint="-")

@@ -105,3 +105,34 @@ def test_an_allowed_directory_spelled_through_a_link_still_works(tmp_path, dirs)
                               allowed_dirs=(allowed,))
     assert target.push(DELIVERY).ok
     assert (allowed / "crm" / "api.key").exists()
+
+
+def test_a_fifo_at_the_key_files_name_is_refused_without_blocking_the_push_or_the_read_back(dirs):
+    """Anyone who can write the directory could plant a FIFO where the key file goes: reading it
+    would block the push (under its lock) and every run's read-back forever. It is refused at once
+    (the test's timeout is the bound)."""
+    allowed, _ = dirs
+    os.mkfifo(allowed / "crm" / "api.key", 0o600)
+    target = _target(allowed, "crm", "api.key")
+    result = target.push(DELIVERY)
+    assert result.ok is False and "not a regular file" in result.detail
+    from rotation.errors import PushError
+    with pytest.raises(PushError, match="not a regular file"):
+        target.read_back("crm")
+
+
+@pytest.mark.parametrize("content", [
+    "[" * 100_000 + "]" * 100_000,                                    # past the JSON parser's depth
+    json.dumps({"serial": True, "fence": True, "key_id": "kid1"}),   # true is no number
+    json.dumps({"serial": -5, "fence": -1}),
+])
+def test_a_key_file_that_is_not_ours_reads_as_serial_zero_and_is_replaced(dirs, content):
+    allowed, _ = dirs
+    f = allowed / "crm" / "api.key"
+    f.write_text(content)
+    target = _target(allowed, "crm", "api.key")
+    held = target.read_back("crm")
+    assert held is not None and (held.serial, held.fence) == (0, 0)
+    assert type(held.serial) is int and type(held.fence) is int
+    assert target.push(DELIVERY).ok
+    assert json.loads(f.read_text())["serial"] == 3
