@@ -10,9 +10,13 @@ Another consumers file or directory is used only when passed explicitly.
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
+
+from rotation.targets.file import write_private_file
 
 __all__ = ["DEV_CONSUMERS", "DEV_DIR", "REPO", "agent_config", "rotation_command", "shell_path",
            "write_dev_consumers"]
@@ -50,13 +54,24 @@ consumers:
 
 
 def write_dev_consumers(directory: Path) -> Path:
-    """Write ``<directory>/consumers.yaml`` (:data:`DEV_CONSUMERS`, file targets under
-    ``<directory>/keys``, created mode 0700) and return its absolute path. Raises ``OSError``."""
+    """Write ``<directory>/consumers.yaml`` (:data:`DEV_CONSUMERS`, mode 0600; file targets under
+    ``<directory>/keys``, made anew with mode 0700) and return its absolute path. Raises ``OSError``.
+
+    A new dev stack is a new Vault: the key files, Vault Agent renderings and audit trail a previous
+    stack left behind name keys that no longer exist, and a key file holding a higher serial and
+    fence than the new stack's first rotation would refuse it (fencing at the target). So they are
+    removed here, before the new stack's first run."""
     directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     keys = directory / "keys"
-    keys.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.rmtree(keys, ignore_errors=True)
+    keys.mkdir(mode=0o700)
+    for stale in (*directory.glob("*.key.json"), *directory.glob("*.role_id"), *directory.glob("*.secret_id"),
+                  directory / "audit.jsonl"):
+        stale.unlink(missing_ok=True)
+    os.close(os.open(directory / "audit.jsonl", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     path = directory / "consumers.yaml"
-    path.write_text(DEV_CONSUMERS.format(keys=keys), encoding="utf-8")
+    write_private_file(path, DEV_CONSUMERS.format(keys=keys))
     return path
 
 

@@ -59,7 +59,9 @@ def refused(target_id: str, delivery: Delivery, held: Held) -> PushResult:
     ``extra[SUPERSEDED]``)."""
     return PushResult(target_id, False,
                       f"refused: the target holds serial {held.serial} (fence {held.fence}), newer than "
-                      f"serial {delivery.serial} (fence {delivery.fence}); a later lease holder wrote it",
+                      f"serial {delivery.serial} (fence {delivery.fence}): a later lease holder wrote it, or "
+                      "something outside the rotation did (a target restored or written by hand, a Vault "
+                      "restored from a snapshot); docs/operations.md, 'A push target refuses the key'",
                       {SUPERSEDED: True, "held_serial": held.serial, "held_fence": held.fence})
 
 
