@@ -10,7 +10,8 @@ What each target type calls (``rotation/targets``) and so needs:
   secret is created, tagged, when absent), ``DescribeSecret``; on the secret's ARN. A secret given
   by name matches ``...:secret:<name>-??????`` (Secrets Manager appends six random characters:
   https://docs.aws.amazon.com/secretsmanager/latest/userguide/auth-and-access_iam-policies.html).
-* ``ssm``: ``PutParameter``, ``GetParameterHistory`` and ``LabelParameterVersion`` (the fence check) on
+* ``ssm``: ``PutParameter``, ``GetParameterHistory``, ``LabelParameterVersion`` (the fence check) and
+  ``UnlabelParameterVersion`` (old fence labels removed, so the 100-version limit never blocks a put) on
   ``arn:<partition>:ssm:<region>:<account>:parameter/<name without
   the leading slash>`` (https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-paramstore-access.html).
 * a customer KMS key (``kms_key_id``): ``kms:Encrypt`` and ``kms:GenerateDataKey`` only through
@@ -41,7 +42,8 @@ __all__ = ["Grant", "missing_grants", "required_grants", "required_statements", 
 
 SECRETSMANAGER_ACTIONS = ("secretsmanager:PutSecretValue", "secretsmanager:CreateSecret",
                           "secretsmanager:TagResource", "secretsmanager:DescribeSecret")
-SSM_ACTIONS = ("ssm:PutParameter", "ssm:GetParameterHistory", "ssm:LabelParameterVersion")
+SSM_ACTIONS = ("ssm:PutParameter", "ssm:GetParameterHistory", "ssm:LabelParameterVersion",
+               "ssm:UnlabelParameterVersion")
 KMS_ACTIONS = ("kms:Encrypt", "kms:GenerateDataKey")
 # fullmatch only (``$`` would accept a trailing newline)
 _KEY_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}")

@@ -15,12 +15,23 @@ replaces it and a stalled runner's does not. The same read detects a retry of a 
 already landed. A parameter that cannot be read is not written (fail closed). PutParameter has no
 condition, so two writers racing within one call could still interleave; the lease makes that a
 stalled runner against the lease holder, whose reconciliation (:mod:`rotation.engine.reconcile`)
-repairs it on its next run. IAM: ``ssm:PutParameter``, ``ssm:GetParameterHistory``,
-``ssm:LabelParameterVersion`` on the parameter.
+repairs it on its next run.
+
+Labels never pile up: Parameter Store keeps 100 versions and will not drop the oldest one while it
+carries a label (``ParameterMaxVersionLimitExceeded`` on every later put). So before its put an
+accepted writer removes (UnlabelParameterVersion) every fence label of the history it just read
+except the two :meth:`_held` depends on: the latest version's, and the one with the highest
+``(fence, serial)``. Neither answer of :meth:`_held` changes, so the fence is kept, and at most
+three versions carry a fence label (two in the steady state); a parameter already stuck at 100
+labelled versions is freed by its next accepted push. Labels not of the ``fence-F-serial-N`` form
+are left alone. A failed removal does not stop the put (the next push retries it); the result's
+detail says so. IAM: ``ssm:PutParameter``, ``ssm:GetParameterHistory``,
+``ssm:LabelParameterVersion``, ``ssm:UnlabelParameterVersion`` on the parameter.
 
 AWS API: https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_PutParameter.html and
 https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_GetParameterHistory.html,
-https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_LabelParameterVersion.html.
+https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_LabelParameterVersion.html,
+https://docs.aws.amazon.com/systems-manager/latest/APIReference/API_UnlabelParameterVersion.html.
 The target never raises for an AWS failure: it reports ``ok=False`` with the AWS error code only.
 """
 
@@ -103,6 +114,34 @@ class SsmParameterTarget:
     def label(delivery: Delivery) -> str:
         return f"fence-{delivery.fence}-serial-{delivery.serial}"
 
+    @staticmethod
+    def _stale_labels(history: list[dict[str, Any]]) -> list[tuple[int, list[str]]]:
+        """``(version, fence labels)`` that may go without changing :meth:`_held`: every fence
+        label except the latest version's and the one with the highest ``(fence, serial)``."""
+        if not history:
+            return []
+        marks = [((int(m["fence"]), int(m["serial"])), label) for v in history for label in v.get("Labels") or []
+                 if (m := _LABEL.match(label))]
+        keep = set(history[-1].get("Labels") or [])
+        if marks:
+            keep.add(max(marks)[1])
+        out = []
+        for v in history[:-1]:
+            stale = [label for label in v.get("Labels") or [] if _LABEL.match(label) and label not in keep]
+            if stale:
+                out.append((int(v["Version"]), stale))
+        return out
+
+    def _prune(self, history: list[dict[str, Any]]) -> str:
+        """Remove the labels :meth:`_stale_labels` names; ``""``, or the AWS error code of the
+        first removal that failed (the next push tries again)."""
+        for version, labels in self._stale_labels(history):
+            try:   # a version carries at most 10 labels, and one call removes up to 10
+                self.client.unlabel_parameter_version(Name=self.name, ParameterVersion=version, Labels=labels[:10])
+            except Exception as exc:  # noqa: BLE001 - reported by code only; the fence labels kept are intact
+                return error_code(exc)
+        return ""
+
     def read_back(self, consumer: str) -> Held | None:
         """What the parameter holds (serial, fence, key id from its latest version's description).
         Raises :class:`~rotation.errors.PushError` (AWS error code only)."""
@@ -125,6 +164,7 @@ class SsmParameterTarget:
         held = self._held(history)
         if held is not None and not supersedes(delivery.serial, delivery.fence, held):
             return refused(self.target_id, delivery, held)
+        not_pruned = self._prune(history)
         try:
             kwargs: dict[str, Any] = {
                 "Name": self.name, "Type": "SecureString", "Overwrite": True, "Tier": self.tier,
@@ -138,5 +178,8 @@ class SsmParameterTarget:
             self.client.label_parameter_version(Name=self.name, ParameterVersion=r["Version"],
                                                 Labels=[self.label(delivery)])
         except Exception as exc:  # noqa: BLE001 - a target never raises (targets/__init__.py)
-            return PushResult(self.target_id, False, f"aws: {error_code(exc)}")
-        return PushResult(self.target_id, True, "SecureString written", {"version": r.get("Version")})
+            return PushResult(self.target_id, False, f"aws: {error_code(exc)}"
+                                                     + (f" (old fence labels not removed: aws: {not_pruned})"
+                                                        if not_pruned else ""))
+        return PushResult(self.target_id, True, "SecureString written" + (
+            f"; old fence labels not removed: aws: {not_pruned}" if not_pruned else ""), {"version": r.get("Version")})

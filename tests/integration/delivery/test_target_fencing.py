@@ -174,3 +174,89 @@ def test_a_writer_killed_mid_write_leaves_no_temp_file_with_the_key_after_the_ne
     left = [p.name for p in tmp_path.iterdir() if p.is_file() and p != path and CANARY in p.read_text()]
     assert left == [], f"files other than the target still hold a key: {left}"
     assert json.loads(path.read_text())["serial"] == 3
+
+
+# -- SSM: the fence labels never pile up (Parameter Store keeps 100 versions, never a labelled one) --
+def _fence_labelled(ssm, pname: str) -> list[int]:
+    """The versions carrying a ``fence-F-serial-N`` label."""
+    out, token = [], None
+    while True:
+        page = ssm.get_parameter_history(Name=pname, MaxResults=50, **({"NextToken": token} if token else {}))
+        out += [int(v["Version"]) for v in page["Parameters"]
+                if any(label.startswith("fence-") for label in v.get("Labels") or [])]
+        token = page.get("NextToken")
+        if not token:
+            return out
+
+
+def test_ssm_more_than_100_pushes_all_land_and_labels_stay_bounded(aws):
+    _, ssm = aws
+    pname = f"/mail-api/fence-many-{secrets.token_hex(4)}"
+    target = SsmParameterTarget(ssm, pname)
+    for i in range(1, 131):                              # fence and serial rising, as runs go by
+        result = target.push(d(i, fence=100 + i))
+        assert result.ok, (i, result.detail)
+        assert len(_fence_labelled(ssm, pname)) <= 3
+    assert json.loads(ssm.get_parameter(Name=pname, WithDecryption=True)["Parameter"]["Value"])["serial"] == 130
+    held = target.read_back("billing")
+    assert held is not None and (held.serial, held.fence) == (130, 230), held
+    assert target.push(d(129, fence=229)).extra[SUPERSEDED] is True    # the fence still holds
+    back = target.push(d(129, fence=231))               # a later lease holder's rollback still lands
+    assert back.ok, back.detail
+
+
+def test_ssm_parameter_already_at_100_labelled_versions_is_freed_by_the_next_push(aws):
+    """A parameter the former target left with a label on each of its 100 versions."""
+    _, ssm = aws
+    pname = f"/mail-api/fence-stuck-{secrets.token_hex(4)}"
+    for i in range(1, 101):
+        v = ssm.put_parameter(Name=pname, Type="SecureString", Overwrite=True, Value=f"{CANARY}{i}")["Version"]
+        ssm.label_parameter_version(Name=pname, ParameterVersion=v, Labels=[f"fence-{i}-serial-{i}"])
+    ssm.label_parameter_version(Name=pname, ParameterVersion=50, Labels=["operator-pin"])  # not ours: kept
+    target = SsmParameterTarget(ssm, pname)
+    assert target.push(d(99, fence=99)).extra[SUPERSEDED] is True      # refused: nothing removed
+    assert len(_fence_labelled(ssm, pname)) == 100
+    result = target.push(d(101, fence=101))
+    assert result.ok, result.detail
+    assert json.loads(ssm.get_parameter(Name=pname, WithDecryption=True)["Parameter"]["Value"])["serial"] == 101
+    assert len(_fence_labelled(ssm, pname)) <= 3
+    history = ssm.get_parameter_history(Name=pname, MaxResults=50)["Parameters"]
+    assert any("operator-pin" in (v.get("Labels") or []) for v in history)
+
+
+def test_ssm_keeps_the_highest_fence_label_when_the_latest_version_holds_a_lower_one(aws):
+    """After a race a lower fence's version can be the latest; pruning must not drop the higher
+    fence that a later version put by hand (no label) is judged against."""
+    _, ssm = aws
+    pname = f"/mail-api/fence-race-{secrets.token_hex(4)}"
+    target = SsmParameterTarget(ssm, pname)
+    assert target.push(d(5, fence=20)).ok
+    v = ssm.put_parameter(Name=pname, Type="SecureString", Overwrite=True, Value=f"{CANARY}4")["Version"]
+    ssm.label_parameter_version(Name=pname, ParameterVersion=v, Labels=["fence-10-serial-4"])  # stalled runner's
+    assert target.push(d(5, fence=10)).ok                # accepted against the latest (fence 10)
+    assert target.push(d(6, fence=10)).ok                # prunes the stalled runner's label, not fence 20's
+    assert "fence-10-serial-4" not in str(ssm.get_parameter_history(Name=pname)["Parameters"])
+    ssm.put_parameter(Name=pname, Type="SecureString", Overwrite=True, Value=f"{CANARY}0")      # by hand
+    held = target.read_back("billing")
+    assert held is not None and held.fence == 20, held  # the highest fence is still on record
+    assert target.push(d(6, fence=15)).extra[SUPERSEDED] is True
+
+
+def test_ssm_a_label_removal_refused_by_iam_does_not_stop_the_push_and_is_reported(aws):
+    from botocore.exceptions import ClientError
+
+    _, ssm = aws
+
+    class NoUnlabel:                                     # a policy without ssm:UnlabelParameterVersion
+        def __getattr__(self, name):
+            return getattr(ssm, name)
+
+        def unlabel_parameter_version(self, **kw):
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "UnlabelParameterVersion")
+
+    pname = f"/mail-api/fence-iam-{secrets.token_hex(4)}"
+    target = SsmParameterTarget(NoUnlabel(), pname)
+    assert target.push(d(1, fence=1)).ok and target.push(d(2, fence=1)).ok   # nothing to remove yet
+    result = target.push(d(3, fence=1))
+    assert result.ok and "old fence labels not removed: aws: AccessDeniedException" in result.detail, result.detail
+    assert json.loads(ssm.get_parameter(Name=pname, WithDecryption=True)["Parameter"]["Value"])["serial"] == 3

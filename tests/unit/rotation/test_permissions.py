@@ -72,7 +72,8 @@ def test_plan_with_a_policy_lacking_a_target_reports_it_and_exits_1_before_any_c
     assert r.exit_code == 1, r.output
     expected = [f"iam: cannot write: crm: ssm:/secure-mail-api-prod/consumers/crm/api-key: missing {action} on "
                 f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/secure-mail-api-prod/consumers/crm/api-key"
-                for action in ("ssm:PutParameter", "ssm:GetParameterHistory", "ssm:LabelParameterVersion")]
+                for action in ("ssm:PutParameter", "ssm:GetParameterHistory", "ssm:LabelParameterVersion",
+                               "ssm:UnlabelParameterVersion")]
     assert [line for line in r.output.splitlines() if line.startswith("iam:")] == expected
 
 
