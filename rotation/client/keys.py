@@ -37,8 +37,10 @@ Every wait is bounded: ``timeout`` per HTTP call, ``max_wait`` for a caller.
 
 Serials only go up: a key with a lower serial than the one in use is never installed on a push's
 word or from a Vault answer at an older KV version (a lagging standby, a delayed webhook, a stale
-runner); the client moves down only when Vault, at a version newer than any it has read, no longer
-lists the key in use as ``current`` or ``pending`` (a rollback that finished).
+runner); the client moves down when Vault, at the newest version it has read (or a newer one), no
+longer lists the key in use as ``current``, ``previous`` or ``pending`` (a rollback that finished, a
+pushed key Vault dropped: on a refresh or after a 403), or when a fenced push carries a higher fence
+than any push it accepted (a later lease holder's restore, :mod:`rotation.client.fencing`).
 
 Authentication: :class:`TokenAuth`, :class:`TokenFileAuth` (Vault Agent sink), :class:`AppRoleAuth`
 (secret id given, or from a file re-read before every login, optionally response-wrapped),
@@ -99,6 +101,7 @@ from rotation.client.errors import (
     VaultAuthError,
     VaultUnavailable,
 )
+from rotation.client.fencing import Held, supersedes
 
 __all__ = ["ApiKey", "KeyClient"]   # the auth classes and errors: rotation.client.auth / .errors
 
@@ -233,6 +236,7 @@ class KeyClient:
         self._key: ApiKey | None = None
         self._version = 0               # KV version the cached key was read at (0 = pushed / none)
         self._max_version = 0           # the highest KV version of the key record read so far
+        self._fence = 0                 # the highest fence of a push accepted (0 = no fenced push yet)
         self._confirmed_at = float("-inf")   # clock time Vault last vouched for the key in use
         self._force = False
         self._suspect = False           # the mail API refused the key in use (report_forbidden)
@@ -405,12 +409,18 @@ class KeyClient:
             return 0.0
         return max(0.0, self._clock() - self._confirmed_at - self.refresh_interval)
 
-    def notify_push(self, key: ApiKey | None = None) -> bool:
+    def notify_push(self, key: ApiKey | None = None, fence: int | None = None) -> bool:
         """A push arrived. With ``key`` (e.g. unwrapped from a webhook's wrapping token) it becomes
         the key in use at once and is acked, when its serial is higher than the key in use. A key
-        with a *lower* serial is never installed on a push's word (a delayed or replayed webhook, a
-        stale runner): the client only moves down when Vault itself, at a KV version newer than
-        any it has read, no longer lists the key in use (a finished rollback; one data read here).
+        with a *lower* serial is never installed on an unfenced push's word (a delayed or replayed
+        webhook, a stale runner): the client only moves down when Vault itself no longer lists the
+        key in use (a finished rollback; one data read here).
+
+        ``fence`` (optional; :mod:`rotation.client.fencing`): the delivery's fencing token. A fenced
+        push is decided by :func:`~rotation.client.fencing.supersedes` against the highest fence
+        this client has accepted: a lower fence (a stalled or replayed delivery) is refused whatever
+        its serial; a higher fence (a later lease holder, e.g. a rollback restoring the current key
+        while Vault still lists the rolled-back key as pending) is installed even with a lower serial.
         Without ``key``, a background refresh re-reads Vault (rate-limited by ``min_forced_interval``).
 
         Returns True when the pushed key is now in use (a receiver answers 2xx only then), False
@@ -422,11 +432,24 @@ class KeyClient:
                 if self._clock() >= self._last_forced + self.min_forced_interval and not self._refreshing:
                     self._start_refresh_locked(forced=True)
             return True
+        if fence is not None and (not isinstance(fence, int) or isinstance(fence, bool) or fence < 0):
+            raise KeyClientError("pushed key: fence must be a non-negative integer")
         key = _validated({"value": key.value, "serial": key.serial, "key_id": key.key_id}, "pushed key")
         with self._io():
             cur = self._key
             if cur is not None and (key.serial, key.key_id, key.value) == (cur.serial, cur.key_id, cur.value):
+                with self._cond:
+                    self._fence = max(self._fence, fence or 0)
                 return True
+            if cur is not None and fence is not None and self._fence > 0:
+                if not supersedes(key.serial, fence, Held(cur.serial, self._fence, cur.key_id)):
+                    log.info("mail API key push for serial %s (fence %s) ignored: older than serial %s "
+                             "(fence %s) in use", key.serial, fence, cur.serial, self._fence)
+                    self.stats["lower_serial_refused"] += 1
+                    return False
+                if fence > self._fence:
+                    # a later lease holder's word wins, even for a lower serial (a rollback's restore)
+                    return self._install_pushed(key, fence)
             if cur is not None and key.serial <= cur.serial:
                 try:
                     self._refresh_io(forced=True)
@@ -437,16 +460,23 @@ class KeyClient:
                 now_in_use = self._key
                 if now_in_use is not None and (now_in_use.serial, now_in_use.key_id, now_in_use.value) == (
                         key.serial, key.key_id, key.value):
+                    with self._cond:
+                        self._fence = max(self._fence, fence or 0)
                     return True
                 log.info("mail API key push for serial %s ignored: serial %s in use (never a lower serial on a "
-                         "push's word)", key.serial, cur.serial)
+                         "push's word without a higher fence)", key.serial, cur.serial)
                 self.stats["lower_serial_refused"] += 1
                 return False
-            with self._cond:
-                self._install_locked(key, version=0)
-            log.info("mail API key serial %s (%s) installed from a push", key.serial, key.fingerprint)
-            self._ack_best_effort(key)
-            return True
+            return self._install_pushed(key, fence)
+
+    def _install_pushed(self, key: ApiKey, fence: int | None) -> bool:
+        """Install a pushed key (caller holds the I/O lock) and ack it."""
+        with self._cond:
+            self._install_locked(key, version=0)
+            self._fence = max(self._fence, fence or 0)
+        log.info("mail API key serial %s (%s) installed from a push (fence %s)", key.serial, key.fingerprint, fence)
+        self._ack_best_effort(key)
+        return True
 
     def report_forbidden(self, key: ApiKey | None = None) -> None:
         """The mail API answered 403 with ``key`` (or the cached key): the next :meth:`current_key`
@@ -716,15 +746,16 @@ class KeyClient:
             if held is None or key.serial > held.serial or (key.serial == held.serial and newest):
                 self._install_locked(key, version)
                 return key
-            if (held.serial, held.key_id) in listed and newest:
+            if newest and ((held.serial, held.key_id) in listed or (held.serial, None) in listed):
                 # Vault still lists the key in use (e.g. a pushed key that is pending): it stands
                 self._version = version
                 self._max_version = version
                 self._confirm_locked(self._clock())
                 return held
-            if newest and version > self._max_version:
-                # Vault, at a newer version than any read before, dropped the key in use (a rollback
-                # finished): its current key is the one to use, although its serial is lower
+            if newest:
+                # Vault, at the newest version this client has read (or a newer one), does not list
+                # the key in use (a rollback finished, or a pushed key Vault never kept): its current
+                # key is the one to use, although its serial is lower
                 log.info("mail API key serial %s was dropped in Vault (version %s); back to serial %s",
                          held.serial, version, key.serial)
                 self._install_locked(key, version)
@@ -742,9 +773,11 @@ class KeyClient:
         data: dict[str, Any] = self._vault("read metadata", self.key_path, read)["data"]
         return data
 
-    def _read_current(self, version: int | None = None) -> tuple[ApiKey, int, set[tuple[int, str]]]:
+    def _read_current(self, version: int | None = None) -> tuple[ApiKey, int, set[tuple[int, str | None]]]:
         """Read the key record: ``(current key, KV version, {(serial, key id)}`` of the keys Vault
-        still lists as ``current`` or ``pending`` and not disabled)."""
+        still lists as ``current``, ``previous`` or ``pending`` and not disabled; the key id is
+        ``None`` when the record has none yet: a pending key's API key id reaches Vault only when
+        it is promoted)."""
         def read() -> Any:
             return self._client.secrets.kv.v2.read_secret_version(
                 path=self.key_path, version=version or None, mount_point=self.mount,
@@ -752,11 +785,12 @@ class KeyClient:
         self.stats["data_reads"] += 1
         r = self._vault("read", self.key_path, read)["data"]
         data = r.get("data") or {}
-        listed: set[tuple[int, str]] = set()
-        for label in ("current", "pending"):
+        listed: set[tuple[int, str | None]] = set()
+        for label in ("current", "previous", "pending"):
             rec = data.get(label)
             if isinstance(rec, Mapping) and not rec.get("disabled_at") and isinstance(rec.get("serial"), int):
-                listed.add((rec["serial"], str(rec.get("key_id"))))
+                kid = rec.get("key_id")
+                listed.add((rec["serial"], kid if isinstance(kid, str) and kid else None))
         key = _validated(data.get("current"), f"{self.mount}/data/{self.key_path}")
         return key, int((r.get("metadata") or {}).get("version") or 0), listed
 

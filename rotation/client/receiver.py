@@ -23,7 +23,9 @@
    and checks that the unwrapped ``serial``/``key_id`` (and fingerprint, when sent) match the body.
    A token that was already used, expired or never issued raises :class:`~rotation.client.keys.TamperSuspected`
    (failure case V6): someone may have intercepted it; alert and let the rotation re-issue, never retry;
-5. hands the key to the :class:`~rotation.client.keys.KeyClient` (``notify_push(ApiKey)``) or to ``on_key``.
+5. hands the key to the :class:`~rotation.client.keys.KeyClient` (``notify_push(ApiKey, fence=...)``: the
+   fence decides there too, so a later lease holder's restore of a lower serial, e.g. a rollback's,
+   is installed although Vault still lists the rolled-back key as pending) or to ``on_key``.
 
 :func:`serve_webhook` wraps a receiver in a tiny ``http.server`` (for the sample app): 204 accepted,
 200 duplicate, 400 bad request, 401 bad signature, 409 replay, 410 wrapping token already used or
@@ -268,7 +270,7 @@ class WebhookReceiver:
             if stale is not None:
                 return stale
             try:
-                if self._client is not None and not self._client.notify_push(key):
+                if self._client is not None and not self._client.notify_push(key, fence=fence):
                     return ReceiveResult("stale", serial=serial, key_id=key_id,
                                          detail="an older key than the one in use, and not Vault's current: ignored")
                 if self.on_key is not None:

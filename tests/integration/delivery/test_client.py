@@ -426,3 +426,24 @@ def test_from_env_tls_settings_reach_the_http_session(tmp_path):
     assert client.vault_addr == "https://vault.example.com:8200"        # VAULT_* wins over BAO_*
     assert client._client.adapter._kwargs["verify"] == str(cas)
     assert client._client.adapter._kwargs["cert"] == (str(tmp_path / "client.pem"), str(tmp_path / "client.key"))
+
+
+@pytest.mark.parametrize("how", ["403", "refresh"])
+def test_a_pushed_key_vault_does_not_list_at_the_version_read_is_abandoned(consumer, how):
+    """A key pushed after the client read Vault's newest version, which lists it nowhere (not
+    current, previous or pending: a rollback dropped it, or it was never kept), is not served
+    forever: a 403 (report_forbidden) or a refresh goes back to Vault's current key."""
+    consumer.write_keys(current=record(1), pending=None)
+    client = consumer.client(refresh_interval=3600, min_forced_interval=0)
+    assert client.current_key().serial == 1
+    dropped = ApiKey(record(2)["value"], 2, "kid2")
+    assert client.notify_push(dropped) is True             # a higher serial: installed on the push's word
+    assert client.current_key().serial == 2
+    if how == "403":
+        client.report_forbidden(dropped)
+        key = client.current_key()
+    else:
+        key = client.refresh()
+    assert (key.serial, key.key_id) == (1, "kid1")
+    assert client.current_key().serial == 1
+    assert client.wait_for_refresh(10)

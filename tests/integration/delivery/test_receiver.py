@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from rotation.backends.vault import VaultStore
-from rotation.client.keys import TamperSuspected
+from rotation.client.keys import ApiKey, TamperSuspected
 from rotation.client.receiver import WebhookReceiver, serve_webhook
 from rotation.client.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from rotation.config import WebhookTarget
@@ -189,3 +189,27 @@ def test_unwrap_function_target_and_canary(rotator, consumer, caplog):
         receiver.handle(used[0], used[1])
     blob = "\n".join([repr(r), repr(got[0]), repr(receiver), caplog.text, str(err.value)])
     assert canary not in blob
+
+
+def test_rollback_restore_with_a_higher_fence_is_accepted_and_an_older_fence_replay_refused(app, rotator):
+    """The rollback's restore of serial 1 (fence 7) reaches an app that installed the pending serial 2
+    (fence 5) while Vault still lists serial 2 as pending: the receiver and the KeyClient take it (a
+    later lease holder's word wins); serial 2 re-delivered with the older fence stays refused."""
+    consumer, client, receiver = app
+    d2, d1 = delivery(consumer, 2, "rot-2"), delivery(consumer, 1, "rot-1")
+    headers, raw, _ = signed_request(rotator, d2, body_changes={"fence": 5})
+    assert receiver.handle(headers, raw).outcome == "accepted"
+    assert client.current_key().serial == 2
+    headers, raw, _ = signed_request(rotator, d1, body_changes={"fence": 7})
+    result = receiver.handle(headers, raw)
+    assert (result.outcome, result.status) == ("accepted", 204), result
+    key = client.current_key()
+    assert (key.serial, key.key_id, key.value) == (1, d1.key_id, d1.value)
+    assert consumer.ack()[0]["serial"] == 1
+    # the delivery of serial 2 re-issued (fresh wrapping token) with its older fence: refused
+    headers, raw, _ = signed_request(rotator, d2, body_changes={"fence": 5})
+    result = receiver.handle(headers, raw)
+    assert (result.outcome, result.status) == ("stale", 409), result
+    # and the KeyClient on its own refuses the older fence too
+    assert client.notify_push(ApiKey(d2.value, 2, d2.key_id), fence=5) is False
+    assert client.current_key().serial == 1

@@ -237,3 +237,64 @@ def test_an_optional_target_that_cannot_be_repaired_is_audited_and_never_fails_t
     assert (summary.outcomes[0].outcome, summary.exit_code) == ("ok", 0), summary.outcomes[0]
     events = [json.loads(line) for line in env.audit_text().splitlines()]
     assert [e for e in events if (e["event"], e["outcome"]) == ("reconcile", "failed")], "repair not audited"
+
+
+class _RefusesNewKeys:
+    """A required target that takes only serial 1: a rotation to serial 2 fails and rolls back."""
+
+    target_id, required = "refuses-new-keys", True
+
+    def push(self, d: Delivery) -> PushResult:
+        return PushResult(self.target_id, d.serial == 1, "ok" if d.serial == 1 else "HTTP 500")
+
+
+class _AppReadsVault:
+    """Not a target: the app's periodic read of Vault, landing after the pending key was written
+    and before the push (an optional target pushed first, so the timing is the test's)."""
+
+    target_id, required = "app-reads-vault", False
+
+    def __init__(self, client):
+        self.client = client
+
+    def push(self, d: Delivery) -> PushResult:
+        self.client.refresh()
+        return PushResult(self.target_id, True, "ok")
+
+
+def test_rollback_restores_a_webhook_app_that_installed_the_pending_key_and_clears_pending(env):
+    """A rotation pushes serial 2 to the app's webhook receiver (a real KeyClient installs it), then a
+    required target fails: the rollback pushes serial 1 back with a higher fence while Vault still
+    lists serial 2 as pending (at the version the app last read). The receiver and the KeyClient take it (the fence is the authority),
+    so the rollback finishes (pending cleared, no ``rolling_back`` left for later runs to repeat)."""
+    from rotation.client.auth import TokenAuth
+    from rotation.client.keys import KeyClient
+
+    signing = secrets.token_urlsafe(32)
+    env.root().secrets.kv.v2.create_or_update_secret(path="mail-api/webhooks/billing",
+                                                       secret={"signing_secret": signing}, cas=0)
+    client = KeyClient(env.stack.vault_addr, "billing", auth=TokenAuth(env.root().token), refresh_interval=3600)
+    receiver = WebhookReceiver(signing, client)
+    server = serve_webhook(receiver, "127.0.0.1", 0)
+    try:
+        spec = WebhookTarget(type="webhook", url=f"http://127.0.0.1:{server.server_address[1]}/")
+        v = VaultStore(env.settings)
+        fail = {"on": False}
+        targets = lambda c: [_AppReadsVault(client), SignedWebhookTarget(spec, v, allow_loopback=True)] + (
+            [_RefusesNewKeys()] if fail["on"] else [])
+        assert env.engine(targets_for=targets).run(only=["billing"]).outcomes[0].outcome == "ok"
+        old = env.state("billing").current
+        assert client.current_key().serial == old.serial == 1
+        fail["on"] = True
+        out = env.engine(targets_for=targets).run(only=["billing"], force=["billing"]).outcomes[0]
+        assert out.outcome == "rolled_back", out
+        st = env.state("billing")
+        assert st.pending is None and st.current.serial == 1, st
+        key = client.current_key()
+        assert (key.serial, key.value) == (1, old.value)             # the app is back on serial 1
+        fail["on"] = False
+        again = env.engine(targets_for=targets).run(only=["billing"]).outcomes[0]
+        assert again.outcome != "rolled_back" and "roll" not in (again.action or ""), again
+    finally:
+        server.shutdown()
+        server.server_close()
