@@ -58,7 +58,7 @@ CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 3
 #: the longest answer body read from a receiver (bytes); Standard Webhooks receivers answer 2xx with
-#: an empty or short body (https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md)
+#: an empty or short body (the Standard Webhooks specification, https://www.standardwebhooks.com/)
 MAX_ANSWER_BYTES = 64 * 1024
 
 
