@@ -132,6 +132,21 @@ def _structure_problems(root: yaml.Node | None) -> list[tuple[str, str]]:
     return sorted(set(problems))
 
 
+def _compose_check_construct(source: str, text: str) -> Any:
+    """Compose ``text`` once, check the node tree (:func:`_structure_problems`), then build the data
+    from that same tree: what ``yaml.load`` does, with the check between its two halves instead of
+    a second parse. Raises :class:`ConfigError` or ``yaml.YAMLError``."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        root = loader.get_single_node()
+        problems = _structure_problems(root)
+        if problems:
+            raise ConfigError(source, problems)
+        return loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+
+
 def load_yaml_file(path: str | Path, *, missing_hint: str) -> Any:
     """Read ``path`` as one YAML document and return its data (the refusals are in the module
     docstring). ``missing_hint`` completes "does not exist; ..." (e.g. ``pass --setup PATH``).
@@ -159,10 +174,7 @@ def load_yaml_file(path: str | Path, *, missing_hint: str) -> Any:
         if _event_depth(text) > MAX_DEPTH:
             raise ConfigError(source, [("(file)", (f"is nested more than {MAX_DEPTH} levels deep; these files "
                                                   "nest a few levels (check the brackets and indentation)"))])
-        problems = _structure_problems(yaml.compose(text, Loader=_SafeLoader))
-        if problems:
-            raise ConfigError(source, problems)
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        return _compose_check_construct(source, text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

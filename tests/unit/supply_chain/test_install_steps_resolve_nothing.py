@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,6 @@ def _build_lambda_install_commands(monkeypatch, tmp_path) -> list[list[str]]:
         if "wheel" in cmd:  # add_project_wheel unpacks the wheel it built: give it one
             wheels = Path(cmd[cmd.index("--wheel-dir") + 1])
             wheels.mkdir(parents=True, exist_ok=True)
-            import zipfile
             with zipfile.ZipFile(wheels / "secure_mail_api-0-py3-none-any.whl", "w"):
                 pass
 
